@@ -1,0 +1,40 @@
+#pragma once
+
+/// Weir's error codes. Code outside message handlers returns `caf::expected<T>`; the context of
+/// a `caf::error` made here is one human-readable string, which `render` returns.
+
+#include <cstdint>
+#include <string>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <caf/make_message.hpp>
+
+namespace weir {
+
+enum class errc : uint8_t {
+  none = 0,
+  bad_config,        ///< the pipeline config is wrong (file, line and key in the message)
+  bad_input,         ///< an input file is missing or unreadable
+  bad_record,        ///< a record could not be decoded
+  store_io,          ///< an LMDB call failed
+  store_format,      ///< a store of an unknown format version
+  store_corrupt,     ///< a stored value does not decode
+  decode,            ///< a Cap'n Proto message from elsewhere did not decode within limits
+  epoch_aborted,     ///< an epoch could not complete and was abandoned
+  stopped,           ///< the pipeline was told to stop
+  internal,
+};
+
+const char* to_string(errc x);
+
+/// Makes an error with one string of context.
+inline caf::error make_error(errc code, std::string text) {
+  return caf::error{static_cast<uint8_t>(code), caf::atom("weir"),
+                    caf::make_message(std::move(text))};
+}
+
+/// Returns the human-readable text of an error made by make_error (or CAF's own rendering).
+std::string render(const caf::error& err);
+
+} // namespace weir

@@ -1,0 +1,235 @@
+#pragma once
+
+/// Plain types shared by every part of Weir: the pipeline configuration, the columnar event
+/// batch that flows from preprocess to the window aggregators, window results and dead letters.
+/// Nothing here depends on CAF, Cap'n Proto or LMDB so that the logic built on it can be tested
+/// on its own.
+
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace weir {
+
+/// Event time and durations are microseconds since the Unix epoch (UTC).
+using timestamp = int64_t;
+constexpr timestamp min_timestamp = std::numeric_limits<int64_t>::min();
+constexpr timestamp max_timestamp = std::numeric_limits<int64_t>::max();
+constexpr int64_t us_per_ms = 1'000;
+constexpr int64_t us_per_s = 1'000'000;
+
+/// Multi-field keys are joined with this byte internally; shown to users as '|'.
+constexpr char key_separator = '\x1f';
+
+// -- configuration -------------------------------------------------------------
+
+enum class source_format : uint8_t { csv, ndjson };
+enum class time_format : uint8_t { iso8601, epoch_s, epoch_ms, epoch_us };
+enum class value_type : uint8_t { string, int64, float64, time };
+enum class window_kind : uint8_t { tumbling, sliding, session };
+enum class late_policy : uint8_t { dead_letter, update };
+enum class agg_fn : uint8_t { count, sum, avg, min, max, distinct, quantile };
+
+struct source_config {
+  std::string name;           ///< unique within its pipeline
+  std::string path;           ///< a file, a glob, or "-" for stdin
+  source_format format = source_format::csv;
+  bool follow = false;        ///< tail the file(s) until SIGINT/SIGTERM
+  bool header = true;         ///< csv: the first line of each file names the columns
+  char delimiter = ',';       ///< csv
+  char quote = '"';           ///< csv
+  std::vector<std::string> columns; ///< csv without header: the column names, in order
+  size_t max_line_bytes = 1 << 20;  ///< longer lines are dead-lettered
+};
+
+struct field_mapping {
+  std::string event_id;       ///< empty: the event id is source + offset (no dedupe possible)
+  std::string time;           ///< the event-time field
+  time_format time_fmt = time_format::iso8601;
+  std::vector<std::string> key;        ///< one or more fields; joined with key_separator
+  std::vector<std::string> measures;   ///< numeric fields
+  std::vector<std::string> attributes; ///< kept non-key fields (usable by distinct and filters)
+};
+
+/// Keeps a record when every condition given holds. Numeric conditions parse the field.
+struct filter_config {
+  std::string field;
+  std::optional<double> min;          ///< inclusive
+  std::optional<double> max;          ///< inclusive
+  std::optional<std::string> eq;      ///< text equality
+  std::optional<std::string> ne;      ///< text inequality
+  std::vector<std::string> in;        ///< text is one of these (when not empty)
+};
+
+/// A derived numeric field: `expr` is arithmetic (+ - * / parentheses, numbers, field names).
+struct derive_config {
+  std::string name;
+  std::string expr;
+};
+
+struct preprocess_config {
+  std::vector<std::string> required;                       ///< must be present and non-empty
+  std::vector<std::pair<std::string, value_type>> types;   ///< must parse as this type
+  std::vector<filter_config> filters;
+  std::vector<std::pair<std::string, std::string>> rename; ///< input name -> new name
+  std::vector<derive_config> derive;
+  bool dedupe = false;               ///< by event id (needs fields.event_id)
+  int64_t dedupe_horizon = 0;        ///< event-time span an id is remembered for
+};
+
+struct window_config {
+  window_kind kind = window_kind::tumbling;
+  int64_t size = 0;                  ///< tumbling and sliding
+  int64_t slide = 0;                 ///< sliding (hop); tumbling: equals size
+  int64_t gap = 0;                   ///< session
+  int64_t offset = 0;                ///< alignment of tumbling/sliding windows
+  int64_t out_of_orderness = 0;      ///< watermark = max event time seen - out_of_orderness
+  int64_t allowed_lateness = 0;      ///< a window fires when watermark >= end + allowed_lateness
+  late_policy late = late_policy::dead_letter;
+  int64_t update_horizon = 0;        ///< late=update: how long after firing a window stays open
+};
+
+struct aggregate_config {
+  agg_fn fn = agg_fn::count;
+  std::string field;                 ///< empty for count of records
+  std::string name;                  ///< output column name
+  double q = 0.5;                    ///< quantile: which one, in [0, 1]
+};
+
+struct pipeline_config {
+  std::string name;
+  std::vector<source_config> sources;
+  field_mapping fields;
+  preprocess_config preprocess;
+  window_config window;
+  std::vector<aggregate_config> aggregates;
+  size_t partitions = 0;             ///< window-aggregator partitions; 0 = number of cores
+};
+
+struct runtime_config {
+  std::string store;                 ///< default store directory (relative to the config file)
+  int64_t commit_interval = 100 * us_per_ms;
+  uint64_t commit_events = 0;        ///< also start an epoch after this many events (0: off)
+  size_t batch_bytes = 1 << 20;      ///< raw bytes per ingest batch
+  size_t max_inflight_batches = 4;   ///< flow control: batches in flight per pipeline
+  int64_t lake_retention = 0;        ///< keep committed raw chunks this long (0: prune at once)
+  bool durable = true;               ///< fsync every commit (false: risk of losing last commits)
+};
+
+struct weir_config {
+  std::string file;                  ///< the config file it was read from
+  runtime_config runtime;
+  std::vector<pipeline_config> pipelines;
+};
+
+// -- aggregate inputs ------------------------------------------------------------
+
+/// Where each aggregate finds its input in an event batch: numeric aggregates read a column of
+/// `values`, distinct reads a column of `hashes`, count of records reads nothing (-1).
+struct aggregate_layout {
+  std::vector<int> value_col;
+  std::vector<int> hash_col;
+  size_t value_width = 0;
+  size_t hash_width = 0;
+};
+
+inline aggregate_layout make_layout(const std::vector<aggregate_config>& aggs) {
+  aggregate_layout l;
+  for (const auto& a : aggs) {
+    int v = -1;
+    int h = -1;
+    if (a.fn == agg_fn::distinct)
+      h = static_cast<int>(l.hash_width++);
+    else if (!(a.fn == agg_fn::count && a.field.empty()))
+      v = static_cast<int>(l.value_width++);
+    l.value_col.push_back(v);
+    l.hash_col.push_back(h);
+  }
+  return l;
+}
+
+// -- events ------------------------------------------------------------------------
+
+/// The accepted events of one partition, in source order, as columns. Value i of record r is
+/// `values[r * value_width + i]` (NaN when the record lacks it); likewise `hashes`.
+struct event_columns {
+  std::vector<int64_t> time;
+  std::vector<int64_t> wm_before;   ///< the watermark just before this record was seen
+  std::vector<uint64_t> key_hash;
+  std::vector<uint32_t> key_end;    ///< key r is key_bytes[key_end[r-1] (0 for r=0), key_end[r])
+  std::string key_bytes;
+  std::vector<double> values;
+  std::vector<uint64_t> hashes;
+
+  size_t size() const { return time.size(); }
+  void clear() {
+    time.clear();
+    wm_before.clear();
+    key_hash.clear();
+    key_end.clear();
+    key_bytes.clear();
+    values.clear();
+    hashes.clear();
+  }
+};
+
+/// A read-only view of the same columns, e.g. over a decoded Cap'n Proto batch.
+struct event_view {
+  size_t n = 0;
+  const int64_t* time = nullptr;
+  const int64_t* wm_before = nullptr;
+  const uint64_t* key_hash = nullptr;
+  const uint32_t* key_end = nullptr;
+  const char* key_bytes = nullptr;
+  const double* values = nullptr;
+  size_t value_width = 0;
+  const uint64_t* hashes = nullptr;
+  size_t hash_width = 0;
+
+  std::string_view key(size_t r) const {
+    uint32_t b = r == 0 ? 0 : key_end[r - 1];
+    return {key_bytes + b, key_end[r] - b};
+  }
+};
+
+inline event_view view_of(const event_columns& c, size_t value_width, size_t hash_width) {
+  event_view v;
+  v.n = c.size();
+  v.time = c.time.data();
+  v.wm_before = c.wm_before.data();
+  v.key_hash = c.key_hash.data();
+  v.key_end = c.key_end.data();
+  v.key_bytes = c.key_bytes.data();
+  v.values = c.values.data();
+  v.value_width = value_width;
+  v.hashes = c.hashes.data();
+  v.hash_width = hash_width;
+  return v;
+}
+
+// -- results -------------------------------------------------------------------------
+
+/// One committed result of one window of one key. A re-committed window (late = update)
+/// carries a higher version; readers show the highest.
+struct window_result {
+  std::string key;
+  timestamp start = 0;
+  timestamp end = 0;
+  uint32_t version = 1;
+  std::vector<double> values;        ///< one per aggregate, in config order
+};
+
+/// A record that was not accepted, with why.
+struct dead_letter {
+  uint32_t source = 0;               ///< source id (from the lake's source table)
+  uint64_t offset = 0;               ///< byte offset of the record in its source
+  std::string raw;                   ///< the record's text (cut to a bounded length)
+  std::string reason;
+};
+
+} // namespace weir

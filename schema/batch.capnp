@@ -1,0 +1,75 @@
+@0xc14ce5eeb1297e96;
+# Batches that travel between Weir's actors (and, later, between nodes). Columns are Data blobs
+# holding little-endian arrays, so that a reader can use them in place without copying.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("weir::schema");
+
+# Raw bytes of one source, whole lines, as landed in the lake: ingest -> preprocess.
+struct RawChunk {
+  source @0 :UInt32;        # source id (lake source table)
+  offset @1 :UInt64;        # byte offset of data[0] in the source
+  data @2 :Data;
+  header @3 :Text;          # csv: the header line of this source, when it has one
+}
+
+# Accepted events of one key partition, in source order: preprocess -> window-aggregator.
+struct EventBatch {
+  partition @0 :UInt32;
+  count @1 :UInt32;
+  watermark @2 :Int64;      # watermark after the last record of the batch
+  time @3 :Data;            # Int64[count], event time in microseconds
+  wmBefore @4 :Data;        # Int64[count], watermark just before each record
+  keyHash @5 :Data;         # UInt64[count]
+  keyEnd @6 :Data;          # UInt32[count], end of each key in keyBytes
+  keyBytes @7 :Data;
+  valueWidth @8 :UInt32;
+  values @9 :Data;          # Float64[count * valueWidth]
+  hashWidth @10 :UInt32;
+  hashes @11 :Data;         # UInt64[count * hashWidth]
+}
+
+struct DeadLetter {
+  source @0 :UInt32;
+  offset @1 :UInt64;
+  raw @2 :Data;
+  reason @3 :Text;
+}
+
+struct WindowResult {
+  key @0 :Data;
+  start @1 :Int64;
+  end @2 :Int64;
+  version @3 :UInt32;
+  values @4 :List(Float64);
+}
+
+struct SourceOffset {
+  source @0 :UInt32;
+  offset @1 :UInt64;
+}
+
+struct DedupeEntry {
+  id @0 :UInt64;
+  time @1 :Int64;
+}
+
+# What preprocess contributes to epoch e: offsets reached, dead letters, dedupe changes and its
+# own state.
+struct PreprocessEpoch {
+  epoch @0 :UInt64;
+  offsets @1 :List(SourceOffset);
+  deadLetters @2 :List(DeadLetter);
+  dedupeAdded @3 :List(DedupeEntry);
+  dedupeExpired @4 :List(UInt64);
+  state @5 :Data;           # watermark and counters
+  final @6 :Bool;           # the sources are exhausted (bounded run)
+}
+
+# What one window-aggregator partition contributes to epoch e: fired results and its state.
+struct AggregatorEpoch {
+  epoch @0 :UInt64;
+  partition @1 :UInt32;
+  results @2 :List(WindowResult);
+  state @3 :Data;           # snapshot of open windows
+}
