@@ -1,0 +1,245 @@
+#include "actors/runtime.hpp"
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <thread>
+
+#include <glob.h>
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/scoped_actor.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/coordinator.hpp"
+#include "actors/core/error.hpp"
+#include "actors/core/timeparse.hpp"
+#include "actors/ingest.hpp"
+#include "actors/preprocess.hpp"
+#include "actors/updater.hpp"
+#include "store/lake.hpp"
+#include "store/warehouse.hpp"
+
+namespace weir {
+
+namespace {
+
+constexpr uint32_t preprocess_partition = 0xFFFFFFFF;
+
+std::string fmt_duration(int64_t us) {
+  if (us % (3600 * us_per_s) == 0)
+    return std::to_string(us / (3600 * us_per_s)) + "h";
+  if (us % (60 * us_per_s) == 0)
+    return std::to_string(us / (60 * us_per_s)) + "m";
+  if (us % us_per_s == 0)
+    return std::to_string(us / us_per_s) + "s";
+  if (us % us_per_ms == 0)
+    return std::to_string(us / us_per_ms) + "ms";
+  return std::to_string(us) + "us";
+}
+
+struct system_config : caf::actor_system_config {
+  explicit system_config(size_t threads) {
+    add_message_types<caf::id_block::weir>();
+    set("scheduler.max-threads", threads);
+    set("logger.verbosity", caf::atom("quiet"));
+  }
+};
+
+} // namespace
+
+std::string describe_window(const window_config& w) {
+  switch (w.kind) {
+    case window_kind::tumbling:
+      return "tumbling " + fmt_duration(w.size);
+    case window_kind::sliding:
+      return "sliding " + fmt_duration(w.size) + " every " + fmt_duration(w.slide);
+    case window_kind::session:
+      return "session gap " + fmt_duration(w.gap);
+  }
+  return "?";
+}
+
+std::vector<std::string> aggregate_names(const pipeline_config& p) {
+  std::vector<std::string> out;
+  for (auto& a : p.aggregates)
+    out.push_back(a.name);
+  return out;
+}
+
+caf::expected<std::vector<std::string>> expand_source(const source_config& src) {
+  if (src.path == "-")
+    return std::vector<std::string>{"-"};
+  std::vector<std::string> out;
+  if (src.path.find_first_of("*?[") == std::string::npos) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(src.path, ec)) {
+      if (src.follow && !std::filesystem::exists(src.path, ec))
+        return make_error(errc::bad_input, "source " + src.name + ": no such file: " + src.path);
+      return make_error(errc::bad_input, "source " + src.name + ": no such file: " + src.path);
+    }
+    out.push_back(src.path);
+    return out;
+  }
+  glob_t g{};
+  int rc = ::glob(src.path.c_str(), GLOB_ERR, nullptr, &g);
+  if (rc == 0)
+    for (size_t i = 0; i < g.gl_pathc; ++i)
+      out.emplace_back(g.gl_pathv[i]);
+  ::globfree(&g);
+  if (out.empty())
+    return make_error(errc::bad_input,
+                      "source " + src.name + ": no file matches " + src.path);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
+                                                    const run_options& opts) {
+  const std::string dir = opts.store.empty() ? cfg.runtime.store : opts.store;
+  if (dir.empty())
+    return make_error(errc::bad_config, "no store directory: give --store or set store");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return make_error(errc::store_io, "cannot create store directory " + dir + ": "
+                                        + ec.message());
+  auto lk = lake::open(dir + "/lake", cfg.runtime.durable);
+  if (!lk)
+    return lk.error();
+  auto wh = warehouse::open(dir + "/warehouse", cfg.runtime.durable);
+  if (!wh)
+    return wh.error();
+  auto lake_ptr = std::make_shared<lake>(std::move(*lk));
+  auto wh_ptr = std::make_shared<warehouse>(std::move(*wh));
+  const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
+  // Everything that can fail is checked before any actor runs.
+  struct prepared {
+    std::vector<source_input> inputs;
+    preprocess_restore restore;
+    uint64_t first_epoch = 1;
+  };
+  std::vector<prepared> preps;
+  for (const auto& p : cfg.pipelines) {
+    prepared pr;
+    auto info = wh_ptr->register_pipeline(p.name, aggregate_names(p), describe_window(p.window));
+    if (!info)
+      return info.error();
+    auto last = wh_ptr->last_epoch(p.name);
+    if (!last)
+      return last.error();
+    pr.first_epoch = *last + 1;
+    auto offsets = wh_ptr->offsets(p.name);
+    if (!offsets)
+      return offsets.error();
+    auto states = wh_ptr->states(p.name);
+    if (!states)
+      return states.error();
+    size_t parts = p.partitions ? p.partitions : cores;
+    std::vector<std::pair<uint32_t, std::string>> part_states;
+    for (auto& [part, blob] : *states) {
+      if (part == preprocess_partition)
+        pr.restore.snapshot = blob;
+      else
+        part_states.emplace_back(part, blob);
+    }
+    if (!part_states.empty() && part_states.size() != parts) {
+      spdlog::warn("pipeline {}: the store holds state of {} partitions; using {} instead of {}",
+                   p.name, part_states.size(), part_states.size(), parts);
+      parts = part_states.size();
+    }
+    pr.restore.partition_snapshots.resize(parts);
+    for (auto& [part, blob] : part_states)
+      if (part < parts)
+        pr.restore.partition_snapshots[part] = std::move(blob);
+    if (p.preprocess.dedupe) {
+      auto ids = wh_ptr->dedupe(p.name);
+      if (!ids)
+        return ids.error();
+      pr.restore.dedupe = std::move(*ids);
+    }
+    for (size_t si = 0; si < p.sources.size(); ++si) {
+      const auto& src = p.sources[si];
+      auto files = expand_source(src);
+      if (!files)
+        return files.error();
+      for (const auto& path : *files) {
+        source_input in;
+        in.path = path;
+        in.cfg = src;
+        in.key = p.name + "/" + src.name + "/" + path;
+        auto id = lake_ptr->source_id(in.key);
+        if (!id)
+          return id.error();
+        in.id = *id;
+        pr.restore.bindings.emplace_back(in.id, si);
+        for (auto& [s, off] : *offsets)
+          if (s == in.id)
+            in.committed = off;
+        auto end = lake_ptr->end_offset(in.id);
+        if (!end)
+          return end.error();
+        in.lake_end = std::max(*end, in.committed);
+        if (path != "-") {
+          auto size = std::filesystem::file_size(path, ec);
+          if (!ec && size < in.committed)
+            return make_error(errc::bad_input,
+                              "source " + path + " is shorter (" + std::to_string(size)
+                                + " bytes) than its committed offset "
+                                + std::to_string(in.committed)
+                                + ": it was truncated or replaced; use a new store");
+        }
+        pr.inputs.push_back(std::move(in));
+      }
+    }
+    preps.push_back(std::move(pr));
+  }
+  system_config sys_cfg{opts.threads ? opts.threads : cores};
+  caf::actor_system sys{sys_cfg};
+  caf::scoped_actor waiter{sys};
+  std::vector<uint64_t> first_epochs;
+  std::vector<std::pair<std::string, size_t>> slots;
+  for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
+    first_epochs.push_back(preps[i].first_epoch);
+    slots.emplace_back(cfg.pipelines[i].name, preps[i].restore.partition_snapshots.size());
+  }
+  auto coord = sys.spawn(coordinator, first_epochs, cfg.runtime, caf::actor{waiter});
+  auto upd = sys.spawn<caf::detached>(updater, slots, wh_ptr, coord);
+  waiter->send(coord, register_atom::value, uint32_t{0xFFFFFFFF}, caf::actor_cast<caf::actor>(upd));
+  for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
+    auto idx = static_cast<uint32_t>(i);
+    auto pre = sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd,
+                         coord);
+    auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime,
+                                        lake_ptr, pre, coord);
+    waiter->send(coord, register_atom::value, idx, caf::actor_cast<caf::actor>(ing));
+    waiter->send(coord, register_atom::value, uint32_t{0xFFFFFFFE},
+                 caf::actor_cast<caf::actor>(pre));
+  }
+  std::vector<run_stats> stats;
+  std::string failure;
+  bool done = false;
+  bool stop_sent = false;
+  while (!done) {
+    waiter->receive(
+      [&](stats_atom, run_stats& s) { stats.push_back(std::move(s)); },
+      [&](done_atom) { done = true; },
+      [&](fail_atom, std::string& why) {
+        failure = std::move(why);
+        done = true;
+      },
+      caf::after(std::chrono::milliseconds(50)) >> [&] {
+        if (opts.stop && opts.stop->load() && !stop_sent) {
+          stop_sent = true;
+          waiter->send(coord, stop_atom::value);
+        }
+      });
+  }
+  waiter->send_exit(upd, caf::exit_reason::user_shutdown);
+  if (!failure.empty())
+    return make_error(errc::internal, failure);
+  return stats;
+}
+
+} // namespace weir

@@ -64,6 +64,7 @@ struct PreprocessEpoch {
   dedupeExpired @4 :List(UInt64);
   state @5 :Data;           # watermark and counters
   final @6 :Bool;           # the sources are exhausted (bounded run)
+  kind @7 :UInt8;           # how the epoch ends: 0 normal, 1 stop, 2 final
 }
 
 # What one window-aggregator partition contributes to epoch e: fired results and its state.

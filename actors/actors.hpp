@@ -1,0 +1,156 @@
+#pragma once
+
+/// Every typed actor interface of Weir, the atoms they use and the few message types that are
+/// not Cap'n Proto frames. One comment per handler says what it is for.
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <caf/atom.hpp>
+#include <caf/fwd.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/type_id.hpp>
+#include <caf/typed_actor.hpp>
+
+namespace weir {
+
+/// An owning buffer holding one serialized Cap'n Proto message (see schema/). Readers and
+/// builders never cross an actor boundary; frames do. Local sends share the buffer (CAF messages
+/// are copy-on-write), so a frame is not copied between actors of one process.
+struct frame {
+  std::vector<uint64_t> words;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, frame& x) {
+  return f(caf::meta::type_name("weir.frame"), x.words);
+}
+
+/// How an epoch ends.
+enum class marker_kind : uint8_t {
+  normal = 0, ///< commit and go on
+  stop = 1,   ///< commit and stop (SIGINT/SIGTERM): open windows stay open in the store
+  final = 2,  ///< bounded input exhausted: fire every open window, commit and stop
+};
+
+/// The marker of epoch `epoch` that flows ingest -> preprocess -> every aggregator partition.
+/// Everything sent before it on a channel belongs to the epoch.
+struct epoch_marker {
+  uint64_t epoch = 0;
+  uint8_t kind = 0;                                   ///< a marker_kind
+  int64_t watermark = 0;                              ///< set by preprocess
+  std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< set by ingest: source -> offset
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, epoch_marker& x) {
+  return f(caf::meta::type_name("weir.epoch_marker"), x.epoch, x.kind, x.watermark, x.offsets);
+}
+
+/// What one run of a pipeline did, for the summary `weir run` prints.
+struct run_stats {
+  std::string pipeline;
+  uint64_t read = 0;
+  uint64_t accepted = 0;
+  uint64_t filtered = 0;
+  uint64_t late = 0;
+  uint64_t late_updates = 0;
+  uint64_t duplicates = 0;
+  std::vector<std::pair<std::string, uint64_t>> rejected; ///< reason -> count
+  uint64_t windows_committed = 0;
+  uint64_t epochs_committed = 0;
+  uint64_t bytes_read = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
+  return f(caf::meta::type_name("weir.run_stats"), x.pipeline, x.read, x.accepted, x.filtered,
+           x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed,
+           x.epochs_committed, x.bytes_read);
+}
+
+} // namespace weir
+
+CAF_BEGIN_TYPE_ID_BLOCK(weir, caf::first_custom_type_id)
+  CAF_ADD_TYPE_ID(weir, (weir::frame))
+  CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
+  CAF_ADD_TYPE_ID(weir, (weir::run_stats))
+CAF_END_TYPE_ID_BLOCK(weir)
+
+namespace weir {
+
+using chunk_atom = caf::atom_constant<caf::atom("chunk")>;
+using batch_atom = caf::atom_constant<caf::atom("batch")>;
+using marker_atom = caf::atom_constant<caf::atom("marker")>;
+using ack_atom = caf::atom_constant<caf::atom("ack")>;
+using epoch_atom = caf::atom_constant<caf::atom("epoch")>;
+using committed_atom = caf::atom_constant<caf::atom("committed")>;
+using read_atom = caf::atom_constant<caf::atom("read")>;
+using stop_atom = caf::atom_constant<caf::atom("stop")>;
+using pre_epoch_atom = caf::atom_constant<caf::atom("pre_epoch")>;
+using agg_epoch_atom = caf::atom_constant<caf::atom("agg_epoch")>;
+using done_atom = caf::atom_constant<caf::atom("done")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using fail_atom = caf::atom_constant<caf::atom("fail")>;
+using register_atom = caf::atom_constant<caf::atom("register")>;
+
+/// The window-aggregator partition: event-time windows over one key partition.
+using aggregator_actor = caf::typed_actor<
+  /// An EventBatch frame (sequence number for the ack); acks with (ack, partition, seq).
+  caf::reacts_to<batch_atom, uint64_t, frame>,
+  /// Epoch marker: fire what the watermark allows (or everything when final), send the
+  /// AggregatorEpoch contribution to the updater.
+  caf::reacts_to<marker_atom, epoch_marker>>;
+
+/// Preprocess: validate, clean, dedupe, judge lateness, partition.
+using preprocess_actor = caf::typed_actor<
+  /// A RawChunk frame of landed lines (sequence number for the ack to ingest).
+  caf::reacts_to<chunk_atom, uint64_t, frame>,
+  /// A partition finished batch `seq`.
+  caf::reacts_to<ack_atom, uint32_t, uint64_t>,
+  /// Epoch marker from ingest: forward to every partition, contribute PreprocessEpoch.
+  caf::reacts_to<marker_atom, epoch_marker>>;
+
+/// Ingest: reads the sources, lands raw chunks in the lake, sends them on under flow control.
+using ingest_actor = caf::typed_actor<
+  /// Preprocess finished chunk `seq`: one more credit.
+  caf::reacts_to<ack_atom, uint64_t>,
+  /// The coordinator starts epoch e: close the current batch and send the marker.
+  caf::reacts_to<epoch_atom, uint64_t>,
+  /// Epoch e is committed: prune the lake below the committed offsets.
+  caf::reacts_to<committed_atom, uint64_t>,
+  /// Read on (sent to itself).
+  caf::reacts_to<read_atom>,
+  /// Stop at the next epoch (SIGINT/SIGTERM).
+  caf::reacts_to<stop_atom>>;
+
+/// Updater: collects every contribution of an epoch and commits them in one LMDB transaction.
+using updater_actor = caf::typed_actor<
+  /// A PreprocessEpoch frame of pipeline `index`.
+  caf::reacts_to<pre_epoch_atom, uint32_t, frame>,
+  /// An AggregatorEpoch frame of pipeline `index`.
+  caf::reacts_to<agg_epoch_atom, uint32_t, frame>>;
+
+/// Coordinator: starts epochs, learns of commits, reports when every pipeline is done.
+using coordinator_actor = caf::typed_actor<
+  /// Timer: start the next epoch of each pipeline that has none in flight.
+  caf::reacts_to<tick_atom>,
+  /// The ingest actor of pipeline `index` (given once, after it is spawned); other indexes
+  /// name further actors to watch (updater, preprocess): any of them failing fails the run.
+  caf::reacts_to<register_atom, uint32_t, caf::actor>,
+  /// The updater committed epoch e of pipeline `index` (kind: a marker_kind) with n windows.
+  caf::reacts_to<committed_atom, uint32_t, uint64_t, uint8_t, uint64_t>,
+  /// Preprocess of pipeline `index` reports its counters (at every marker).
+  caf::reacts_to<stats_atom, uint32_t, run_stats>,
+  /// Stop every pipeline at its next epoch.
+  caf::reacts_to<stop_atom>,
+  /// A pipeline failed: stop everything and report.
+  caf::reacts_to<fail_atom, std::string>,
+  /// Ingest of pipeline `index` has nothing more to read: end with a final epoch.
+  caf::reacts_to<done_atom, uint32_t>>;
+
+} // namespace weir

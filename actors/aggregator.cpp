@@ -1,0 +1,112 @@
+#include "actors/aggregator.hpp"
+
+#include <capnp/message.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/frame.hpp"
+#include "schema/batch.capnp.h"
+
+namespace weir {
+
+namespace {
+
+/// Decodes an EventBatch frame into a view over its columns; false if a column is short.
+bool view_batch(schema::EventBatch::Reader b, event_view& v) {
+  v.n = b.getCount();
+  v.value_width = b.getValueWidth();
+  v.hash_width = b.getHashWidth();
+  v.time = column<int64_t>(b.getTime(), v.n);
+  v.wm_before = column<int64_t>(b.getWmBefore(), v.n);
+  v.key_hash = column<uint64_t>(b.getKeyHash(), v.n);
+  v.key_end = column<uint32_t>(b.getKeyEnd(), v.n);
+  auto kb = b.getKeyBytes();
+  v.key_bytes = reinterpret_cast<const char*>(kb.begin());
+  v.values = column<double>(b.getValues(), v.n * v.value_width);
+  v.hashes = column<uint64_t>(b.getHashes(), v.n * v.hash_width);
+  if (v.n == 0)
+    return true;
+  if (!v.time || !v.wm_before || !v.key_hash || !v.key_end || !v.values || !v.hashes)
+    return false;
+  // Key ends must be monotone and within the key bytes.
+  uint32_t prev = 0;
+  for (size_t i = 0; i < v.n; ++i) {
+    if (v.key_end[i] < prev || v.key_end[i] > kb.size())
+      return false;
+    prev = v.key_end[i];
+  }
+  return true;
+}
+
+} // namespace
+
+aggregator_actor::behavior_type
+aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,
+           uint32_t partition, pipeline_config cfg, std::string snapshot,
+           preprocess_actor preprocess, updater_actor updater) {
+  auto& st = self->state;
+  st.pipeline = pipeline;
+  st.partition = partition;
+  st.layout = make_layout(cfg.aggregates);
+  st.op = std::make_unique<window_operator>(cfg);
+  if (!snapshot.empty()) {
+    if (auto err = st.op->restore(snapshot)) {
+      spdlog::error("pipeline {} partition {}: cannot restore state: {}", cfg.name, partition,
+                    render(err));
+      self->quit(err);
+    }
+  }
+  return {
+    [self, preprocess](batch_atom, uint64_t seq, const frame& f) {
+      auto& st = self->state;
+      auto err = decode_frame(f, [&](frame_reader& r) {
+        auto b = r.root<schema::EventBatch>();
+        event_view v;
+        if (!view_batch(b, v) || v.value_width != st.layout.value_width
+            || v.hash_width != st.layout.hash_width)
+          throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                              kj::str("event batch with inconsistent columns"));
+        st.op->process(v);
+      });
+      if (err) {
+        spdlog::error("partition {}: {}", st.partition, render(err));
+        self->quit(err);
+        return;
+      }
+      self->send(preprocess, ack_atom::value, st.partition,
+                 seq);
+    },
+    [self, updater](marker_atom, const epoch_marker& m) {
+      auto& st = self->state;
+      st.fired.clear();
+      if (m.kind == static_cast<uint8_t>(marker_kind::final))
+        st.op->flush(st.fired);
+      else
+        st.op->advance(m.watermark, st.fired);
+      capnp::MallocMessageBuilder mb;
+      auto c = mb.initRoot<schema::AggregatorEpoch>();
+      c.setEpoch(m.epoch);
+      c.setPartition(st.partition);
+      auto rs = c.initResults(static_cast<unsigned>(st.fired.size()));
+      for (size_t i = 0; i < st.fired.size(); ++i) {
+        const auto& w = st.fired[i];
+        auto r = rs[static_cast<unsigned>(i)];
+        r.setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(w.key.data()),
+                                     w.key.size()));
+        r.setStart(w.start);
+        r.setEnd(w.end);
+        r.setVersion(w.version);
+        auto vs = r.initValues(static_cast<unsigned>(w.values.size()));
+        for (size_t j = 0; j < w.values.size(); ++j)
+          vs.set(static_cast<unsigned>(j), w.values[j]);
+      }
+      auto snap = st.op->snapshot();
+      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()),
+                                     snap.size()));
+      self->send(updater, agg_epoch_atom::value, st.pipeline, to_frame(mb));
+      if (m.kind != static_cast<uint8_t>(marker_kind::normal))
+        self->quit();
+    },
+  };
+}
+
+} // namespace weir

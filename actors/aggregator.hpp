@@ -1,0 +1,31 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/core/types.hpp"
+#include "actors/core/window_operator.hpp"
+
+namespace weir {
+
+struct aggregator_state {
+  static inline const char* name = "window-aggregator";
+  uint32_t pipeline = 0;
+  uint32_t partition = 0;
+  std::unique_ptr<window_operator> op;
+  aggregate_layout layout;
+  std::vector<window_result> fired; ///< reused between epochs
+};
+
+/// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from
+/// the last committed epoch (empty for a fresh start). Batches are acked to `preprocess`,
+/// contributions go to `updater`.
+aggregator_actor::behavior_type
+aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,
+           uint32_t partition, pipeline_config cfg, std::string snapshot,
+           preprocess_actor preprocess, updater_actor updater);
+
+} // namespace weir

@@ -1,0 +1,104 @@
+#include "actors/coordinator.hpp"
+
+#include <chrono>
+
+#include <caf/actor_cast.hpp>
+#include <caf/send.hpp>
+#include <caf/system_messages.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/core/error.hpp"
+
+namespace weir {
+
+coordinator_actor::behavior_type
+coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
+            std::vector<uint64_t> first_epochs, runtime_config rt, caf::actor waiter) {
+  for (auto e : first_epochs) {
+    coordinator_state::slot s;
+    s.next_epoch = e;
+    self->state.pipelines.push_back(std::move(s));
+  }
+  auto start_epoch = [self](uint32_t i) {
+    auto& s = self->state.pipelines[i];
+    if (s.in_flight || s.finished || !s.ingest)
+      return;
+    s.in_flight = true;
+    self->send(s.ingest, epoch_atom::value, s.next_epoch);
+  };
+  auto fail = [self, waiter](std::string why) {
+    if (self->state.failed)
+      return;
+    self->state.failed = true;
+    caf::anon_send(waiter, fail_atom::value, std::move(why));
+    self->quit();
+  };
+  self->set_down_handler([self, fail](caf::down_msg& dm) {
+    if (dm.reason && dm.reason != caf::exit_reason::normal
+        && dm.reason != caf::exit_reason::user_shutdown)
+      fail("a pipeline actor failed: " + render(dm.reason));
+  });
+  const auto interval = std::chrono::microseconds(std::max<int64_t>(rt.commit_interval, 1000));
+  self->delayed_send(self, interval, tick_atom::value);
+  return {
+    [self, start_epoch, interval](tick_atom) {
+      for (uint32_t i = 0; i < self->state.pipelines.size(); ++i)
+        start_epoch(i);
+      self->delayed_send(self, interval, tick_atom::value);
+    },
+    [self](register_atom, uint32_t i, caf::actor ingest) {
+      self->monitor(ingest);
+      if (i < self->state.pipelines.size()) {
+        self->state.pipelines[i].ingest = caf::actor_cast<ingest_actor>(ingest);
+        if (self->state.stopping)
+          self->send(self->state.pipelines[i].ingest, stop_atom::value);
+      }
+    },
+    [self, start_epoch, waiter](committed_atom, uint32_t i, uint64_t e, uint8_t kind,
+                                uint64_t windows) {
+      if (i >= self->state.pipelines.size())
+        return;
+      auto& s = self->state.pipelines[i];
+      s.in_flight = false;
+      s.next_epoch = e + 1;
+      s.stats.windows_committed += windows;
+      s.stats.epochs_committed += 1;
+      if (s.ingest)
+        self->send(s.ingest, committed_atom::value, e);
+      if (kind != static_cast<uint8_t>(marker_kind::normal))
+        s.finished = true;
+      bool all = true;
+      for (auto& p : self->state.pipelines)
+        all = all && p.finished;
+      if (all) {
+        for (auto& p : self->state.pipelines)
+          caf::anon_send(waiter, stats_atom::value, p.stats);
+        caf::anon_send(waiter, done_atom::value);
+        self->quit();
+      }
+    },
+    [self](stats_atom, uint32_t i, run_stats& x) {
+      if (i >= self->state.pipelines.size())
+        return;
+      auto& s = self->state.pipelines[i].stats;
+      auto windows = s.windows_committed;
+      auto epochs = s.epochs_committed;
+      s = std::move(x);
+      s.windows_committed = windows;
+      s.epochs_committed = epochs;
+    },
+    [self](stop_atom) {
+      self->state.stopping = true;
+      for (auto& p : self->state.pipelines)
+        if (p.ingest)
+          self->send(p.ingest, stop_atom::value);
+    },
+    [fail](fail_atom, std::string& why) { fail(std::move(why)); },
+    [self, start_epoch](done_atom, uint32_t i) {
+      if (i < self->state.pipelines.size())
+        start_epoch(i);
+    },
+  };
+}
+
+} // namespace weir

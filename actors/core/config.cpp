@@ -1,0 +1,717 @@
+#include "actors/core/config.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <initializer_list>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "actors/core/error.hpp"
+#include "actors/core/expr.hpp"
+#include "actors/core/timeparse.hpp"
+
+namespace weir {
+
+const char* to_string(agg_fn x) {
+  switch (x) {
+    case agg_fn::count: return "count";
+    case agg_fn::sum: return "sum";
+    case agg_fn::avg: return "avg";
+    case agg_fn::min: return "min";
+    case agg_fn::max: return "max";
+    case agg_fn::distinct: return "distinct";
+    case agg_fn::quantile: return "quantile";
+  }
+  return "?";
+}
+
+const char* to_string(window_kind x) {
+  switch (x) {
+    case window_kind::tumbling: return "tumbling";
+    case window_kind::sliding: return "sliding";
+    case window_kind::session: return "session";
+  }
+  return "?";
+}
+
+const char* to_string(time_format x) {
+  switch (x) {
+    case time_format::iso8601: return "iso8601";
+    case time_format::epoch_s: return "epoch_s";
+    case time_format::epoch_ms: return "epoch_ms";
+    case time_format::epoch_us: return "epoch_us";
+  }
+  return "?";
+}
+
+const char* to_string(value_type x) {
+  switch (x) {
+    case value_type::string: return "string";
+    case value_type::int64: return "int";
+    case value_type::float64: return "float";
+    case value_type::time: return "time";
+  }
+  return "?";
+}
+
+const char* to_string(source_format x) {
+  switch (x) {
+    case source_format::csv: return "csv";
+    case source_format::ndjson: return "ndjson";
+  }
+  return "?";
+}
+
+const char* to_string(late_policy x) {
+  switch (x) {
+    case late_policy::dead_letter: return "dead-letter";
+    case late_policy::update: return "update";
+  }
+  return "?";
+}
+
+namespace {
+
+/// A config error in flight. The checks below are deeply nested; unwinding to parse_config,
+/// the one place that turns this into a caf::error, keeps every check a single line.
+struct config_failure {
+  uint32_t line;
+  std::string key;
+  std::string message;
+};
+
+uint32_t line_of(const toml::node& n) {
+  auto l = n.source().begin.line;
+  return l == 0 ? 1 : l;
+}
+
+[[noreturn]] void fail(uint32_t line, std::string key, std::string message) {
+  throw config_failure{line, std::move(key), std::move(message)};
+}
+
+[[noreturn]] void fail(const toml::node& n, std::string key, std::string message) {
+  fail(line_of(n), std::move(key), std::move(message));
+}
+
+std::string in_quotes(std::string_view s) { return "\"" + std::string{s} + "\""; }
+
+std::string join(std::initializer_list<const char*> xs) {
+  std::string out;
+  for (auto x : xs) {
+    if (!out.empty())
+      out += ", ";
+    out += x;
+  }
+  return out;
+}
+
+bool valid_name(std::string_view s) {
+  if (s.empty())
+    return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'
+           || c == '.' || c == '-';
+  });
+}
+
+/// Typed, checked access to one TOML table whose keys were checked against an allowed list.
+class table_reader {
+public:
+  table_reader(const toml::table& t, std::string path, std::initializer_list<const char*> allowed)
+    : t_(t), path_(std::move(path)) {
+    for (auto&& [k, v] : t) {
+      bool ok = std::any_of(allowed.begin(), allowed.end(),
+                            [&](const char* a) { return k.str() == a; });
+      if (!ok)
+        fail(v, key(k.str()), "unknown key; allowed: " + join(allowed));
+    }
+  }
+
+  const toml::table& table() const { return t_; }
+  const std::string& path() const { return path_; }
+  uint32_t line() const { return line_of(t_); }
+
+  std::string key(std::string_view k) const {
+    return path_.empty() ? std::string{k} : path_ + "." + std::string{k};
+  }
+
+  const toml::node* get(std::string_view k) const { return t_.get(k); }
+  bool has(std::string_view k) const { return t_.contains(k); }
+
+  const toml::node& require(std::string_view k) const {
+    auto n = get(k);
+    if (n == nullptr)
+      fail(line(), key(k), "missing required key");
+    return *n;
+  }
+
+  std::string get_string(std::string_view k, std::string def) const {
+    auto n = get(k);
+    if (n == nullptr)
+      return def;
+    if (!n->is_string())
+      fail(*n, key(k), "expected a string");
+    return n->as_string()->get();
+  }
+
+  std::string req_string(std::string_view k) const {
+    require(k);
+    return get_string(k, {});
+  }
+
+  bool get_bool(std::string_view k, bool def) const {
+    auto n = get(k);
+    if (n == nullptr)
+      return def;
+    if (!n->is_boolean())
+      fail(*n, key(k), "expected true or false");
+    return n->as_boolean()->get();
+  }
+
+  /// A non-negative integer no larger than `max`.
+  int64_t get_count(std::string_view k, int64_t def, int64_t max = INT64_MAX) const {
+    auto n = get(k);
+    if (n == nullptr)
+      return def;
+    if (!n->is_integer())
+      fail(*n, key(k), "expected an integer");
+    int64_t v = n->as_integer()->get();
+    if (v < 0 || v > max)
+      fail(*n, key(k), "must be between 0 and " + std::to_string(max));
+    return v;
+  }
+
+  /// A duration: "250us", "100ms", "5s", "2m", "1h", "1d", or an integer of milliseconds.
+  int64_t get_duration(std::string_view k, int64_t def) const {
+    auto n = get(k);
+    if (n == nullptr)
+      return def;
+    int64_t us = 0;
+    if (n->is_integer()) {
+      int64_t ms = n->as_integer()->get();
+      if (ms < 0 || ms > max_duration / us_per_ms)
+        fail(*n, key(k), "duration out of range");
+      return ms * us_per_ms;
+    }
+    if (!n->is_string() || !parse_duration(n->as_string()->get(), us))
+      fail(*n, key(k),
+           "expected a duration such as \"250us\", \"100ms\", \"5s\", \"2m\", \"1h\", \"1d\" or "
+           "an integer of milliseconds");
+    return us;
+  }
+
+  std::optional<double> get_number(std::string_view k) const {
+    auto n = get(k);
+    if (n == nullptr)
+      return std::nullopt;
+    if (n->is_integer())
+      return static_cast<double>(n->as_integer()->get());
+    if (!n->is_floating_point())
+      fail(*n, key(k), "expected a number");
+    double v = n->as_floating_point()->get();
+    if (std::isnan(v))
+      fail(*n, key(k), "expected a number, not nan");
+    return v;
+  }
+
+  /// An array of non-empty strings, or (with `single`) one string.
+  std::vector<std::string> get_strings(std::string_view k, bool single = false) const {
+    std::vector<std::string> out;
+    auto n = get(k);
+    if (n == nullptr)
+      return out;
+    if (single && n->is_string()) {
+      out.push_back(n->as_string()->get());
+      if (out.back().empty())
+        fail(*n, key(k), "must not be empty");
+      return out;
+    }
+    if (!n->is_array())
+      fail(*n, key(k), single ? "expected a string or an array of strings"
+                              : "expected an array of strings");
+    const auto& a = *n->as_array();
+    for (size_t i = 0; i < a.size(); ++i) {
+      const auto& e = *a.get(i);
+      auto ek = key(k) + "[" + std::to_string(i) + "]";
+      if (!e.is_string())
+        fail(e, ek, "expected a string");
+      if (e.as_string()->get().empty())
+        fail(e, ek, "must not be empty");
+      out.push_back(e.as_string()->get());
+    }
+    return out;
+  }
+
+  /// A string that must be one of `names`; returns its index.
+  size_t get_choice(std::string_view k, std::initializer_list<const char*> names,
+                    size_t def) const {
+    auto n = get(k);
+    if (n == nullptr)
+      return def;
+    if (!n->is_string())
+      fail(*n, key(k), "expected one of: " + join(names));
+    const auto& s = n->as_string()->get();
+    size_t i = 0;
+    for (auto x : names) {
+      if (s == x)
+        return i;
+      ++i;
+    }
+    fail(*n, key(k), "unknown value " + in_quotes(s) + "; expected one of: " + join(names));
+  }
+
+  /// A sub-table (optional when `required` is false: then nullptr when missing).
+  const toml::table* get_table(std::string_view k, bool required) const {
+    auto n = required ? &require(k) : get(k);
+    if (n == nullptr)
+      return nullptr;
+    if (!n->is_table())
+      fail(*n, key(k), "expected a table");
+    return n->as_table();
+  }
+
+  /// An array of tables ([[k]] or an array of inline tables).
+  std::vector<const toml::table*> get_tables(std::string_view k) const {
+    std::vector<const toml::table*> out;
+    auto n = get(k);
+    if (n == nullptr)
+      return out;
+    if (!n->is_array())
+      fail(*n, key(k), "expected an array of tables ([[" + key(k) + "]] or [{...}, ...])");
+    const auto& a = *n->as_array();
+    for (size_t i = 0; i < a.size(); ++i) {
+      const auto& e = *a.get(i);
+      if (!e.is_table())
+        fail(e, key(k) + "[" + std::to_string(i) + "]", "expected a table");
+      out.push_back(e.as_table());
+    }
+    return out;
+  }
+
+private:
+  const toml::table& t_;
+  std::string path_;
+};
+
+std::string resolve(const std::string& dir, const std::string& p) {
+  if (p == "-" || p.empty())
+    return p;
+  std::filesystem::path path{p};
+  if (path.is_absolute() || dir.empty())
+    return p;
+  return (std::filesystem::path{dir} / path).lexically_normal().string();
+}
+
+std::string index_key(const std::string& base, std::string_view k, size_t i) {
+  return base + "." + std::string{k} + "[" + std::to_string(i) + "]";
+}
+
+source_config read_source(const toml::table& t, const std::string& key, size_t index,
+                          const std::string& dir) {
+  table_reader r{t, key,
+                 {"name", "path", "format", "follow", "header", "delimiter", "quote", "columns",
+                  "max_line_bytes"}};
+  source_config s;
+  s.name = r.get_string("name", "source" + std::to_string(index));
+  if (!valid_name(s.name))
+    fail(*r.get("name"), r.key("name"), "must match [A-Za-z0-9_.-]+");
+  auto raw_path = r.req_string("path");
+  if (raw_path.empty())
+    fail(*r.get("path"), r.key("path"), "must not be empty");
+  s.path = resolve(dir, raw_path);
+  auto ext = std::filesystem::path{raw_path}.extension().string();
+  size_t def_format = ext == ".ndjson" || ext == ".jsonl" || ext == ".json" ? 1 : 0;
+  s.format = static_cast<source_format>(r.get_choice("format", {"csv", "ndjson"}, def_format));
+  s.follow = r.get_bool("follow", false);
+  s.max_line_bytes = static_cast<size_t>(r.get_count("max_line_bytes", s.max_line_bytes,
+                                                     int64_t{1} << 30));
+  if (s.max_line_bytes == 0)
+    fail(*r.get("max_line_bytes"), r.key("max_line_bytes"), "must be at least 1");
+  if (s.format == source_format::ndjson) {
+    for (auto k : {"header", "delimiter", "quote", "columns"})
+      if (auto n = r.get(k))
+        fail(*n, r.key(k), "is a csv setting; this source is ndjson");
+    s.header = false;
+    return s;
+  }
+  s.header = r.get_bool("header", true);
+  auto one_char = [&](const char* k, char def) {
+    auto n = r.get(k);
+    if (n == nullptr)
+      return def;
+    auto v = r.get_string(k, {});
+    if (v.size() != 1 || v[0] == '\n' || v[0] == '\r' || static_cast<unsigned char>(v[0]) > 127)
+      fail(*n, r.key(k), "must be exactly one ASCII character other than a line break");
+    return v[0];
+  };
+  s.delimiter = one_char("delimiter", ',');
+  s.quote = one_char("quote", '"');
+  if (s.delimiter == s.quote)
+    fail(r.get("quote") ? *r.get("quote") : *r.get("delimiter"), r.key("quote"),
+         "must differ from the delimiter");
+  s.columns = r.get_strings("columns");
+  if (s.header && r.has("columns"))
+    fail(*r.get("columns"), r.key("columns"), "only with header = false (the header names them)");
+  if (!s.header && s.columns.empty())
+    fail(r.get("header") ? *r.get("header") : t, r.key("columns"),
+         "header = false needs the column names in columns");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < s.columns.size(); ++i)
+    if (!seen.insert(s.columns[i]).second)
+      fail(*r.get("columns"), r.key("columns") + "[" + std::to_string(i) + "]",
+           "duplicate column " + in_quotes(s.columns[i]));
+  return s;
+}
+
+/// The names a pipeline can refer to, and what kind they are.
+struct field_names {
+  std::set<std::string> inputs;   ///< key, time, event_id, measures, attributes
+  std::set<std::string> measures; ///< numeric: measures
+  std::set<std::string> derived;  ///< numeric: derived fields
+
+  bool known(const std::string& n) const { return inputs.count(n) || derived.count(n); }
+  bool numeric(const std::string& n) const { return measures.count(n) || derived.count(n); }
+};
+
+void check_known(const field_names& f, const toml::node& n, const std::string& key,
+                 const std::string& name) {
+  if (!f.known(name))
+    fail(n, key,
+         "unknown field " + in_quotes(name)
+           + "; fields are declared in fields (time, event_id, key, measures, attributes) or "
+             "preprocess.derive");
+}
+
+void read_fields(const table_reader& r, pipeline_config& p, field_names& names) {
+  const auto& t = *r.get_table("fields", true);
+  table_reader f{t, r.key("fields"),
+                 {"event_id", "time", "time_format", "key", "measures", "attributes"}};
+  auto& m = p.fields;
+  m.event_id = f.get_string("event_id", {});
+  if (f.has("event_id") && m.event_id.empty())
+    fail(*f.get("event_id"), f.key("event_id"), "must not be empty");
+  m.time = f.req_string("time");
+  if (m.time.empty())
+    fail(*f.get("time"), f.key("time"), "must not be empty");
+  m.time_fmt = static_cast<time_format>(
+    f.get_choice("time_format", {"iso8601", "epoch_s", "epoch_ms", "epoch_us"}, 0));
+  f.require("key");
+  m.key = f.get_strings("key", true);
+  if (m.key.empty())
+    fail(*f.get("key"), f.key("key"), "needs at least one field");
+  m.measures = f.get_strings("measures");
+  m.attributes = f.get_strings("attributes");
+  names.inputs.insert(m.time);
+  if (!m.event_id.empty())
+    names.inputs.insert(m.event_id);
+  for (auto& k : m.key)
+    names.inputs.insert(k);
+  for (auto& x : m.measures) {
+    names.inputs.insert(x);
+    names.measures.insert(x);
+  }
+  for (auto& x : m.attributes)
+    names.inputs.insert(x);
+}
+
+void read_preprocess(const table_reader& r, pipeline_config& p, field_names& names) {
+  auto& pp = p.preprocess;
+  const auto* t = r.get_table("preprocess", false);
+  if (t == nullptr)
+    return;
+  table_reader x{*t, r.key("preprocess"),
+                 {"required", "types", "filters", "rename", "derive", "dedupe",
+                  "dedupe_horizon"}};
+  // rename first: it decides nothing about the names used elsewhere, only about input columns.
+  if (const auto* rt = x.get_table("rename", false)) {
+    std::set<std::string> targets;
+    for (auto&& [k, v] : *rt) {
+      auto key = x.key("rename") + "." + std::string{k.str()};
+      if (!v.is_string() || v.as_string()->get().empty())
+        fail(v, key, "expected the new field name (a non-empty string)");
+      const auto& to = v.as_string()->get();
+      if (k.str().empty())
+        fail(v, key, "the input field name must not be empty");
+      if (!targets.insert(to).second)
+        fail(v, key, "two input fields are renamed to " + in_quotes(to));
+      pp.rename.emplace_back(std::string{k.str()}, to);
+    }
+  }
+  // derive next: later settings may refer to derived fields.
+  auto derives = x.get_tables("derive");
+  for (size_t i = 0; i < derives.size(); ++i) {
+    auto key = index_key(x.path(), "derive", i);
+    table_reader d{*derives[i], key, {"name", "expr"}};
+    derive_config dc;
+    dc.name = d.req_string("name");
+    dc.expr = d.req_string("expr");
+    if (dc.name.empty())
+      fail(*d.get("name"), d.key("name"), "must not be empty");
+    if (names.known(dc.name))
+      fail(*d.get("name"), d.key("name"), "field " + in_quotes(dc.name) + " already exists");
+    auto prog = expr_program::compile(dc.expr);
+    if (!prog)
+      fail(*d.get("expr"), d.key("expr"), render(prog.error()));
+    for (const auto& in : prog->inputs())
+      if (!names.known(in))
+        fail(*d.get("expr"), d.key("expr"),
+             "unknown field " + in_quotes(in)
+               + " (an input must be a declared field or an earlier derived field)");
+    names.derived.insert(dc.name);
+    pp.derive.push_back(std::move(dc));
+  }
+  pp.required = x.get_strings("required");
+  for (size_t i = 0; i < pp.required.size(); ++i)
+    check_known(names, *x.get("required"), x.key("required") + "[" + std::to_string(i) + "]",
+                pp.required[i]);
+  if (const auto* tt = x.get_table("types", false)) {
+    for (auto&& [k, v] : *tt) {
+      auto key = x.key("types") + "." + std::string{k.str()};
+      std::string name{k.str()};
+      check_known(names, v, key, name);
+      if (names.derived.count(name))
+        fail(v, key, "derived fields are always numbers");
+      static const char* type_names[] = {"string", "int", "float", "time"};
+      if (!v.is_string())
+        fail(v, key, "expected one of: string, int, float, time");
+      const auto& s = v.as_string()->get();
+      auto it = std::find_if(std::begin(type_names), std::end(type_names),
+                             [&](const char* n) { return s == n; });
+      if (it == std::end(type_names))
+        fail(v, key, "unknown type " + in_quotes(s) + "; expected one of: string, int, float, time");
+      pp.types.emplace_back(name, static_cast<value_type>(it - std::begin(type_names)));
+    }
+  }
+  auto filters = x.get_tables("filters");
+  for (size_t i = 0; i < filters.size(); ++i) {
+    auto key = index_key(x.path(), "filters", i);
+    table_reader f{*filters[i], key, {"field", "min", "max", "eq", "ne", "in"}};
+    filter_config fc;
+    fc.field = f.req_string("field");
+    check_known(names, *f.get("field"), f.key("field"), fc.field);
+    fc.min = f.get_number("min");
+    fc.max = f.get_number("max");
+    if (f.has("eq"))
+      fc.eq = f.get_string("eq", {});
+    if (f.has("ne"))
+      fc.ne = f.get_string("ne", {});
+    fc.in = f.get_strings("in");
+    if (f.has("in") && fc.in.empty())
+      fail(*f.get("in"), f.key("in"), "needs at least one value");
+    if (!fc.min && !fc.max && !fc.eq && !fc.ne && fc.in.empty())
+      fail(f.line(), key, "a filter needs at least one of min, max, eq, ne, in");
+    if (fc.min && fc.max && *fc.min > *fc.max)
+      fail(*f.get("max"), f.key("max"), "is below min: no record could pass");
+    if (names.derived.count(fc.field) && (fc.eq || fc.ne || !fc.in.empty()))
+      fail(f.line(), key, "a derived field is a number: filter it with min and max only");
+    pp.filters.push_back(std::move(fc));
+  }
+  pp.dedupe = x.get_bool("dedupe", false);
+  if (pp.dedupe && p.fields.event_id.empty())
+    fail(*x.get("dedupe"), x.key("dedupe"), "needs fields.event_id");
+  if (!pp.dedupe && x.has("dedupe_horizon"))
+    fail(*x.get("dedupe_horizon"), x.key("dedupe_horizon"), "only with dedupe = true");
+  pp.dedupe_horizon = x.get_duration("dedupe_horizon", 3600 * us_per_s);
+  if (pp.dedupe && pp.dedupe_horizon <= 0)
+    fail(*x.get("dedupe_horizon"), x.key("dedupe_horizon"), "must be greater than zero");
+}
+
+void read_window(const table_reader& r, pipeline_config& p) {
+  const auto& t = *r.get_table("window", true);
+  table_reader w{t, r.key("window"),
+                 {"kind", "size", "slide", "gap", "offset", "out_of_orderness",
+                  "allowed_lateness", "late", "update_horizon"}};
+  auto& wc = p.window;
+  wc.kind =
+    static_cast<window_kind>(w.get_choice("kind", {"tumbling", "sliding", "session"}, 0));
+  auto not_for = [&](const char* k) {
+    if (auto n = w.get(k))
+      fail(*n, w.key(k), std::string{"is not a setting of "} + to_string(wc.kind) + " windows");
+  };
+  auto positive = [&](const char* k) {
+    auto v = w.get_duration(k, 0);
+    if (!w.has(k))
+      fail(w.line(), w.key(k), std::string{"missing required key for "} + to_string(wc.kind)
+                                 + " windows");
+    if (v <= 0)
+      fail(*w.get(k), w.key(k), "must be greater than zero");
+    return v;
+  };
+  switch (wc.kind) {
+    case window_kind::tumbling:
+      not_for("slide");
+      not_for("gap");
+      wc.size = positive("size");
+      wc.slide = wc.size;
+      break;
+    case window_kind::sliding:
+      not_for("gap");
+      wc.size = positive("size");
+      wc.slide = positive("slide");
+      if (wc.slide > wc.size)
+        fail(*w.get("slide"), w.key("slide"), "must not exceed size");
+      break;
+    case window_kind::session:
+      not_for("size");
+      not_for("slide");
+      not_for("offset");
+      wc.gap = positive("gap");
+      break;
+  }
+  wc.offset = w.get_duration("offset", 0);
+  wc.out_of_orderness = w.get_duration("out_of_orderness", 0);
+  wc.allowed_lateness = w.get_duration("allowed_lateness", 0);
+  wc.late = static_cast<late_policy>(w.get_choice("late", {"dead-letter", "update"}, 0));
+  if (wc.late == late_policy::update && wc.kind == window_kind::session)
+    fail(*w.get("late"), w.key("late"), "update is not possible with session windows");
+  if (wc.late != late_policy::update && w.has("update_horizon"))
+    fail(*w.get("update_horizon"), w.key("update_horizon"), "only with late = \"update\"");
+  wc.update_horizon = wc.late == late_policy::update
+                        ? w.get_duration("update_horizon", 86400 * us_per_s)
+                        : 0;
+}
+
+void read_aggregates(const table_reader& r, pipeline_config& p, const field_names& names) {
+  auto aggs = r.get_tables("aggregate");
+  if (aggs.empty())
+    fail(r.line(), r.key("aggregate"), "a pipeline needs at least one [[pipeline.aggregate]]");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < aggs.size(); ++i) {
+    auto key = index_key(r.path(), "aggregate", i);
+    table_reader a{*aggs[i], key, {"fn", "field", "name", "q"}};
+    aggregate_config ac;
+    a.require("fn");
+    ac.fn = static_cast<agg_fn>(a.get_choice(
+      "fn", {"count", "sum", "avg", "min", "max", "distinct", "quantile"}, 0));
+    ac.field = a.get_string("field", {});
+    if (a.has("field") && ac.field.empty())
+      fail(*a.get("field"), a.key("field"), "must not be empty");
+    if (ac.field.empty() && ac.fn != agg_fn::count)
+      fail(a.line(), a.key("field"), std::string{"missing required key for "} + to_string(ac.fn));
+    if (!ac.field.empty()) {
+      check_known(names, *a.get("field"), a.key("field"), ac.field);
+      bool numeric_fn = ac.fn != agg_fn::count && ac.fn != agg_fn::distinct;
+      if (numeric_fn && !names.numeric(ac.field))
+        fail(*a.get("field"), a.key("field"),
+             std::string{to_string(ac.fn)} + " needs a numeric field (a measure or a derived "
+               + "field); " + in_quotes(ac.field) + " is neither");
+    }
+    if (ac.fn == agg_fn::quantile) {
+      ac.q = a.get_number("q").value_or(0.5);
+      if (!(ac.q >= 0 && ac.q <= 1))
+        fail(*a.get("q"), a.key("q"), "must be between 0 and 1");
+    } else if (a.has("q")) {
+      fail(*a.get("q"), a.key("q"), "only for quantile");
+    }
+    ac.name = a.get_string("name", ac.field.empty()
+                                     ? std::string{"count"}
+                                     : std::string{to_string(ac.fn)} + "_" + ac.field);
+    if (!valid_name(ac.name))
+      fail(a.has("name") ? *a.get("name") : *aggs[i], a.key("name"),
+           "must match [A-Za-z0-9_.-]+");
+    if (!seen.insert(ac.name).second)
+      fail(a.has("name") ? *a.get("name") : *aggs[i], a.key("name"),
+           "duplicate aggregate name " + in_quotes(ac.name));
+    p.aggregates.push_back(std::move(ac));
+  }
+}
+
+pipeline_config read_pipeline(const toml::table& t, const std::string& key,
+                              const std::string& dir) {
+  table_reader r{t, key,
+                 {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate"}};
+  pipeline_config p;
+  p.name = r.req_string("name");
+  if (!valid_name(p.name))
+    fail(*r.get("name"), r.key("name"), "must match [A-Za-z0-9_.-]+");
+  p.partitions = static_cast<size_t>(r.get_count("partitions", 0, 65536));
+  auto sources = r.get_tables("source");
+  if (sources.empty())
+    fail(r.line(), r.key("source"), "a pipeline needs at least one [[pipeline.source]]");
+  std::set<std::string> source_names;
+  for (size_t i = 0; i < sources.size(); ++i) {
+    auto skey = index_key(key, "source", i);
+    p.sources.push_back(read_source(*sources[i], skey, i, dir));
+    if (!source_names.insert(p.sources.back().name).second)
+      fail(sources[i]->get("name") ? *sources[i]->get("name") : *sources[i], skey + ".name",
+           "duplicate source name " + in_quotes(p.sources.back().name));
+  }
+  field_names names;
+  read_fields(r, p, names);
+  read_preprocess(r, p, names);
+  read_window(r, p);
+  read_aggregates(r, p, names);
+  return p;
+}
+
+weir_config read_root(const toml::table& root, const std::string& file) {
+  table_reader r{root,
+                 "",
+                 {"store", "commit_interval", "commit_events", "batch_bytes",
+                  "max_inflight_batches", "lake_retention", "durable", "pipeline"}};
+  auto dir = std::filesystem::path{file}.parent_path().string();
+  weir_config c;
+  c.file = file;
+  auto& rt = c.runtime;
+  rt.store = resolve(dir, r.get_string("store", "store"));
+  if (rt.store.empty() || rt.store == "-")
+    fail(*r.get("store"), "store", "must name a directory");
+  rt.commit_interval = r.get_duration("commit_interval", rt.commit_interval);
+  if (rt.commit_interval <= 0)
+    fail(*r.get("commit_interval"), "commit_interval", "must be greater than zero");
+  rt.commit_events = static_cast<uint64_t>(r.get_count("commit_events", 0));
+  rt.batch_bytes = static_cast<size_t>(r.get_count("batch_bytes", rt.batch_bytes, 1LL << 30));
+  if (rt.batch_bytes == 0)
+    fail(*r.get("batch_bytes"), "batch_bytes", "must be at least 1");
+  rt.max_inflight_batches =
+    static_cast<size_t>(r.get_count("max_inflight_batches", rt.max_inflight_batches, 1 << 20));
+  if (rt.max_inflight_batches == 0)
+    fail(*r.get("max_inflight_batches"), "max_inflight_batches", "must be at least 1");
+  rt.lake_retention = r.get_duration("lake_retention", 0);
+  rt.durable = r.get_bool("durable", true);
+  auto pipelines = r.get_tables("pipeline");
+  if (pipelines.empty())
+    fail(1, "pipeline", "the config needs at least one [[pipeline]]");
+  std::set<std::string> names;
+  for (size_t i = 0; i < pipelines.size(); ++i) {
+    auto key = "pipeline[" + std::to_string(i) + "]";
+    c.pipelines.push_back(read_pipeline(*pipelines[i], key, dir));
+    if (!names.insert(c.pipelines.back().name).second)
+      fail(*pipelines[i]->get("name"), key + ".name",
+           "duplicate pipeline name " + in_quotes(c.pipelines.back().name));
+  }
+  return c;
+}
+
+} // namespace
+
+caf::expected<weir_config> parse_config(std::string_view text, const std::string& path) {
+  try {
+    toml::table root = toml::parse(text, path);
+    return read_root(root, path);
+  } catch (const toml::parse_error& e) {
+    auto line = e.source().begin.line == 0 ? 1 : e.source().begin.line;
+    return make_error(errc::bad_config, path + ":" + std::to_string(line)
+                                          + ": syntax: " + std::string{e.description()});
+  } catch (const config_failure& e) {
+    return make_error(errc::bad_config,
+                      path + ":" + std::to_string(e.line) + ": " + e.key + ": " + e.message);
+  }
+}
+
+caf::expected<weir_config> load_config(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  if (!in)
+    return make_error(errc::bad_input, "cannot read config file " + path);
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  if (in.bad())
+    return make_error(errc::bad_input, "cannot read config file " + path);
+  return parse_config(buf.str(), path);
+}
+
+} // namespace weir

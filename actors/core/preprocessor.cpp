@@ -1,0 +1,995 @@
+#include "actors/core/preprocessor.hpp"
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <fast_float/fast_float.h>
+#include <simdjson.h>
+#include <xxhash.h>
+
+#include "actors/core/error.hpp"
+#include "actors/core/expr.hpp"
+#include "actors/core/timeparse.hpp"
+
+namespace weir {
+
+namespace {
+
+constexpr size_t max_raw_bytes = 64 * 1024;      ///< raw text kept of a dead letter
+constexpr size_t max_long_line_raw = 1024;       ///< raw text kept of a too long line
+constexpr size_t max_value_in_reason = 256;      ///< value text quoted in a reason
+constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+/// Classes of rejection, counted in preprocess_counters::rejected under these names.
+enum class reject : uint8_t {
+  line_too_long,
+  bad_utf8,
+  bad_quoting,
+  column_count,
+  bad_json,
+  unusable,
+  no_header,
+  unknown_source,
+  missing_field,
+  bad_number,
+  bad_integer,
+  bad_time,
+  derive,
+  count_
+};
+
+constexpr const char* reject_names[] = {
+  "line too long",  "invalid utf-8", "bad quoting", "wrong column count", "bad json",
+  "unusable value", "no header",     "unknown source", "missing field",   "bad number",
+  "bad integer",    "bad time",      "derive"};
+static_assert(sizeof(reject_names) / sizeof(reject_names[0])
+              == static_cast<size_t>(reject::count_));
+
+bool parse_double(std::string_view s, double& out) {
+  if (s.empty())
+    return false;
+  auto r = fast_float::from_chars(s.data(), s.data() + s.size(), out);
+  return r.ec == std::errc{} && r.ptr == s.data() + s.size() && std::isfinite(out);
+}
+
+bool parse_int(std::string_view s, int64_t& out) {
+  auto r = std::from_chars(s.data(), s.data() + s.size(), out);
+  return !s.empty() && r.ec == std::errc{} && r.ptr == s.data() + s.size();
+}
+
+int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0)))
+    --q;
+  return q;
+}
+
+int64_t sat_add(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r))
+    return b > 0 ? max_timestamp : min_timestamp;
+  return r;
+}
+
+int64_t sat_sub(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_sub_overflow(a, b, &r))
+    return b > 0 ? min_timestamp : max_timestamp;
+  return r;
+}
+
+std::string show(std::string_view v) {
+  if (v.size() <= max_value_in_reason)
+    return "'" + std::string{v} + "'";
+  return "'" + std::string{v.substr(0, max_value_in_reason)} + "...'";
+}
+
+/// Remembered event ids: open addressing with linear probing. Key 0 marks an empty slot
+/// (id_hash never returns 0). Grows by doubling; sweeps rebuild in place through a spare
+/// vector so that steady-state inserts never allocate.
+class id_table {
+public:
+  struct entry {
+    uint64_t id;
+    int64_t time;
+  };
+
+  id_table() { slots_.resize(1024); }
+
+  const entry* find(uint64_t id) const {
+    size_t mask = slots_.size() - 1;
+    for (size_t i = id & mask;; i = (i + 1) & mask) {
+      if (slots_[i].id == id)
+        return &slots_[i];
+      if (slots_[i].id == 0)
+        return nullptr;
+    }
+  }
+
+  /// Inserts or overwrites. Returns false when the table needs to grow first.
+  bool put(uint64_t id, int64_t time) {
+    size_t mask = slots_.size() - 1;
+    for (size_t i = id & mask;; i = (i + 1) & mask) {
+      if (slots_[i].id == id) {
+        slots_[i].time = time;
+        return true;
+      }
+      if (slots_[i].id == 0) {
+        if ((count_ + 1) * 2 > slots_.size())
+          return false;
+        slots_[i] = {id, time};
+        ++count_;
+        return true;
+      }
+    }
+  }
+
+  size_t size() const { return count_; }
+  size_t capacity() const { return slots_.size(); }
+
+  /// Removes every id with time < threshold, appending them to `removed`.
+  void sweep(int64_t threshold, std::vector<uint64_t>& removed) {
+    spare_.clear();
+    for (const auto& e : slots_) {
+      if (e.id == 0)
+        continue;
+      if (e.time < threshold)
+        removed.push_back(e.id);
+      else
+        spare_.push_back(e);
+    }
+    rebuild(slots_.size());
+  }
+
+  void grow() {
+    spare_.clear();
+    for (const auto& e : slots_)
+      if (e.id != 0)
+        spare_.push_back(e);
+    rebuild(slots_.size() * 2);
+  }
+
+  void clear() {
+    std::fill(slots_.begin(), slots_.end(), entry{0, 0});
+    count_ = 0;
+  }
+
+private:
+  void rebuild(size_t cap) {
+    slots_.assign(cap, entry{0, 0});
+    count_ = 0;
+    for (const auto& e : spare_) {
+      size_t mask = cap - 1;
+      size_t i = e.id & mask;
+      while (slots_[i].id != 0)
+        i = (i + 1) & mask;
+      slots_[i] = e;
+      ++count_;
+    }
+  }
+
+  std::vector<entry> slots_;
+  std::vector<entry> spare_;
+  size_t count_ = 0;
+};
+
+/// A field a setting reads: an input slot, a derived value, or nothing (a name no input has).
+struct field_ref {
+  enum kind_t : uint8_t { none, slot, derived } kind = none;
+  int index = -1;
+};
+
+} // namespace
+
+struct preprocessor::impl {
+  struct source_state {
+    uint32_t id = 0;
+    int cfg_index = -1;          ///< into cfg.sources; -1: unbound
+    bool header_known = false;
+    std::vector<int> col_slot;   ///< csv column -> slot (-1: unused)
+  };
+
+  struct derive_step {
+    std::string name;
+    bool ok = false;
+    std::string error;           ///< why the expression did not compile
+    expr_program prog;
+    std::vector<field_ref> inputs;
+  };
+
+  struct filter_step {
+    field_ref f;
+    const filter_config* c;
+  };
+
+  struct agg_input {
+    field_ref f;
+    bool presence;               ///< count of a field: 1 when present
+    bool distinct;
+  };
+
+  pipeline_config cfg;
+  size_t nparts;
+  aggregate_layout layout;
+
+  // Fields: every input field a setting names gets a slot.
+  std::vector<std::string> slot_names;   ///< names after rename
+  std::vector<std::string> slot_inputs;  ///< names in the input (before rename)
+  std::vector<uint8_t> slot_is_measure;
+  int time_slot = -1;
+  int id_slot = -1;
+  std::vector<int> key_slots;
+  std::vector<int> measure_slots;
+  std::vector<int> required_slots;
+  std::vector<std::pair<int, value_type>> type_slots;
+  std::vector<derive_step> derives;
+  std::vector<filter_step> filters;
+  std::vector<agg_input> agg_inputs;     ///< one per aggregate with a value or hash column
+
+  // Per-record scratch, reused.
+  std::vector<std::string_view> val;
+  std::vector<double> num;
+  std::vector<uint8_t> seen;
+  std::vector<std::array<char, 64>> num_text;
+  std::vector<double> dval;
+  std::vector<double> dinputs;
+  std::string unquoted;                  ///< csv fields with doubled quotes, unescaped
+  std::string key_buf;                   ///< a multi-field key, joined
+  std::array<char, 64> dtext;
+
+  std::vector<source_state> sources;
+  size_t last_source = 0;
+  simdjson::dom::parser json;
+
+  std::vector<event_columns> parts;
+  std::vector<dead_letter> dead;
+  preprocess_counters counters;
+  std::array<int, static_cast<size_t>(reject::count_)> reject_pos;
+
+  timestamp wm = min_timestamp;
+  id_table ids;
+  std::vector<std::pair<uint64_t, int64_t>> added;
+  std::vector<uint64_t> expired;
+
+  impl(const pipeline_config& c, size_t partitions)
+    : cfg(c), nparts(partitions == 0 ? 1 : partitions), layout(make_layout(c.aggregates)) {
+    reject_pos.fill(-1);
+    parts.resize(nparts);
+    const auto& f = cfg.fields;
+    time_slot = add_slot(f.time);
+    if (!f.event_id.empty())
+      id_slot = add_slot(f.event_id);
+    for (const auto& k : f.key)
+      key_slots.push_back(add_slot(k));
+    for (const auto& m : f.measures) {
+      int s = add_slot(m);
+      if (!slot_is_measure[s]) {
+        slot_is_measure[s] = 1;
+        measure_slots.push_back(s);
+      }
+    }
+    for (const auto& a : f.attributes)
+      add_slot(a);
+    const auto& pp = cfg.preprocess;
+    for (const auto& d : pp.derive) {
+      derive_step step;
+      step.name = d.name;
+      auto prog = expr_program::compile(d.expr);
+      if (prog) {
+        step.ok = true;
+        step.prog = std::move(*prog);
+        for (const auto& in : step.prog.inputs())
+          step.inputs.push_back(resolve(in));
+      } else {
+        step.error = render(prog.error());
+      }
+      derives.push_back(std::move(step));
+    }
+    for (const auto& r : pp.required) {
+      auto ref = resolve(r);
+      if (ref.kind == field_ref::slot)
+        required_slots.push_back(ref.index);
+    }
+    for (const auto& [name, type] : pp.types) {
+      auto ref = resolve(name);
+      if (ref.kind == field_ref::slot)
+        type_slots.emplace_back(ref.index, type);
+    }
+    for (const auto& flt : pp.filters)
+      filters.push_back({resolve(flt.field), &flt});
+    for (const auto& a : cfg.aggregates) {
+      if (a.fn == agg_fn::count && a.field.empty())
+        continue;
+      agg_inputs.push_back({resolve(a.field), a.fn == agg_fn::count, a.fn == agg_fn::distinct});
+    }
+    size_t n = slot_names.size();
+    val.resize(n);
+    num.assign(n, nan);
+    seen.assign(n, 0);
+    num_text.resize(n);
+    dval.assign(derives.size(), nan);
+    size_t max_inputs = 0;
+    for (const auto& d : derives)
+      max_inputs = std::max(max_inputs, d.inputs.size());
+    dinputs.resize(max_inputs);
+  }
+
+  int add_slot(const std::string& name) {
+    auto i = std::find(slot_names.begin(), slot_names.end(), name);
+    if (i != slot_names.end())
+      return static_cast<int>(i - slot_names.begin());
+    std::string input = name;
+    for (const auto& [from, to] : cfg.preprocess.rename)
+      if (to == name)
+        input = from;
+    slot_names.push_back(name);
+    slot_inputs.push_back(input);
+    slot_is_measure.push_back(0);
+    return static_cast<int>(slot_names.size() - 1);
+  }
+
+  field_ref resolve(const std::string& name) const {
+    for (size_t i = 0; i < derives.size(); ++i)
+      if (derives[i].name == name)
+        return {field_ref::derived, static_cast<int>(i)};
+    for (size_t i = 0; i < slot_names.size(); ++i)
+      if (slot_names[i] == name)
+        return {field_ref::slot, static_cast<int>(i)};
+    return {};
+  }
+
+  int slot_of_input(std::string_view input) const {
+    for (size_t i = 0; i < slot_inputs.size(); ++i)
+      if (slot_inputs[i] == input)
+        return static_cast<int>(i);
+    return -1;
+  }
+
+  // -- sources ------------------------------------------------------------------------------
+
+  source_state& source(uint32_t id) {
+    if (last_source < sources.size() && sources[last_source].id == id)
+      return sources[last_source];
+    for (size_t i = 0; i < sources.size(); ++i)
+      if (sources[i].id == id) {
+        last_source = i;
+        return sources[i];
+      }
+    source_state s;
+    s.id = id;
+    if (cfg.sources.size() == 1)
+      bind(s, 0);
+    sources.push_back(std::move(s));
+    last_source = sources.size() - 1;
+    return sources.back();
+  }
+
+  void bind(source_state& s, size_t index) {
+    s.cfg_index = static_cast<int>(index);
+    s.header_known = false;
+    s.col_slot.clear();
+    const auto& sc = cfg.sources[index];
+    if (sc.format == source_format::csv && !sc.header) {
+      for (const auto& c : sc.columns)
+        map_column(s, c);
+      s.header_known = true;
+    }
+  }
+
+  void map_column(source_state& s, std::string_view name) {
+    int slot = slot_of_input(name);
+    // The first column of a name wins, as with duplicate keys of an NDJSON object.
+    if (slot >= 0 && std::find(s.col_slot.begin(), s.col_slot.end(), slot) != s.col_slot.end())
+      slot = -1;
+    s.col_slot.push_back(slot);
+  }
+
+  // -- csv ----------------------------------------------------------------------------------
+
+  /// Splits one csv line, calling `on_field(column, text)`. Returns nullptr or why it failed.
+  template <class F>
+  const char* split_csv(std::string_view line, char delim, char quote, F&& on_field) {
+    const char* p = line.data();
+    const char* end = p + line.size();
+    unquoted.clear();
+    if (unquoted.capacity() < line.size())
+      unquoted.reserve(line.size()); // views into it must stay valid for the whole line
+    size_t col = 0;
+    for (;;) {
+      std::string_view field;
+      if (p != end && *p == quote) {
+        const char* start = ++p;
+        bool escaped = false;
+        const char* q = nullptr;
+        for (;;) {
+          q = static_cast<const char*>(std::memchr(p, quote, static_cast<size_t>(end - p)));
+          if (q == nullptr)
+            return "unterminated quoted field";
+          if (q + 1 != end && q[1] == quote) {
+            escaped = true;
+            p = q + 2;
+            continue;
+          }
+          break;
+        }
+        p = q + 1;
+        if (!escaped) {
+          field = {start, static_cast<size_t>(q - start)};
+        } else {
+          size_t b = unquoted.size();
+          for (const char* c = start; c < q; ++c) {
+            unquoted.push_back(*c);
+            if (*c == quote)
+              ++c; // the second of a doubled quote
+          }
+          field = std::string_view{unquoted}.substr(b);
+        }
+        if (p != end && *p != delim)
+          return "text after a closing quote";
+      } else {
+        auto q = static_cast<const char*>(std::memchr(p, delim, static_cast<size_t>(end - p)));
+        if (q == nullptr)
+          q = end;
+        field = {p, static_cast<size_t>(q - p)};
+        p = q;
+      }
+      on_field(col++, field);
+      if (p == end)
+        return nullptr;
+      ++p;
+    }
+  }
+
+  void parse_header(source_state& s, uint64_t off, std::string_view line) {
+    const auto& sc = cfg.sources[static_cast<size_t>(s.cfg_index)];
+    if (line.substr(0, 3) == "\xEF\xBB\xBF")
+      line.remove_prefix(3);
+    s.col_slot.clear();
+    s.header_known = false;
+    auto err = split_csv(line, sc.delimiter, sc.quote,
+                         [&](size_t, std::string_view name) { map_column(s, name); });
+    if (err != nullptr) {
+      ++counters.read;
+      reject_line(reject::no_header, off, line, std::string{"bad header: "} + err);
+      s.col_slot.clear();
+      return;
+    }
+    s.header_known = true;
+  }
+
+  // -- dead letters ---------------------------------------------------------------------------
+
+  void dead_letter_raw(uint64_t off, std::string_view line, std::string reason,
+                       size_t cut = max_raw_bytes) {
+    dead_letter d;
+    d.offset = off;
+    d.source = current_source;
+    d.raw.assign(line.substr(0, cut));
+    d.reason = std::move(reason);
+    dead.push_back(std::move(d));
+  }
+
+  void reject_line(reject r, uint64_t off, std::string_view line, std::string reason,
+                   size_t cut = max_raw_bytes) {
+    auto i = static_cast<size_t>(r);
+    if (reject_pos[i] < 0) {
+      reject_pos[i] = static_cast<int>(counters.rejected.size());
+      counters.rejected.emplace_back(reject_names[i], 0);
+    }
+    ++counters.rejected[static_cast<size_t>(reject_pos[i])].second;
+    dead_letter_raw(off, line, std::move(reason), cut);
+  }
+
+  uint32_t current_source = 0;
+
+  // -- per line -------------------------------------------------------------------------------
+
+  void process(uint32_t id, uint64_t offset, std::string_view chunk) {
+    current_source = id;
+    auto& s = source(id);
+    const bool chunk_utf8 = simdjson::validate_utf8(chunk.data(), chunk.size());
+    size_t pos = 0;
+    while (pos < chunk.size()) {
+      auto nl = static_cast<const char*>(std::memchr(chunk.data() + pos, '\n', chunk.size() - pos));
+      size_t end = nl == nullptr ? chunk.size() : static_cast<size_t>(nl - chunk.data());
+      std::string_view line = chunk.substr(pos, end - pos);
+      uint64_t off = offset + pos;
+      pos = end + 1;
+      if (!line.empty() && line.back() == '\r')
+        line.remove_suffix(1);
+      handle_line(s, off, line, chunk_utf8);
+    }
+  }
+
+  void handle_line(source_state& s, uint64_t off, std::string_view line, bool utf8_ok) {
+    if (s.cfg_index < 0) {
+      if (line.empty())
+        return;
+      ++counters.read;
+      reject_line(reject::unknown_source, off, line,
+                  "source " + std::to_string(s.id) + " is not bound to a configured source");
+      return;
+    }
+    const auto& sc = cfg.sources[static_cast<size_t>(s.cfg_index)];
+    const bool csv = sc.format == source_format::csv;
+    if (csv && sc.header && off == 0) {
+      parse_header(s, off, line);
+      return;
+    }
+    if (line.empty())
+      return;
+    ++counters.read;
+    if (line.size() > sc.max_line_bytes) {
+      reject_line(reject::line_too_long, off, line,
+                  "line too long (" + std::to_string(line.size()) + " bytes, limit "
+                    + std::to_string(sc.max_line_bytes) + ")",
+                  max_long_line_raw);
+      return;
+    }
+    if (!utf8_ok && !simdjson::validate_utf8(line.data(), line.size())) {
+      reject_line(reject::bad_utf8, off, line, "invalid UTF-8");
+      return;
+    }
+    std::fill(val.begin(), val.end(), std::string_view{});
+    if (csv) {
+      if (!s.header_known) {
+        reject_line(reject::no_header, off, line,
+                    "no csv header known for source " + std::to_string(s.id));
+        return;
+      }
+      size_t ncols = 0;
+      const auto& map = s.col_slot;
+      auto err = split_csv(line, sc.delimiter, sc.quote, [&](size_t col, std::string_view f) {
+        if (col < map.size() && map[col] >= 0)
+          val[static_cast<size_t>(map[col])] = f;
+        ncols = col + 1;
+      });
+      if (err != nullptr) {
+        reject_line(reject::bad_quoting, off, line, std::string{"bad csv quoting: "} + err);
+        return;
+      }
+      if (ncols != map.size()) {
+        reject_line(reject::column_count, off, line,
+                    "wrong column count: " + std::to_string(ncols) + " fields, header has "
+                      + std::to_string(map.size()));
+        return;
+      }
+    } else if (!decode_json(off, line)) {
+      return;
+    }
+    process_record(off, line);
+  }
+
+  bool decode_json(uint64_t off, std::string_view line) {
+    simdjson::dom::element doc;
+    auto err = json.parse(line.data(), line.size()).get(doc);
+    if (err) {
+      reject_line(reject::bad_json, off, line,
+                  std::string{"bad json: "} + simdjson::error_message(err));
+      return false;
+    }
+    simdjson::dom::object obj;
+    if (doc.get(obj)) {
+      reject_line(reject::bad_json, off, line, "bad json: not an object");
+      return false;
+    }
+    std::fill(seen.begin(), seen.end(), 0);
+    for (auto kv : obj) {
+      int s = slot_of_input(kv.key);
+      if (s < 0 || seen[static_cast<size_t>(s)])
+        continue;
+      auto i = static_cast<size_t>(s);
+      seen[i] = 1;
+      auto& buf = num_text[i];
+      switch (kv.value.type()) {
+        case simdjson::dom::element_type::STRING:
+          val[i] = kv.value.get_string().value_unsafe();
+          break;
+        case simdjson::dom::element_type::INT64: {
+          auto r = std::to_chars(buf.data(), buf.data() + buf.size(),
+                                 kv.value.get_int64().value_unsafe());
+          val[i] = {buf.data(), static_cast<size_t>(r.ptr - buf.data())};
+          break;
+        }
+        case simdjson::dom::element_type::UINT64: {
+          auto r = std::to_chars(buf.data(), buf.data() + buf.size(),
+                                 kv.value.get_uint64().value_unsafe());
+          val[i] = {buf.data(), static_cast<size_t>(r.ptr - buf.data())};
+          break;
+        }
+        case simdjson::dom::element_type::DOUBLE:
+          val[i] = double_text(kv.value.get_double().value_unsafe(), buf);
+          break;
+        case simdjson::dom::element_type::BOOL:
+          val[i] = kv.value.get_bool().value_unsafe() ? "true" : "false";
+          break;
+        case simdjson::dom::element_type::NULL_VALUE:
+          break;
+        case simdjson::dom::element_type::ARRAY:
+        case simdjson::dom::element_type::OBJECT:
+          reject_line(reject::unusable, off, line,
+                      "field " + slot_names[i] + " is an "
+                        + (kv.value.is_array() ? "array" : "object") + ", not a usable value");
+          return false;
+      }
+    }
+    return true;
+  }
+
+  /// The shortest text that reads back as `v`, in fixed notation where it fits.
+  static std::string_view double_text(double v, std::array<char, 64>& buf) {
+    auto r = std::to_chars(buf.data(), buf.data() + buf.size(), v, std::chars_format::fixed);
+    if (r.ec != std::errc{})
+      r = std::to_chars(buf.data(), buf.data() + buf.size(), v);
+    return {buf.data(), static_cast<size_t>(r.ptr - buf.data())};
+  }
+
+  /// The numeric value of a field for derive, filters and aggregates. Returns false (with the
+  /// value text in `bad`) when present but not a number; NaN when absent.
+  bool numeric(const field_ref& f, double& out, std::string_view& bad) {
+    if (f.kind == field_ref::derived) {
+      out = dval[static_cast<size_t>(f.index)];
+      return true;
+    }
+    if (f.kind == field_ref::none) {
+      out = nan;
+      return true;
+    }
+    auto i = static_cast<size_t>(f.index);
+    if (slot_is_measure[i]) {
+      out = num[i];
+      return true;
+    }
+    if (val[i].empty()) {
+      out = nan;
+      return true;
+    }
+    if (!parse_double(val[i], out)) {
+      bad = val[i];
+      return false;
+    }
+    return true;
+  }
+
+  const std::string& name_of(const field_ref& f) const {
+    return f.kind == field_ref::derived ? derives[static_cast<size_t>(f.index)].name
+                                        : slot_names[static_cast<size_t>(f.index)];
+  }
+
+  bool has_text(const field_ref& f) const {
+    return f.kind == field_ref::slot && !val[static_cast<size_t>(f.index)].empty();
+  }
+
+  void process_record(uint64_t off, std::string_view line) {
+    for (int s : required_slots)
+      if (val[static_cast<size_t>(s)].empty())
+        return reject_line(reject::missing_field, off, line,
+                           "missing field " + slot_names[static_cast<size_t>(s)]);
+    for (const auto& [s, type] : type_slots) {
+      auto v = val[static_cast<size_t>(s)];
+      if (v.empty())
+        continue;
+      const auto& name = slot_names[static_cast<size_t>(s)];
+      switch (type) {
+        case value_type::string: break;
+        case value_type::int64: {
+          int64_t x = 0;
+          if (!parse_int(v, x))
+            return reject_line(reject::bad_integer, off, line,
+                               "bad integer in field " + name + ": " + show(v));
+          break;
+        }
+        case value_type::float64: {
+          double x = 0;
+          if (!parse_double(v, x))
+            return reject_line(reject::bad_number, off, line,
+                               "bad number in field " + name + ": " + show(v));
+          break;
+        }
+        case value_type::time: {
+          timestamp x = 0;
+          const char* why = nullptr;
+          if (!parse_time(v, cfg.fields.time_fmt, x, why))
+            return reject_line(reject::bad_time, off, line,
+                               "bad time in field " + name + ": " + show(v) + " (" + why + ")");
+          break;
+        }
+      }
+    }
+    auto tv = val[static_cast<size_t>(time_slot)];
+    if (tv.empty())
+      return reject_line(reject::missing_field, off, line, "missing field " + cfg.fields.time);
+    timestamp t = 0;
+    const char* why = nullptr;
+    if (!parse_time(tv, cfg.fields.time_fmt, t, why))
+      return reject_line(reject::bad_time, off, line,
+                         "bad time in field " + cfg.fields.time + ": " + show(tv) + " (" + why
+                           + ")");
+    for (int s : key_slots)
+      if (val[static_cast<size_t>(s)].empty())
+        return reject_line(reject::missing_field, off, line,
+                           "missing field " + slot_names[static_cast<size_t>(s)]);
+    const bool dedupe = cfg.preprocess.dedupe && id_slot >= 0;
+    if (dedupe && val[static_cast<size_t>(id_slot)].empty())
+      return reject_line(reject::missing_field, off, line,
+                         "missing field " + cfg.fields.event_id);
+    for (int s : measure_slots) {
+      auto i = static_cast<size_t>(s);
+      if (val[i].empty()) {
+        num[i] = nan;
+      } else if (!parse_double(val[i], num[i])) {
+        return reject_line(reject::bad_number, off, line,
+                           "bad number in field " + slot_names[i] + ": " + show(val[i]));
+      }
+    }
+    for (size_t d = 0; d < derives.size(); ++d) {
+      auto& step = derives[d];
+      if (!step.ok)
+        return reject_line(reject::derive, off, line, "derive " + step.name + ": " + step.error);
+      for (size_t k = 0; k < step.inputs.size(); ++k) {
+        const auto& in = step.inputs[k];
+        std::string_view bad;
+        if (!numeric(in, dinputs[k], bad))
+          return reject_line(reject::derive, off, line,
+                             "derive " + step.name + ": bad number in field " + name_of(in)
+                               + ": " + show(bad));
+        if (std::isnan(dinputs[k]))
+          return reject_line(reject::derive, off, line,
+                             "derive " + step.name + ": missing field "
+                               + step.prog.inputs()[k]);
+      }
+      bool div0 = false;
+      dval[d] = step.prog.eval(dinputs.data(), div0);
+      if (div0)
+        return reject_line(reject::derive, off, line, "derive " + step.name + ": division by zero");
+    }
+    for (const auto& fs : filters) {
+      const auto& c = *fs.c;
+      if (c.min || c.max) {
+        double x = 0;
+        std::string_view bad;
+        if (!numeric(fs.f, x, bad))
+          return reject_line(reject::bad_number, off, line,
+                             "bad number in field " + c.field + ": " + show(bad));
+        if (std::isnan(x) || (c.min && x < *c.min) || (c.max && x > *c.max)) {
+          ++counters.filtered;
+          return;
+        }
+      }
+      std::string_view text = has_text(fs.f) ? val[static_cast<size_t>(fs.f.index)] : "";
+      const bool present = fs.f.kind == field_ref::derived || !text.empty();
+      bool keep = true;
+      if (c.eq)
+        keep = keep && present && text == *c.eq;
+      if (c.ne)
+        keep = keep && (!present || text != *c.ne);
+      if (!c.in.empty())
+        keep = keep && present && std::find(c.in.begin(), c.in.end(), text) != c.in.end();
+      if (!keep) {
+        ++counters.filtered;
+        return;
+      }
+    }
+    uint64_t id = 0;
+    const timestamp w = wm;
+    if (dedupe) {
+      auto idv = val[static_cast<size_t>(id_slot)];
+      id = id_hash(idv);
+      auto e = ids.find(id);
+      if (e != nullptr && e->time >= expiry()) {
+        ++counters.duplicates;
+        return dead_letter_raw(off, line, "duplicate event id " + std::string{idv.substr(
+                                                                    0, max_value_in_reason)});
+      }
+    }
+    bool update = false;
+    if (w != min_timestamp) {
+      const auto& wc = cfg.window;
+      timestamp start = t;
+      timestamp end = sat_add(t, wc.gap);
+      if (wc.kind != window_kind::session) {
+        int64_t slide = wc.kind == window_kind::tumbling || wc.slide <= 0 ? wc.size : wc.slide;
+        if (slide > 0) {
+          start = wc.offset + floor_div(t - wc.offset, slide) * slide;
+          end = start + wc.size;
+        }
+      }
+      const timestamp closes = sat_add(end, wc.allowed_lateness);
+      if (w >= closes) {
+        const bool can_update = wc.late == late_policy::update
+                                && wc.kind != window_kind::session
+                                && w < sat_add(closes, wc.update_horizon);
+        if (!can_update) {
+          ++counters.late;
+          std::string window = "[" + format_time(start) + ", " + format_time(end) + ")";
+          return dead_letter_raw(off, line,
+                                 wc.late == late_policy::update && wc.kind != window_kind::session
+                                   ? "too late: window " + window + " closed at watermark "
+                                       + format_time(w) + ", past the update horizon"
+                                   : "late: window " + window + " closed at watermark "
+                                       + format_time(w));
+        }
+        update = true;
+      }
+    }
+    emit(t, w);
+    if (dedupe) {
+      if (!ids.put(id, t)) {
+        make_room();
+        ids.put(id, t);
+      }
+      added.emplace_back(id, t);
+    }
+    ++counters.accepted;
+    if (update)
+      ++counters.late_updates;
+    else
+      wm = std::max(wm, sat_sub(t, cfg.window.out_of_orderness));
+  }
+
+  /// Ids remembered with an event time below this are expired.
+  timestamp expiry() const {
+    return wm == min_timestamp ? min_timestamp : sat_sub(wm, cfg.preprocess.dedupe_horizon);
+  }
+
+  void make_room() {
+    ids.sweep(expiry(), expired);
+    if ((ids.size() + 1) * 4 > ids.capacity())
+      ids.grow();
+  }
+
+  void emit(timestamp t, timestamp w) {
+    uint64_t kh = 0;
+    size_t p = 0;
+    event_columns* cols = nullptr;
+    if (key_slots.size() == 1) {
+      auto k = val[static_cast<size_t>(key_slots[0])];
+      kh = XXH3_64bits(k.data(), k.size());
+      p = kh % nparts;
+      cols = &parts[p];
+      cols->key_bytes.append(k);
+    } else {
+      // Joined in a scratch buffer first: the partition depends on the hash of the joined key.
+      key_buf.clear();
+      for (size_t i = 0; i < key_slots.size(); ++i) {
+        if (i > 0)
+          key_buf.push_back(key_separator);
+        key_buf.append(val[static_cast<size_t>(key_slots[i])]);
+      }
+      kh = XXH3_64bits(key_buf.data(), key_buf.size());
+      p = kh % nparts;
+      cols = &parts[p];
+      cols->key_bytes.append(key_buf);
+    }
+    cols->time.push_back(t);
+    cols->wm_before.push_back(w);
+    cols->key_hash.push_back(kh);
+    cols->key_end.push_back(static_cast<uint32_t>(cols->key_bytes.size()));
+    for (const auto& a : agg_inputs) {
+      if (a.distinct) {
+        std::string_view text;
+        if (a.f.kind == field_ref::slot)
+          text = val[static_cast<size_t>(a.f.index)];
+        else if (a.f.kind == field_ref::derived)
+          text = double_text(dval[static_cast<size_t>(a.f.index)], dtext);
+        cols->hashes.push_back(XXH3_64bits(text.data(), text.size()));
+      } else if (a.presence) {
+        bool present = a.f.kind == field_ref::derived || has_text(a.f);
+        cols->values.push_back(present ? 1.0 : nan);
+      } else {
+        double x = nan;
+        std::string_view bad;
+        if (!numeric(a.f, x, bad))
+          x = nan;
+        cols->values.push_back(x);
+      }
+    }
+  }
+};
+
+preprocessor::preprocessor(const pipeline_config& cfg, size_t partitions)
+  : d_(std::make_unique<impl>(cfg, partitions)) {
+}
+
+preprocessor::~preprocessor() = default;
+
+void preprocessor::bind_source(uint32_t source, size_t config_index) {
+  if (config_index >= d_->cfg.sources.size())
+    return;
+  d_->bind(d_->source(source), config_index);
+}
+
+void preprocessor::set_header(uint32_t source, std::string_view header_line) {
+  auto& s = d_->source(source);
+  if (s.cfg_index < 0)
+    return;
+  const auto& sc = d_->cfg.sources[static_cast<size_t>(s.cfg_index)];
+  if (sc.format != source_format::csv || !sc.header)
+    return;
+  if (!header_line.empty() && header_line.back() == '\n')
+    header_line.remove_suffix(1);
+  if (!header_line.empty() && header_line.back() == '\r')
+    header_line.remove_suffix(1);
+  d_->current_source = source;
+  // Not a record: a bad header here must not count as read.
+  auto before = d_->counters.read;
+  d_->parse_header(s, 0, header_line);
+  d_->counters.read = before;
+}
+
+void preprocessor::process(uint32_t source, uint64_t offset, std::string_view chunk) {
+  d_->process(source, offset, chunk);
+}
+
+event_columns& preprocessor::partition(size_t p) { return d_->parts[p]; }
+
+size_t preprocessor::partitions() const { return d_->nparts; }
+
+std::vector<dead_letter>& preprocessor::dead_letters() { return d_->dead; }
+
+void preprocessor::clear_outputs() {
+  for (auto& p : d_->parts)
+    p.clear();
+  d_->dead.clear();
+}
+
+timestamp preprocessor::watermark() const { return d_->wm; }
+
+const preprocess_counters& preprocessor::counters() const { return d_->counters; }
+
+void preprocessor::take_dedupe_delta(std::vector<std::pair<uint64_t, int64_t>>& added,
+                                     std::vector<uint64_t>& expired) {
+  d_->ids.sweep(d_->expiry(), d_->expired);
+  added.swap(d_->added);
+  expired.swap(d_->expired);
+  d_->added.clear();
+  d_->expired.clear();
+}
+
+void preprocessor::restore(timestamp watermark,
+                           const std::vector<std::pair<uint64_t, int64_t>>& ids) {
+  d_->wm = watermark;
+  d_->ids.clear();
+  d_->added.clear();
+  d_->expired.clear();
+  const timestamp threshold = d_->expiry();
+  for (const auto& [id, time] : ids) {
+    if (time < threshold || id == 0)
+      continue;
+    while (!d_->ids.put(id, time))
+      d_->ids.grow();
+  }
+}
+
+std::string preprocessor::snapshot() const {
+  std::string out = "WPP1";
+  uint64_t w = static_cast<uint64_t>(d_->wm);
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((w >> (8 * i)) & 0xff));
+  return out;
+}
+
+caf::error preprocessor::restore_snapshot(std::string_view blob) {
+  if (blob.size() != 12 || blob.substr(0, 4) != "WPP1")
+    return make_error(errc::store_corrupt, "preprocess snapshot: unknown format ("
+                                             + std::to_string(blob.size()) + " bytes)");
+  uint64_t w = 0;
+  for (int i = 0; i < 8; ++i)
+    w |= static_cast<uint64_t>(static_cast<unsigned char>(blob[4 + static_cast<size_t>(i)]))
+         << (8 * i);
+  d_->wm = static_cast<timestamp>(w);
+  return {};
+}
+
+void preprocessor::set_watermark(timestamp w) { d_->wm = std::max(d_->wm, w); }
+
+uint64_t preprocessor::id_hash(std::string_view id) {
+  uint64_t h = XXH3_64bits(id.data(), id.size());
+  return h == 0 ? 1 : h;
+}
+
+} // namespace weir

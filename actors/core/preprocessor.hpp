@@ -1,0 +1,102 @@
+#pragma once
+
+/// The preprocess engine: raw lines in, validated events (as columns, per partition) and dead
+/// letters out. It is the hot path of every pipeline, so the steady state allocates nothing per
+/// record: field values are string_views into the chunk, and every scratch buffer is a member
+/// that keeps its capacity. No actor code: the preprocess actor feeds chunks in and ships the
+/// columns.
+///
+/// Per line (lines end at '\n'; a trailing '\r' is dropped; empty lines are skipped):
+///  1. longer than max_line_bytes -> dead letter; invalid UTF-8 -> dead letter;
+///  2. decode: CSV (RFC 4180 quoting, `""` escapes; a quoted field cannot hold a line break,
+///     because chunks are split on line breaks before any quote is seen) or NDJSON (one object;
+///     strings, numbers and booleans are values, null is absent, objects and arrays cannot be
+///     used as fields);
+///  3. rename, then in this order (the first failure decides the dead letter's reason):
+///     required fields, types, the time field, key fields, event id (with dedupe), measures,
+///     derived fields, filters (a failed filter counts as `filtered`, no dead letter), dedupe,
+///     lateness, emission to partition key_hash % partitions.
+/// A field is absent when it is missing or its text is empty (CSV cannot tell them apart).
+/// An NDJSON number's text is its canonical form (1.50 reads as "1.5").
+///
+/// counters: read = accepted + filtered + duplicates + late + sum(rejected); late_updates
+/// (records emitted to update a fired window) are part of accepted.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <caf/error.hpp>
+
+#include "actors/core/types.hpp"
+
+namespace weir {
+
+struct preprocess_counters {
+  uint64_t read = 0;
+  uint64_t accepted = 0;
+  uint64_t filtered = 0;
+  uint64_t late = 0;
+  uint64_t late_updates = 0;
+  uint64_t duplicates = 0;
+  std::vector<std::pair<std::string, uint64_t>> rejected; ///< reason class -> count
+};
+
+class preprocessor {
+public:
+  /// `partitions` is the number of window-aggregator partitions (0 is taken as 1).
+  preprocessor(const pipeline_config& cfg, size_t partitions);
+  ~preprocessor();
+  preprocessor(const preprocessor&) = delete;
+  preprocessor& operator=(const preprocessor&) = delete;
+
+  /// Tells which configured source (index into cfg.sources) the lake's source id `source` reads.
+  /// A pipeline with one configured source needs no binding: every id uses it. With several,
+  /// lines of an unbound id are dead-lettered, since guessing their format would be wrong.
+  void bind_source(uint32_t source, size_t config_index);
+
+  /// Sets the csv header of `source` (a resumed source whose header line is not in the chunk).
+  void set_header(uint32_t source, std::string_view header_line);
+
+  /// Processes whole lines of one source. `offset` is the byte offset of chunk[0] in the source.
+  /// For csv with header = true the line at offset 0 is the header (parsed, not emitted).
+  void process(uint32_t source, uint64_t offset, std::string_view chunk);
+
+  /// Accepted events of partition p since clear_outputs().
+  event_columns& partition(size_t p);
+  size_t partitions() const;
+  /// Rejected records since clear_outputs().
+  std::vector<dead_letter>& dead_letters();
+  void clear_outputs();
+
+  /// Max accepted event time - out_of_orderness (min_timestamp before any record).
+  timestamp watermark() const;
+  const preprocess_counters& counters() const;
+
+  /// Dedupe changes since the last call: ids added (with their event time) and ids expired
+  /// (older than watermark - dedupe_horizon). Apply `added` before `expired`.
+  void take_dedupe_delta(std::vector<std::pair<uint64_t, int64_t>>& added,
+                         std::vector<uint64_t>& expired);
+
+  /// Restores after a restart: the watermark and the remembered event ids.
+  void restore(timestamp watermark, const std::vector<std::pair<uint64_t, int64_t>>& ids);
+
+  /// A small state blob (the watermark) for the store, and back.
+  std::string snapshot() const;
+  caf::error restore_snapshot(std::string_view blob);
+
+  /// Raises the watermark (never lowers it), e.g. after a bounded input's final flush.
+  void set_watermark(timestamp w);
+
+  /// The event id hash used by dedupe (XXH3-64 of the id's text).
+  static uint64_t id_hash(std::string_view id);
+
+private:
+  struct impl;
+  std::unique_ptr<impl> d_;
+};
+
+} // namespace weir

@@ -1,0 +1,157 @@
+#pragma once
+
+/// Approximate aggregates whose exact form would need memory proportional to the input:
+/// `distinct_counter` (exact set, then HyperLogLog) and `quantile_sketch` (DDSketch). Both merge
+/// (session windows merge their accumulators) and serialize into the operator snapshots, so a
+/// small bounds-checked binary codec lives here too.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/error.hpp>
+
+namespace weir {
+
+namespace binary {
+
+/// Appends little-endian fixed-width integers, doubles and LEB128 varints to a string. The
+/// snapshot formats are built from these so that they do not depend on the host's byte order.
+class writer {
+public:
+  explicit writer(std::string& out) : out_(out) {}
+  void u8(uint8_t x) { out_.push_back(static_cast<char>(x)); }
+  void u32(uint32_t x);
+  void u64(uint64_t x);
+  void i64(int64_t x) { u64(static_cast<uint64_t>(x)); }
+  void f64(double x);
+  void varint(uint64_t x);
+  /// A varint length followed by the bytes.
+  void bytes(std::string_view x);
+
+private:
+  std::string& out_;
+};
+
+/// Reads what `writer` wrote. Every read is bounds-checked: past the end (or on a malformed
+/// varint) the reader enters a sticky failed state and returns zeros, so that decoders can read
+/// a whole structure and check `ok()` once, without ever touching memory outside the input.
+class reader {
+public:
+  explicit reader(std::string_view in) : p_(in.data()), end_(in.data() + in.size()) {}
+  uint8_t u8();
+  uint32_t u32();
+  uint64_t u64();
+  int64_t i64() { return static_cast<int64_t>(u64()); }
+  double f64();
+  uint64_t varint();
+  /// A varint length followed by that many bytes; empty view on failure.
+  std::string_view bytes();
+  bool ok() const { return ok_; }
+  void fail() { ok_ = false; }
+  size_t remaining() const { return ok_ ? static_cast<size_t>(end_ - p_) : 0; }
+
+private:
+  bool need(size_t n);
+  const char* p_;
+  const char* end_;
+  bool ok_ = true;
+};
+
+} // namespace binary
+
+/// Counts distinct 64-bit hashes. Up to `exact_limit` distinct hashes it keeps them all (an
+/// open-addressing set) and is exact; past that it switches to HyperLogLog with precision 14
+/// (16384 one-byte registers) and Ertl's improved estimator ("New cardinality estimation
+/// algorithms for HyperLogLog sketches", 2017), which needs no empirical bias tables and is
+/// unbiased from small to very large cardinalities. Relative standard error of the estimate in
+/// HyperLogLog mode: 1.04 / sqrt(16384) ~= 0.81 %.
+///
+/// The hashes must be well mixed (64-bit xxh3 of the value): register index and rank are taken
+/// straight from their bits, as there is no point in hashing a hash again.
+class distinct_counter {
+public:
+  static constexpr size_t exact_limit = 1024;
+  static constexpr int precision = 14;
+  static constexpr size_t register_count = size_t{1} << precision;
+  static constexpr double standard_error = 1.04 / 128.0;
+
+  void add(uint64_t hash);
+  /// Makes this counter count the union of both inputs.
+  void merge(const distinct_counter& other);
+  /// The exact count while `exact()`, the HyperLogLog estimate after.
+  double estimate() const;
+  bool exact() const { return registers_.empty(); }
+  /// Back to empty; keeps the exact set's memory for reuse, frees the registers.
+  void clear();
+
+  /// Appends a self-delimiting encoding to `out`.
+  void serialize(std::string& out) const;
+  /// Replaces the content with one decoded from `in`; errc::store_corrupt on bad bytes (the
+  /// counter is then empty).
+  caf::error deserialize(std::string_view bytes);
+  /// Reads one encoding from `in`; returns false (and leaves the counter empty) on bad bytes.
+  bool read_from(binary::reader& in);
+
+private:
+  void insert_exact(uint64_t hash);
+  void grow_exact();
+  void to_registers();
+  void add_register(uint64_t hash);
+
+  /// Exact mode: open addressing with linear probing, 0 marks a free bucket, so the hash 0
+  /// itself is tracked by `has_zero_`.
+  std::vector<uint64_t> table_;
+  size_t exact_size_ = 0;
+  bool has_zero_ = false;
+  /// HyperLogLog mode when not empty.
+  std::vector<uint8_t> registers_;
+};
+
+/// DDSketch (Masson, Rim, Lee, VLDB 2019) with relative accuracy 1 %: a value x > 0 falls in
+/// bucket ceil(log_gamma(x)) with gamma = 1.01 / 0.99, and a bucket answers with the value whose
+/// relative distance to every member is at most 1 %. Negative values use a mirrored store;
+/// zero (and anything smaller in magnitude than the smallest normal double) is counted apart.
+/// Stores are dense arrays that grow at either end and never collapse, so the guarantee holds
+/// for every input. The exact minimum and maximum are kept, which makes q = 0 and q = 1 exact.
+class quantile_sketch {
+public:
+  static constexpr double relative_accuracy = 0.01;
+
+  /// NaN is ignored.
+  void add(double x);
+  void merge(const quantile_sketch& other);
+  /// A value within 1 % relative error of the value at rank floor(q * (n - 1)) (0-based) of the
+  /// sorted inputs; NaN when empty. q is clamped to [0, 1].
+  double quantile(double q) const;
+  uint64_t count() const { return count_; }
+  void clear();
+
+  void serialize(std::string& out) const;
+  caf::error deserialize(std::string_view bytes);
+  bool read_from(binary::reader& in);
+
+private:
+  /// Counts for a contiguous index range [offset, offset + counts.size()).
+  struct store {
+    int32_t offset = 0;
+    std::vector<uint64_t> counts;
+    uint64_t total = 0;
+    void add(int32_t index, uint64_t n);
+    void merge(const store& other);
+    void clear();
+  };
+  static int32_t index_of(double magnitude);
+  static double value_of(int32_t index);
+
+  store positive_;
+  store negative_;
+  uint64_t zero_ = 0;
+  uint64_t count_ = 0;
+  double min_ = 0;
+  double max_ = 0;
+};
+
+} // namespace weir

@@ -1,0 +1,184 @@
+#include "actors/preprocess.hpp"
+
+#include <capnp/message.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/aggregator.hpp"
+#include "actors/frame.hpp"
+#include "schema/batch.capnp.h"
+
+namespace weir {
+
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  if ((a % b != 0) && ((a < 0) != (b < 0)))
+    --q;
+  return q;
+}
+
+} // namespace
+
+timestamp final_watermark(const window_config& w, timestamp max_time) {
+  if (max_time == min_timestamp)
+    return min_timestamp;
+  switch (w.kind) {
+    case window_kind::session:
+      return max_time + w.gap + w.allowed_lateness;
+    case window_kind::tumbling:
+    case window_kind::sliding: {
+      int64_t slide = w.kind == window_kind::tumbling ? w.size : w.slide;
+      int64_t last_start = w.offset + floor_div(max_time - w.offset, slide) * slide;
+      return last_start + w.size + w.allowed_lateness;
+    }
+  }
+  return max_time;
+}
+
+preprocess_actor::behavior_type
+preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t pipeline,
+           pipeline_config cfg, preprocess_restore restore, updater_actor updater,
+           coordinator_actor coordinator) {
+  auto& st = self->state;
+  st.pipeline = pipeline;
+  st.cfg = cfg;
+  size_t n = restore.partition_snapshots.size();
+  st.pre = std::make_unique<preprocessor>(cfg, n);
+  if (!restore.snapshot.empty()) {
+    if (auto err = st.pre->restore_snapshot(restore.snapshot)) {
+      spdlog::error("pipeline {}: cannot restore preprocess state: {}", cfg.name, render(err));
+      self->quit(err);
+    }
+  }
+  for (auto [source, index] : restore.bindings)
+    st.pre->bind_source(source, index);
+  if (!restore.dedupe.empty())
+    st.pre->restore(st.pre->watermark(), restore.dedupe);
+  for (size_t p = 0; p < n; ++p) {
+    auto a = self->spawn(aggregator, pipeline, static_cast<uint32_t>(p), cfg,
+                         std::move(restore.partition_snapshots[p]),
+                         preprocess_actor{self}, updater);
+    self->link_to(a);
+    st.partitions.push_back(a);
+  }
+  auto layout = make_layout(cfg.aggregates);
+  return {
+    [self, layout](chunk_atom, uint64_t seq, const frame& f) {
+      auto& st = self->state;
+      auto err = decode_frame(f, [&](frame_reader& r) {
+        auto c = r.root<schema::RawChunk>();
+        auto source = c.getSource();
+        if (c.hasHeader() && st.headers_seen.insert(source).second) {
+          auto h = c.getHeader();
+          st.pre->set_header(source, std::string_view{h.cStr(), h.size()});
+        }
+        auto data = as_view(c.getData());
+        st.bytes += data.size();
+        st.pre->process(source, c.getOffset(), data);
+      });
+      if (err) {
+        spdlog::error("pipeline {}: {}", st.cfg.name, render(err));
+        self->quit(err);
+        return;
+      }
+      auto& dl = st.pre->dead_letters();
+      for (auto& d : dl)
+        st.epoch_dead_letters.push_back(std::move(d));
+      size_t sent = 0;
+      for (size_t p = 0; p < st.partitions.size(); ++p) {
+        auto& cols = st.pre->partition(p);
+        if (cols.size() == 0)
+          continue;
+        self->send(st.partitions[p], batch_atom::value, seq,
+                   encode_event_batch(static_cast<uint32_t>(p), st.pre->watermark(), cols, layout));
+        ++sent;
+      }
+      st.pre->clear_outputs();
+      auto sender = caf::actor_cast<ingest_actor>(self->current_sender());
+      if (sent == 0) {
+        self->send(sender, ack_atom::value, seq);
+      } else {
+        st.pending[seq] = sent;
+        st.ack_to[seq] = sender;
+      }
+    },
+    [self](ack_atom, uint32_t, uint64_t seq) {
+      auto& st = self->state;
+      auto i = st.pending.find(seq);
+      if (i == st.pending.end())
+        return;
+      if (--i->second == 0) {
+        st.pending.erase(i);
+        auto j = st.ack_to.find(seq);
+        self->send(j->second, ack_atom::value, seq);
+        st.ack_to.erase(j);
+      }
+    },
+    [self, updater, coordinator](marker_atom, epoch_marker m) {
+      auto& st = self->state;
+      if (m.kind == static_cast<uint8_t>(marker_kind::final)) {
+        auto w = st.pre->watermark();
+        auto max_time = w == min_timestamp ? w : w + st.cfg.window.out_of_orderness;
+        auto fw = final_watermark(st.cfg.window, max_time);
+        if (fw > w)
+          st.pre->set_watermark(fw);
+      }
+      m.watermark = st.pre->watermark();
+      for (auto& p : st.partitions)
+        self->send(p, marker_atom::value, m);
+      capnp::MallocMessageBuilder mb;
+      auto c = mb.initRoot<schema::PreprocessEpoch>();
+      c.setEpoch(m.epoch);
+      c.setFinal(m.kind == static_cast<uint8_t>(marker_kind::final));
+      c.setKind(m.kind);
+      auto offs = c.initOffsets(static_cast<unsigned>(m.offsets.size()));
+      for (size_t i = 0; i < m.offsets.size(); ++i) {
+        offs[static_cast<unsigned>(i)].setSource(m.offsets[i].first);
+        offs[static_cast<unsigned>(i)].setOffset(m.offsets[i].second);
+      }
+      auto dls = c.initDeadLetters(static_cast<unsigned>(st.epoch_dead_letters.size()));
+      for (size_t i = 0; i < st.epoch_dead_letters.size(); ++i) {
+        const auto& d = st.epoch_dead_letters[i];
+        auto o = dls[static_cast<unsigned>(i)];
+        o.setSource(d.source);
+        o.setOffset(d.offset);
+        o.setRaw(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(d.raw.data()),
+                                     d.raw.size()));
+        o.setReason(capnp::Text::Reader(d.reason.data(), d.reason.size()));
+      }
+      st.epoch_dead_letters.clear();
+      std::vector<std::pair<uint64_t, int64_t>> added;
+      std::vector<uint64_t> expired;
+      st.pre->take_dedupe_delta(added, expired);
+      auto da = c.initDedupeAdded(static_cast<unsigned>(added.size()));
+      for (size_t i = 0; i < added.size(); ++i) {
+        da[static_cast<unsigned>(i)].setId(added[i].first);
+        da[static_cast<unsigned>(i)].setTime(added[i].second);
+      }
+      auto de = c.initDedupeExpired(static_cast<unsigned>(expired.size()));
+      for (size_t i = 0; i < expired.size(); ++i)
+        de.set(static_cast<unsigned>(i), expired[i]);
+      auto snap = st.pre->snapshot();
+      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()),
+                                     snap.size()));
+      self->send(updater, pre_epoch_atom::value, st.pipeline, to_frame(mb));
+      const auto& k = st.pre->counters();
+      run_stats s;
+      s.pipeline = st.cfg.name;
+      s.read = k.read;
+      s.accepted = k.accepted;
+      s.filtered = k.filtered;
+      s.late = k.late;
+      s.late_updates = k.late_updates;
+      s.duplicates = k.duplicates;
+      s.rejected = k.rejected;
+      s.bytes_read = st.bytes;
+      self->send(coordinator, stats_atom::value, st.pipeline, std::move(s));
+      if (m.kind != static_cast<uint8_t>(marker_kind::normal))
+        self->quit();
+    },
+  };
+}
+
+} // namespace weir

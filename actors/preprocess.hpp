@@ -1,0 +1,50 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/core/preprocessor.hpp"
+#include "actors/core/types.hpp"
+
+namespace weir {
+
+struct preprocess_state {
+  static inline const char* name = "preprocess";
+  uint32_t pipeline = 0;
+  pipeline_config cfg;
+  std::unique_ptr<preprocessor> pre;
+  std::vector<aggregator_actor> partitions;
+  std::set<uint32_t> headers_seen;            ///< sources whose header line is known
+  std::map<uint64_t, size_t> pending;         ///< chunk seq -> partition acks outstanding
+  std::map<uint64_t, ingest_actor> ack_to;    ///< chunk seq -> who sent it
+  std::vector<dead_letter> epoch_dead_letters;
+  uint64_t bytes = 0;
+};
+
+/// What the preprocess actor starts from: the restored state of the last committed epoch.
+struct preprocess_restore {
+  std::string snapshot;                               ///< preprocessor::snapshot(), or empty
+  std::vector<std::pair<uint64_t, int64_t>> dedupe;   ///< remembered event ids
+  std::vector<std::string> partition_snapshots;       ///< one per partition (empty: fresh)
+  std::vector<std::pair<uint32_t, size_t>> bindings;  ///< lake source id -> cfg.sources index
+};
+
+/// Preprocess of pipeline `pipeline`: spawns its window-aggregator partitions (restored from
+/// `restore`), turns RawChunks into per-partition EventBatches and dead letters, forwards epoch
+/// markers, and contributes PreprocessEpoch to the updater.
+preprocess_actor::behavior_type
+preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t pipeline,
+           pipeline_config cfg, preprocess_restore restore, updater_actor updater,
+           coordinator_actor coordinator);
+
+/// The watermark that holds after a bounded input fired every window: no record at or before
+/// the last event time seen can reopen a fired window. `max_time` is the largest event time.
+timestamp final_watermark(const window_config& w, timestamp max_time);
+
+} // namespace weir

@@ -1,0 +1,135 @@
+#include "actors/updater.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "actors/frame.hpp"
+#include "schema/batch.capnp.h"
+
+namespace weir {
+
+/// Partition id under which the preprocess state is stored.
+constexpr uint32_t preprocess_partition = 0xFFFFFFFF;
+
+caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,
+                                            const std::vector<frame>& aggs, uint8_t& kind) {
+  epoch_commit c;
+  c.pipeline = pipeline;
+  auto err = decode_frame(pre, [&](frame_reader& r) {
+    auto p = r.root<schema::PreprocessEpoch>();
+    c.epoch = p.getEpoch();
+    kind = p.getKind();
+    for (auto o : p.getOffsets())
+      c.offsets.emplace_back(o.getSource(), o.getOffset());
+    for (auto d : p.getDeadLetters()) {
+      dead_letter x;
+      x.source = d.getSource();
+      x.offset = d.getOffset();
+      x.raw = std::string(as_view(d.getRaw()));
+      auto reason = d.getReason();
+      x.reason.assign(reason.cStr(), reason.size());
+      c.dead_letters.push_back(std::move(x));
+    }
+    for (auto d : p.getDedupeAdded())
+      c.dedupe_added.emplace_back(d.getId(), d.getTime());
+    for (auto d : p.getDedupeExpired())
+      c.dedupe_expired.push_back(d);
+    c.states.emplace_back(preprocess_partition, std::string(as_view(p.getState())));
+  });
+  if (err)
+    return err;
+  for (const auto& f : aggs) {
+    err = decode_frame(f, [&](frame_reader& r) {
+      auto a = r.root<schema::AggregatorEpoch>();
+      if (a.getEpoch() != c.epoch)
+        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                            kj::str("contribution of another epoch"));
+      for (auto w : a.getResults()) {
+        window_result x;
+        x.key = std::string(as_view(w.getKey()));
+        x.start = w.getStart();
+        x.end = w.getEnd();
+        x.version = w.getVersion();
+        for (auto v : w.getValues())
+          x.values.push_back(v);
+        c.results.push_back(std::move(x));
+      }
+      c.states.emplace_back(a.getPartition(), std::string(as_view(a.getState())));
+    });
+    if (err)
+      return err;
+  }
+  return c;
+}
+
+namespace {
+
+/// Reads the epoch number of a contribution without keeping the reader.
+uint64_t epoch_of_pre(const frame& f) {
+  uint64_t e = 0;
+  decode_frame(f, [&](frame_reader& r) { e = r.root<schema::PreprocessEpoch>().getEpoch(); });
+  return e;
+}
+
+uint64_t epoch_of_agg(const frame& f) {
+  uint64_t e = 0;
+  decode_frame(f, [&](frame_reader& r) { e = r.root<schema::AggregatorEpoch>().getEpoch(); });
+  return e;
+}
+
+} // namespace
+
+updater_actor::behavior_type
+updater(updater_actor::stateful_pointer<updater_state> self,
+        std::vector<std::pair<std::string, size_t>> pipelines, std::shared_ptr<warehouse> wh,
+        coordinator_actor coordinator) {
+  for (auto& [name, parts] : pipelines) {
+    updater_state::pipeline_slot s;
+    s.name = name;
+    s.partitions = parts;
+    self->state.pipelines.push_back(std::move(s));
+  }
+  // Commits epoch e of pipeline i when every contribution is there.
+  auto try_commit = [self, wh, coordinator](uint32_t i, uint64_t e) {
+    auto& slot = self->state.pipelines[i];
+    auto it = slot.epochs.find(e);
+    if (it == slot.epochs.end() || !it->second.pre || it->second.aggs.size() < slot.partitions)
+      return;
+    uint8_t kind = 0;
+    auto c = assemble_commit(slot.name, *it->second.pre, it->second.aggs, kind);
+    if (!c) {
+      spdlog::error("pipeline {} epoch {}: {}", slot.name, e, render(c.error()));
+      self->send(coordinator, fail_atom::value, render(c.error()));
+      self->quit(c.error());
+      return;
+    }
+    auto windows = c->results.size();
+    auto ok = wh->commit(*c);
+    if (!ok) {
+      spdlog::error("pipeline {} epoch {}: commit failed: {}", slot.name, e, render(ok.error()));
+      self->send(coordinator, fail_atom::value, render(ok.error()));
+      self->quit(ok.error());
+      return;
+    }
+    slot.epochs.erase(it);
+    self->send(coordinator, committed_atom::value, i, e, kind,
+               static_cast<uint64_t>(*ok ? windows : 0));
+  };
+  return {
+    [self, try_commit](pre_epoch_atom, uint32_t i, frame& f) {
+      if (i >= self->state.pipelines.size())
+        return;
+      auto e = epoch_of_pre(f);
+      self->state.pipelines[i].epochs[e].pre = std::move(f);
+      try_commit(i, e);
+    },
+    [self, try_commit](agg_epoch_atom, uint32_t i, frame& f) {
+      if (i >= self->state.pipelines.size())
+        return;
+      auto e = epoch_of_agg(f);
+      self->state.pipelines[i].epochs[e].aggs.push_back(std::move(f));
+      try_commit(i, e);
+    },
+  };
+}
+
+} // namespace weir

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/typed_event_based_actor.hpp>
+
+#include "actors/actors.hpp"
+#include "store/warehouse.hpp"
+
+namespace weir {
+
+struct updater_state {
+  static inline const char* name = "updater";
+  struct pending_epoch {
+    std::optional<frame> pre;
+    std::vector<frame> aggs;
+  };
+  struct pipeline_slot {
+    std::string name;
+    size_t partitions = 0;
+    std::map<uint64_t, pending_epoch> epochs;
+  };
+  std::vector<pipeline_slot> pipelines;
+};
+
+/// The updater: once it has the PreprocessEpoch and every AggregatorEpoch of an epoch, it
+/// commits results, dead letters, offsets, dedupe changes and operator state in ONE LMDB write
+/// transaction, then tells the coordinator. `pipelines` lists (name, partitions) by index.
+updater_actor::behavior_type
+updater(updater_actor::stateful_pointer<updater_state> self,
+        std::vector<std::pair<std::string, size_t>> pipelines, std::shared_ptr<warehouse> wh,
+        coordinator_actor coordinator);
+
+/// Turns one epoch's contributions into the commit the warehouse applies.
+caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,
+                                            const std::vector<frame>& aggs, uint8_t& kind);
+
+} // namespace weir

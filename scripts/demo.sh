@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The main job: installs what is missing, builds, runs the single-node pipeline on the bundled
+# sample (examples/transactions) into a fresh embedded LMDB store and prints the results.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+scripts/build.sh
+store="$(mktemp -d "${TMPDIR:-/tmp}/weir-demo.XXXXXX")"
+trap 'rm -rf "$store"' EXIT
+build/bin/weir run examples/transactions/pipeline.toml --store "$store"
+echo
+build/bin/weir query --store "$store" --pipeline merchant_hourly
+echo
+build/bin/weir dead-letters --store "$store"

@@ -1,0 +1,241 @@
+#pragma once
+
+/// A thin RAII layer over LMDB, the only place (with lmdb.cpp) that sees raw MDB_* calls besides
+/// the stores built on it. lmdb.h's rules are this layer's rules:
+/// - one environment per directory and process; every handle comes from `env`;
+/// - a transaction never outlives one function call: `with_write` / `with_read` scope it;
+/// - the environment is opened with MDB_NOTLS so a read txn may run on any thread (CAF actors
+///   migrate between threads) and many read txns may be open at once;
+/// - the map grows on MDB_MAP_FULL: `with_write` aborts, doubles the map, and runs the whole
+///   function again. mdb_env_set_mapsize needs no txn active in this process, so every txn holds
+///   a shared lock on the environment and growth takes it exclusively. A callback that runs
+///   inside a txn must therefore never start a write on the same environment (it could wait on
+///   its own read txn forever).
+///
+/// Keys are big-endian so that LMDB's bytewise order is numeric order; helpers are below.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+
+#include <lmdb.h>
+
+#include "actors/core/error.hpp"
+
+namespace weir::lmdb {
+
+// -- key encoding ---------------------------------------------------------------------------------
+
+inline void put_be16(char* p, uint16_t v) {
+  p[0] = static_cast<char>(v >> 8);
+  p[1] = static_cast<char>(v);
+}
+
+inline void put_be32(char* p, uint32_t v) {
+  for (int i = 3; i >= 0; --i, v >>= 8)
+    p[i] = static_cast<char>(v & 0xFF);
+}
+
+inline void put_be64(char* p, uint64_t v) {
+  for (int i = 7; i >= 0; --i, v >>= 8)
+    p[i] = static_cast<char>(v & 0xFF);
+}
+
+inline uint16_t get_be16(const char* p) {
+  return static_cast<uint16_t>((static_cast<uint8_t>(p[0]) << 8) | static_cast<uint8_t>(p[1]));
+}
+
+inline uint32_t get_be32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i)
+    v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+inline uint64_t get_be64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+/// Signed values: flipping the sign bit maps INT64_MIN..INT64_MAX onto 0..UINT64_MAX in order,
+/// so negative timestamps sort before positive ones.
+inline void put_be64_signed(char* p, int64_t v) {
+  put_be64(p, static_cast<uint64_t>(v) ^ (uint64_t{1} << 63));
+}
+
+inline int64_t get_be64_signed(const char* p) {
+  return static_cast<int64_t>(get_be64(p) ^ (uint64_t{1} << 63));
+}
+
+// -- values and errors ----------------------------------------------------------------------------
+
+inline MDB_val to_val(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+
+inline std::string_view to_view(const MDB_val& v) {
+  return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+
+/// Maps an MDB return code to a weir error: corruption to errc::store_corrupt, a file that is
+/// not LMDB (or of another LMDB version) to errc::store_format, everything else to
+/// errc::store_io. The text names the operation and carries mdb_strerror's text.
+caf::error make_mdb_error(int rc, std::string_view what);
+
+using dbi = MDB_dbi;
+
+class env;
+class cursor;
+
+/// A transaction. Aborts in its destructor unless committed. Move-only; obtained from `env`.
+/// Every failing call records its MDB code so `with_write` can tell MDB_MAP_FULL from the
+/// rest, whatever the calling code did with the returned error.
+class txn {
+public:
+  txn() = default;
+  txn(txn&& other) noexcept;
+  txn& operator=(txn&& other) noexcept;
+  txn(const txn&) = delete;
+  txn& operator=(const txn&) = delete;
+  ~txn();
+
+  MDB_txn* get() const { return txn_; }
+  bool read_only() const { return read_only_; }
+  /// True once any call in this txn failed with MDB_MAP_FULL.
+  bool map_full() const { return map_full_; }
+
+  /// Opens (and with `create` makes) a named table. Only during `env`'s setup: lmdb.h allows
+  /// one txn at a time to open tables.
+  caf::expected<dbi> open_dbi(const char* name, bool create);
+
+  /// The value stored under `key`, valid until the txn ends or writes to that table.
+  caf::expected<std::optional<std::string_view>> get(dbi d, std::string_view key);
+  caf::error put(dbi d, std::string_view key, std::string_view value, unsigned flags = 0);
+  /// Reserves `size` bytes for the value of `key` and returns where to write them: saves a
+  /// copy for big values.
+  caf::expected<char*> reserve(dbi d, std::string_view key, size_t size);
+  /// Deletes `key`; false if it was not there.
+  caf::expected<bool> del(dbi d, std::string_view key);
+  /// The number of entries of a table.
+  caf::expected<uint64_t> count(dbi d);
+
+  caf::error commit();
+  void abort();
+
+  /// Records the code and turns it into an error (no error for MDB_SUCCESS).
+  caf::error check(int rc, std::string_view what);
+
+private:
+  friend class env;
+  txn(MDB_txn* t, bool read_only, std::shared_lock<std::shared_mutex> lock);
+
+  MDB_txn* txn_ = nullptr;
+  bool read_only_ = false;
+  bool map_full_ = false;
+  std::shared_lock<std::shared_mutex> lock_; ///< keeps the map from being resized under us
+};
+
+/// A cursor over one table of a txn; closed in its destructor. The txn must outlive it.
+class cursor {
+public:
+  static caf::expected<cursor> open(txn& t, dbi d);
+
+  cursor() = default;
+  cursor(cursor&& other) noexcept;
+  cursor& operator=(cursor&& other) noexcept;
+  cursor(const cursor&) = delete;
+  cursor& operator=(const cursor&) = delete;
+  ~cursor();
+
+  /// Positions on the first key >= `key`; false when there is none.
+  caf::expected<bool> seek(std::string_view key);
+  caf::expected<bool> first();
+  caf::expected<bool> last();
+  caf::expected<bool> next();
+  caf::expected<bool> prev();
+  /// Deletes the entry under the cursor; a following next() moves to the entry after it.
+  caf::error del();
+
+  /// The current entry; valid until the cursor moves or the txn writes.
+  std::string_view key() const { return to_view(key_); }
+  std::string_view value() const { return to_view(value_); }
+
+private:
+  caf::expected<bool> move(MDB_cursor_op op, const char* what);
+
+  txn* txn_ = nullptr;
+  MDB_cursor* cur_ = nullptr;
+  MDB_val key_{0, nullptr};
+  MDB_val value_{0, nullptr};
+};
+
+/// Options of an environment beyond directory and size.
+struct env_options {
+  unsigned max_dbs = 16;
+  size_t map_size = size_t{256} << 20; ///< initial; grows by doubling when full
+  /// false opens with MDB_NOSYNC: a commit returns before the OS has written it. A crash of the
+  /// process loses nothing (the pages are in the OS cache), but a crash of the machine or a power
+  /// loss can lose the last commits and, on a file system that reorders writes, corrupt the
+  /// environment. Network acks then no longer mean "on disk".
+  bool durable = true;
+};
+
+/// An LMDB environment in one directory (created when missing). Move-only; closed in the
+/// destructor. All member functions may be called from several threads at once.
+class env {
+public:
+  static caf::expected<env> open(const std::string& dir, const env_options& opts);
+  static caf::expected<env> open(const std::string& dir, unsigned max_dbs, size_t map_size,
+                                 bool durable = true);
+
+  env();
+  env(env&&) noexcept;
+  env& operator=(env&&) noexcept;
+  ~env();
+
+  const std::string& dir() const;
+  /// The current map size in bytes.
+  size_t map_size() const;
+  /// Bytes of the map in use (last page * page size).
+  caf::expected<size_t> used_size() const;
+  /// The largest key this LMDB build accepts (511 bytes unless built otherwise).
+  size_t max_key_size() const;
+
+  /// Starts a read txn. Keep it short: while it is open the map cannot grow.
+  caf::expected<txn> begin_read();
+
+  /// Runs fn inside a write txn and commits it when fn returns no error. On MDB_MAP_FULL (in fn
+  /// or in the commit) the txn is aborted, the map doubled, and fn run again from scratch, so fn
+  /// must have no effects outside the txn that a second run would repeat wrongly.
+  caf::error with_write(const std::function<caf::error(txn&)>& fn);
+
+  /// Runs fn inside a read txn.
+  caf::error with_read(const std::function<caf::error(txn&)>& fn);
+
+  /// Flushes to disk; useful with durable = false.
+  caf::error sync();
+
+private:
+  struct state;
+  caf::expected<txn> begin(bool read_only, size_t* map_size_seen);
+  caf::error grow(size_t seen);
+
+  std::unique_ptr<state> state_;
+};
+
+/// Checks the format version recorded under "format_version" in table `meta`, or records
+/// `version` when the environment is new (no table but `meta` in it). A recorded version that
+/// differs is refused with errc::store_format naming the directory and both versions. `kind`
+/// ("lake", "warehouse") is recorded too so that one store is not opened as another.
+caf::error check_format(txn& t, dbi meta, const std::string& dir, std::string_view kind,
+                        uint32_t version);
+
+} // namespace weir::lmdb

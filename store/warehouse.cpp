@@ -1,0 +1,655 @@
+#include "store/warehouse.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "store/codec.hpp"
+
+namespace weir {
+
+namespace {
+
+constexpr size_t result_prefix = 2 + 8 + 8;
+constexpr size_t key_hash_size = 8;
+
+caf::error corrupt(const std::string& what) {
+  return make_error(errc::store_corrupt, "warehouse: " + what + " does not decode");
+}
+
+caf::error decode_pipeline(std::string_view name, std::string_view v, pipeline_info& out) {
+  codec::reader r{v};
+  uint32_t n = 0;
+  out.name.assign(name.data(), name.size());
+  out.aggregates.clear();
+  if (!r.u16(out.id) || !r.str(out.window) || !r.u32(n))
+    return corrupt("pipeline '" + out.name + "'");
+  // Each name needs at least its 4-byte length: bounds n before reserving for it.
+  if (n > r.remaining() / 4)
+    return corrupt("pipeline '" + out.name + "'");
+  out.aggregates.resize(n);
+  for (auto& a : out.aggregates)
+    if (!r.str(a))
+      return corrupt("pipeline '" + out.name + "'");
+  if (!r.done())
+    return corrupt("pipeline '" + out.name + "'");
+  return caf::none;
+}
+
+void encode_pipeline(const pipeline_info& p, std::string& out) {
+  out.clear();
+  codec::writer w{out};
+  w.u16(p.id);
+  w.str(p.window);
+  w.u32(static_cast<uint32_t>(p.aggregates.size()));
+  for (const auto& a : p.aggregates)
+    w.str(a);
+}
+
+/// Looks a pipeline up by name inside a txn; nullopt when unknown.
+caf::expected<std::optional<pipeline_info>> find_pipeline(lmdb::txn& t, lmdb::dbi d,
+                                                          const std::string& name) {
+  if (name.empty())
+    return std::optional<pipeline_info>{};
+  auto v = t.get(d, name);
+  if (!v)
+    return std::move(v.error());
+  if (!*v)
+    return std::optional<pipeline_info>{};
+  pipeline_info p;
+  if (auto err = decode_pipeline(name, **v, p))
+    return err;
+  return std::optional<pipeline_info>{std::move(p)};
+}
+
+caf::expected<uint64_t> read_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key,
+                                 const char* what) {
+  auto v = t.get(d, key);
+  if (!v)
+    return std::move(v.error());
+  if (!*v)
+    return uint64_t{0};
+  if ((*v)->size() != 8)
+    return corrupt(what);
+  return codec::get_le64((*v)->data());
+}
+
+caf::error write_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key, uint64_t value) {
+  char b[8];
+  codec::put_le64(b, value);
+  return t.put(d, key, std::string_view{b, 8});
+}
+
+std::string seq_counter_key(uint16_t pid) {
+  return "dead_letter_seq/" + std::to_string(pid);
+}
+
+/// Appends the results-table key of (pipeline, start, end, key) to `out`. Keys that fit are
+/// stored as they are; longer ones as a prefix plus the hash of the whole key, which makes the
+/// stored key exactly `max_key` bytes long, a length no stored-as-is key reaches.
+/// Returns whether the key was too long.
+bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string_view key,
+                       size_t max_key, std::string& out) {
+  out.resize(result_prefix);
+  lmdb::put_be16(out.data(), pid);
+  lmdb::put_be64_signed(out.data() + 2, start);
+  lmdb::put_be64_signed(out.data() + 10, end);
+  size_t room = max_key - result_prefix;
+  if (key.size() < room) {
+    out.append(key.data(), key.size());
+    return false;
+  }
+  out.append(key.data(), room - key_hash_size);
+  char h[key_hash_size];
+  lmdb::put_be64(h, XXH3_64bits(key.data(), key.size()));
+  out.append(h, key_hash_size);
+  return true;
+}
+
+/// Decodes a results row into `row` (reusing its buffers).
+caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
+                         window_result& row) {
+  if (k.size() < result_prefix)
+    return corrupt("a results key");
+  row.start = lmdb::get_be64_signed(k.data() + 2);
+  row.end = lmdb::get_be64_signed(k.data() + 10);
+  codec::reader r{v};
+  uint32_t n = 0;
+  if (!r.u32(row.version) || !r.u32(n) || n > r.remaining() / 8)
+    return corrupt("a results row");
+  row.values.resize(n);
+  for (auto& x : row.values)
+    r.f64(x);
+  if (k.size() == max_key) {
+    std::string_view whole;
+    if (!r.str(whole))
+      return corrupt("a results row (long key)");
+    row.key.assign(whole.data(), whole.size());
+  } else {
+    row.key.assign(k.data() + result_prefix, k.size() - result_prefix);
+  }
+  if (!r.done())
+    return corrupt("a results row");
+  return caf::none;
+}
+
+void encode_result_value(const window_result& r, bool long_key, std::string& out) {
+  out.clear();
+  codec::writer w{out};
+  w.u32(r.version);
+  w.u32(static_cast<uint32_t>(r.values.size()));
+  for (double x : r.values)
+    w.f64(x);
+  if (long_key)
+    w.str(r.key);
+}
+
+void encode_dead_letter(const dead_letter& d, std::string& out) {
+  out.clear();
+  codec::writer w{out};
+  w.u32(d.source);
+  w.u64(d.offset);
+  w.str(d.reason);
+  if (d.raw.size() <= warehouse::max_dead_letter_raw) {
+    w.str(d.raw);
+    return;
+  }
+  std::string marker = " [weir: cut here, " + std::to_string(d.raw.size()) + " bytes in all]";
+  w.u32(static_cast<uint32_t>(warehouse::max_dead_letter_raw + marker.size()));
+  out.append(d.raw.data(), warehouse::max_dead_letter_raw);
+  out += marker;
+}
+
+caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
+  codec::reader r{v};
+  if (!r.u32(d.source) || !r.u64(d.offset) || !r.str(d.reason) || !r.str(d.raw) || !r.done())
+    return corrupt("a dead letter");
+  return caf::none;
+}
+
+/// Runs fn(key after the prefix, value) over every entry whose key starts with the BE16 id.
+template <class F>
+caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
+  auto c = lmdb::cursor::open(t, d);
+  if (!c)
+    return std::move(c.error());
+  char prefix[2];
+  lmdb::put_be16(prefix, pid);
+  std::string_view p{prefix, 2};
+  for (auto found = c->seek(p);; found = c->next()) {
+    if (!found)
+      return std::move(found.error());
+    if (!*found || c->key().substr(0, 2) != p)
+      return caf::none;
+    if (auto err = fn(c->key().substr(2), c->value()))
+      return err;
+  }
+}
+
+} // namespace
+
+caf::expected<warehouse> warehouse::open(const std::string& dir, bool durable, size_t map_size) {
+  lmdb::env_options opts;
+  opts.max_dbs = 16;
+  opts.map_size = map_size;
+  opts.durable = durable;
+  auto path = dir + "/warehouse";
+  auto e = lmdb::env::open(path, opts);
+  if (!e)
+    return std::move(e.error());
+  if (e->max_key_size() < result_prefix + key_hash_size + 64)
+    return make_error(errc::store_io, "LMDB of this build allows keys of only " +
+                                        std::to_string(e->max_key_size()) + " bytes");
+  warehouse w;
+  w.env_ = std::move(*e);
+  auto err = w.env_.with_write([&](lmdb::txn& t) -> caf::error {
+    auto meta = t.open_dbi("meta", true);
+    if (!meta)
+      return std::move(meta.error());
+    if (auto ferr = lmdb::check_format(t, *meta, path, "warehouse", format_version))
+      return ferr;
+    w.meta_ = *meta;
+    std::pair<const char*, lmdb::dbi*> tables[] = {
+      {"pipelines", &w.pipelines_}, {"counters", &w.counters_},        {"offsets", &w.offsets_},
+      {"epochs", &w.epochs_},       {"results", &w.results_},          {"state", &w.state_},
+      {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_}};
+    for (auto& [name, slot] : tables) {
+      auto d = t.open_dbi(name, true);
+      if (!d)
+        return std::move(d.error());
+      *slot = *d;
+    }
+    return caf::none;
+  });
+  if (err)
+    return err;
+  return w;
+}
+
+caf::expected<pipeline_info>
+warehouse::register_pipeline(const std::string& name, const std::vector<std::string>& aggregates,
+                             const std::string& window) {
+  if (name.empty() || name.size() > env_.max_key_size())
+    return make_error(errc::bad_config, "pipeline name must have 1 to " +
+                                          std::to_string(env_.max_key_size()) + " bytes");
+  auto list = [](const std::vector<std::string>& xs) {
+    std::string s = "[";
+    for (size_t i = 0; i < xs.size(); ++i)
+      s += (i ? ", " : "") + xs[i];
+    return s + "]";
+  };
+  pipeline_info info;
+  std::string buf;
+  auto err = env_.with_write([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, name);
+    if (!found)
+      return std::move(found.error());
+    if (*found) {
+      info = std::move(**found);
+      if (info.aggregates != aggregates)
+        return make_error(errc::bad_config, "pipeline '" + name + "' in store " + env_.dir() +
+                                              " was created with aggregates " +
+                                              list(info.aggregates) +
+                                              " but is now configured with " + list(aggregates) +
+                                              ": use a new store directory or a new pipeline name");
+      if (info.window == window)
+        return caf::none;
+      info.window = window;
+    } else {
+      auto next = read_u64(t, counters_, "next_pipeline_id", "counter next_pipeline_id");
+      if (!next)
+        return std::move(next.error());
+      uint64_t id = *next == 0 ? 1 : *next;
+      if (id > std::numeric_limits<uint16_t>::max())
+        return make_error(errc::bad_config,
+                          "store " + env_.dir() + " holds the maximum number of pipelines");
+      if (auto werr = write_u64(t, counters_, "next_pipeline_id", id + 1))
+        return werr;
+      info.id = static_cast<uint16_t>(id);
+      info.name = name;
+      info.aggregates = aggregates;
+      info.window = window;
+    }
+    encode_pipeline(info, buf);
+    return t.put(pipelines_, name, buf);
+  });
+  if (err)
+    return err;
+  return info;
+}
+
+caf::expected<std::optional<pipeline_info>> warehouse::pipeline(const std::string& name) {
+  std::optional<pipeline_info> out;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, name);
+    if (!found)
+      return std::move(found.error());
+    out = std::move(*found);
+    return caf::none;
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::expected<std::vector<pipeline_info>> warehouse::pipelines() {
+  std::vector<pipeline_info> out;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto c = lmdb::cursor::open(t, pipelines_);
+    if (!c)
+      return std::move(c.error());
+    for (auto found = c->first();; found = c->next()) {
+      if (!found)
+        return std::move(found.error());
+      if (!*found)
+        return caf::none;
+      pipeline_info p;
+      if (auto derr = decode_pipeline(c->key(), c->value(), p))
+        return derr;
+      out.push_back(std::move(p));
+    }
+  });
+  if (err)
+    return err;
+  std::sort(out.begin(), out.end(),
+            [](const pipeline_info& a, const pipeline_info& b) { return a.id < b.id; });
+  return out;
+}
+
+caf::expected<bool> warehouse::commit(const epoch_commit& c) {
+  for (const auto& r : c.results)
+    if (r.end < r.start)
+      return make_error(errc::internal, "result of pipeline '" + c.pipeline + "' ends (" +
+                                          std::to_string(r.end) + ") before it starts (" +
+                                          std::to_string(r.start) + ")");
+  const size_t max_key = env_.max_key_size();
+  bool applied = false;
+  std::string key;
+  std::string val;
+  window_result stored;
+  auto err = env_.with_write([&](lmdb::txn& t) -> caf::error {
+    applied = false;
+    auto found = find_pipeline(t, pipelines_, c.pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return make_error(errc::bad_config, "commit for pipeline '" + c.pipeline + "', which store " +
+                                            env_.dir() + " does not know");
+    const uint16_t pid = (*found)->id;
+    char ek[2];
+    lmdb::put_be16(ek, pid);
+    auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
+    if (!last)
+      return std::move(last.error());
+    if (c.epoch <= *last)
+      return caf::none; // a replay of a committed epoch: nothing to do
+    // Source offsets.
+    char ok[6];
+    lmdb::put_be16(ok, pid);
+    for (const auto& [source, offset] : c.offsets) {
+      lmdb::put_be32(ok + 2, source);
+      if (auto perr = write_u64(t, offsets_, std::string_view{ok, 6}, offset))
+        return perr;
+    }
+    // Dead letters continue the pipeline's sequence.
+    if (!c.dead_letters.empty()) {
+      auto ckey = seq_counter_key(pid);
+      auto seq = read_u64(t, counters_, ckey, "a dead-letter counter");
+      if (!seq)
+        return std::move(seq.error());
+      uint64_t next = *seq == 0 ? 1 : *seq;
+      char dk[10];
+      lmdb::put_be16(dk, pid);
+      for (const auto& d : c.dead_letters) {
+        lmdb::put_be64(dk + 2, next++);
+        encode_dead_letter(d, val);
+        if (auto perr = t.put(dead_letters_, std::string_view{dk, 10}, val))
+          return perr;
+      }
+      if (auto perr = write_u64(t, counters_, ckey, next))
+        return perr;
+    }
+    // Results: upserts that never go back to an older version.
+    for (const auto& r : c.results) {
+      bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
+      auto old = t.get(results_, key);
+      if (!old)
+        return std::move(old.error());
+      if (*old) {
+        if (auto derr = decode_result(key, **old, max_key, stored))
+          return derr;
+        if (stored.key != r.key)
+          return make_error(errc::store_corrupt, "warehouse: two result keys of pipeline '" +
+                                                   c.pipeline + "' share a stored key");
+        if (r.version < stored.version)
+          continue;
+      }
+      encode_result_value(r, long_key, val);
+      if (auto perr = t.put(results_, key, val))
+        return perr;
+    }
+    // Operator state replaces what was there.
+    char sk[6];
+    lmdb::put_be16(sk, pid);
+    for (const auto& [partition, blob] : c.states) {
+      lmdb::put_be32(sk + 2, partition);
+      if (auto perr = t.put(state_, std::string_view{sk, 6}, blob))
+        return perr;
+    }
+    // Dedupe ids: expired ones go first so that an id seen again is remembered anew.
+    char xk[10];
+    lmdb::put_be16(xk, pid);
+    for (auto id : c.dedupe_expired) {
+      lmdb::put_be64(xk + 2, id);
+      auto gone = t.del(dedupe_, std::string_view{xk, 10});
+      if (!gone)
+        return std::move(gone.error());
+    }
+    for (const auto& [id, time] : c.dedupe_added) {
+      lmdb::put_be64(xk + 2, id);
+      if (auto perr = write_u64(t, dedupe_, std::string_view{xk, 10}, static_cast<uint64_t>(time)))
+        return perr;
+    }
+    if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
+      return perr;
+    applied = true;
+    return caf::none;
+  });
+  if (err)
+    return err;
+  return applied;
+}
+
+caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
+  uint64_t out = 0;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    char ek[2];
+    lmdb::put_be16(ek, (*found)->id);
+    auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
+    if (!last)
+      return std::move(last.error());
+    out = *last;
+    return caf::none;
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::expected<std::vector<std::pair<uint32_t, uint64_t>>>
+warehouse::offsets(const std::string& pipeline) {
+  std::vector<std::pair<uint32_t, uint64_t>> out;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    return for_pipeline(t, offsets_, (*found)->id,
+                        [&](std::string_view k, std::string_view v) -> caf::error {
+                          if (k.size() != 4 || v.size() != 8)
+                            return corrupt("an offset");
+                          out.emplace_back(lmdb::get_be32(k.data()), codec::get_le64(v.data()));
+                          return caf::none;
+                        });
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::expected<std::vector<std::pair<uint32_t, std::string>>>
+warehouse::states(const std::string& pipeline) {
+  std::vector<std::pair<uint32_t, std::string>> out;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    return for_pipeline(t, state_, (*found)->id,
+                        [&](std::string_view k, std::string_view v) -> caf::error {
+                          if (k.size() != 4)
+                            return corrupt("a state key");
+                          out.emplace_back(lmdb::get_be32(k.data()), std::string{v});
+                          return caf::none;
+                        });
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::expected<std::vector<std::pair<uint64_t, int64_t>>>
+warehouse::dedupe(const std::string& pipeline) {
+  std::vector<std::pair<uint64_t, int64_t>> out;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    return for_pipeline(
+      t, dedupe_, (*found)->id, [&](std::string_view k, std::string_view v) -> caf::error {
+        if (k.size() != 8 || v.size() != 8)
+          return corrupt("a dedupe entry");
+        out.emplace_back(lmdb::get_be64(k.data()), static_cast<int64_t>(codec::get_le64(v.data())));
+        return caf::none;
+      });
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::error warehouse::query(const result_query& q,
+                            const std::function<bool(const window_result&)>& fn) {
+  const size_t max_key = env_.max_key_size();
+  // The stored form of the wanted key, to compare without decoding rows of other keys.
+  std::string want;
+  if (q.key)
+    encode_result_key(0, 0, 0, *q.key, max_key, want);
+  std::string_view want_suffix =
+    std::string_view{want}.substr(std::min(want.size(), result_prefix));
+  return env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, q.pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    const uint16_t pid = (*found)->id;
+    if (q.from && q.to && *q.from > *q.to)
+      return caf::none;
+    auto c = lmdb::cursor::open(t, results_);
+    if (!c)
+      return std::move(c.error());
+    char start_key[10];
+    lmdb::put_be16(start_key, pid);
+    lmdb::put_be64_signed(start_key + 2, q.from ? *q.from : min_timestamp);
+    window_result row;
+    for (auto more = c->seek(std::string_view{start_key, 10});; more = c->next()) {
+      if (!more)
+        return std::move(more.error());
+      if (!*more)
+        return caf::none;
+      auto k = c->key();
+      if (k.size() < result_prefix)
+        return corrupt("a results key");
+      if (lmdb::get_be16(k.data()) != pid)
+        return caf::none;
+      timestamp start = lmdb::get_be64_signed(k.data() + 2);
+      timestamp end = lmdb::get_be64_signed(k.data() + 10);
+      // Rows are in start order and no row ends before it starts: past `to`, nothing fits.
+      if (q.to && start > *q.to)
+        return caf::none;
+      if (q.to && end > *q.to)
+        continue;
+      if (q.key && k.substr(result_prefix) != want_suffix)
+        continue;
+      if (auto derr = decode_result(k, c->value(), max_key, row))
+        return derr;
+      if (q.key && row.key != *q.key)
+        continue; // a long key sharing prefix and hash
+      if (!fn(row))
+        return caf::none;
+    }
+  });
+}
+
+caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
+                                   const std::function<bool(const dead_letter_row&)>& fn) {
+  return env_.with_read([&](lmdb::txn& t) -> caf::error {
+    // Names by id, to label rows (few pipelines).
+    std::vector<std::pair<uint16_t, std::string>> names;
+    auto pc = lmdb::cursor::open(t, pipelines_);
+    if (!pc)
+      return std::move(pc.error());
+    pipeline_info p;
+    for (auto found = pc->first();; found = pc->next()) {
+      if (!found)
+        return std::move(found.error());
+      if (!*found)
+        break;
+      if (auto derr = decode_pipeline(pc->key(), pc->value(), p))
+        return derr;
+      names.emplace_back(p.id, p.name);
+    }
+    std::optional<uint16_t> only;
+    if (pipeline) {
+      auto it = std::find_if(names.begin(), names.end(),
+                             [&](const auto& n) { return n.second == *pipeline; });
+      if (it == names.end())
+        return caf::none;
+      only = it->first;
+    }
+    auto c = lmdb::cursor::open(t, dead_letters_);
+    if (!c)
+      return std::move(c.error());
+    char start[2];
+    lmdb::put_be16(start, only ? *only : 0);
+    dead_letter_row row;
+    uint16_t row_pid = 0;
+    bool named = false;
+    for (auto more = c->seek(std::string_view{start, 2});; more = c->next()) {
+      if (!more)
+        return std::move(more.error());
+      if (!*more)
+        return caf::none;
+      auto k = c->key();
+      if (k.size() != 10)
+        return corrupt("a dead-letter key");
+      uint16_t pid = lmdb::get_be16(k.data());
+      if (only && pid != *only)
+        return caf::none;
+      if (!named || pid != row_pid) {
+        auto it =
+          std::find_if(names.begin(), names.end(), [&](const auto& n) { return n.first == pid; });
+        row.pipeline = it != names.end() ? it->second : "#" + std::to_string(pid);
+        row_pid = pid;
+        named = true;
+      }
+      row.seq = lmdb::get_be64(k.data() + 2);
+      if (auto derr = decode_dead_letter(c->value(), row.letter))
+        return derr;
+      if (!fn(row))
+        return caf::none;
+    }
+  });
+}
+
+caf::expected<std::vector<std::pair<std::string, uint64_t>>> warehouse::table_counts() {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    std::pair<const char*, lmdb::dbi> tables[] = {
+      {"counters", counters_},   {"dead_letters", dead_letters_},
+      {"dedupe", dedupe_},       {"epochs", epochs_},
+      {"meta", meta_},           {"offsets", offsets_},
+      {"pipelines", pipelines_}, {"results", results_},
+      {"state", state_}};
+    for (auto& [name, d] : tables) {
+      auto n = t.count(d);
+      if (!n)
+        return std::move(n.error());
+      out.emplace_back(name, *n);
+    }
+    return caf::none;
+  });
+  if (err)
+    return err;
+  auto used = env_.used_size();
+  if (!used)
+    return std::move(used.error());
+  out.emplace_back("map_size", env_.map_size());
+  out.emplace_back("map_used", *used);
+  out.emplace_back("format_version", format_version);
+  return out;
+}
+
+} // namespace weir

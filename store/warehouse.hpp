@@ -1,0 +1,140 @@
+#pragma once
+
+/// The warehouse: committed window results with everything needed to resume exactly where the
+/// last epoch ended (source offsets, operator state, dedupe ids), plus dead letters. Lives in
+/// DIR/warehouse. One `commit` is one LMDB write txn, so readers see whole epochs only.
+///
+/// Tables (keys big-endian, values little-endian):
+/// - meta:         "format_version" (u32), "kind" = "warehouse"
+/// - pipelines:    name -> id u16, window text, aggregate names
+/// - counters:     "next_pipeline_id" -> u64; "dead_letter_seq/<id>" -> next sequence (u64)
+/// - offsets:      (pipeline BE16, source BE32) -> committed offset u64
+/// - epochs:       pipeline BE16 -> last committed epoch u64
+/// - results:      (pipeline BE16, start sBE64, end sBE64, key) -> version u32, count u32,
+///                 doubles, [the whole key when it was too long for an LMDB key]
+/// - state:        (pipeline BE16, partition BE32) -> blob; partition 0xFFFFFFFF = preprocess
+/// - dedupe:       (pipeline BE16, id BE64) -> event time i64
+/// - dead_letters: (pipeline BE16, sequence BE64) -> source u32, offset u64, reason, raw
+///
+/// Result keys longer than an LMDB key allows (over 492 bytes) are stored under their first
+/// 485 bytes plus a 64-bit hash of the whole key; such keys sort by that prefix, then in an
+/// arbitrary but stable order.
+///
+/// All member functions may be called from several threads at once on one object. Callbacks
+/// run inside a read txn (one per call, so a query sees one epoch) and must not write to the
+/// warehouse.
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "actors/core/error.hpp"
+#include "actors/core/types.hpp"
+#include "store/lmdb.hpp"
+
+namespace weir {
+
+struct pipeline_info {
+  uint16_t id = 0;
+  std::string name;
+  std::vector<std::string> aggregates;
+  std::string window;
+};
+
+/// Everything one epoch of one pipeline changes, written in one txn.
+struct epoch_commit {
+  std::string pipeline; ///< must be registered
+  uint64_t epoch = 0;
+  std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< source id -> offset reached
+  std::vector<dead_letter> dead_letters;
+  std::vector<window_result> results;                     ///< upserts: a row replaces the stored
+                                                          ///< row only if its version is >= the
+                                                          ///< stored one
+  std::vector<std::pair<uint32_t, std::string>> states;   ///< partition -> blob (replaces)
+  std::vector<std::pair<uint64_t, int64_t>> dedupe_added; ///< id -> event time
+  std::vector<uint64_t> dedupe_expired;                   ///< applied before dedupe_added
+};
+
+struct dead_letter_row {
+  std::string pipeline;
+  uint64_t seq = 0;
+  dead_letter letter;
+};
+
+struct result_query {
+  std::string pipeline;
+  std::optional<std::string> key;
+  std::optional<timestamp> from; ///< start >= from
+  std::optional<timestamp> to;   ///< end <= to
+};
+
+class warehouse {
+public:
+  static constexpr uint32_t format_version = 1;
+  static constexpr size_t default_map_size = size_t{256} << 20;
+  /// Dead-letter raw text is kept whole up to this many bytes, then cut with a marker.
+  static constexpr size_t max_dead_letter_raw = size_t{64} << 10;
+  /// The partition under which the preprocess stage keeps its state.
+  static constexpr uint32_t preprocess_partition = 0xFFFFFFFF;
+
+  /// Opens (creating when missing) the warehouse in `dir`/warehouse. See lake::open for
+  /// `durable` and `map_size`.
+  static caf::expected<warehouse> open(const std::string& dir, bool durable = true,
+                                       size_t map_size = default_map_size);
+
+  /// Registers a pipeline (idempotent) and returns it. A different aggregate list for an
+  /// existing name is refused with errc::bad_config: the stored results and state would no
+  /// longer match the pipeline. A changed window text is recorded.
+  caf::expected<pipeline_info> register_pipeline(const std::string& name,
+                                                 const std::vector<std::string>& aggregates,
+                                                 const std::string& window);
+  caf::expected<std::optional<pipeline_info>> pipeline(const std::string& name);
+  /// All pipelines, by id.
+  caf::expected<std::vector<pipeline_info>> pipelines();
+
+  /// Commits everything in ONE write transaction, with last_epoch = c.epoch. If c.epoch <= the
+  /// last committed epoch of that pipeline it does nothing and returns false. Refuses a result
+  /// whose end is before its start (errc::internal: windows are never like that).
+  caf::expected<bool> commit(const epoch_commit& c);
+
+  /// The last committed epoch; 0 = none (or no such pipeline).
+  caf::expected<uint64_t> last_epoch(const std::string& pipeline);
+  /// Committed offsets by source id.
+  caf::expected<std::vector<std::pair<uint32_t, uint64_t>>> offsets(const std::string& pipeline);
+  /// Committed state blobs by partition.
+  caf::expected<std::vector<std::pair<uint32_t, std::string>>> states(const std::string& pipeline);
+  /// Remembered event ids (id -> event time) by id.
+  caf::expected<std::vector<std::pair<uint64_t, int64_t>>> dedupe(const std::string& pipeline);
+
+  /// Results with start >= from and end <= to (when given), key equal (when given), ordered by
+  /// (start, end, key). Calls fn per row; fn returns false to stop. The row passed is reused
+  /// between calls. An unknown pipeline has no rows.
+  caf::error query(const result_query& q, const std::function<bool(const window_result&)>& fn);
+
+  /// Dead letters of one pipeline (or all, by pipeline id), in sequence order.
+  caf::error dead_letters(const std::optional<std::string>& pipeline,
+                          const std::function<bool(const dead_letter_row&)>& fn);
+
+  /// Table name -> entry count, plus "map_size", "map_used" (bytes) and "format_version",
+  /// for `weir inspect`.
+  caf::expected<std::vector<std::pair<std::string, uint64_t>>> table_counts();
+
+  const std::string& dir() const { return env_.dir(); }
+
+private:
+  lmdb::env env_;
+  lmdb::dbi meta_ = 0;
+  lmdb::dbi pipelines_ = 0;
+  lmdb::dbi counters_ = 0;
+  lmdb::dbi offsets_ = 0;
+  lmdb::dbi epochs_ = 0;
+  lmdb::dbi results_ = 0;
+  lmdb::dbi state_ = 0;
+  lmdb::dbi dedupe_ = 0;
+  lmdb::dbi dead_letters_ = 0;
+};
+
+} // namespace weir
