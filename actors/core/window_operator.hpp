@@ -85,8 +85,10 @@ public:
   /// Full state (open and retained windows with their accumulators, keys, watermark) as bytes.
   std::string snapshot() const;
 
-  /// Replaces the state with a snapshot of an operator built from the same config. Bad bytes
-  /// give errc::store_corrupt and leave the state unchanged.
+  /// Replaces the state with a snapshot of an operator built from the same config (the window
+  /// kind, size, slide, offset, gap, late policy and aggregate functions must match; lateness
+  /// and out-of-orderness may change). Bad bytes, or a snapshot of another configuration, give
+  /// errc::store_corrupt and leave the state unchanged.
   caf::error restore(std::string_view bytes);
 
   /// Windows not fired yet (retained fired windows do not count).

@@ -1,0 +1,497 @@
+// Deterministic tests of each actor under CAF's test_coordinator (scheduler.policy = testing).
+// Peers are recording fakes with the same typed interfaces; expected values come from small
+// brute-force computations here.
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <tuple>
+
+#include <capnp/message.h>
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scheduler/test_coordinator.hpp>
+
+#include "actors/aggregator.hpp"
+#include "actors/coordinator.hpp"
+#include "actors/frame.hpp"
+#include "actors/ingest.hpp"
+#include "actors/preprocess.hpp"
+#include "actors/updater.hpp"
+#include "schema/batch.capnp.h"
+
+using namespace weir;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct test_config : caf::actor_system_config {
+  test_config() {
+    add_message_types<caf::id_block::weir>();
+    set("scheduler.policy", caf::atom("testing"));
+    set("logger.verbosity", caf::atom("quiet"));
+  }
+};
+
+struct fixture {
+  test_config cfg;
+  caf::actor_system sys{cfg};
+  caf::scheduler::test_coordinator& sched
+    = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  fs::path dir;
+  fixture() {
+    std::random_device rd;
+    dir = fs::temp_directory_path() / ("weir-actors-" + std::to_string(rd()));
+    fs::create_directories(dir);
+  }
+  ~fixture() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+};
+
+/// What the fakes saw.
+struct log_t {
+  std::vector<uint64_t> epochs;          // ingest: epochs started
+  std::vector<uint64_t> committed;       // ingest: epochs committed
+  std::vector<std::pair<uint32_t, uint64_t>> acks; // preprocess: (partition, seq)
+  std::vector<uint64_t> chunk_acks;      // ingest: chunk acks
+  std::vector<frame> chunks;             // preprocess: chunks
+  std::vector<epoch_marker> markers;     // preprocess: markers
+  std::vector<frame> pre_epochs;         // updater
+  std::vector<frame> agg_epochs;         // updater
+  std::vector<std::tuple<uint32_t, uint64_t, uint8_t, uint64_t>> commits; // coordinator
+  std::vector<run_stats> stats;          // waiter / coordinator
+  std::vector<uint32_t> done;            // coordinator: done_atom
+  bool waiter_done = false;
+  std::string failure;
+};
+
+ingest_actor::behavior_type fake_ingest(ingest_actor::pointer self, log_t* log) {
+  return {
+    [log](ack_atom, uint64_t seq) { log->chunk_acks.push_back(seq); },
+    [log](epoch_atom, uint64_t e) { log->epochs.push_back(e); },
+    [log](committed_atom, uint64_t e) { log->committed.push_back(e); },
+    [](read_atom) {},
+    [](stop_atom) {},
+  };
+}
+
+preprocess_actor::behavior_type fake_preprocess(preprocess_actor::pointer self, log_t* log) {
+  return {
+    [self, log](chunk_atom, uint64_t seq, const frame& f) {
+      log->chunks.push_back(f);
+      self->send(caf::actor_cast<ingest_actor>(self->current_sender()), ack_atom::value, seq);
+    },
+    [log](ack_atom, uint32_t p, uint64_t seq) { log->acks.emplace_back(p, seq); },
+    [log](marker_atom, const epoch_marker& m) { log->markers.push_back(m); },
+  };
+}
+
+updater_actor::behavior_type fake_updater(updater_actor::pointer self, log_t* log) {
+  return {
+    [log](pre_epoch_atom, uint32_t, const frame& f) { log->pre_epochs.push_back(f); },
+    [log](agg_epoch_atom, uint32_t, const frame& f) { log->agg_epochs.push_back(f); },
+  };
+}
+
+coordinator_actor::behavior_type fake_coordinator(coordinator_actor::pointer self, log_t* log) {
+  return {
+    [](tick_atom) {},
+    [](register_atom, uint32_t, const caf::actor&) {},
+    [log](committed_atom, uint32_t i, uint64_t e, uint8_t k, uint64_t n) {
+      log->commits.emplace_back(i, e, k, n);
+    },
+    [log](stats_atom, uint32_t, const run_stats& s) { log->stats.push_back(s); },
+    [](stop_atom) {},
+    [log](fail_atom, const std::string& why) { log->failure = why; },
+    [log](done_atom, uint32_t i) { log->done.push_back(i); },
+  };
+}
+
+caf::behavior fake_waiter(caf::event_based_actor* self, log_t* log) {
+  return {
+    [log](stats_atom, const run_stats& s) { log->stats.push_back(s); },
+    [log](done_atom) { log->waiter_done = true; },
+    [log](fail_atom, const std::string& why) { log->failure = why; },
+  };
+}
+
+pipeline_config tumbling_config(int64_t size, int64_t ooo) {
+  pipeline_config p;
+  p.name = "t";
+  source_config s;
+  s.name = "in";
+  s.path = "in.csv";
+  p.sources.push_back(s);
+  p.fields.time = "ts";
+  p.fields.time_fmt = time_format::epoch_s;
+  p.fields.key = {"k"};
+  p.fields.measures = {"x"};
+  p.window.kind = window_kind::tumbling;
+  p.window.size = size;
+  p.window.slide = size;
+  p.window.out_of_orderness = ooo;
+  aggregate_config c;
+  c.fn = agg_fn::count;
+  c.name = "count";
+  aggregate_config s1;
+  s1.fn = agg_fn::sum;
+  s1.field = "x";
+  s1.name = "sum_x";
+  aggregate_config m;
+  m.fn = agg_fn::max;
+  m.field = "x";
+  m.name = "max_x";
+  p.aggregates = {c, s1, m};
+  p.partitions = 1;
+  return p;
+}
+
+std::vector<window_result> results_of(const std::vector<frame>& frames) {
+  std::vector<window_result> out;
+  for (auto& f : frames) {
+    auto err = decode_frame(f, [&](frame_reader& r) {
+      for (auto w : r.root<schema::AggregatorEpoch>().getResults()) {
+        window_result x;
+        x.key = std::string(as_view(w.getKey()));
+        x.start = w.getStart();
+        x.end = w.getEnd();
+        x.version = w.getVersion();
+        for (auto v : w.getValues())
+          x.values.push_back(v);
+        out.push_back(std::move(x));
+      }
+    });
+    REQUIRE(!err);
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, one in flight, final ends the run") {
+  log_t log;
+  auto ing = sys.spawn(fake_ingest, &log);
+  auto waiter = sys.spawn(fake_waiter, &log);
+  runtime_config rt;
+  rt.commit_interval = 100 * us_per_ms;
+  auto coord = sys.spawn(coordinator, std::vector<uint64_t>{5}, rt, waiter);
+  caf::anon_send(coord, register_atom::value, uint32_t{0}, caf::actor_cast<caf::actor>(ing));
+  sched.run();
+  CHECK(log.epochs.empty());
+  sched.advance_time(std::chrono::milliseconds(100));
+  sched.run();
+  CHECK(log.epochs == std::vector<uint64_t>{5});
+  sched.advance_time(std::chrono::milliseconds(100));
+  sched.run();
+  CHECK(log.epochs == std::vector<uint64_t>{5}); // still in flight: no second epoch
+  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{5},
+                 static_cast<uint8_t>(marker_kind::normal), uint64_t{3});
+  sched.run();
+  CHECK(log.committed == std::vector<uint64_t>{5});
+  caf::anon_send(coord, done_atom::value, uint32_t{0}); // input exhausted: start at once
+  sched.run();
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6});
+  run_stats s;
+  s.pipeline = "t";
+  s.read = 42;
+  caf::anon_send(coord, stats_atom::value, uint32_t{0}, s);
+  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{6},
+                 static_cast<uint8_t>(marker_kind::final), uint64_t{2});
+  sched.run();
+  CHECK(log.waiter_done);
+  REQUIRE(log.stats.size() == 1);
+  CHECK(log.stats[0].read == 42);
+  CHECK(log.stats[0].windows_committed == 5);
+  CHECK(log.stats[0].epochs_committed == 2);
+}
+
+TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force windows") {
+  log_t log;
+  const int64_t size = 10 * us_per_s, ooo = 3 * us_per_s;
+  auto cfg = tumbling_config(size, ooo);
+  auto layout = make_layout(cfg.aggregates);
+  auto pre = sys.spawn(fake_preprocess, &log);
+  auto upd = sys.spawn(fake_updater, &log);
+  auto agg = sys.spawn(aggregator, uint32_t{0}, uint32_t{0}, cfg, std::string{}, pre, upd);
+  std::mt19937_64 rng(7);
+  // Events with jitter; W before each is max seen - ooo (the preprocess rule).
+  struct ev {
+    int64_t t;
+    std::string k;
+    double x;
+    int64_t w;
+  };
+  std::vector<ev> evs;
+  int64_t max_t = min_timestamp;
+  for (int i = 0; i < 600; ++i) {
+    int64_t t = (1000 + i) * us_per_s / 2 - static_cast<int64_t>(rng() % 6) * us_per_s;
+    int64_t w = max_t == min_timestamp ? min_timestamp : max_t - ooo;
+    evs.push_back({t, "k" + std::to_string(rng() % 4), static_cast<double>(rng() % 1000), w});
+    max_t = std::max(max_t, t);
+  }
+  // Reference: a record goes to its window unless W >= end; all windows fire at the end.
+  std::map<std::tuple<int64_t, std::string>, std::tuple<double, double, double>> ref;
+  for (auto& e : evs) {
+    int64_t s = e.t - (((e.t % size) + size) % size);
+    if (e.w != min_timestamp && e.w >= s + size)
+      continue;
+    auto& [c, sum, mx] = ref[{s, e.k}];
+    if (c == 0)
+      mx = -INFINITY;
+    c += 1;
+    sum += e.x;
+    mx = std::max(mx, e.x);
+  }
+  // Three batches, a normal marker in between, then the final marker.
+  size_t cut[] = {0, 200, 450, evs.size()};
+  for (int b = 0; b < 3; ++b) {
+    event_columns cols;
+    for (size_t i = cut[b]; i < cut[b + 1]; ++i) {
+      cols.time.push_back(evs[i].t);
+      cols.wm_before.push_back(evs[i].w);
+      cols.key_hash.push_back(std::hash<std::string>{}(evs[i].k));
+      cols.key_bytes += evs[i].k;
+      cols.key_end.push_back(static_cast<uint32_t>(cols.key_bytes.size()));
+      cols.values.push_back(evs[i].x); // sum
+      cols.values.push_back(evs[i].x); // max
+    }
+    caf::anon_send(agg, batch_atom::value, uint64_t(b + 1),
+                   encode_event_batch(0, evs[cut[b + 1] - 1].w, cols, layout));
+    if (b == 1) {
+      epoch_marker m;
+      m.epoch = 1;
+      m.watermark = evs[cut[2] - 1].w;
+      caf::anon_send(agg, marker_atom::value, m);
+    }
+  }
+  epoch_marker fin;
+  fin.epoch = 2;
+  fin.kind = static_cast<uint8_t>(marker_kind::final);
+  caf::anon_send(agg, marker_atom::value, fin);
+  sched.run();
+  CHECK(log.acks.size() == 3);
+  REQUIRE(log.agg_epochs.size() == 2);
+  auto got = results_of(log.agg_epochs);
+  REQUIRE(got.size() == ref.size());
+  for (auto& w : got) {
+    auto i = ref.find({w.start, w.key});
+    REQUIRE(i != ref.end());
+    CHECK(w.end == w.start + size);
+    CHECK(w.values[0] == std::get<0>(i->second));
+    CHECK(w.values[1] == Approx(std::get<1>(i->second)));
+    CHECK(w.values[2] == std::get<2>(i->second));
+  }
+}
+
+TEST_CASE_METHOD(fixture, "updater: commits a complete epoch once; a replayed epoch is a no-op") {
+  log_t log;
+  auto wh = warehouse::open((dir / "warehouse").string());
+  REQUIRE(wh);
+  auto whp = std::make_shared<warehouse>(std::move(*wh));
+  REQUIRE(whp->register_pipeline("t", {"count"}, "tumbling 10s"));
+  auto coord = sys.spawn(fake_coordinator, &log);
+  auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp,
+                       coord);
+  auto pre_frame = [](uint64_t e) {
+    capnp::MallocMessageBuilder mb;
+    auto c = mb.initRoot<schema::PreprocessEpoch>();
+    c.setEpoch(e);
+    auto o = c.initOffsets(1);
+    o[0].setSource(1);
+    o[0].setOffset(100 * e);
+    auto d = c.initDeadLetters(1);
+    d[0].setSource(1);
+    d[0].setOffset(7);
+    d[0].setReason("bad number in field x: 'q'");
+    return to_frame(mb);
+  };
+  auto agg_frame = [](uint64_t e, uint32_t p, int64_t start) {
+    capnp::MallocMessageBuilder mb;
+    auto c = mb.initRoot<schema::AggregatorEpoch>();
+    c.setEpoch(e);
+    c.setPartition(p);
+    auto rs = c.initResults(1);
+    std::string key = "k" + std::to_string(p);
+    rs[0].setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(key.data()), key.size()));
+    rs[0].setStart(start);
+    rs[0].setEnd(start + 10);
+    rs[0].setVersion(1);
+    rs[0].initValues(1).set(0, 3.0);
+    c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("s"), 1));
+    return to_frame(mb);
+  };
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg_frame(1, 0, 0));
+  caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, pre_frame(1));
+  sched.run();
+  CHECK(log.commits.empty()); // partition 1 is missing
+  CHECK(*whp->last_epoch("t") == 0);
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg_frame(1, 1, 0));
+  sched.run();
+  REQUIRE(log.commits.size() == 1);
+  CHECK(std::get<1>(log.commits[0]) == 1);
+  CHECK(std::get<3>(log.commits[0]) == 2);
+  CHECK(*whp->last_epoch("t") == 1);
+  size_t rows = 0;
+  REQUIRE(!whp->query(result_query{"t", {}, {}, {}}, [&](const window_result& r) {
+    ++rows;
+    CHECK(r.values == std::vector<double>{3.0});
+    return true;
+  }));
+  CHECK(rows == 2);
+  // The same epoch again (a replay) commits nothing new.
+  caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, pre_frame(1));
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg_frame(1, 0, 20));
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg_frame(1, 1, 20));
+  sched.run();
+  REQUIRE(log.commits.size() == 2);
+  CHECK(std::get<3>(log.commits[1]) == 0);
+  rows = 0;
+  REQUIRE(!whp->query(result_query{"t", {}, {}, {}}, [&](const window_result&) {
+    ++rows;
+    return true;
+  }));
+  CHECK(rows == 2);
+  size_t letters = 0;
+  REQUIRE(!whp->dead_letters(std::string{"t"}, [&](const dead_letter_row& r) {
+    ++letters;
+    CHECK(r.letter.offset == 7);
+    return true;
+  }));
+  CHECK(letters == 1);
+}
+
+TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending it, in order") {
+  log_t log;
+  std::string text = "ts,k,x\n";
+  for (int i = 0; i < 3000; ++i)
+    text += std::to_string(1000 + i) + ",k" + std::to_string(i % 5) + "," + std::to_string(i)
+            + "\n";
+  text += "1,k,last-line-without-newline";
+  auto path = (dir / "in.csv").string();
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << text;
+  }
+  auto lk = lake::open((dir / "lake").string());
+  REQUIRE(lk);
+  auto lkp = std::make_shared<lake>(std::move(*lk));
+  source_input in;
+  in.key = "t/in/" + path;
+  in.id = *lkp->source_id(in.key);
+  in.path = path;
+  in.cfg.name = "in";
+  runtime_config rt;
+  rt.batch_bytes = 1000;
+  rt.max_inflight_batches = 2;
+  auto pre = sys.spawn(fake_preprocess, &log);
+  auto coord = sys.spawn(fake_coordinator, &log);
+  auto ing = sys.spawn(ingest, uint32_t{0}, std::vector<source_input>{in}, rt, lkp, pre, coord);
+  sched.run();
+  // Everything was sent, in order, as whole lines, and each chunk is in the lake.
+  std::string seen;
+  uint64_t expect_offset = 0;
+  for (auto& f : log.chunks) {
+    REQUIRE(!decode_frame(f, [&](frame_reader& r) {
+      auto c = r.root<schema::RawChunk>();
+      CHECK(c.getSource() == in.id);
+      CHECK(c.getOffset() == expect_offset);
+      auto data = as_view(c.getData());
+      seen += data;
+      expect_offset += data.size();
+    }));
+  }
+  CHECK(seen == text);
+  CHECK(log.chunks.size() > 10);
+  CHECK(log.done == std::vector<uint32_t>{0});
+  std::string landed;
+  REQUIRE(!lkp->scan(in.id, 0, [&](uint64_t, std::string_view d) {
+    landed += d;
+    return true;
+  }));
+  CHECK(landed == text);
+  // The next epoch is the final one and carries the end offset.
+  caf::anon_send(ing, epoch_atom::value, uint64_t{1});
+  sched.run();
+  REQUIRE(log.markers.size() == 1);
+  CHECK(log.markers[0].kind == static_cast<uint8_t>(marker_kind::final));
+  REQUIRE(log.markers[0].offsets.size() == 1);
+  CHECK(log.markers[0].offsets[0].second == text.size());
+  // Committing it prunes the lake (retention 0).
+  caf::anon_send(ing, committed_atom::value, uint64_t{1});
+  sched.run();
+  CHECK(*lkp->end_offset(in.id) == 0);
+}
+
+TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reach their peers") {
+  log_t log;
+  auto cfg = tumbling_config(10 * us_per_s, 0);
+  cfg.partitions = 2;
+  auto upd = sys.spawn(fake_updater, &log);
+  auto coord = sys.spawn(fake_coordinator, &log);
+  preprocess_restore restore;
+  restore.partition_snapshots.resize(2);
+  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord);
+  auto ing = sys.spawn(fake_ingest, &log);
+  // Lines: header, good rows with several keys, one bad number.
+  std::string data = "ts,k,x\n";
+  std::map<std::pair<int64_t, std::string>, std::pair<double, double>> ref; // count, sum
+  for (int i = 0; i < 100; ++i) {
+    int64_t t = 100 + i;
+    std::string k = "k" + std::to_string(i % 7);
+    data += std::to_string(t) + "," + k + "," + std::to_string(i) + "\n";
+    auto& r = ref[{t - t % 10, k}];
+    r.first += 1;
+    r.second += i;
+  }
+  data += "150,k1,oops\n";
+  capnp::MallocMessageBuilder mb;
+  auto c = mb.initRoot<schema::RawChunk>();
+  c.setSource(1);
+  c.setOffset(0);
+  c.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+  // Sent as if by the ingest actor, so the ack goes back to it.
+  caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
+               chunk_atom::value, uint64_t{1}, to_frame(mb));
+  sched.run();
+  CHECK(log.chunk_acks == std::vector<uint64_t>{1});
+  epoch_marker m;
+  m.epoch = 1;
+  m.kind = static_cast<uint8_t>(marker_kind::final);
+  m.offsets = {{1, data.size()}};
+  caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
+               marker_atom::value, m);
+  sched.run();
+  REQUIRE(log.pre_epochs.size() == 1);
+  REQUIRE(log.agg_epochs.size() == 2);
+  size_t letters = 0;
+  REQUIRE(!decode_frame(log.pre_epochs[0], [&](frame_reader& r) {
+    auto p = r.root<schema::PreprocessEpoch>();
+    CHECK(p.getFinal());
+    CHECK(p.getOffsets()[0].getOffset() == data.size());
+    for (auto d : p.getDeadLetters()) {
+      ++letters;
+      CHECK(std::string(as_view(d.getRaw())).find("oops") != std::string::npos);
+    }
+  }));
+  CHECK(letters == 1);
+  auto got = results_of(log.agg_epochs);
+  REQUIRE(got.size() == ref.size());
+  for (auto& w : got) {
+    auto i = ref.find({w.start / us_per_s, w.key});
+    REQUIRE(i != ref.end());
+    CHECK(w.values[0] == i->second.first);
+    CHECK(w.values[1] == Approx(i->second.second));
+  }
+  REQUIRE(log.stats.size() == 1);
+  CHECK(log.stats[0].read == 101);
+  CHECK(log.stats[0].accepted == 100);
+}
