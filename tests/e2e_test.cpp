@@ -144,7 +144,7 @@ std::string config_text(const std::string& input, int64_t size, int64_t ooo, int
 
 } // namespace
 
-TEST_CASE("weir run + query equals a brute-force reference; a re-run adds nothing") {
+TEST_CASE("weir run + query equals a brute-force reference and a re-run adds nothing") {
   temp_dir dir;
   std::mt19937_64 rng(12345);
   const int64_t base = 1717200000;

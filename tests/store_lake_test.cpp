@@ -245,7 +245,7 @@ TEST_CASE("lake: a long scan runs across several read txns without losing a chun
   CHECK(do_scan(*l, *s, off / 2) == brute_scan(model, *s, off / 2));
 }
 
-TEST_CASE("lake: append is all or nothing; unknown sources are refused", "[lake]") {
+TEST_CASE("lake: append is all or nothing and unknown sources are refused", "[lake]") {
   temp_dir dir;
   auto l = lake::open(dir.str());
   REQUIRE(l);

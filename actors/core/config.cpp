@@ -679,10 +679,11 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   std::set<std::string> names;
   for (size_t i = 0; i < pipelines.size(); ++i) {
     auto key = "pipeline[" + std::to_string(i) + "]";
+    // Checked first: a repeated pipeline is more likely a copy than an incomplete one.
+    if (auto n = pipelines[i]->get("name"); n && n->is_string())
+      if (!names.insert(n->as_string()->get()).second)
+        fail(*n, key + ".name", "duplicate pipeline name " + in_quotes(n->as_string()->get()));
     c.pipelines.push_back(read_pipeline(*pipelines[i], key, dir));
-    if (!names.insert(c.pipelines.back().name).second)
-      fail(*pipelines[i]->get("name"), key + ".name",
-           "duplicate pipeline name " + in_quotes(c.pipelines.back().name));
   }
   return c;
 }
