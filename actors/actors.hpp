@@ -97,6 +97,8 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using fail_atom = caf::atom_constant<caf::atom("fail")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
+using query_atom = caf::atom_constant<caf::atom("query")>;
+using letters_atom = caf::atom_constant<caf::atom("letters")>;
 
 /// The window-aggregator partition: event-time windows over one key partition.
 using aggregator_actor = caf::typed_actor<
@@ -152,5 +154,13 @@ using coordinator_actor = caf::typed_actor<
   caf::reacts_to<fail_atom, std::string>,
   /// Ingest of pipeline `index` has nothing more to read: end with a final epoch.
   caf::reacts_to<done_atom, uint32_t>>;
+
+/// Warehouse: answers queries on the committed results and dead letters of its store.
+using warehouse_actor = caf::typed_actor<
+  /// Results of (pipeline, key or "" for all, from, to) as a QueryResult frame; from/to are
+  /// microseconds (min/max of int64 for no bound).
+  caf::replies_to<query_atom, std::string, std::string, int64_t, int64_t>::with<frame>,
+  /// Dead letters of a pipeline ("" for all), at most `limit` (0: all), as a DeadLetters frame.
+  caf::replies_to<letters_atom, std::string, uint64_t>::with<frame>>;
 
 } // namespace weir

@@ -114,6 +114,23 @@ ingest(ingest_actor::stateful_pointer<ingest_state> self, uint32_t pipeline,
     st.follow = st.follow || s.in.cfg.follow;
     if (s.in.path == "-") {
       s.fd = STDIN_FILENO;
+      if (s.in.cfg.format == source_format::csv && s.in.cfg.header) {
+        // Every run's stream starts with its header line: learn it now (it marks the start of
+        // each stream, also in chunks replayed from the lake). It is sent on as data.
+        s.stdin_header = true;
+        s.buf.clear();
+        char c;
+        while (::read(s.fd, &c, 1) == 1) {
+          s.buf.push_back(c);
+          if (c == '\n')
+            break;
+        }
+        s.header = s.buf;
+        while (!s.header.empty() && (s.header.back() == '\n' || s.header.back() == '\r'))
+          s.header.pop_back();
+        if (s.buf.empty() || s.buf.back() != '\n')
+          s.header.clear(); // no complete header line: the stream is empty or one partial line
+      }
     } else {
       s.fd = ::open(s.in.path.c_str(), O_RDONLY | O_CLOEXEC);
       if (s.fd < 0) {
@@ -129,6 +146,16 @@ ingest(ingest_actor::stateful_pointer<ingest_state> self, uint32_t pipeline,
   // Sends one chunk [offset, offset + data.size()) of source s on to preprocess.
   auto send_chunk = [self, next](source_run& s, uint64_t offset, std::string_view data) {
     auto& st = self->state;
+    // A csv stream on stdin begins with its header line; say so, wherever its offset is.
+    uint32_t header_len = 0;
+    if (s.stdin_header && !s.header.empty() && data.size() > s.header.size()
+        && data.compare(0, s.header.size(), s.header) == 0) {
+      size_t n = s.header.size();
+      if (n < data.size() && data[n] == '\r')
+        ++n;
+      if (n < data.size() && data[n] == '\n')
+        header_len = static_cast<uint32_t>(n + 1);
+    }
     capnp::MallocMessageBuilder mb(static_cast<unsigned>(data.size() / 8 + 256));
     auto c = mb.initRoot<schema::RawChunk>();
     c.setSource(s.in.id);
@@ -138,6 +165,7 @@ ingest(ingest_actor::stateful_pointer<ingest_state> self, uint32_t pipeline,
       c.setHeader(s.header);
       s.header_sent = true;
     }
+    c.setHeaderLen(header_len);
     ++st.inflight;
     self->send(next, chunk_atom::value, ++st.seq, to_frame(mb));
     s.pos = offset + data.size();

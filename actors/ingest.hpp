@@ -32,6 +32,7 @@ struct ingest_state {
     bool exhausted = false;   ///< bounded input read to its end
     std::string header;       ///< csv header line, sent with the first chunk of this run
     bool header_sent = false;
+    bool stdin_header = false; ///< csv on stdin: each stream's first line is a header
     std::string buf;          ///< reused read buffer
   };
   uint32_t pipeline = 0;

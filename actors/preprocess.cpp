@@ -20,6 +20,26 @@ int64_t floor_div(int64_t a, int64_t b) {
 
 } // namespace
 
+std::string wrap_state(timestamp max_time, const std::string& inner) {
+  std::string out;
+  out.push_back(static_cast<char>(preprocess_state_version));
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((static_cast<uint64_t>(max_time) >> (8 * i)) & 0xFF));
+  out += inner;
+  return out;
+}
+
+caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_view& inner) {
+  if (blob.size() < 9 || static_cast<uint8_t>(blob[0]) != preprocess_state_version)
+    return make_error(errc::store_corrupt, "preprocess state of an unknown format");
+  uint64_t x = 0;
+  for (int i = 0; i < 8; ++i)
+    x |= static_cast<uint64_t>(static_cast<uint8_t>(blob[1 + i])) << (8 * i);
+  max_time = static_cast<timestamp>(x);
+  inner = blob.substr(9);
+  return caf::none;
+}
+
 timestamp final_watermark(const window_config& w, timestamp max_time) {
   if (max_time == min_timestamp)
     return min_timestamp;
@@ -46,7 +66,11 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   size_t n = restore.partition_snapshots.size();
   st.pre = std::make_unique<preprocessor>(cfg, n);
   if (!restore.snapshot.empty()) {
-    if (auto err = st.pre->restore_snapshot(restore.snapshot)) {
+    std::string_view inner;
+    auto err = unwrap_state(restore.snapshot, st.max_time, inner);
+    if (!err)
+      err = st.pre->restore_snapshot(inner);
+    if (err) {
       spdlog::error("pipeline {}: cannot restore preprocess state: {}", cfg.name, render(err));
       self->quit(err);
     }
@@ -75,7 +99,18 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         }
         auto data = as_view(c.getData());
         st.bytes += data.size();
-        st.pre->process(source, c.getOffset(), data);
+        auto offset = c.getOffset();
+        if (auto n = c.getHeaderLen(); n > 0 && n <= data.size()) {
+          // A csv stream on stdin starts with its own header line.
+          auto line = data.substr(0, n);
+          while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+            line.remove_suffix(1);
+          st.pre->set_header(source, line);
+          st.headers_seen.insert(source);
+          data.remove_prefix(n);
+          offset += n;
+        }
+        st.pre->process(source, offset, data);
       });
       if (err) {
         spdlog::error("pipeline {}: {}", st.cfg.name, render(err));
@@ -90,6 +125,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         auto& cols = st.pre->partition(p);
         if (cols.size() == 0)
           continue;
+        for (auto t : cols.time)
+          st.max_time = std::max(st.max_time, t);
         self->send(st.partitions[p], batch_atom::value, seq,
                    encode_event_batch(static_cast<uint32_t>(p), st.pre->watermark(), cols, layout));
         ++sent;
@@ -118,10 +155,11 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
     [self, updater, coordinator](marker_atom, epoch_marker m) {
       auto& st = self->state;
       if (m.kind == static_cast<uint8_t>(marker_kind::final)) {
-        auto w = st.pre->watermark();
-        auto max_time = w == min_timestamp ? w : w + st.cfg.window.out_of_orderness;
-        auto fw = final_watermark(st.cfg.window, max_time);
-        if (fw > w)
+        // Every window open now fires; the watermark moves past all of them. It is computed
+        // from the largest event time ever accepted (kept in the state), so that a re-run
+        // with nothing new does not move it again.
+        auto fw = final_watermark(st.cfg.window, st.max_time);
+        if (fw > st.pre->watermark())
           st.pre->set_watermark(fw);
       }
       m.watermark = st.pre->watermark();
@@ -159,7 +197,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       auto de = c.initDedupeExpired(static_cast<unsigned>(expired.size()));
       for (size_t i = 0; i < expired.size(); ++i)
         de.set(static_cast<unsigned>(i), expired[i]);
-      auto snap = st.pre->snapshot();
+      auto snap = wrap_state(st.max_time, st.pre->snapshot());
       c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()),
                                      snap.size()));
       self->send(updater, pre_epoch_atom::value, st.pipeline, to_frame(mb));

@@ -25,6 +25,7 @@ struct preprocess_state {
   std::map<uint64_t, ingest_actor> ack_to;    ///< chunk seq -> who sent it
   std::vector<dead_letter> epoch_dead_letters;
   uint64_t bytes = 0;
+  timestamp max_time = min_timestamp;         ///< largest accepted event time, ever
 };
 
 /// What the preprocess actor starts from: the restored state of the last committed epoch.
@@ -42,6 +43,12 @@ preprocess_actor::behavior_type
 preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t pipeline,
            pipeline_config cfg, preprocess_restore restore, updater_actor updater,
            coordinator_actor coordinator);
+
+/// The stored preprocess state: a version byte, the largest accepted event time (i64 LE),
+/// then the preprocessor's own snapshot.
+constexpr uint8_t preprocess_state_version = 1;
+std::string wrap_state(timestamp max_time, const std::string& inner);
+caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_view& inner);
 
 /// The watermark that holds after a bounded input fired every window: no record at or before
 /// the last event time seen can reopen a fired window. `max_time` is the largest event time.

@@ -18,6 +18,9 @@
 #include "actors/ingest.hpp"
 #include "actors/preprocess.hpp"
 #include "actors/updater.hpp"
+#include "actors/warehouse.hpp"
+#include "actors/frame.hpp"
+#include "schema/batch.capnp.h"
 #include "store/lake.hpp"
 #include "store/warehouse.hpp"
 
@@ -240,6 +243,98 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
   if (!failure.empty())
     return make_error(errc::internal, failure);
   return stats;
+}
+
+namespace {
+
+/// Opens an existing warehouse (never creates one) and runs fn(handle, scoped actor).
+template <class T, class F>
+caf::expected<T> with_warehouse(const std::string& dir, F fn) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir + "/warehouse", ec))
+    return make_error(errc::bad_input, "no Weir store at " + dir);
+  auto wh = warehouse::open(dir + "/warehouse");
+  if (!wh)
+    return wh.error();
+  auto store = std::make_shared<warehouse>(std::move(*wh));
+  system_config cfg{1};
+  caf::actor_system sys{cfg};
+  auto server = sys.spawn(warehouse_service, store);
+  caf::scoped_actor self{sys};
+  caf::expected<T> out{make_error(errc::internal, "no answer from the warehouse actor")};
+  fn(server, self, out);
+  self->send_exit(server, caf::exit_reason::user_shutdown);
+  return out;
+}
+
+} // namespace
+
+caf::expected<query_answer> query_store(const std::string& dir, const std::string& pipeline,
+                                        const std::string& key, std::optional<timestamp> from,
+                                        std::optional<timestamp> to) {
+  return with_warehouse<query_answer>(dir, [&](warehouse_actor server, caf::scoped_actor& self,
+                                               caf::expected<query_answer>& out) {
+    self
+      ->request(server, caf::infinite, query_atom::value, pipeline, key,
+                from.value_or(min_timestamp), to.value_or(max_timestamp))
+      .receive(
+        [&](frame& f) {
+          query_answer a;
+          auto err = decode_frame(f, [&](frame_reader& r) {
+            auto q = r.root<schema::QueryResult>();
+            a.window = q.getWindow();
+            for (auto n : q.getAggregates())
+              a.aggregates.emplace_back(n.cStr(), n.size());
+            for (auto w : q.getRows()) {
+              window_result x;
+              x.key = std::string(as_view(w.getKey()));
+              x.start = w.getStart();
+              x.end = w.getEnd();
+              x.version = w.getVersion();
+              for (auto v : w.getValues())
+                x.values.push_back(v);
+              a.rows.push_back(std::move(x));
+            }
+          });
+          if (err)
+            out = err;
+          else
+            out = std::move(a);
+        },
+        [&](caf::error& err) { out = std::move(err); });
+  });
+}
+
+caf::expected<std::vector<dead_letter_row>> store_dead_letters(const std::string& dir,
+                                                               const std::string& pipeline,
+                                                               uint64_t limit) {
+  using rows_t = std::vector<dead_letter_row>;
+  return with_warehouse<rows_t>(dir, [&](warehouse_actor server, caf::scoped_actor& self,
+                                         caf::expected<rows_t>& out) {
+    self->request(server, caf::infinite, letters_atom::value, pipeline, limit)
+      .receive(
+        [&](frame& f) {
+          rows_t rows;
+          auto err = decode_frame(f, [&](frame_reader& r) {
+            for (auto l : r.root<schema::DeadLetters>().getLetters()) {
+              dead_letter_row x;
+              x.pipeline = l.getPipeline();
+              x.seq = l.getSequence();
+              auto d = l.getLetter();
+              x.letter.source = d.getSource();
+              x.letter.offset = d.getOffset();
+              x.letter.raw = std::string(as_view(d.getRaw()));
+              x.letter.reason = d.getReason();
+              rows.push_back(std::move(x));
+            }
+          });
+          if (err)
+            out = err;
+          else
+            out = std::move(rows);
+        },
+        [&](caf::error& err) { out = std::move(err); });
+  });
 }
 
 } // namespace weir

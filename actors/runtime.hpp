@@ -4,6 +4,7 @@
 /// from its sources to committed window results, and returns what each pipeline did.
 
 #include <atomic>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/core/types.hpp"
+#include "store/warehouse.hpp"
 
 namespace weir {
 
@@ -24,6 +26,24 @@ struct run_options {
 /// epoch is committed. Fails before anything runs on a bad store or missing input.
 caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
                                                     const run_options& opts);
+
+/// What the warehouse actor answers to a query.
+struct query_answer {
+  std::string window;                  ///< e.g. "tumbling 1h"
+  std::vector<std::string> aggregates; ///< column names, in order
+  std::vector<window_result> rows;     ///< ordered by (start, end, key)
+};
+
+/// Asks the warehouse actor of the store in `dir` for committed results (key: internal form,
+/// empty for all). Fails with errc::bad_input when the store or pipeline does not exist.
+caf::expected<query_answer> query_store(const std::string& dir, const std::string& pipeline,
+                                        const std::string& key, std::optional<timestamp> from,
+                                        std::optional<timestamp> to);
+
+/// Asks the warehouse actor of the store in `dir` for dead letters (pipeline empty: all).
+caf::expected<std::vector<dead_letter_row>> store_dead_letters(const std::string& dir,
+                                                               const std::string& pipeline,
+                                                               uint64_t limit);
 
 /// Expands a source path (a file, a glob, or "-") into the files it names, sorted.
 caf::expected<std::vector<std::string>> expand_source(const source_config& src);

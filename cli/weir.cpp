@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -76,9 +77,15 @@ std::string internal_key(std::string k) {
   return k;
 }
 
-std::string fmt_number(double v) {
+/// A number for people (table: at most 4 decimals) or for programs (csv, json: 15 digits).
+std::string fmt_number(double v, bool precise = false) {
   if (std::isnan(v))
     return "";
+  if (precise && !(v == std::floor(v) && std::fabs(v) < 1e15)) {
+    char buf[40];
+    std::snprintf(buf, sizeof(buf), "%.15g", v);
+    return buf;
+  }
   if (v == std::floor(v) && std::fabs(v) < 1e15) {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%.0f", v);
@@ -96,6 +103,11 @@ std::string fmt_number(double v) {
       s.pop_back();
   }
   return s;
+}
+
+/// A number as JSON: integers without a fraction, others with full precision.
+std::string json_number(double v) {
+  return fmt_number(v, true);
 }
 
 std::string json_escape(std::string_view s) {
@@ -225,40 +237,29 @@ caf::error require_store(const std::string& store) {
 
 int cmd_query(const std::string& store, const std::string& pipeline, const std::string& key,
               const std::string& from, const std::string& to, const std::string& format) {
-  if (auto err = require_store(store))
-    return fail(err);
-  auto wh = weir::warehouse::open(store + "/warehouse");
-  if (!wh)
-    return fail(wh.error());
-  auto info = wh->pipeline(pipeline);
-  if (!info)
-    return fail(info.error());
-  if (!*info)
-    return fail(weir::make_error(weir::errc::bad_input,
-                                 "no pipeline " + pipeline + " in store " + store));
-  weir::result_query q;
-  q.pipeline = pipeline;
-  if (!key.empty())
-    q.key = internal_key(key);
+  std::optional<weir::timestamp> t_from;
+  std::optional<weir::timestamp> t_to;
   if (!from.empty()) {
     auto t = parse_when(from);
     if (!t)
       return fail(t.error());
-    q.from = *t;
+    t_from = *t;
   }
   if (!to.empty()) {
     auto t = parse_when(to);
     if (!t)
       return fail(t.error());
-    q.to = *t;
+    t_to = *t;
   }
-  const auto& aggs = (*info)->aggregates;
+  auto answer = weir::query_store(store, pipeline, internal_key(key), t_from, t_to);
+  if (!answer)
+    return fail(answer.error());
+  const auto& aggs = answer->aggregates;
   std::vector<std::string> head{"window_start", "window_end", "key"};
   for (auto& a : aggs)
     head.push_back(a);
   head.push_back("version");
   std::vector<std::vector<std::string>> rows;
-  bool first = true;
   if (format == "csv") {
     std::string h;
     for (size_t i = 0; i < head.size(); ++i)
@@ -267,11 +268,12 @@ int cmd_query(const std::string& store, const std::string& pipeline, const std::
   } else if (format == "json") {
     std::cout << "[";
   }
-  auto err = wh->query(q, [&](const weir::window_result& r) {
+  bool first = true;
+  for (const auto& r : answer->rows) {
     std::vector<std::string> row{weir::format_time(r.start), weir::format_time(r.end),
                                  show_key(r.key)};
     for (auto v : r.values)
-      row.push_back(fmt_number(v));
+      row.push_back(fmt_number(v, format != "table"));
     row.push_back(std::to_string(r.version));
     if (format == "csv") {
       std::string line;
@@ -287,17 +289,14 @@ int cmd_query(const std::string& store, const std::string& pipeline, const std::
         if (std::isnan(r.values[i]))
           std::cout << "null";
         else
-          std::cout << row[3 + i];
+          std::cout << json_number(r.values[i]);
       }
       std::cout << ", \"version\": " << r.version << "}";
       first = false;
     } else {
       rows.push_back(std::move(row));
     }
-    return true;
-  });
-  if (err)
-    return fail(err);
+  }
   if (format == "json")
     std::cout << (first ? "]\n" : "\n]\n");
   else if (format == "table")
@@ -358,11 +357,9 @@ int cmd_inspect(const std::string& store) {
 
 int cmd_dead_letters(const std::string& store, const std::string& pipeline,
                      const std::string& format, size_t limit) {
-  if (auto err = require_store(store))
-    return fail(err);
-  auto wh = weir::warehouse::open(store + "/warehouse");
-  if (!wh)
-    return fail(wh.error());
+  auto letters = weir::store_dead_letters(store, pipeline, limit);
+  if (!letters)
+    return fail(letters.error());
   auto lk = weir::lake::open(store + "/lake");
   if (!lk)
     return fail(lk.error());
@@ -375,14 +372,10 @@ int cmd_dead_letters(const std::string& store, const std::string& pipeline,
         return key;
     return "#" + std::to_string(id);
   };
-  std::optional<std::string> p;
-  if (!pipeline.empty())
-    p = pipeline;
   std::vector<std::vector<std::string>> rows;
-  size_t n = 0;
   if (format == "csv")
     std::cout << "pipeline,source,offset,reason,raw\n";
-  auto err = wh->dead_letters(p, [&](const weir::dead_letter_row& r) {
+  for (const auto& r : *letters) {
     std::vector<std::string> row{r.pipeline, source_name(r.letter.source),
                                  std::to_string(r.letter.offset), r.letter.reason,
                                  r.letter.raw};
@@ -401,10 +394,7 @@ int cmd_dead_letters(const std::string& store, const std::string& pipeline,
       row[4] = raw;
       rows.push_back(std::move(row));
     }
-    return limit == 0 || ++n < limit;
-  });
-  if (err)
-    return fail(err);
+  }
   if (format != "csv")
     print_table({"pipeline", "source", "offset", "reason", "raw"}, rows, 99);
   return exit_ok;

@@ -11,6 +11,8 @@ struct RawChunk {
   offset @1 :UInt64;        # byte offset of data[0] in the source
   data @2 :Data;
   header @3 :Text;          # csv: the header line of this source, when it has one
+  headerLen @4 :UInt32;     # data starts with a header line of this many bytes (a csv stream
+                            # on stdin: each run's stream begins with its own header)
 }
 
 # Accepted events of one key partition, in source order: preprocess -> window-aggregator.
@@ -73,4 +75,23 @@ struct AggregatorEpoch {
   partition @1 :UInt32;
   results @2 :List(WindowResult);
   state @3 :Data;           # snapshot of open windows
+}
+
+# The answer of the warehouse actor to a query.
+struct QueryResult {
+  pipeline @0 :Text;
+  aggregates @1 :List(Text);
+  window @2 :Text;
+  rows @3 :List(WindowResult);
+}
+
+struct PipelineDeadLetter {
+  pipeline @0 :Text;
+  sequence @1 :UInt64;
+  letter @2 :DeadLetter;
+}
+
+# The answer of the warehouse actor to a dead-letter listing.
+struct DeadLetters {
+  letters @0 :List(PipelineDeadLetter);
 }

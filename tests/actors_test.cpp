@@ -25,6 +25,7 @@
 #include "actors/ingest.hpp"
 #include "actors/preprocess.hpp"
 #include "actors/updater.hpp"
+#include "actors/warehouse.hpp"
 #include "schema/batch.capnp.h"
 
 using namespace weir;
@@ -494,4 +495,89 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
   REQUIRE(log.stats.size() == 1);
   CHECK(log.stats[0].read == 101);
   CHECK(log.stats[0].accepted == 100);
+}
+
+TEST_CASE_METHOD(fixture, "warehouse: answers queries and dead-letter listings from the store") {
+  auto wh = warehouse::open((dir / "warehouse").string());
+  REQUIRE(wh);
+  auto whp = std::make_shared<warehouse>(std::move(*wh));
+  REQUIRE(whp->register_pipeline("t", {"count", "sum_x"}, "tumbling 10s"));
+  // Random committed rows; the expected answer is filtered here by brute force.
+  std::mt19937_64 rng(3);
+  std::vector<window_result> all;
+  epoch_commit c;
+  c.pipeline = "t";
+  c.epoch = 1;
+  for (int i = 0; i < 200; ++i) {
+    window_result r;
+    r.key = "k" + std::to_string(rng() % 5);
+    r.start = static_cast<int64_t>(rng() % 50) * 10;
+    r.end = r.start + 10;
+    r.values = {static_cast<double>(rng() % 9), static_cast<double>(rng() % 100)};
+    bool dup = false;
+    for (auto& x : all)
+      dup = dup || (x.key == r.key && x.start == r.start);
+    if (dup)
+      continue;
+    all.push_back(r);
+    c.results.push_back(r);
+  }
+  dead_letter d;
+  d.source = 2;
+  d.offset = 99;
+  d.raw = "x";
+  d.reason = "missing field k";
+  c.dead_letters.push_back(d);
+  REQUIRE(*whp->commit(c));
+  auto server = sys.spawn(warehouse_service, whp);
+  // A client actor asks and keeps the answers (a blocking actor would stall the test scheduler).
+  std::vector<frame> answers;
+  std::vector<caf::error> errors;
+  auto ask = [&](auto... xs) {
+    sys.spawn([&, server](caf::event_based_actor* self) {
+      self->request(server, caf::infinite, xs...)
+        .then([&](frame& f) { answers.push_back(std::move(f)); },
+              [&](caf::error& err) { errors.push_back(std::move(err)); });
+    });
+    sched.run();
+  };
+  ask(query_atom::value, std::string{"t"}, std::string{"k3"}, int64_t{100}, int64_t{300});
+  REQUIRE(answers.size() == 1);
+  std::vector<window_result> got;
+  REQUIRE(!decode_frame(answers[0], [&](frame_reader& r) {
+    auto q = r.root<schema::QueryResult>();
+    CHECK(q.getAggregates().size() == 2);
+    for (auto w : q.getRows()) {
+      window_result x;
+      x.key = std::string(as_view(w.getKey()));
+      x.start = w.getStart();
+      x.end = w.getEnd();
+      for (auto v : w.getValues())
+        x.values.push_back(v);
+      got.push_back(x);
+    }
+  }));
+  std::vector<window_result> want;
+  for (auto& x : all)
+    if (x.key == "k3" && x.start >= 100 && x.end <= 300)
+      want.push_back(x);
+  std::sort(want.begin(), want.end(),
+            [](auto& a, auto& b) { return a.start < b.start; });
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    CHECK(got[i].start == want[i].start);
+    CHECK(got[i].values == want[i].values);
+  }
+  ask(letters_atom::value, std::string{}, uint64_t{0});
+  REQUIRE(answers.size() == 2);
+  REQUIRE(!decode_frame(answers[1], [&](frame_reader& r) {
+    auto ls = r.root<schema::DeadLetters>().getLetters();
+    REQUIRE(ls.size() == 1);
+    CHECK(ls[0].getLetter().getOffset() == 99);
+    CHECK(std::string(ls[0].getLetter().getReason().cStr()) == "missing field k");
+  }));
+  // An unknown pipeline is an error, not an empty answer.
+  ask(query_atom::value, std::string{"nope"}, std::string{}, min_timestamp, max_timestamp);
+  CHECK(answers.size() == 2);
+  CHECK(errors.size() == 1);
 }

@@ -356,7 +356,8 @@ TEST_CASE("bad values") {
                    "[pipeline.preprocess]\nderive = [ { name = \"t\", expr = \"amount * \" } ]\n"),
               "f.toml:15: pipeline[0].preprocess.derive[0].expr: ", "end of expression");
   CHECK_ERROR(base("", "kind = \"tumbling\"\nsize = \"1h\"\n", "fn = \"count\"\n", "",
-                   "[pipeline.preprocess]\nfilters = [ { field = \"amount\", min = 5, max = 1 } ]\n"),
+                   "[pipeline.preprocess]\n"
+                   "filters = [ { field = \"amount\", min = 5, max = 1 } ]\n"),
               "f.toml:15: pipeline[0].preprocess.filters[0].max: ", "below min");
   CHECK_ERROR(base("", "kind = \"tumbling\"\nsize = \"1h\"\n", "fn = \"count\"\n", "",
                    "[pipeline.preprocess]\nfilters = [ { field = \"amount\" } ]\n"),
@@ -434,7 +435,8 @@ TEST_CASE("field references must exist and have the right kind") {
                    "[pipeline.preprocess]\ntypes = { zz = \"int\" }\n"),
               "f.toml:15: pipeline[0].preprocess.types.zz: ", "unknown field");
   CHECK_ERROR(base("", "kind = \"tumbling\"\nsize = \"1h\"\n", "fn = \"count\"\n", "",
-                   "[pipeline.preprocess]\nderive = [ { name = \"t\", expr = \"amount * zz\" } ]\n"),
+                   "[pipeline.preprocess]\n"
+                   "derive = [ { name = \"t\", expr = \"amount * zz\" } ]\n"),
               "f.toml:15: pipeline[0].preprocess.derive[0].expr: ", "unknown field \"zz\"");
   CHECK_ERROR(base("", "kind = \"tumbling\"\nsize = \"1h\"\n", "fn = \"count\"\n", "",
                    "[pipeline.preprocess]\nderive = [ { name = \"amount\", expr = \"1\" } ]\n"),

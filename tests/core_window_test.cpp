@@ -139,8 +139,14 @@ struct reference {
           if (o.key == r.key && o.start == s && !o.gone)
             found = &o;
         if (wb >= e + lat) { // late for this window
-          if (w.late == late_policy::update && wb < e + lat + w.update_horizon && found)
-            found->recs.push_back(idx);
+          if (w.late == late_policy::update && wb < e + lat + w.update_horizon) {
+            // Within the horizon a window is never gone, so not found means it never had a
+            // record of this key: the late record opens it.
+            if (found)
+              found->recs.push_back(idx);
+            else
+              wins.push_back(ref_window{r.key, s, e, {idx}});
+          }
           continue;
         }
         if (found)
@@ -561,10 +567,18 @@ TEST_CASE("late = update re-emits a dirty window until the horizon") {
   c.add(6, 30, 32); // the window is gone now for sure
   c.op->flush(c.out);
   CHECK(c.out.size() == 3);
-  // A late record for a window that never had a record does not create one.
+  // A late record within the horizon for a window its key never had a record in opens that
+  // window: nothing was committed for it yet, so it is emitted once, as version 1.
   c.add(25, 40, 1);
   c.op->flush(c.out);
-  CHECK(c.out.size() == 3);
+  REQUIRE(c.out.size() == 4);
+  CHECK(c.out[3].start == 20);
+  CHECK(c.out[3].version == 1);
+  CHECK(c.out[3].values == std::vector<double>{1, 1});
+  // For [0, 10) the watermark 40 is past 10 + 0 + 20: that late record is skipped.
+  c.add(5, 40, 1, "other");
+  c.op->flush(c.out);
+  CHECK(c.out.size() == 4);
 }
 
 TEST_CASE("flush returns the watermark that holds afterwards") {

@@ -482,7 +482,8 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
       auto it = std::find_if(std::begin(type_names), std::end(type_names),
                              [&](const char* n) { return s == n; });
       if (it == std::end(type_names))
-        fail(v, key, "unknown type " + in_quotes(s) + "; expected one of: string, int, float, time");
+        fail(v, key,
+             "unknown type " + in_quotes(s) + "; expected one of: string, int, float, time");
       pp.types.emplace_back(name, static_cast<value_type>(it - std::begin(type_names)));
     }
   }

@@ -18,8 +18,8 @@ public:
   /// Grammar: expr = term {('+'|'-') term}; term = unary {('*'|'/') unary};
   /// unary = ('-'|'+') unary | primary; primary = number | name | '(' expr ')'.
   /// Names are `[A-Za-z_][A-Za-z0-9_.]*`, or any text but a backquote between backquotes
-  /// (`` `unit-price` ``) for field names that are not identifiers. Numbers are decimal with an optional fraction and exponent. Errors are errc::bad_config
-  /// naming the position.
+  /// (`` `unit-price` ``) for field names that are not identifiers. Numbers are decimal with
+  /// an optional fraction and exponent. Errors are errc::bad_config naming the position.
   static caf::expected<expr_program> compile(std::string_view text);
 
   /// The distinct field names the expression reads, in order of first use. eval() takes their

@@ -390,12 +390,12 @@ void window_operator::late_update(uint64_t hash, std::string_view key, timestamp
                                   timestamp end, timestamp w, const event_view& b, size_t r) {
   if (w >= sat_add(sat_add(end, win_.allowed_lateness), win_.update_horizon))
     return; // the window is gone, whether or not a scan has dropped it yet
+  // A window this key never had a record in is opened now: it has no committed result yet,
+  // so it fires (version 1) at the next advance and stays updatable until the horizon.
   uint32_t k = find_key(hash, key);
   if (k == npos)
-    return;
-  uint32_t id = find_window(keys_[k], start);
-  if (id == npos)
-    return;
+    k = intern_key(hash, key);
+  uint32_t id = find_or_open(k, start);
   add_record(id, b, r);
   auto& win = windows_[id];
   if (win.version > 0 && !win.dirty) {

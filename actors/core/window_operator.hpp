@@ -32,8 +32,9 @@
 /// retained until W >= e + allowed_lateness + update_horizon. A late record for a window with
 /// W_r < e + allowed_lateness + update_horizon that this operator still holds is added to it;
 /// if the window was already emitted it becomes dirty and is emitted again with version + 1 at
-/// the next advance(). A late record for a window that is gone (or never had a record) is
-/// skipped.
+/// the next advance(). A late record for a window its key never had a record in opens that
+/// window (nothing was committed for it, so it is emitted once as version 1 and then retained);
+/// a late record for a window that is gone (past the horizon) is skipped.
 ///
 /// Aggregates, one double each in config order (inputs laid out by make_layout()):
 /// - count: records, or non-NaN values of `field` when it is set.
