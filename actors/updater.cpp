@@ -1,5 +1,7 @@
 #include "actors/updater.hpp"
 
+#include <chrono>
+
 #include <spdlog/spdlog.h>
 
 #include "actors/frame.hpp"
@@ -103,13 +105,17 @@ updater(updater_actor::stateful_pointer<updater_state> self,
       return;
     }
     auto windows = c->results.size();
+    auto t0 = std::chrono::steady_clock::now();
     auto ok = wh->commit(*c);
+    auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
     if (!ok) {
       spdlog::error("pipeline {} epoch {}: commit failed: {}", slot.name, e, render(ok.error()));
       self->send(coordinator, fail_atom::value, render(ok.error()));
       self->quit(ok.error());
       return;
     }
+    spdlog::info("pipeline {} epoch {} committed: {} windows, {} dead letters, {:.1f} ms",
+                 slot.name, e, windows, c->dead_letters.size(), ms.count());
     slot.epochs.erase(it);
     self->send(coordinator, committed_atom::value, i, e, kind,
                static_cast<uint64_t>(*ok ? windows : 0));
