@@ -87,18 +87,8 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       c.setEpoch(m.epoch);
       c.setPartition(st.partition);
       auto rs = c.initResults(static_cast<unsigned>(st.fired.size()));
-      for (size_t i = 0; i < st.fired.size(); ++i) {
-        const auto& w = st.fired[i];
-        auto r = rs[static_cast<unsigned>(i)];
-        r.setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(w.key.data()),
-                                     w.key.size()));
-        r.setStart(w.start);
-        r.setEnd(w.end);
-        r.setVersion(w.version);
-        auto vs = r.initValues(static_cast<unsigned>(w.values.size()));
-        for (size_t j = 0; j < w.values.size(); ++j)
-          vs.set(static_cast<unsigned>(j), w.values[j]);
-      }
+      for (size_t i = 0; i < st.fired.size(); ++i)
+        encode_result(rs[static_cast<unsigned>(i)], st.fired[i]);
       auto snap = st.op->snapshot();
       c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()),
                                      snap.size()));

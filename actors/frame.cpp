@@ -55,4 +55,42 @@ frame encode_event_batch(uint32_t partition, timestamp watermark, const event_co
   return to_frame(mb);
 }
 
+void encode_result(schema::WindowResult::Builder b, const window_result& w) {
+  b.setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(w.key.data()), w.key.size()));
+  b.setStart(w.start);
+  b.setEnd(w.end);
+  b.setVersion(w.version);
+  auto vs = b.initValues(static_cast<unsigned>(w.values.size()));
+  for (size_t j = 0; j < w.values.size(); ++j)
+    vs.set(static_cast<unsigned>(j), w.values[j]);
+}
+
+window_result decode_result(schema::WindowResult::Reader r) {
+  window_result w;
+  w.key = std::string(as_view(r.getKey()));
+  w.start = r.getStart();
+  w.end = r.getEnd();
+  w.version = r.getVersion();
+  for (auto v : r.getValues())
+    w.values.push_back(v);
+  return w;
+}
+
+void encode_dead_letter(schema::DeadLetter::Builder b, const dead_letter& d) {
+  b.setSource(d.source);
+  b.setOffset(d.offset);
+  b.setRaw(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(d.raw.data()), d.raw.size()));
+  b.setReason(capnp::Text::Reader(d.reason.data(), d.reason.size()));
+}
+
+dead_letter decode_dead_letter(schema::DeadLetter::Reader r) {
+  dead_letter d;
+  d.source = r.getSource();
+  d.offset = r.getOffset();
+  d.raw = std::string(as_view(r.getRaw()));
+  auto reason = r.getReason();
+  d.reason.assign(reason.cStr(), reason.size());
+  return d;
+}
+
 } // namespace weir

@@ -12,6 +12,7 @@
 #include "actors/actors.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/types.hpp"
+#include "schema/batch.capnp.h"
 
 namespace weir {
 
@@ -21,6 +22,12 @@ frame to_frame(capnp::MessageBuilder& builder);
 /// Encodes the accepted events of one partition as an EventBatch frame.
 frame encode_event_batch(uint32_t partition, timestamp watermark, const event_columns& c,
                          const aggregate_layout& layout);
+
+/// A window result or a dead letter into its schema struct and back.
+void encode_result(schema::WindowResult::Builder b, const window_result& w);
+window_result decode_result(schema::WindowResult::Reader r);
+void encode_dead_letter(schema::DeadLetter::Builder b, const dead_letter& d);
+dead_letter decode_dead_letter(schema::DeadLetter::Reader r);
 
 /// Limits for decoding a frame: bounded traversal and nesting.
 struct decode_limits {

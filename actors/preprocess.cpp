@@ -176,15 +176,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         offs[static_cast<unsigned>(i)].setOffset(m.offsets[i].second);
       }
       auto dls = c.initDeadLetters(static_cast<unsigned>(st.epoch_dead_letters.size()));
-      for (size_t i = 0; i < st.epoch_dead_letters.size(); ++i) {
-        const auto& d = st.epoch_dead_letters[i];
-        auto o = dls[static_cast<unsigned>(i)];
-        o.setSource(d.source);
-        o.setOffset(d.offset);
-        o.setRaw(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(d.raw.data()),
-                                     d.raw.size()));
-        o.setReason(capnp::Text::Reader(d.reason.data(), d.reason.size()));
-      }
+      for (size_t i = 0; i < st.epoch_dead_letters.size(); ++i)
+        encode_dead_letter(dls[static_cast<unsigned>(i)], st.epoch_dead_letters[i]);
       st.epoch_dead_letters.clear();
       std::vector<std::pair<uint64_t, int64_t>> added;
       std::vector<uint64_t> expired;

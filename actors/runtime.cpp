@@ -285,16 +285,8 @@ caf::expected<query_answer> query_store(const std::string& dir, const std::strin
             a.window = q.getWindow();
             for (auto n : q.getAggregates())
               a.aggregates.emplace_back(n.cStr(), n.size());
-            for (auto w : q.getRows()) {
-              window_result x;
-              x.key = std::string(as_view(w.getKey()));
-              x.start = w.getStart();
-              x.end = w.getEnd();
-              x.version = w.getVersion();
-              for (auto v : w.getValues())
-                x.values.push_back(v);
-              a.rows.push_back(std::move(x));
-            }
+            for (auto w : q.getRows())
+              a.rows.push_back(decode_result(w));
           });
           if (err)
             out = err;
@@ -320,11 +312,7 @@ caf::expected<std::vector<dead_letter_row>> store_dead_letters(const std::string
               dead_letter_row x;
               x.pipeline = l.getPipeline();
               x.seq = l.getSequence();
-              auto d = l.getLetter();
-              x.letter.source = d.getSource();
-              x.letter.offset = d.getOffset();
-              x.letter.raw = std::string(as_view(d.getRaw()));
-              x.letter.reason = d.getReason();
+              x.letter = decode_dead_letter(l.getLetter());
               rows.push_back(std::move(x));
             }
           });

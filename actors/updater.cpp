@@ -22,15 +22,8 @@ caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const f
     kind = p.getKind();
     for (auto o : p.getOffsets())
       c.offsets.emplace_back(o.getSource(), o.getOffset());
-    for (auto d : p.getDeadLetters()) {
-      dead_letter x;
-      x.source = d.getSource();
-      x.offset = d.getOffset();
-      x.raw = std::string(as_view(d.getRaw()));
-      auto reason = d.getReason();
-      x.reason.assign(reason.cStr(), reason.size());
-      c.dead_letters.push_back(std::move(x));
-    }
+    for (auto d : p.getDeadLetters())
+      c.dead_letters.push_back(decode_dead_letter(d));
     for (auto d : p.getDedupeAdded())
       c.dedupe_added.emplace_back(d.getId(), d.getTime());
     for (auto d : p.getDedupeExpired())
@@ -45,16 +38,8 @@ caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const f
       if (a.getEpoch() != c.epoch)
         throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                             kj::str("contribution of another epoch"));
-      for (auto w : a.getResults()) {
-        window_result x;
-        x.key = std::string(as_view(w.getKey()));
-        x.start = w.getStart();
-        x.end = w.getEnd();
-        x.version = w.getVersion();
-        for (auto v : w.getValues())
-          x.values.push_back(v);
-        c.results.push_back(std::move(x));
-      }
+      for (auto w : a.getResults())
+        c.results.push_back(decode_result(w));
       c.states.emplace_back(a.getPartition(), std::string(as_view(a.getState())));
     });
     if (err)

@@ -42,18 +42,8 @@ warehouse_service(warehouse_actor::stateful_pointer<warehouse_state> self,
       for (size_t i = 0; i < (*info)->aggregates.size(); ++i)
         names.set(static_cast<unsigned>(i), (*info)->aggregates[i]);
       auto list = out.initRows(static_cast<unsigned>(rows.size()));
-      for (size_t i = 0; i < rows.size(); ++i) {
-        auto r = list[static_cast<unsigned>(i)];
-        const auto& w = rows[i];
-        r.setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(w.key.data()),
-                                     w.key.size()));
-        r.setStart(w.start);
-        r.setEnd(w.end);
-        r.setVersion(w.version);
-        auto vs = r.initValues(static_cast<unsigned>(w.values.size()));
-        for (size_t j = 0; j < w.values.size(); ++j)
-          vs.set(static_cast<unsigned>(j), w.values[j]);
-      }
+      for (size_t i = 0; i < rows.size(); ++i)
+        encode_result(list[static_cast<unsigned>(i)], rows[i]);
       return to_frame(mb);
     },
     [store](letters_atom, const std::string& pipeline, uint64_t limit) -> caf::result<frame> {
@@ -73,13 +63,7 @@ warehouse_service(warehouse_actor::stateful_pointer<warehouse_state> self,
         auto o = list[static_cast<unsigned>(i)];
         o.setPipeline(rows[i].pipeline);
         o.setSequence(rows[i].seq);
-        auto d = o.initLetter();
-        const auto& x = rows[i].letter;
-        d.setSource(x.source);
-        d.setOffset(x.offset);
-        d.setRaw(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(x.raw.data()),
-                                     x.raw.size()));
-        d.setReason(capnp::Text::Reader(x.reason.data(), x.reason.size()));
+        encode_dead_letter(o.initLetter(), rows[i].letter);
       }
       return to_frame(mb);
     },

@@ -347,29 +347,11 @@ caf::expected<size_t> lake::prune(uint32_t source, uint64_t below, int64_t lande
 }
 
 caf::expected<std::vector<std::pair<std::string, uint64_t>>> lake::table_counts() {
-  std::vector<std::pair<std::string, uint64_t>> out;
-  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
-    std::pair<const char*, lmdb::dbi> tables[] = {{"chunks", chunks_},
-                                                  {"meta", meta_},
-                                                  {"source_ids", source_ids_},
-                                                  {"source_keys", source_keys_}};
-    for (auto& [name, d] : tables) {
-      auto n = t.count(d);
-      if (!n)
-        return std::move(n.error());
-      out.emplace_back(name, *n);
-    }
-    return caf::none;
-  });
-  if (err)
-    return err;
-  auto used = env_.used_size();
-  if (!used)
-    return std::move(used.error());
-  out.emplace_back("map_size", env_.map_size());
-  out.emplace_back("map_used", *used);
-  out.emplace_back("format_version", format_version);
-  return out;
+  return env_.table_report({{"chunks", chunks_},
+                            {"meta", meta_},
+                            {"source_ids", source_ids_},
+                            {"source_keys", source_keys_}},
+                           format_version);
 }
 
 } // namespace weir

@@ -426,4 +426,27 @@ caf::error check_format(txn& t, dbi meta, const std::string& dir, std::string_vi
   return caf::none;
 }
 
+caf::expected<std::vector<std::pair<std::string, uint64_t>>>
+env::table_report(const std::vector<std::pair<const char*, dbi>>& tables, uint32_t version) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  auto err = with_read([&](txn& t) -> caf::error {
+    for (auto& [name, d] : tables) {
+      auto n = t.count(d);
+      if (!n)
+        return std::move(n.error());
+      out.emplace_back(name, *n);
+    }
+    return caf::none;
+  });
+  if (err)
+    return err;
+  auto used = used_size();
+  if (!used)
+    return std::move(used.error());
+  out.emplace_back("map_size", map_size());
+  out.emplace_back("map_used", *used);
+  out.emplace_back("format_version", version);
+  return out;
+}
+
 } // namespace weir::lmdb

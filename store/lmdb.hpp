@@ -220,6 +220,11 @@ public:
   /// Runs fn inside a read txn.
   caf::error with_read(const std::function<caf::error(txn&)>& fn);
 
+  /// Entry counts of the given tables (one read txn), then map size, map use and the format
+  /// version: what `weir inspect` shows of an environment.
+  caf::expected<std::vector<std::pair<std::string, uint64_t>>>
+  table_report(const std::vector<std::pair<const char*, dbi>>& tables, uint32_t version);
+
   /// Flushes to disk; useful with durable = false.
   caf::error sync();
 

@@ -190,6 +190,18 @@ caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
 
 } // namespace
 
+template <class F>
+caf::error warehouse::scan_pipeline(const std::string& pipeline, lmdb::dbi d, F&& fn) {
+  return env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none; // an unknown pipeline has nothing stored
+    return for_pipeline(t, d, (*found)->id, fn);
+  });
+}
+
 caf::expected<warehouse> warehouse::open(const std::string& dir, bool durable, size_t map_size) {
   lmdb::env_options opts;
   opts.max_dbs = 16;
@@ -446,20 +458,13 @@ caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
 caf::expected<std::vector<std::pair<uint32_t, uint64_t>>>
 warehouse::offsets(const std::string& pipeline) {
   std::vector<std::pair<uint32_t, uint64_t>> out;
-  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
-    auto found = find_pipeline(t, pipelines_, pipeline);
-    if (!found)
-      return std::move(found.error());
-    if (!*found)
+  auto err =
+    scan_pipeline(pipeline, offsets_, [&](std::string_view k, std::string_view v) -> caf::error {
+      if (k.size() != 4 || v.size() != 8)
+        return corrupt("an offset");
+      out.emplace_back(lmdb::get_be32(k.data()), codec::get_le64(v.data()));
       return caf::none;
-    return for_pipeline(t, offsets_, (*found)->id,
-                        [&](std::string_view k, std::string_view v) -> caf::error {
-                          if (k.size() != 4 || v.size() != 8)
-                            return corrupt("an offset");
-                          out.emplace_back(lmdb::get_be32(k.data()), codec::get_le64(v.data()));
-                          return caf::none;
-                        });
-  });
+    });
   if (err)
     return err;
   return out;
@@ -468,20 +473,13 @@ warehouse::offsets(const std::string& pipeline) {
 caf::expected<std::vector<std::pair<uint32_t, std::string>>>
 warehouse::states(const std::string& pipeline) {
   std::vector<std::pair<uint32_t, std::string>> out;
-  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
-    auto found = find_pipeline(t, pipelines_, pipeline);
-    if (!found)
-      return std::move(found.error());
-    if (!*found)
+  auto err =
+    scan_pipeline(pipeline, state_, [&](std::string_view k, std::string_view v) -> caf::error {
+      if (k.size() != 4)
+        return corrupt("a state key");
+      out.emplace_back(lmdb::get_be32(k.data()), std::string{v});
       return caf::none;
-    return for_pipeline(t, state_, (*found)->id,
-                        [&](std::string_view k, std::string_view v) -> caf::error {
-                          if (k.size() != 4)
-                            return corrupt("a state key");
-                          out.emplace_back(lmdb::get_be32(k.data()), std::string{v});
-                          return caf::none;
-                        });
-  });
+    });
   if (err)
     return err;
   return out;
@@ -490,20 +488,13 @@ warehouse::states(const std::string& pipeline) {
 caf::expected<std::vector<std::pair<uint64_t, int64_t>>>
 warehouse::dedupe(const std::string& pipeline) {
   std::vector<std::pair<uint64_t, int64_t>> out;
-  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
-    auto found = find_pipeline(t, pipelines_, pipeline);
-    if (!found)
-      return std::move(found.error());
-    if (!*found)
+  auto err =
+    scan_pipeline(pipeline, dedupe_, [&](std::string_view k, std::string_view v) -> caf::error {
+      if (k.size() != 8 || v.size() != 8)
+        return corrupt("a dedupe entry");
+      out.emplace_back(lmdb::get_be64(k.data()), static_cast<int64_t>(codec::get_le64(v.data())));
       return caf::none;
-    return for_pipeline(
-      t, dedupe_, (*found)->id, [&](std::string_view k, std::string_view v) -> caf::error {
-        if (k.size() != 8 || v.size() != 8)
-          return corrupt("a dedupe entry");
-        out.emplace_back(lmdb::get_be64(k.data()), static_cast<int64_t>(codec::get_le64(v.data())));
-        return caf::none;
-      });
-  });
+    });
   if (err)
     return err;
   return out;
@@ -625,31 +616,16 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
 }
 
 caf::expected<std::vector<std::pair<std::string, uint64_t>>> warehouse::table_counts() {
-  std::vector<std::pair<std::string, uint64_t>> out;
-  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
-    std::pair<const char*, lmdb::dbi> tables[] = {
-      {"counters", counters_},   {"dead_letters", dead_letters_},
-      {"dedupe", dedupe_},       {"epochs", epochs_},
-      {"meta", meta_},           {"offsets", offsets_},
-      {"pipelines", pipelines_}, {"results", results_},
-      {"state", state_}};
-    for (auto& [name, d] : tables) {
-      auto n = t.count(d);
-      if (!n)
-        return std::move(n.error());
-      out.emplace_back(name, *n);
-    }
-    return caf::none;
-  });
-  if (err)
-    return err;
-  auto used = env_.used_size();
-  if (!used)
-    return std::move(used.error());
-  out.emplace_back("map_size", env_.map_size());
-  out.emplace_back("map_used", *used);
-  out.emplace_back("format_version", format_version);
-  return out;
+  return env_.table_report({{"counters", counters_},
+                            {"dead_letters", dead_letters_},
+                            {"dedupe", dedupe_},
+                            {"epochs", epochs_},
+                            {"meta", meta_},
+                            {"offsets", offsets_},
+                            {"pipelines", pipelines_},
+                            {"results", results_},
+                            {"state", state_}},
+                           format_version);
 }
 
 } // namespace weir

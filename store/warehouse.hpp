@@ -125,6 +125,11 @@ public:
   const std::string& dir() const { return env_.dir(); }
 
 private:
+  /// Runs fn(key after the pipeline prefix, value) over the entries of `pipeline` in table d,
+  /// in one read txn.
+  template <class F>
+  caf::error scan_pipeline(const std::string& pipeline, lmdb::dbi d, F&& fn);
+
   lmdb::env env_;
   lmdb::dbi meta_ = 0;
   lmdb::dbi pipelines_ = 0;

@@ -160,16 +160,8 @@ std::vector<window_result> results_of(const std::vector<frame>& frames) {
   std::vector<window_result> out;
   for (auto& f : frames) {
     auto err = decode_frame(f, [&](frame_reader& r) {
-      for (auto w : r.root<schema::AggregatorEpoch>().getResults()) {
-        window_result x;
-        x.key = std::string(as_view(w.getKey()));
-        x.start = w.getStart();
-        x.end = w.getEnd();
-        x.version = w.getVersion();
-        for (auto v : w.getValues())
-          x.values.push_back(v);
-        out.push_back(std::move(x));
-      }
+      for (auto w : r.root<schema::AggregatorEpoch>().getResults())
+        out.push_back(decode_result(w));
     });
     REQUIRE(!err);
   }
@@ -547,15 +539,8 @@ TEST_CASE_METHOD(fixture, "warehouse: answers queries and dead-letter listings f
   REQUIRE(!decode_frame(answers[0], [&](frame_reader& r) {
     auto q = r.root<schema::QueryResult>();
     CHECK(q.getAggregates().size() == 2);
-    for (auto w : q.getRows()) {
-      window_result x;
-      x.key = std::string(as_view(w.getKey()));
-      x.start = w.getStart();
-      x.end = w.getEnd();
-      for (auto v : w.getValues())
-        x.values.push_back(v);
-      got.push_back(x);
-    }
+    for (auto w : q.getRows())
+      got.push_back(decode_result(w));
   }));
   std::vector<window_result> want;
   for (auto& x : all)

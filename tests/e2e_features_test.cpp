@@ -6,6 +6,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/test_support.hpp"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/types.h>
@@ -41,27 +43,8 @@ namespace {
 
 const std::string weir_bin = WEIR_BINARY;
 
-struct command_result {
-  int rc = -1;
-  std::string out;
-};
-
-/// Runs a shell command line as is (the caller bounds it with `timeout`), capturing stdout and
-/// stderr together.
-command_result sh(const std::string& cmd) {
-  command_result r;
-  std::string full = "(" + cmd + ") 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p)
-    return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0)
-    r.out.append(buf, n);
-  int status = ::pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
+using weir::test::command_result;
+using weir::test::sh;
 
 /// `weir ARGS` with a time bound.
 command_result weir_cmd(const std::string& args) {
@@ -70,24 +53,8 @@ command_result weir_cmd(const std::string& args) {
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("weir-e2ef-" + std::to_string(rd()) + "-"
-                                        + std::to_string(::getpid()));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << text;
-}
+using weir::test::temp_dir;
+using weir::test::write_file;
 
 void append_file(const fs::path& p, const std::string& text) {
   std::ofstream f(p, std::ios::binary | std::ios::app);

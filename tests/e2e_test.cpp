@@ -4,6 +4,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/test_support.hpp"
+
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -22,43 +24,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct command_result {
-  int rc = -1;
-  std::string out;
-};
+using weir::test::temp_dir;
+using weir::test::write_file;
 
 /// Runs a shell command with a time bound, capturing stdout and stderr together.
-command_result run(const std::string& cmd) {
-  command_result r;
-  std::string full = "timeout 120 " + cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (!p)
-    return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0)
-    r.out.append(buf, n);
-  int status = ::pclose(p);
-  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("weir-e2e-" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
-void write_file(const fs::path& p, const std::string& text) {
-  std::ofstream f(p, std::ios::binary);
-  f << text;
+weir::test::command_result run(const std::string& cmd) {
+  return weir::test::sh("timeout 120 " + cmd);
 }
 
 std::string iso(int64_t s) {

@@ -13,6 +13,7 @@
 
 #include <lmdb.h>
 
+#include "tests/test_support.hpp"
 #include "store/codec.hpp"
 #include "store/lake.hpp"
 
@@ -21,20 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() /
-           ("weir_store_lake_" + std::to_string(rd()) + "_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str() const { return path.string(); }
-};
+using weir::test::temp_dir;
 
 bool has_code(const caf::error& err, errc code) {
   return err && err.code() == static_cast<uint8_t>(code) && err.category() == caf::atom("weir");

@@ -1,0 +1,62 @@
+#pragma once
+
+/// Helpers shared by the tests: a temporary directory removed at the end, running a command
+/// line and capturing its output, writing a file.
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+namespace weir::test {
+
+/// A fresh directory under the system's temporary directory, removed with everything in it
+/// when the object goes.
+struct temp_dir {
+  std::filesystem::path path;
+  explicit temp_dir(const std::string& prefix = "weir_test_") {
+    std::random_device rd;
+    path = std::filesystem::temp_directory_path()
+           / (prefix + std::to_string(rd()) + "_" + std::to_string(rd()));
+    std::filesystem::create_directories(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  std::string str() const { return path.string(); }
+};
+
+struct command_result {
+  int rc = -1;          ///< exit code, -1 when killed by a signal
+  std::string out;      ///< stdout and stderr together
+};
+
+/// Runs a shell command line as is (the caller bounds it with `timeout`), capturing stdout and
+/// stderr together.
+inline command_result sh(const std::string& cmd) {
+  command_result r;
+  std::string full = "(" + cmd + ") 2>&1";
+  FILE* p = ::popen(full.c_str(), "r");
+  if (!p)
+    return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0)
+    r.out.append(buf, n);
+  int status = ::pclose(p);
+  r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+inline void write_file(const std::filesystem::path& p, const std::string& text) {
+  std::ofstream f(p, std::ios::binary);
+  f << text;
+}
+
+} // namespace weir::test
