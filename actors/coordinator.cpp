@@ -26,10 +26,13 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
     s.in_flight = true;
     self->send(s.ingest, epoch_atom::value, s.next_epoch);
   };
+  // A failed run stops every pipeline actor, so that the actor system can shut down.
   auto fail = [self, waiter](std::string why) {
     if (self->state.failed)
       return;
     self->state.failed = true;
+    for (auto& a : self->state.watched)
+      self->send_exit(a, caf::exit_reason::user_shutdown);
     caf::anon_send(waiter, fail_atom::value, std::move(why));
     self->quit();
   };
@@ -48,6 +51,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
     },
     [self](register_atom, uint32_t i, caf::actor ingest) {
       self->monitor(ingest);
+      self->state.watched.push_back(ingest);
       if (i < self->state.pipelines.size()) {
         self->state.pipelines[i].ingest = caf::actor_cast<ingest_actor>(ingest);
         if (self->state.stopping)

@@ -108,10 +108,10 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
   if (ec)
     return make_error(errc::store_io, "cannot create store directory " + dir + ": "
                                         + ec.message());
-  auto lk = lake::open(dir + "/lake", cfg.runtime.durable);
+  auto lk = lake::open(dir, cfg.runtime.durable);
   if (!lk)
     return lk.error();
-  auto wh = warehouse::open(dir + "/warehouse", cfg.runtime.durable);
+  auto wh = warehouse::open(dir, cfg.runtime.durable);
   if (!wh)
     return wh.error();
   auto lake_ptr = std::make_shared<lake>(std::move(*lk));
@@ -253,7 +253,7 @@ caf::expected<T> with_warehouse(const std::string& dir, F fn) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir + "/warehouse", ec))
     return make_error(errc::bad_input, "no Weir store at " + dir);
-  auto wh = warehouse::open(dir + "/warehouse");
+  auto wh = warehouse::open(dir);
   if (!wh)
     return wh.error();
   auto store = std::make_shared<warehouse>(std::move(*wh));

@@ -307,10 +307,10 @@ int cmd_query(const std::string& store, const std::string& pipeline, const std::
 int cmd_inspect(const std::string& store) {
   if (auto err = require_store(store))
     return fail(err);
-  auto wh = weir::warehouse::open(store + "/warehouse");
+  auto wh = weir::warehouse::open(store);
   if (!wh)
     return fail(wh.error());
-  auto lk = weir::lake::open(store + "/lake");
+  auto lk = weir::lake::open(store);
   if (!lk)
     return fail(lk.error());
   std::cout << "store " << store << "\n";
@@ -360,7 +360,7 @@ int cmd_dead_letters(const std::string& store, const std::string& pipeline,
   auto letters = weir::store_dead_letters(store, pipeline, limit);
   if (!letters)
     return fail(letters.error());
-  auto lk = weir::lake::open(store + "/lake");
+  auto lk = weir::lake::open(store);
   if (!lk)
     return fail(lk.error());
   auto sources = lk->sources();

@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "store/lmdb.hpp"
 #include "tests/test_support.hpp"
 
 #include <sys/wait.h>
@@ -255,4 +256,57 @@ TEST_CASE("weir --help documents the commands and the exit codes") {
     CHECK(r.out.find(word) != std::string::npos);
   auto q = run(weir_bin + " query --help");
   CHECK(q.out.find("--format") != std::string::npos);
+}
+
+TEST_CASE("a pipeline actor that fails stops the run with an error and commits nothing") {
+  temp_dir dir;
+  std::string csv = "ts,k,amount\n";
+  for (int i = 0; i < 100; ++i)
+    csv += iso(1717200000 + i * 7) + ",k" + std::to_string(i % 3) + ",1.5\n";
+  write_file(dir.path / "in.csv", csv);
+  write_file(dir.path / "p.toml", config_text("in.csv", 60, 0, 0));
+  auto r1 = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  REQUIRE(r1.rc == 0);
+  auto before = run(weir_bin + " inspect --store " + (dir.path / "store").string());
+  // Damage every stored operator state: restoring it must fail, not be ignored.
+  {
+    auto env = weir::lmdb::env::open((dir.path / "store" / "warehouse").string(), 16,
+                                     size_t{1} << 28);
+    REQUIRE(env);
+    auto err = env->with_write([](weir::lmdb::txn& t) -> caf::error {
+      auto d = t.open_dbi("state", true);
+      if (!d)
+        return d.error();
+      auto c = weir::lmdb::cursor::open(t, *d);
+      if (!c)
+        return c.error();
+      std::vector<std::string> keys;
+      for (auto f = c->first(); f && *f; f = c->next())
+        keys.emplace_back(c->key());
+      for (auto& k : keys)
+        if (auto err = t.put(*d, k, "garbage", 0))
+          return err;
+      return caf::none;
+    });
+    INFO(weir::render(err));
+    REQUIRE(!err);
+  }
+  std::ofstream(dir.path / "in.csv", std::ios::app) << iso(1717300000) << ",k1,2.5\n";
+  auto r2 = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  INFO(r2.out);
+  CHECK(r2.rc == 1);
+  CHECK(r2.out.find("state") != std::string::npos);
+  auto after = run(weir_bin + " inspect --store " + (dir.path / "store").string());
+  // Nothing was committed: same epoch, offsets and results as before the failed run.
+  auto committed = [](const std::string& text) {
+    std::string out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+      if (line.find("epoch") != std::string::npos || line.find("offset") != std::string::npos
+          || line.find("results") != std::string::npos)
+        out += line + "\n";
+    return out;
+  };
+  CHECK(committed(after.out) == committed(before.out));
+  CHECK(committed(before.out).find("last committed epoch 1") != std::string::npos);
 }
