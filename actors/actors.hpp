@@ -75,9 +75,9 @@ typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
 } // namespace weir
 
 CAF_BEGIN_TYPE_ID_BLOCK(weir, caf::first_custom_type_id)
-  CAF_ADD_TYPE_ID(weir, (weir::frame))
-  CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
-  CAF_ADD_TYPE_ID(weir, (weir::run_stats))
+CAF_ADD_TYPE_ID(weir, (weir::frame))
+CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
+CAF_ADD_TYPE_ID(weir, (weir::run_stats))
 CAF_END_TYPE_ID_BLOCK(weir)
 
 namespace weir {

@@ -61,8 +61,8 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       auto err = decode_frame(f, [&](frame_reader& r) {
         auto b = r.root<schema::EventBatch>();
         event_view v;
-        if (!view_batch(b, v) || v.value_width != st.layout.value_width
-            || v.hash_width != st.layout.hash_width)
+        if (!view_batch(b, v) || v.value_width != st.layout.value_width ||
+            v.hash_width != st.layout.hash_width)
           throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                               kj::str("event batch with inconsistent columns"));
         st.op->process(v);
@@ -72,8 +72,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
         self->quit(err);
         return;
       }
-      self->send(preprocess, ack_atom::value, st.partition,
-                 seq);
+      self->send(preprocess, ack_atom::value, st.partition, seq);
     },
     [self, updater](marker_atom, const epoch_marker& m) {
       auto& st = self->state;
@@ -90,8 +89,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       for (size_t i = 0; i < st.fired.size(); ++i)
         encode_result(rs[static_cast<unsigned>(i)], st.fired[i]);
       auto snap = st.op->snapshot();
-      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()),
-                                     snap.size()));
+      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
       self->send(updater, agg_epoch_atom::value, st.pipeline, to_frame(mb));
       if (m.kind != static_cast<uint8_t>(marker_kind::normal))
         self->quit();

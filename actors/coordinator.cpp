@@ -37,8 +37,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
     self->quit();
   };
   self->set_down_handler([self, fail](caf::down_msg& dm) {
-    if (dm.reason && dm.reason != caf::exit_reason::normal
-        && dm.reason != caf::exit_reason::user_shutdown)
+    if (dm.reason && dm.reason != caf::exit_reason::normal &&
+        dm.reason != caf::exit_reason::user_shutdown)
       fail("a pipeline actor failed: " + render(dm.reason));
   });
   const auto interval = std::chrono::microseconds(std::max<int64_t>(rt.commit_interval, 1000));

@@ -20,7 +20,7 @@ struct coordinator_state {
     run_stats stats;
   };
   std::vector<slot> pipelines;
-  std::vector<caf::actor> watched;   ///< every registered actor: stopped when the run fails
+  std::vector<caf::actor> watched; ///< every registered actor: stopped when the run fails
   bool stopping = false;
   bool failed = false;
 };

@@ -36,8 +36,8 @@ frame encode_event_batch(uint32_t partition, timestamp watermark, const event_co
                          const aggregate_layout& layout) {
   const size_t n = c.size();
   // One first segment big enough for the whole batch: no segment growth on the hot path.
-  const size_t bytes = n * (8 * 3 + 4 + 8 * layout.value_width + 8 * layout.hash_width)
-                       + c.key_bytes.size() + 1024;
+  const size_t bytes =
+    n * (8 * 3 + 4 + 8 * layout.value_width + 8 * layout.hash_width) + c.key_bytes.size() + 1024;
   capnp::MallocMessageBuilder mb(static_cast<unsigned>(bytes / 8 + 64));
   auto b = mb.initRoot<schema::EventBatch>();
   b.setPartition(partition);

@@ -101,10 +101,10 @@ ingest_state::~ingest_state() {
       ::close(s.fd);
 }
 
-ingest_actor::behavior_type
-ingest(ingest_actor::stateful_pointer<ingest_state> self, uint32_t pipeline,
-       std::vector<source_input> inputs, runtime_config rt, std::shared_ptr<lake> lk,
-       preprocess_actor next, coordinator_actor coordinator) {
+ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
+                                   uint32_t pipeline, std::vector<source_input> inputs,
+                                   runtime_config rt, std::shared_ptr<lake> lk,
+                                   preprocess_actor next, coordinator_actor coordinator) {
   auto& st = self->state;
   st.pipeline = pipeline;
   for (auto& in : inputs) {
@@ -134,8 +134,8 @@ ingest(ingest_actor::stateful_pointer<ingest_state> self, uint32_t pipeline,
     } else {
       s.fd = ::open(s.in.path.c_str(), O_RDONLY | O_CLOEXEC);
       if (s.fd < 0) {
-        self->quit(make_error(errc::bad_input, "cannot open " + s.in.path + ": "
-                                                 + std::strerror(errno)));
+        self->quit(
+          make_error(errc::bad_input, "cannot open " + s.in.path + ": " + std::strerror(errno)));
         return ingest_actor::behavior_type::make_empty_behavior();
       }
       if (s.in.cfg.format == source_format::csv && s.in.cfg.header)
@@ -148,8 +148,8 @@ ingest(ingest_actor::stateful_pointer<ingest_state> self, uint32_t pipeline,
     auto& st = self->state;
     // A csv stream on stdin begins with its header line; say so, wherever its offset is.
     uint32_t header_len = 0;
-    if (s.stdin_header && !s.header.empty() && data.size() > s.header.size()
-        && data.compare(0, s.header.size(), s.header) == 0) {
+    if (s.stdin_header && !s.header.empty() && data.size() > s.header.size() &&
+        data.compare(0, s.header.size(), s.header) == 0) {
       size_t n = s.header.size();
       if (n < data.size() && data[n] == '\r')
         ++n;

@@ -16,11 +16,11 @@ namespace weir {
 /// One input of a pipeline: a file (or stdin) with its lake source id and resume point.
 struct source_input {
   uint32_t id = 0;
-  std::string key;           ///< "pipeline/source/path": names it in the lake
-  std::string path;          ///< "-" for stdin
+  std::string key;  ///< "pipeline/source/path": names it in the lake
+  std::string path; ///< "-" for stdin
   source_config cfg;
-  uint64_t committed = 0;    ///< offset of the last committed epoch
-  uint64_t lake_end = 0;     ///< end of what the lake holds (>= committed)
+  uint64_t committed = 0; ///< offset of the last committed epoch
+  uint64_t lake_end = 0;  ///< end of what the lake holds (>= committed)
 };
 
 struct ingest_state {
@@ -28,12 +28,12 @@ struct ingest_state {
   struct source_run {
     source_input in;
     int fd = -1;
-    uint64_t pos = 0;         ///< next offset to send
-    bool exhausted = false;   ///< bounded input read to its end
-    std::string header;       ///< csv header line, sent with the first chunk of this run
+    uint64_t pos = 0;       ///< next offset to send
+    bool exhausted = false; ///< bounded input read to its end
+    std::string header;     ///< csv header line, sent with the first chunk of this run
     bool header_sent = false;
     bool stdin_header = false; ///< csv on stdin: each stream's first line is a header
-    std::string buf;          ///< reused read buffer
+    std::string buf;           ///< reused read buffer
   };
   uint32_t pipeline = 0;
   std::vector<source_run> sources;
@@ -43,7 +43,7 @@ struct ingest_state {
   bool timer_pending = false;
   bool done_sent = false;
   bool stopping = false;
-  bool finished = false;      ///< a stop or final marker went out
+  bool finished = false; ///< a stop or final marker went out
   bool follow = false;
   std::map<uint64_t, std::vector<std::pair<uint32_t, uint64_t>>> epoch_offsets;
   ~ingest_state();
@@ -51,9 +51,9 @@ struct ingest_state {
 
 /// Ingest of pipeline `pipeline`: replays what the lake holds beyond the committed offsets,
 /// then reads the sources in order, landing every chunk in the lake before sending it on.
-ingest_actor::behavior_type
-ingest(ingest_actor::stateful_pointer<ingest_state> self, uint32_t pipeline,
-       std::vector<source_input> inputs, runtime_config rt, std::shared_ptr<lake> lk,
-       preprocess_actor next, coordinator_actor coordinator);
+ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
+                                   uint32_t pipeline, std::vector<source_input> inputs,
+                                   runtime_config rt, std::shared_ptr<lake> lk,
+                                   preprocess_actor next, coordinator_actor coordinator);
 
 } // namespace weir

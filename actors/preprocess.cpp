@@ -80,9 +80,9 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   if (!restore.dedupe.empty())
     st.pre->restore(st.pre->watermark(), restore.dedupe);
   for (size_t p = 0; p < n; ++p) {
-    auto a = self->spawn(aggregator, pipeline, static_cast<uint32_t>(p), cfg,
-                         std::move(restore.partition_snapshots[p]),
-                         preprocess_actor{self}, updater);
+    auto a =
+      self->spawn(aggregator, pipeline, static_cast<uint32_t>(p), cfg,
+                  std::move(restore.partition_snapshots[p]), preprocess_actor{self}, updater);
     self->link_to(a);
     st.partitions.push_back(a);
   }
@@ -191,8 +191,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       for (size_t i = 0; i < expired.size(); ++i)
         de.set(static_cast<unsigned>(i), expired[i]);
       auto snap = wrap_state(st.max_time, st.pre->snapshot());
-      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()),
-                                     snap.size()));
+      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
       self->send(updater, pre_epoch_atom::value, st.pipeline, to_frame(mb));
       const auto& k = st.pre->counters();
       run_stats s;

@@ -20,20 +20,20 @@ struct preprocess_state {
   pipeline_config cfg;
   std::unique_ptr<preprocessor> pre;
   std::vector<aggregator_actor> partitions;
-  std::set<uint32_t> headers_seen;            ///< sources whose header line is known
-  std::map<uint64_t, size_t> pending;         ///< chunk seq -> partition acks outstanding
-  std::map<uint64_t, ingest_actor> ack_to;    ///< chunk seq -> who sent it
+  std::set<uint32_t> headers_seen;         ///< sources whose header line is known
+  std::map<uint64_t, size_t> pending;      ///< chunk seq -> partition acks outstanding
+  std::map<uint64_t, ingest_actor> ack_to; ///< chunk seq -> who sent it
   std::vector<dead_letter> epoch_dead_letters;
   uint64_t bytes = 0;
-  timestamp max_time = min_timestamp;         ///< largest accepted event time, ever
+  timestamp max_time = min_timestamp; ///< largest accepted event time, ever
 };
 
 /// What the preprocess actor starts from: the restored state of the last committed epoch.
 struct preprocess_restore {
-  std::string snapshot;                               ///< preprocessor::snapshot(), or empty
-  std::vector<std::pair<uint64_t, int64_t>> dedupe;   ///< remembered event ids
-  std::vector<std::string> partition_snapshots;       ///< one per partition (empty: fresh)
-  std::vector<std::pair<uint32_t, size_t>> bindings;  ///< lake source id -> cfg.sources index
+  std::string snapshot;                              ///< preprocessor::snapshot(), or empty
+  std::vector<std::pair<uint64_t, int64_t>> dedupe;  ///< remembered event ids
+  std::vector<std::string> partition_snapshots;      ///< one per partition (empty: fresh)
+  std::vector<std::pair<uint32_t, size_t>> bindings; ///< lake source id -> cfg.sources index
 };
 
 /// Preprocess of pipeline `pipeline`: spawns its window-aggregator partitions (restored from

@@ -15,11 +15,11 @@
 #include "actors/coordinator.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/timeparse.hpp"
+#include "actors/frame.hpp"
 #include "actors/ingest.hpp"
 #include "actors/preprocess.hpp"
 #include "actors/updater.hpp"
 #include "actors/warehouse.hpp"
-#include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
 #include "store/lake.hpp"
 #include "store/warehouse.hpp"
@@ -92,8 +92,7 @@ caf::expected<std::vector<std::string>> expand_source(const source_config& src) 
       out.emplace_back(g.gl_pathv[i]);
   ::globfree(&g);
   if (out.empty())
-    return make_error(errc::bad_input,
-                      "source " + src.name + ": no file matches " + src.path);
+    return make_error(errc::bad_input, "source " + src.name + ": no file matches " + src.path);
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -106,8 +105,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
-    return make_error(errc::store_io, "cannot create store directory " + dir + ": "
-                                        + ec.message());
+    return make_error(errc::store_io, "cannot create store directory " + dir + ": " + ec.message());
   auto lk = lake::open(dir, cfg.runtime.durable);
   if (!lk)
     return lk.error();
@@ -187,11 +185,11 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
         if (path != "-") {
           auto size = std::filesystem::file_size(path, ec);
           if (!ec && size < in.committed)
-            return make_error(errc::bad_input,
-                              "source " + path + " is shorter (" + std::to_string(size)
-                                + " bytes) than its committed offset "
-                                + std::to_string(in.committed)
-                                + ": it was truncated or replaced; use a new store");
+            return make_error(errc::bad_input, "source " + path + " is shorter (" +
+                                                 std::to_string(size) +
+                                                 " bytes) than its committed offset " +
+                                                 std::to_string(in.committed) +
+                                                 ": it was truncated or replaced; use a new store");
         }
         pr.inputs.push_back(std::move(in));
       }
@@ -212,8 +210,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
   waiter->send(coord, register_atom::value, uint32_t{0xFFFFFFFF}, caf::actor_cast<caf::actor>(upd));
   for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
     auto idx = static_cast<uint32_t>(i);
-    auto pre = sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd,
-                         coord);
+    auto pre =
+      sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd, coord);
     auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime,
                                         lake_ptr, pre, coord);
     waiter->send(coord, register_atom::value, idx, caf::actor_cast<caf::actor>(ing));
@@ -225,19 +223,19 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
   bool done = false;
   bool stop_sent = false;
   while (!done) {
-    waiter->receive(
-      [&](stats_atom, run_stats& s) { stats.push_back(std::move(s)); },
-      [&](done_atom) { done = true; },
-      [&](fail_atom, std::string& why) {
-        failure = std::move(why);
-        done = true;
-      },
-      caf::after(std::chrono::milliseconds(50)) >> [&] {
-        if (opts.stop && opts.stop->load() && !stop_sent) {
-          stop_sent = true;
-          waiter->send(coord, stop_atom::value);
-        }
-      });
+    waiter->receive([&](stats_atom, run_stats& s) { stats.push_back(std::move(s)); },
+                    [&](done_atom) { done = true; },
+                    [&](fail_atom, std::string& why) {
+                      failure = std::move(why);
+                      done = true;
+                    },
+                    caf::after(std::chrono::milliseconds(50)) >>
+                      [&] {
+                        if (opts.stop && opts.stop->load() && !stop_sent) {
+                          stop_sent = true;
+                          waiter->send(coord, stop_atom::value);
+                        }
+                      });
   }
   waiter->send_exit(upd, caf::exit_reason::user_shutdown);
   if (!failure.empty())
@@ -272,57 +270,56 @@ caf::expected<T> with_warehouse(const std::string& dir, F fn) {
 caf::expected<query_answer> query_store(const std::string& dir, const std::string& pipeline,
                                         const std::string& key, std::optional<timestamp> from,
                                         std::optional<timestamp> to) {
-  return with_warehouse<query_answer>(dir, [&](warehouse_actor server, caf::scoped_actor& self,
-                                               caf::expected<query_answer>& out) {
-    self
-      ->request(server, caf::infinite, query_atom::value, pipeline, key,
-                from.value_or(min_timestamp), to.value_or(max_timestamp))
-      .receive(
-        [&](frame& f) {
-          query_answer a;
-          auto err = decode_frame(f, [&](frame_reader& r) {
-            auto q = r.root<schema::QueryResult>();
-            a.window = q.getWindow();
-            for (auto n : q.getAggregates())
-              a.aggregates.emplace_back(n.cStr(), n.size());
-            for (auto w : q.getRows())
-              a.rows.push_back(decode_result(w));
-          });
-          if (err)
-            out = err;
-          else
-            out = std::move(a);
-        },
-        [&](caf::error& err) { out = std::move(err); });
-  });
+  return with_warehouse<query_answer>(
+    dir, [&](warehouse_actor server, caf::scoped_actor& self, caf::expected<query_answer>& out) {
+      self
+        ->request(server, caf::infinite, query_atom::value, pipeline, key,
+                  from.value_or(min_timestamp), to.value_or(max_timestamp))
+        .receive(
+          [&](frame& f) {
+            query_answer a;
+            auto err = decode_frame(f, [&](frame_reader& r) {
+              auto q = r.root<schema::QueryResult>();
+              a.window = q.getWindow();
+              for (auto n : q.getAggregates())
+                a.aggregates.emplace_back(n.cStr(), n.size());
+              for (auto w : q.getRows())
+                a.rows.push_back(decode_result(w));
+            });
+            if (err)
+              out = err;
+            else
+              out = std::move(a);
+          },
+          [&](caf::error& err) { out = std::move(err); });
+    });
 }
 
-caf::expected<std::vector<dead_letter_row>> store_dead_letters(const std::string& dir,
-                                                               const std::string& pipeline,
-                                                               uint64_t limit) {
+caf::expected<std::vector<dead_letter_row>>
+store_dead_letters(const std::string& dir, const std::string& pipeline, uint64_t limit) {
   using rows_t = std::vector<dead_letter_row>;
-  return with_warehouse<rows_t>(dir, [&](warehouse_actor server, caf::scoped_actor& self,
-                                         caf::expected<rows_t>& out) {
-    self->request(server, caf::infinite, letters_atom::value, pipeline, limit)
-      .receive(
-        [&](frame& f) {
-          rows_t rows;
-          auto err = decode_frame(f, [&](frame_reader& r) {
-            for (auto l : r.root<schema::DeadLetters>().getLetters()) {
-              dead_letter_row x;
-              x.pipeline = l.getPipeline();
-              x.seq = l.getSequence();
-              x.letter = decode_dead_letter(l.getLetter());
-              rows.push_back(std::move(x));
-            }
-          });
-          if (err)
-            out = err;
-          else
-            out = std::move(rows);
-        },
-        [&](caf::error& err) { out = std::move(err); });
-  });
+  return with_warehouse<rows_t>(
+    dir, [&](warehouse_actor server, caf::scoped_actor& self, caf::expected<rows_t>& out) {
+      self->request(server, caf::infinite, letters_atom::value, pipeline, limit)
+        .receive(
+          [&](frame& f) {
+            rows_t rows;
+            auto err = decode_frame(f, [&](frame_reader& r) {
+              for (auto l : r.root<schema::DeadLetters>().getLetters()) {
+                dead_letter_row x;
+                x.pipeline = l.getPipeline();
+                x.seq = l.getSequence();
+                x.letter = decode_dead_letter(l.getLetter());
+                rows.push_back(std::move(x));
+              }
+            });
+            if (err)
+              out = err;
+            else
+              out = std::move(rows);
+          },
+          [&](caf::error& err) { out = std::move(err); });
+    });
 }
 
 } // namespace weir

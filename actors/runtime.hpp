@@ -17,9 +17,9 @@
 namespace weir {
 
 struct run_options {
-  std::string store;                         ///< store directory (empty: the config's)
-  size_t threads = 0;                        ///< scheduler threads (0: number of cores)
-  const std::atomic<bool>* stop = nullptr;   ///< set to stop cleanly after a final commit
+  std::string store;                       ///< store directory (empty: the config's)
+  size_t threads = 0;                      ///< scheduler threads (0: number of cores)
+  const std::atomic<bool>* stop = nullptr; ///< set to stop cleanly after a final commit
 };
 
 /// Runs the pipelines until their bounded inputs are exhausted (or `stop` is set) and the last
@@ -41,9 +41,8 @@ caf::expected<query_answer> query_store(const std::string& dir, const std::strin
                                         std::optional<timestamp> to);
 
 /// Asks the warehouse actor of the store in `dir` for dead letters (pipeline empty: all).
-caf::expected<std::vector<dead_letter_row>> store_dead_letters(const std::string& dir,
-                                                               const std::string& pipeline,
-                                                               uint64_t limit);
+caf::expected<std::vector<dead_letter_row>>
+store_dead_letters(const std::string& dir, const std::string& pipeline, uint64_t limit);
 
 /// Expands a source path (a file, a glob, or "-") into the files it names, sorted.
 caf::expected<std::vector<std::string>> expand_source(const source_config& src);

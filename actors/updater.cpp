@@ -65,10 +65,9 @@ uint64_t epoch_of_agg(const frame& f) {
 
 } // namespace
 
-updater_actor::behavior_type
-updater(updater_actor::stateful_pointer<updater_state> self,
-        std::vector<std::pair<std::string, size_t>> pipelines, std::shared_ptr<warehouse> wh,
-        coordinator_actor coordinator) {
+updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_state> self,
+                                     std::vector<std::pair<std::string, size_t>> pipelines,
+                                     std::shared_ptr<warehouse> wh, coordinator_actor coordinator) {
   for (auto& [name, parts] : pipelines) {
     updater_state::pipeline_slot s;
     s.name = name;

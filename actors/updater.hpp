@@ -30,10 +30,9 @@ struct updater_state {
 /// The updater: once it has the PreprocessEpoch and every AggregatorEpoch of an epoch, it
 /// commits results, dead letters, offsets, dedupe changes and operator state in ONE LMDB write
 /// transaction, then tells the coordinator. `pipelines` lists (name, partitions) by index.
-updater_actor::behavior_type
-updater(updater_actor::stateful_pointer<updater_state> self,
-        std::vector<std::pair<std::string, size_t>> pipelines, std::shared_ptr<warehouse> wh,
-        coordinator_actor coordinator);
+updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_state> self,
+                                     std::vector<std::pair<std::string, size_t>> pipelines,
+                                     std::shared_ptr<warehouse> wh, coordinator_actor coordinator);
 
 /// Turns one epoch's contributions into the commit the warehouse applies.
 caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,

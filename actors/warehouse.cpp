@@ -57,8 +57,8 @@ warehouse_service(warehouse_actor::stateful_pointer<warehouse_state> self,
           }))
         return err;
       capnp::MallocMessageBuilder mb;
-      auto list = mb.initRoot<schema::DeadLetters>().initLetters(
-        static_cast<unsigned>(rows.size()));
+      auto list =
+        mb.initRoot<schema::DeadLetters>().initLetters(static_cast<unsigned>(rows.size()));
       for (size_t i = 0; i < rows.size(); ++i) {
         auto o = list[static_cast<unsigned>(i)];
         o.setPipeline(rows[i].pipeline);

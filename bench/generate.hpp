@@ -16,10 +16,10 @@ namespace weir::bench {
 struct workload {
   uint64_t events = 3'000'000;
   uint32_t keys = 300;
-  int64_t start = 1704067200;       ///< 2024-01-01T00:00:00Z
-  int64_t span = 182LL * 86400;     ///< six months of event time, in seconds
-  double disorder = 0.02;           ///< share of events shifted back in time
-  int64_t max_shift = 60;           ///< seconds an out-of-order event is shifted back at most
+  int64_t start = 1704067200;   ///< 2024-01-01T00:00:00Z
+  int64_t span = 182LL * 86400; ///< six months of event time, in seconds
+  double disorder = 0.02;       ///< share of events shifted back in time
+  int64_t max_shift = 60;       ///< seconds an out-of-order event is shifted back at most
   uint64_t seed = 42;
 };
 

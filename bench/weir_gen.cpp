@@ -17,8 +17,7 @@ int main(int argc, char** argv) {
   app.add_option("--start", w.start, "first event time, epoch seconds")->capture_default_str();
   app.add_option("--span-days", span_days, "days of event time")->capture_default_str();
   app.add_option("--disorder", w.disorder, "share of out-of-order events")->capture_default_str();
-  app.add_option("--max-shift", w.max_shift, "max seconds an event is late")
-    ->capture_default_str();
+  app.add_option("--max-shift", w.max_shift, "max seconds an event is late")->capture_default_str();
   app.add_option("--seed", w.seed, "random seed")->capture_default_str();
   app.add_option("--out", out, "output file (- for stdout)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);

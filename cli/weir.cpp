@@ -2,8 +2,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -25,10 +25,10 @@ namespace {
 /// Exit codes, documented in `weir --help` and docs/cli.md.
 enum exit_code : int {
   exit_ok = 0,
-  exit_failed = 1,      ///< the pipeline failed while running
-  exit_usage = 2,       ///< bad command line or bad config
-  exit_input = 3,       ///< a missing or unreadable input
-  exit_store = 4,       ///< the store cannot be used (unknown format, I/O error, corrupt)
+  exit_failed = 1, ///< the pipeline failed while running
+  exit_usage = 2,  ///< bad command line or bad config
+  exit_input = 3,  ///< a missing or unreadable input
+  exit_store = 4,  ///< the store cannot be used (unknown format, I/O error, corrupt)
 };
 
 constexpr const char* exit_codes_text =
@@ -114,11 +114,21 @@ std::string json_escape(std::string_view s) {
   std::string out;
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -184,8 +194,7 @@ caf::expected<weir::timestamp> parse_when(const std::string& s) {
                           "bad time '" + s + "': use ISO-8601 with a zone or epoch seconds");
 }
 
-int cmd_run(const std::string& config_path, const std::string& store, size_t threads,
-            bool quiet) {
+int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet) {
   auto cfg = weir::load_config(config_path);
   if (!cfg)
     return fail(cfg.error());
@@ -281,9 +290,9 @@ int cmd_query(const std::string& store, const std::string& pipeline, const std::
         line += (i ? "," : "") + csv_escape(row[i]);
       std::cout << line << "\n";
     } else if (format == "json") {
-      std::cout << (first ? "\n" : ",\n") << "  {\"window_start\": \""
-                << json_escape(row[0]) << "\", \"window_end\": \"" << json_escape(row[1])
-                << "\", \"key\": \"" << json_escape(row[2]) << "\"";
+      std::cout << (first ? "\n" : ",\n") << "  {\"window_start\": \"" << json_escape(row[0])
+                << "\", \"window_end\": \"" << json_escape(row[1]) << "\", \"key\": \""
+                << json_escape(row[2]) << "\"";
       for (size_t i = 0; i < aggs.size() && i < r.values.size(); ++i) {
         std::cout << ", \"" << json_escape(aggs[i]) << "\": ";
         if (std::isnan(r.values[i]))
@@ -377,8 +386,7 @@ int cmd_dead_letters(const std::string& store, const std::string& pipeline,
     std::cout << "pipeline,source,offset,reason,raw\n";
   for (const auto& r : *letters) {
     std::vector<std::string> row{r.pipeline, source_name(r.letter.source),
-                                 std::to_string(r.letter.offset), r.letter.reason,
-                                 r.letter.raw};
+                                 std::to_string(r.letter.offset), r.letter.reason, r.letter.raw};
     if (format == "csv") {
       std::string line;
       for (size_t i = 0; i < row.size(); ++i)

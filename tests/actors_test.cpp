@@ -13,11 +13,11 @@
 #include <random>
 #include <tuple>
 
-#include <capnp/message.h>
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/scheduler/test_coordinator.hpp>
+#include <capnp/message.h>
 
 #include "actors/aggregator.hpp"
 #include "actors/coordinator.hpp"
@@ -44,8 +44,8 @@ struct test_config : caf::actor_system_config {
 struct fixture {
   test_config cfg;
   caf::actor_system sys{cfg};
-  caf::scheduler::test_coordinator& sched
-    = dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
+  caf::scheduler::test_coordinator& sched =
+    dynamic_cast<caf::scheduler::test_coordinator&>(sys.scheduler());
   fs::path dir;
   fixture() {
     std::random_device rd;
@@ -60,17 +60,17 @@ struct fixture {
 
 /// What the fakes saw.
 struct log_t {
-  std::vector<uint64_t> epochs;          // ingest: epochs started
-  std::vector<uint64_t> committed;       // ingest: epochs committed
+  std::vector<uint64_t> epochs;                    // ingest: epochs started
+  std::vector<uint64_t> committed;                 // ingest: epochs committed
   std::vector<std::pair<uint32_t, uint64_t>> acks; // preprocess: (partition, seq)
-  std::vector<uint64_t> chunk_acks;      // ingest: chunk acks
-  std::vector<frame> chunks;             // preprocess: chunks
-  std::vector<epoch_marker> markers;     // preprocess: markers
-  std::vector<frame> pre_epochs;         // updater
-  std::vector<frame> agg_epochs;         // updater
+  std::vector<uint64_t> chunk_acks;                // ingest: chunk acks
+  std::vector<frame> chunks;                       // preprocess: chunks
+  std::vector<epoch_marker> markers;               // preprocess: markers
+  std::vector<frame> pre_epochs;                   // updater
+  std::vector<frame> agg_epochs;                   // updater
   std::vector<std::tuple<uint32_t, uint64_t, uint8_t, uint64_t>> commits; // coordinator
-  std::vector<run_stats> stats;          // waiter / coordinator
-  std::vector<uint32_t> done;            // coordinator: done_atom
+  std::vector<run_stats> stats;                                           // waiter / coordinator
+  std::vector<uint32_t> done;                                             // coordinator: done_atom
   bool waiter_done = false;
   std::string failure;
 };
@@ -285,15 +285,15 @@ TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force 
   }
 }
 
-TEST_CASE_METHOD(fixture, "updater: commits a complete epoch once and a replayed epoch is a no-op") {
+TEST_CASE_METHOD(fixture,
+                 "updater: commits a complete epoch once and a replayed epoch is a no-op") {
   log_t log;
   auto wh = warehouse::open((dir / "warehouse").string());
   REQUIRE(wh);
   auto whp = std::make_shared<warehouse>(std::move(*wh));
   REQUIRE(whp->register_pipeline("t", {"count"}, "tumbling 10s"));
   auto coord = sys.spawn(fake_coordinator, &log);
-  auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp,
-                       coord);
+  auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp, coord);
   auto pre_frame = [](uint64_t e) {
     capnp::MallocMessageBuilder mb;
     auto c = mb.initRoot<schema::PreprocessEpoch>();
@@ -366,8 +366,8 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
   log_t log;
   std::string text = "ts,k,x\n";
   for (int i = 0; i < 3000; ++i)
-    text += std::to_string(1000 + i) + ",k" + std::to_string(i % 5) + "," + std::to_string(i)
-            + "\n";
+    text +=
+      std::to_string(1000 + i) + ",k" + std::to_string(i % 5) + "," + std::to_string(i) + "\n";
   text += "1,k,last-line-without-newline";
   auto path = (dir / "in.csv").string();
   {
@@ -546,8 +546,7 @@ TEST_CASE_METHOD(fixture, "warehouse: answers queries and dead-letter listings f
   for (auto& x : all)
     if (x.key == "k3" && x.start >= 100 && x.end <= 300)
       want.push_back(x);
-  std::sort(want.begin(), want.end(),
-            [](auto& a, auto& b) { return a.start < b.start; });
+  std::sort(want.begin(), want.end(), [](auto& a, auto& b) { return a.start < b.start; });
   REQUIRE(got.size() == want.size());
   for (size_t i = 0; i < got.size(); ++i) {
     CHECK(got[i].start == want[i].start);

@@ -43,7 +43,7 @@ std::string iso(int64_t s) {
 }
 
 struct event {
-  int64_t t;       // seconds
+  int64_t t; // seconds
   std::string key;
   double amount;
 };
@@ -104,8 +104,7 @@ std::string config_text(const std::string& input, int64_t size, int64_t ooo, int
     << "  [[pipeline.source]]\n  name = \"in\"\n  path = \"" << input << "\"\n\n"
     << "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"k\"]\n  measures = [\"amount\"]\n\n"
     << "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"" << size << "s\"\n"
-    << "  out_of_orderness = \"" << ooo << "s\"\n  allowed_lateness = \"" << lateness
-    << "s\"\n\n"
+    << "  out_of_orderness = \"" << ooo << "s\"\n  allowed_lateness = \"" << lateness << "s\"\n\n"
     << "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
     << "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n"
     << "  [[pipeline.aggregate]]\n  fn = \"min\"\n  field = \"amount\"\n"
@@ -128,7 +127,7 @@ TEST_CASE("weir run + query equals a brute-force reference and a re-run adds not
     int64_t t = base + i * 3;
     auto r = rng() % 100;
     if (r < 10)
-      t -= static_cast<int64_t>(rng() % 40);   // out of order, mostly within bounds
+      t -= static_cast<int64_t>(rng() % 40); // out of order, mostly within bounds
     else if (r < 12)
       t -= static_cast<int64_t>(rng() % 2000); // late
     std::string key = "k" + std::to_string(rng() % 17);
@@ -160,8 +159,8 @@ TEST_CASE("weir run + query equals a brute-force reference and a re-run adds not
   REQUIRE(r1.rc == 0);
   CHECK(r1.out.find("events read") != std::string::npos);
 
-  auto q1 = run(weir_bin + " query --store " + (dir.path / "store").string()
-                + " --pipeline p --format csv");
+  auto q1 = run(weir_bin + " query --store " + (dir.path / "store").string() +
+                " --pipeline p --format csv");
   REQUIRE(q1.rc == 0);
   std::istringstream in(q1.out);
   std::string line;
@@ -200,8 +199,8 @@ TEST_CASE("weir run + query equals a brute-force reference and a re-run adds not
   CHECK(seen.size() == expected.size());
 
   // The dead letters hold the malformed rows and the late ones.
-  auto d = run(weir_bin + " dead-letters --store " + (dir.path / "store").string()
-               + " --format csv");
+  auto d =
+    run(weir_bin + " dead-letters --store " + (dir.path / "store").string() + " --format csv");
   REQUIRE(d.rc == 0);
   size_t dl_rows = 0;
   std::istringstream din(d.out);
@@ -213,11 +212,11 @@ TEST_CASE("weir run + query equals a brute-force reference and a re-run adds not
   // A second run on the same input and store changes nothing.
   auto r2 = run(weir_bin + " run " + (dir.path / "p.toml").string());
   REQUIRE(r2.rc == 0);
-  auto q2 = run(weir_bin + " query --store " + (dir.path / "store").string()
-                + " --pipeline p --format csv");
+  auto q2 = run(weir_bin + " query --store " + (dir.path / "store").string() +
+                " --pipeline p --format csv");
   CHECK(q2.out == q1.out);
-  auto d2 = run(weir_bin + " dead-letters --store " + (dir.path / "store").string()
-                + " --format csv");
+  auto d2 =
+    run(weir_bin + " dead-letters --store " + (dir.path / "store").string() + " --format csv");
   CHECK(d2.out == d.out);
 }
 
@@ -270,8 +269,8 @@ TEST_CASE("a pipeline actor that fails stops the run with an error and commits n
   auto before = run(weir_bin + " inspect --store " + (dir.path / "store").string());
   // Damage every stored operator state: restoring it must fail, not be ignored.
   {
-    auto env = weir::lmdb::env::open((dir.path / "store" / "warehouse").string(), 16,
-                                     size_t{1} << 28);
+    auto env =
+      weir::lmdb::env::open((dir.path / "store" / "warehouse").string(), 16, size_t{1} << 28);
     REQUIRE(env);
     auto err = env->with_write([](weir::lmdb::txn& t) -> caf::error {
       auto d = t.open_dbi("state", true);
@@ -302,8 +301,8 @@ TEST_CASE("a pipeline actor that fails stops the run with an error and commits n
     std::string out;
     std::istringstream in(text);
     for (std::string line; std::getline(in, line);)
-      if (line.find("epoch") != std::string::npos || line.find("offset") != std::string::npos
-          || line.find("results") != std::string::npos)
+      if (line.find("epoch") != std::string::npos || line.find("offset") != std::string::npos ||
+          line.find("results") != std::string::npos)
         out += line + "\n";
     return out;
   };

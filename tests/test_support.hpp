@@ -19,8 +19,8 @@ struct temp_dir {
   std::filesystem::path path;
   explicit temp_dir(const std::string& prefix = "weir_test_") {
     std::random_device rd;
-    path = std::filesystem::temp_directory_path()
-           / (prefix + std::to_string(rd()) + "_" + std::to_string(rd()));
+    path = std::filesystem::temp_directory_path() /
+           (prefix + std::to_string(rd()) + "_" + std::to_string(rd()));
     std::filesystem::create_directories(path);
   }
   ~temp_dir() {
@@ -33,8 +33,8 @@ struct temp_dir {
 };
 
 struct command_result {
-  int rc = -1;          ///< exit code, -1 when killed by a signal
-  std::string out;      ///< stdout and stderr together
+  int rc = -1;     ///< exit code, -1 when killed by a signal
+  std::string out; ///< stdout and stderr together
 };
 
 /// Runs a shell command line as is (the caller bounds it with `timeout`), capturing stdout and
