@@ -153,7 +153,10 @@ using coordinator_actor = caf::typed_actor<
   /// A pipeline failed: stop everything and report.
   caf::reacts_to<fail_atom, std::string>,
   /// Ingest of pipeline `index` has nothing more to read: end with a final epoch.
-  caf::reacts_to<done_atom, uint32_t>>;
+  caf::reacts_to<done_atom, uint32_t>,
+  /// Ingest of pipeline `index` has sent `commit_events` lines since its last marker: start
+  /// its next epoch now rather than at the next tick.
+  caf::reacts_to<epoch_atom, uint32_t>>;
 
 /// Warehouse: answers queries on the committed results and dead letters of its store.
 using warehouse_actor = caf::typed_actor<

@@ -21,9 +21,14 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
   }
   auto start_epoch = [self](uint32_t i) {
     auto& s = self->state.pipelines[i];
-    if (s.in_flight || s.finished || !s.ingest)
+    if (s.finished || !s.ingest)
       return;
+    if (s.in_flight) {
+      s.wanted = true; // start it as soon as the one in flight is committed
+      return;
+    }
     s.in_flight = true;
+    s.wanted = false;
     self->send(s.ingest, epoch_atom::value, s.next_epoch);
   };
   // A failed run stops every pipeline actor, so that the actor system can shut down.
@@ -71,6 +76,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
         self->send(s.ingest, committed_atom::value, e);
       if (kind != static_cast<uint8_t>(marker_kind::normal))
         s.finished = true;
+      else if (s.wanted)
+        start_epoch(i);
       bool all = true;
       for (auto& p : self->state.pipelines)
         all = all && p.finished;
@@ -99,6 +106,10 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
     },
     [fail](fail_atom, std::string& why) { fail(std::move(why)); },
     [self, start_epoch](done_atom, uint32_t i) {
+      if (i < self->state.pipelines.size())
+        start_epoch(i);
+    },
+    [self, start_epoch](epoch_atom, uint32_t i) {
       if (i < self->state.pipelines.size())
         start_epoch(i);
     },

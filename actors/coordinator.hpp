@@ -17,6 +17,7 @@ struct coordinator_state {
     uint64_t next_epoch = 1;
     bool in_flight = false;
     bool finished = false;
+    bool wanted = false; ///< an epoch was asked for while one was in flight
     run_stats stats;
   };
   std::vector<slot> pipelines;

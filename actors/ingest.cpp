@@ -1,5 +1,6 @@
 #include "actors/ingest.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -144,7 +145,8 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     st.sources.push_back(std::move(s));
   }
   // Sends one chunk [offset, offset + data.size()) of source s on to preprocess.
-  auto send_chunk = [self, next](source_run& s, uint64_t offset, std::string_view data) {
+  auto send_chunk = [self, next, coordinator, rt](source_run& s, uint64_t offset,
+                                                  std::string_view data) {
     auto& st = self->state;
     // A csv stream on stdin begins with its header line; say so, wherever its offset is.
     uint32_t header_len = 0;
@@ -169,6 +171,13 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     ++st.inflight;
     self->send(next, chunk_atom::value, ++st.seq, to_frame(mb));
     s.pos = offset + data.size();
+    if (rt.commit_events > 0) {
+      st.lines_since_marker += static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
+      if (st.lines_since_marker >= rt.commit_events && !st.epoch_asked) {
+        st.epoch_asked = true;
+        self->send(coordinator, epoch_atom::value, st.pipeline);
+      }
+    }
   };
   // Produces the next chunk of the current source: from the lake while replaying, else from the
   // input (landing it first). Returns false when nothing is available now.
@@ -288,6 +297,8 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       else if (all_done)
         m.kind = static_cast<uint8_t>(marker_kind::final);
       st.finished = m.kind != static_cast<uint8_t>(marker_kind::normal);
+      st.lines_since_marker = 0;
+      st.epoch_asked = false;
       st.epoch_offsets[e] = m.offsets;
       self->send(next, marker_atom::value, std::move(m));
     },

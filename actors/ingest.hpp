@@ -45,6 +45,8 @@ struct ingest_state {
   bool stopping = false;
   bool finished = false; ///< a stop or final marker went out
   bool follow = false;
+  uint64_t lines_since_marker = 0; ///< for commit_events
+  bool epoch_asked = false;
   std::map<uint64_t, std::vector<std::pair<uint32_t, uint64_t>>> epoch_offsets;
   ~ingest_state();
 };

@@ -71,6 +71,7 @@ struct log_t {
   std::vector<std::tuple<uint32_t, uint64_t, uint8_t, uint64_t>> commits; // coordinator
   std::vector<run_stats> stats;                                           // waiter / coordinator
   std::vector<uint32_t> done;                                             // coordinator: done_atom
+  std::vector<uint32_t> epoch_requests; // coordinator: (epoch, index) from ingest
   bool waiter_done = false;
   std::string failure;
 };
@@ -114,6 +115,7 @@ coordinator_actor::behavior_type fake_coordinator(coordinator_actor::pointer sel
     [](stop_atom) {},
     [log](fail_atom, const std::string& why) { log->failure = why; },
     [log](done_atom, uint32_t i) { log->done.push_back(i); },
+    [log](epoch_atom, uint32_t i) { log->epoch_requests.push_back(i); },
   };
 }
 
@@ -190,21 +192,27 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, one in flight, fina
                  static_cast<uint8_t>(marker_kind::normal), uint64_t{3});
   sched.run();
   CHECK(log.committed == std::vector<uint64_t>{5});
-  caf::anon_send(coord, done_atom::value, uint32_t{0}); // input exhausted: start at once
-  sched.run();
+  // A tick came while epoch 5 was in flight: epoch 6 starts as soon as 5 is committed.
   CHECK(log.epochs == std::vector<uint64_t>{5, 6});
+  caf::anon_send(coord, epoch_atom::value, uint32_t{0}); // commit_events reached
+  sched.run();
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6}); // 6 in flight: remembered, not lost
+  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{6},
+                 static_cast<uint8_t>(marker_kind::normal), uint64_t{0});
+  sched.run();
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7});
   run_stats s;
   s.pipeline = "t";
   s.read = 42;
   caf::anon_send(coord, stats_atom::value, uint32_t{0}, s);
-  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{6},
+  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{7},
                  static_cast<uint8_t>(marker_kind::final), uint64_t{2});
   sched.run();
   CHECK(log.waiter_done);
   REQUIRE(log.stats.size() == 1);
   CHECK(log.stats[0].read == 42);
   CHECK(log.stats[0].windows_committed == 5);
-  CHECK(log.stats[0].epochs_committed == 2);
+  CHECK(log.stats[0].epochs_committed == 3);
 }
 
 TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force windows") {
@@ -385,6 +393,7 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
   runtime_config rt;
   rt.batch_bytes = 1000;
   rt.max_inflight_batches = 2;
+  rt.commit_events = 500; // about 6 batches of lines: ingest asks for an epoch once
   auto pre = sys.spawn(fake_preprocess, &log);
   auto coord = sys.spawn(fake_coordinator, &log);
   auto ing = sys.spawn(ingest, uint32_t{0}, std::vector<source_input>{in}, rt, lkp, pre, coord);
@@ -405,6 +414,8 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
   CHECK(seen == text);
   CHECK(log.chunks.size() > 10);
   CHECK(log.done == std::vector<uint32_t>{0});
+  // 3001 lines with commit_events = 500: one request until the next marker resets the count.
+  CHECK(log.epoch_requests == std::vector<uint32_t>{0});
   std::string landed;
   REQUIRE(!lkp->scan(in.id, 0, [&](uint64_t, std::string_view d) {
     landed += d;

@@ -309,3 +309,35 @@ TEST_CASE("a pipeline actor that fails stops the run with an error and commits n
   CHECK(committed(after.out) == committed(before.out));
   CHECK(committed(before.out).find("last committed epoch 1") != std::string::npos);
 }
+
+TEST_CASE("commit_events drives epochs without waiting for the commit interval") {
+  temp_dir dir;
+  std::string csv = "ts,k,amount\n";
+  for (int i = 0; i < 20000; ++i)
+    csv += iso(1717200000 + i) + ",k" + std::to_string(i % 5) + ",1\n";
+  write_file(dir.path / "in.csv", csv);
+  auto text = config_text("in.csv", 600, 0, 0);
+  // One hour between timer epochs: only commit_events and the end of input start epochs.
+  auto pos = text.find("commit_interval = \"20ms\"");
+  REQUIRE(pos != std::string::npos);
+  text.replace(pos, std::string("commit_interval = \"20ms\"").size(),
+               "commit_interval = \"1h\"\ncommit_events = 1000\nmax_inflight_batches = 1");
+  write_file(dir.path / "p.toml", text);
+  auto r = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  auto q = run(weir_bin + " query --store " + (dir.path / "store").string()
+               + " --pipeline p --format csv");
+  REQUIRE(q.rc == 0);
+  // 20000 events, one per second, in 600 s windows per key: the counts add up to 20000.
+  double total = 0;
+  std::istringstream in(q.out);
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line))
+    total += std::stod(split(line, ',')[3]);
+  CHECK(total == 20000);
+  auto epochs_line = r.out.find("epochs committed");
+  REQUIRE(epochs_line != std::string::npos);
+  CHECK(std::stoul(r.out.substr(epochs_line + 16)) >= 2);
+}
