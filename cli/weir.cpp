@@ -417,8 +417,7 @@ int main(int argc, char** argv) {
   // unmapped one by one, they cost no page faults, page zeroing or TLB shootdowns: about 10%
   // of a `weir run` (see the README's benchmark notes).
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  mallopt(M_TOP_PAD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   spdlog::set_level(spdlog::level::warn);
   CLI::App app{"weir: an actor-based stream-to-batch runtime.\n"
                "Lands events durably, cleans them, aggregates them in event-time windows and\n"
