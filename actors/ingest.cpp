@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <capnp/message.h>
@@ -48,6 +49,33 @@ std::string read_header(int fd, size_t limit) {
   return out;
 }
 
+/// Learns the header line of a csv stream on stdin without blocking: reads what is there into
+/// buf (which keeps it as data) until buf holds a whole first line. True once it is known (an
+/// empty stream has no header).
+bool learn_stdin_header(source_run& s) {
+  for (;;) {
+    if (auto* nl = static_cast<const char*>(std::memchr(s.buf.data(), '\n', s.buf.size()))) {
+      s.header.assign(s.buf.data(), static_cast<size_t>(nl - s.buf.data()));
+      if (!s.header.empty() && s.header.back() == '\r')
+        s.header.pop_back();
+      s.header_known = true;
+      return true;
+    }
+    pollfd p{s.fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 0)
+      return false;
+    char tmp[4096];
+    auto n = ::read(s.fd, tmp, sizeof(tmp));
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      s.header_known = true; // the stream ended before a whole first line
+      return true;
+    }
+    s.buf.append(tmp, static_cast<size_t>(n));
+  }
+}
+
 /// Reads the next chunk of whole lines of a file or stdin into buf. Returns its length (0: none
 /// available now). A last line without a line end counts only when the input is bounded.
 size_t read_lines(source_run& s, std::string& buf, size_t batch, bool bounded, bool& at_end) {
@@ -63,8 +91,21 @@ size_t read_lines(source_run& s, std::string& buf, size_t batch, bool bounded, b
     if (buf.size() < have + want)
       buf.resize(have + want);
     ssize_t n;
-    if (is_stdin)
+    if (is_stdin) {
+      // Never block the actor on stdin: with nothing to read now it answers "nothing yet", so
+      // acks and a stop request are handled while the stream is quiet.
+      pollfd p{s.fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) == 0) {
+        buf.resize(have);
+        if (have > 0) {
+          auto* nl = static_cast<const char*>(memrchr(buf.data(), '\n', have));
+          if (nl)
+            return static_cast<size_t>(nl - buf.data()) + 1;
+        }
+        return 0;
+      }
       n = ::read(s.fd, buf.data() + have, want);
+    }
     else
       n = ::pread(s.fd, buf.data() + have, want, static_cast<off_t>(s.pos + have));
     if (n < 0) {
@@ -115,23 +156,9 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     st.follow = st.follow || s.in.cfg.follow;
     if (s.in.path == "-") {
       s.fd = STDIN_FILENO;
-      if (s.in.cfg.format == source_format::csv && s.in.cfg.header) {
-        // Every run's stream starts with its header line: learn it now (it marks the start of
-        // each stream, also in chunks replayed from the lake). It is sent on as data.
-        s.stdin_header = true;
-        s.buf.clear();
-        char c;
-        while (::read(s.fd, &c, 1) == 1) {
-          s.buf.push_back(c);
-          if (c == '\n')
-            break;
-        }
-        s.header = s.buf;
-        while (!s.header.empty() && (s.header.back() == '\n' || s.header.back() == '\r'))
-          s.header.pop_back();
-        if (s.buf.empty() || s.buf.back() != '\n')
-          s.header.clear(); // no complete header line: the stream is empty or one partial line
-      }
+      // Every run's csv stream starts with its header line; it is learnt before anything of
+      // this source is sent (it also marks stream starts in chunks replayed from the lake).
+      s.stdin_header = s.in.cfg.format == source_format::csv && s.in.cfg.header;
     } else {
       s.fd = ::open(s.in.path.c_str(), O_RDONLY | O_CLOEXEC);
       if (s.fd < 0) {
@@ -189,6 +216,8 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
         ++st.current;
         continue;
       }
+      if (s.stdin_header && !s.header_known && !learn_stdin_header(s))
+        return false; // wait for the header line
       if (s.pos < s.in.lake_end) {
         // Replay landed but uncommitted chunks.
         bool sent = false;

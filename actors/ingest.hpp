@@ -33,6 +33,7 @@ struct ingest_state {
     std::string header;     ///< csv header line, sent with the first chunk of this run
     bool header_sent = false;
     bool stdin_header = false; ///< csv on stdin: each stream's first line is a header
+    bool header_known = false; ///< stdin_header: the header line has been read
     std::string buf;           ///< reused read buffer
   };
   uint32_t pipeline = 0;
