@@ -63,13 +63,18 @@ struct run_stats {
   uint64_t windows_committed = 0;
   uint64_t epochs_committed = 0;
   uint64_t bytes_read = 0;
+  uint32_t restarts = 0; ///< times the supervisor restarted the run after a failure
+  int64_t epoch_p50_us = 0; ///< epoch latency (start to commit), median
+  int64_t epoch_p99_us = 0; ///< epoch latency, 99th percentile
+  int64_t epoch_max_us = 0; ///< epoch latency, longest
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
   return f(caf::meta::type_name("weir.run_stats"), x.pipeline, x.read, x.accepted, x.filtered,
            x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed,
-           x.epochs_committed, x.bytes_read);
+           x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
+           x.epoch_max_us);
 }
 
 } // namespace weir

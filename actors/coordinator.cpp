@@ -1,5 +1,6 @@
 #include "actors/coordinator.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 #include <caf/actor_cast.hpp>
@@ -23,13 +24,15 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
     auto& s = self->state.pipelines[i];
     if (s.finished || !s.ingest)
       return;
-    if (s.in_flight) {
-      s.wanted = true; // start it as soon as the one in flight is committed
+    if (s.in_flight >= max_epochs_in_flight) {
+      s.wanted = true; // start it as soon as one in flight is committed
       return;
     }
-    s.in_flight = true;
+    ++s.in_flight;
     s.wanted = false;
+    s.started[s.next_epoch] = std::chrono::steady_clock::now();
     self->send(s.ingest, epoch_atom::value, s.next_epoch);
+    ++s.next_epoch;
   };
   // A failed run stops every pipeline actor, so that the actor system can shut down.
   auto fail = [self, waiter](std::string why) {
@@ -68,8 +71,14 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
       if (i >= self->state.pipelines.size())
         return;
       auto& s = self->state.pipelines[i];
-      s.in_flight = false;
-      s.next_epoch = e + 1;
+      if (s.in_flight > 0)
+        --s.in_flight;
+      if (auto t = s.started.find(e); t != s.started.end()) {
+        s.latencies.push_back(std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::steady_clock::now() - t->second)
+                                .count());
+        s.started.erase(s.started.begin(), std::next(t));
+      }
       s.stats.windows_committed += windows;
       s.stats.epochs_committed += 1;
       if (s.ingest)
@@ -82,8 +91,16 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
       for (auto& p : self->state.pipelines)
         all = all && p.finished;
       if (all) {
-        for (auto& p : self->state.pipelines)
+        for (auto& p : self->state.pipelines) {
+          auto& l = p.latencies;
+          if (!l.empty()) {
+            std::sort(l.begin(), l.end());
+            p.stats.epoch_p50_us = l[(l.size() - 1) / 2];
+            p.stats.epoch_p99_us = l[std::min(l.size() - 1, (l.size() * 99) / 100)];
+            p.stats.epoch_max_us = l.back();
+          }
           caf::anon_send(waiter, stats_atom::value, p.stats);
+        }
         caf::anon_send(waiter, done_atom::value);
         self->quit();
       }

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -10,14 +12,20 @@
 
 namespace weir {
 
+/// Epochs of one pipeline that may be in flight at once: while the updater commits epoch e,
+/// the pipeline already works on e + 1, so commits overlap processing.
+constexpr uint32_t max_epochs_in_flight = 2;
+
 struct coordinator_state {
   static inline const char* name = "coordinator";
   struct slot {
     ingest_actor ingest;
     uint64_t next_epoch = 1;
-    bool in_flight = false;
+    uint32_t in_flight = 0; ///< epochs started and not committed yet
     bool finished = false;
     bool wanted = false; ///< an epoch was asked for while one was in flight
+    std::map<uint64_t, std::chrono::steady_clock::time_point> started; ///< epoch -> start
+    std::vector<int64_t> latencies;                 ///< start to commit, microseconds
     run_stats stats;
   };
   std::vector<slot> pipelines;
@@ -26,9 +34,10 @@ struct coordinator_state {
   bool failed = false;
 };
 
-/// Drives epochs: every commit interval (or at once when an input is exhausted) it starts the
-/// next epoch of each pipeline that has none in flight; one epoch per pipeline is in flight at a
-/// time, which bounds what the updater holds. `first_epochs[i]` is the epoch pipeline i starts
+/// Drives epochs: every commit interval (or at once when an input is exhausted or commit_events
+/// is reached) it starts the next epoch of each pipeline; at most max_epochs_in_flight per
+/// pipeline are in flight, which bounds what the updater holds. An epoch wanted while that many
+/// are in flight starts as soon as one is committed. `first_epochs[i]` is the epoch pipeline i starts
 /// with (last committed + 1). Reports (stats, run_stats) per pipeline and then (done) to
 /// `waiter`, or (fail, text) when a pipeline actor fails.
 coordinator_actor::behavior_type

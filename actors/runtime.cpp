@@ -10,6 +10,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
 #include <caf/scoped_actor.hpp>
+#include <caf/system_messages.hpp>
 #include <spdlog/spdlog.h>
 
 #include "actors/coordinator.hpp"
@@ -97,44 +98,35 @@ caf::expected<std::vector<std::string>> expand_source(const source_config& src) 
   return out;
 }
 
-caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
-                                                    const run_options& opts) {
-  const std::string dir = opts.store.empty() ? cfg.runtime.store : opts.store;
-  if (dir.empty())
-    return make_error(errc::bad_config, "no store directory: give --store or set store");
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec)
-    return make_error(errc::store_io, "cannot create store directory " + dir + ": " + ec.message());
-  auto lk = lake::open(dir, cfg.runtime.durable);
-  if (!lk)
-    return lk.error();
-  auto wh = warehouse::open(dir, cfg.runtime.durable);
-  if (!wh)
-    return wh.error();
-  auto lake_ptr = std::make_shared<lake>(std::move(*lk));
-  auto wh_ptr = std::make_shared<warehouse>(std::move(*wh));
-  const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
-  // Everything that can fail is checked before any actor runs.
-  struct prepared {
-    std::vector<source_input> inputs;
-    preprocess_restore restore;
-    uint64_t first_epoch = 1;
-  };
+namespace {
+
+/// What one pipeline starts from: its inputs with their resume points and the operator state of
+/// the last committed epoch.
+struct prepared {
+  std::vector<source_input> inputs;
+  preprocess_restore restore;
+  uint64_t first_epoch = 1;
+};
+
+/// Reads where every pipeline stands in the store. Everything that can fail before processing
+/// (store, inputs) fails here, before any actor runs.
+caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, warehouse& wh,
+                                             size_t cores) {
   std::vector<prepared> preps;
+  std::error_code ec;
   for (const auto& p : cfg.pipelines) {
     prepared pr;
-    auto info = wh_ptr->register_pipeline(p.name, aggregate_names(p), describe_window(p.window));
+    auto info = wh.register_pipeline(p.name, aggregate_names(p), describe_window(p.window));
     if (!info)
       return info.error();
-    auto last = wh_ptr->last_epoch(p.name);
+    auto last = wh.last_epoch(p.name);
     if (!last)
       return last.error();
     pr.first_epoch = *last + 1;
-    auto offsets = wh_ptr->offsets(p.name);
+    auto offsets = wh.offsets(p.name);
     if (!offsets)
       return offsets.error();
-    auto states = wh_ptr->states(p.name);
+    auto states = wh.states(p.name);
     if (!states)
       return states.error();
     size_t parts = p.partitions ? p.partitions : cores;
@@ -155,7 +147,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
       if (part < parts)
         pr.restore.partition_snapshots[part] = std::move(blob);
     if (p.preprocess.dedupe) {
-      auto ids = wh_ptr->dedupe(p.name);
+      auto ids = wh.dedupe(p.name);
       if (!ids)
         return ids.error();
       pr.restore.dedupe = std::move(*ids);
@@ -170,7 +162,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
         in.path = path;
         in.cfg = src;
         in.key = p.name + "/" + src.name + "/" + path;
-        auto id = lake_ptr->source_id(in.key);
+        auto id = lk.source_id(in.key);
         if (!id)
           return id.error();
         in.id = *id;
@@ -178,7 +170,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
         for (auto& [s, off] : *offsets)
           if (s == in.id)
             in.committed = off;
-        auto end = lake_ptr->end_offset(in.id);
+        auto end = lk.end_offset(in.id);
         if (!end)
           return end.error();
         in.lake_end = std::max(*end, in.committed);
@@ -196,51 +188,174 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
     }
     preps.push_back(std::move(pr));
   }
-  system_config sys_cfg{opts.threads ? opts.threads : cores};
-  caf::actor_system sys{sys_cfg};
-  caf::scoped_actor waiter{sys};
+  return preps;
+}
+
+/// The actors of one attempt at running the pipelines.
+struct generation {
+  caf::actor coordinator;
+  caf::actor updater;
+  std::vector<caf::actor> members; ///< coordinator, updater, every preprocess and ingest
+};
+
+/// Spawns the pipeline actors from what `prepare` found; the supervisor monitors them all.
+generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& supervisor,
+                            const weir_config& cfg, std::vector<prepared> preps,
+                            const std::shared_ptr<lake>& lk,
+                            const std::shared_ptr<warehouse>& wh) {
+  generation g;
   std::vector<uint64_t> first_epochs;
   std::vector<std::pair<std::string, size_t>> slots;
   for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
     first_epochs.push_back(preps[i].first_epoch);
     slots.emplace_back(cfg.pipelines[i].name, preps[i].restore.partition_snapshots.size());
   }
-  auto coord = sys.spawn(coordinator, first_epochs, cfg.runtime, caf::actor{waiter});
-  auto upd = sys.spawn<caf::detached>(updater, slots, wh_ptr, coord);
-  waiter->send(coord, register_atom::value, uint32_t{0xFFFFFFFF}, caf::actor_cast<caf::actor>(upd));
+  auto coord = sys.spawn(coordinator, first_epochs, cfg.runtime, caf::actor{supervisor});
+  auto upd = sys.spawn<caf::detached>(updater, slots, wh, coord);
+  g.coordinator = caf::actor_cast<caf::actor>(coord);
+  g.updater = caf::actor_cast<caf::actor>(upd);
+  g.members = {g.coordinator, g.updater};
+  supervisor->send(coord, register_atom::value, uint32_t{0xFFFFFFFF}, g.updater);
   for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
     auto idx = static_cast<uint32_t>(i);
     auto pre =
       sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd, coord);
     auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime,
-                                        lake_ptr, pre, coord);
-    waiter->send(coord, register_atom::value, idx, caf::actor_cast<caf::actor>(ing));
-    waiter->send(coord, register_atom::value, uint32_t{0xFFFFFFFE},
-                 caf::actor_cast<caf::actor>(pre));
+                                        lk, pre, coord);
+    supervisor->send(coord, register_atom::value, idx, caf::actor_cast<caf::actor>(ing));
+    supervisor->send(coord, register_atom::value, uint32_t{0xFFFFFFFE},
+                     caf::actor_cast<caf::actor>(pre));
+    g.members.push_back(caf::actor_cast<caf::actor>(pre));
+    g.members.push_back(caf::actor_cast<caf::actor>(ing));
   }
-  std::vector<run_stats> stats;
-  std::string failure;
-  bool done = false;
+  for (auto& m : g.members)
+    supervisor->monitor(m);
+  return g;
+}
+
+void add_stats(std::vector<run_stats>& total, const run_stats& s) {
+  for (auto& t : total) {
+    if (t.pipeline != s.pipeline)
+      continue;
+    t.read += s.read;
+    t.accepted += s.accepted;
+    t.filtered += s.filtered;
+    t.late += s.late;
+    t.late_updates += s.late_updates;
+    t.duplicates += s.duplicates;
+    t.windows_committed += s.windows_committed;
+    t.epochs_committed += s.epochs_committed;
+    t.bytes_read += s.bytes_read;
+    t.epoch_p50_us = s.epoch_p50_us; // of the generation that finished the run
+    t.epoch_p99_us = s.epoch_p99_us;
+    t.epoch_max_us = s.epoch_max_us;
+    for (auto& [why, n] : s.rejected) {
+      auto i = std::find_if(t.rejected.begin(), t.rejected.end(),
+                            [&](auto& x) { return x.first == why; });
+      if (i == t.rejected.end())
+        t.rejected.emplace_back(why, n);
+      else
+        i->second += n;
+    }
+    return;
+  }
+  total.push_back(s);
+}
+
+} // namespace
+
+caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
+                                                    const run_options& opts) {
+  const std::string dir = opts.store.empty() ? cfg.runtime.store : opts.store;
+  if (dir.empty())
+    return make_error(errc::bad_config, "no store directory: give --store or set store");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return make_error(errc::store_io, "cannot create store directory " + dir + ": " + ec.message());
+  auto lk = lake::open(dir, cfg.runtime.durable);
+  if (!lk)
+    return lk.error();
+  auto wh = warehouse::open(dir, cfg.runtime.durable);
+  if (!wh)
+    return wh.error();
+  auto lake_ptr = std::make_shared<lake>(std::move(*lk));
+  auto wh_ptr = std::make_shared<warehouse>(std::move(*wh));
+  const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
+  auto preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
+  if (!preps)
+    return preps.error();
+  system_config sys_cfg{opts.threads ? opts.threads : cores};
+  caf::actor_system sys{sys_cfg};
+  // The supervisor: it runs generations of the pipeline actors. When one of them fails, it
+  // stops them all, waits until every one is gone (so no old actor writes to the stores any
+  // more), then restarts them from the last committed epoch after a backoff that doubles with
+  // each restart, until the restart budget is spent.
+  caf::scoped_actor supervisor{sys};
+  std::vector<run_stats> total;
+  uint32_t restarts = 0;
+  int64_t backoff = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
   bool stop_sent = false;
-  while (!done) {
-    waiter->receive([&](stats_atom, run_stats& s) { stats.push_back(std::move(s)); },
-                    [&](done_atom) { done = true; },
-                    [&](fail_atom, std::string& why) {
-                      failure = std::move(why);
-                      done = true;
-                    },
-                    caf::after(std::chrono::milliseconds(50)) >>
-                      [&] {
-                        if (opts.stop && opts.stop->load() && !stop_sent) {
-                          stop_sent = true;
-                          waiter->send(coord, stop_atom::value);
-                        }
-                      });
+  auto stop_wanted = [&] { return opts.stop && opts.stop->load(); };
+  for (;;) {
+    auto gen = spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr);
+    std::vector<run_stats> stats;
+    std::string failure;
+    bool done = false;
+    size_t alive = gen.members.size();
+    while (!done) {
+      supervisor->receive(
+        [&](stats_atom, run_stats& s) { stats.push_back(std::move(s)); },
+        [&](done_atom) { done = true; },
+        [&](fail_atom, std::string& why) {
+          failure = std::move(why);
+          done = true;
+        },
+        [&](caf::down_msg& dm) {
+          --alive;
+          if (dm.reason && dm.reason != caf::exit_reason::user_shutdown && failure.empty()) {
+            failure = "a pipeline actor failed: " + render(dm.reason);
+            done = true;
+          }
+        },
+        caf::after(std::chrono::milliseconds(50)) >>
+          [&] {
+            if (stop_wanted() && !stop_sent) {
+              stop_sent = true;
+              supervisor->send(gen.coordinator, stop_atom::value);
+            }
+          });
+    }
+    for (auto& s : stats)
+      add_stats(total, s);
+    // Every actor of this generation goes before anything else happens.
+    for (auto& m : gen.members)
+      supervisor->send_exit(m, caf::exit_reason::user_shutdown);
+    while (alive > 0)
+      supervisor->receive([&](caf::down_msg&) { --alive; }, [&](stats_atom, run_stats&) {},
+                          [&](done_atom) {}, [&](fail_atom, std::string&) {});
+    if (failure.empty()) {
+      for (auto& t : total)
+        t.restarts = restarts;
+      return total;
+    }
+    auto last = wh_ptr->last_epoch(cfg.pipelines.front().name);
+    std::string where = last ? "the last good commit is epoch " + std::to_string(*last) : "";
+    if (restarts >= cfg.runtime.restart_budget || stop_wanted())
+      return make_error(errc::internal, failure + "; gave up after " + std::to_string(restarts) +
+                                          " restart(s); " + where);
+    ++restarts;
+    spdlog::warn("{}; restart {} of {} in {} ms from the last commit ({})", failure, restarts,
+                 cfg.runtime.restart_budget, backoff / us_per_ms, where);
+    // Wait out the backoff, but not past a stop request.
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(backoff);
+    while (std::chrono::steady_clock::now() < until && !stop_wanted())
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    backoff = std::min(backoff * 2, std::max(cfg.runtime.restart_backoff_max, backoff));
+    preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
+    if (!preps)
+      return preps.error();
   }
-  waiter->send_exit(upd, caf::exit_reason::user_shutdown);
-  if (!failure.empty())
-    return make_error(errc::internal, failure);
-  return stats;
 }
 
 namespace {

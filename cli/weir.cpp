@@ -231,6 +231,10 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
                 static_cast<unsigned long long>(s.windows_committed));
     std::printf("  epochs committed   %12llu\n",
                 static_cast<unsigned long long>(s.epochs_committed));
+    std::printf("  epoch latency      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+                s.epoch_p50_us / 1e3, s.epoch_p99_us / 1e3, s.epoch_max_us / 1e3);
+    if (s.restarts > 0)
+      std::printf("  restarts           %12u\n", s.restarts);
     std::printf("  elapsed            %12.3f s\n", secs);
     std::printf("  events/s           %12.0f\n", secs > 0 ? s.read / secs : 0.0);
   }

@@ -172,7 +172,7 @@ std::vector<window_result> results_of(const std::vector<frame>& frames) {
 
 } // namespace
 
-TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, one in flight, final ends the run") {
+TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, final ends the run") {
   log_t log;
   auto ing = sys.spawn(fake_ingest, &log);
   auto waiter = sys.spawn(fake_waiter, &log);
@@ -187,20 +187,23 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, one in flight, fina
   CHECK(log.epochs == std::vector<uint64_t>{5});
   sched.advance_time(std::chrono::milliseconds(100));
   sched.run();
-  CHECK(log.epochs == std::vector<uint64_t>{5}); // still in flight: no second epoch
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6}); // the next one overlaps the commit of 5
+  sched.advance_time(std::chrono::milliseconds(100));
+  sched.run();
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6}); // two in flight: no third
   caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{5},
                  static_cast<uint8_t>(marker_kind::normal), uint64_t{3});
   sched.run();
   CHECK(log.committed == std::vector<uint64_t>{5});
-  // A tick came while epoch 5 was in flight: epoch 6 starts as soon as 5 is committed.
-  CHECK(log.epochs == std::vector<uint64_t>{5, 6});
+  // The tick that found two in flight is honoured as soon as 5 is committed.
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7});
   caf::anon_send(coord, epoch_atom::value, uint32_t{0}); // commit_events reached
   sched.run();
-  CHECK(log.epochs == std::vector<uint64_t>{5, 6}); // 6 in flight: remembered, not lost
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7}); // remembered, not lost
   caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{6},
                  static_cast<uint8_t>(marker_kind::normal), uint64_t{0});
   sched.run();
-  CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7});
+  CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7, 8});
   run_stats s;
   s.pipeline = "t";
   s.read = 42;

@@ -653,7 +653,8 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   table_reader r{root,
                  "",
                  {"store", "commit_interval", "commit_events", "batch_bytes",
-                  "max_inflight_batches", "lake_retention", "durable", "pipeline"}};
+                  "max_inflight_batches", "lake_retention", "durable", "restart_budget",
+                  "restart_backoff", "restart_backoff_max", "pipeline"}};
   auto dir = std::filesystem::path{file}.parent_path().string();
   weir_config c;
   c.file = file;
@@ -674,6 +675,12 @@ weir_config read_root(const toml::table& root, const std::string& file) {
     fail(*r.get("max_inflight_batches"), "max_inflight_batches", "must be at least 1");
   rt.lake_retention = r.get_duration("lake_retention", 0);
   rt.durable = r.get_bool("durable", true);
+  rt.restart_budget = static_cast<uint32_t>(r.get_count("restart_budget", rt.restart_budget, 1000));
+  rt.restart_backoff = r.get_duration("restart_backoff", rt.restart_backoff);
+  rt.restart_backoff_max = r.get_duration("restart_backoff_max", rt.restart_backoff_max);
+  if (rt.restart_backoff_max < rt.restart_backoff)
+    fail(*r.get("restart_backoff_max"), "restart_backoff_max",
+         "must not be shorter than restart_backoff");
   auto pipelines = r.get_tables("pipeline");
   if (pipelines.empty())
     fail(1, "pipeline", "the config needs at least one [[pipeline]]");

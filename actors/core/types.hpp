@@ -119,6 +119,9 @@ struct runtime_config {
   size_t max_inflight_batches = 4;   ///< flow control: batches in flight per pipeline
   int64_t lake_retention = 0;        ///< keep committed raw chunks this long (0: prune at once)
   bool durable = true;               ///< fsync every commit (false: risk of losing last commits)
+  uint32_t restart_budget = 3;       ///< restarts of a failed run before it gives up
+  int64_t restart_backoff = 100 * us_per_ms;     ///< wait before the first restart; doubles
+  int64_t restart_backoff_max = 10 * us_per_s;   ///< longest wait between restarts
 };
 
 struct weir_config {
