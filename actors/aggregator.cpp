@@ -3,6 +3,7 @@
 #include <capnp/message.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/core/fault.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
 
@@ -37,6 +38,35 @@ bool view_batch(schema::EventBatch::Reader b, event_view& v) {
   return true;
 }
 
+/// Fault injection (docs/faults.md): processes a batch in two halves with the point
+/// `aggregator.mid_batch` between them. Only taken when WEIR_FAULT is set; the result is the
+/// same as one process() call since records are processed one after the other. False when a
+/// `fail` is due (the first half is then processed, the second not).
+bool process_in_halves(window_operator& op, const event_view& v) {
+  const size_t h = v.n / 2;
+  event_view first = v;
+  first.n = h;
+  op.process(first);
+  if (fault::hit("aggregator.mid_batch"))
+    return false;
+  // key_end holds offsets from the start of key_bytes: the second half gets them rebased.
+  const uint32_t base = h == 0 ? 0 : v.key_end[h - 1];
+  std::vector<uint32_t> key_end(v.key_end + h, v.key_end + v.n);
+  for (auto& e : key_end)
+    e -= base;
+  event_view second = v;
+  second.n = v.n - h;
+  second.time = v.time + h;
+  second.wm_before = v.wm_before + h;
+  second.key_hash = v.key_hash + h;
+  second.key_end = key_end.data();
+  second.key_bytes = v.key_bytes + base;
+  second.values = v.values + h * v.value_width;
+  second.hashes = v.hashes + h * v.hash_width;
+  op.process(second);
+  return true;
+}
+
 } // namespace
 
 aggregator_actor::behavior_type
@@ -58,6 +88,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
   return {
     [self, preprocess](batch_atom, uint64_t seq, const frame& f) {
       auto& st = self->state;
+      bool injected = false;
       auto err = decode_frame(f, [&](frame_reader& r) {
         auto b = r.root<schema::EventBatch>();
         event_view v;
@@ -65,8 +96,13 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
             v.hash_width != st.layout.hash_width)
           throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                               kj::str("event batch with inconsistent columns"));
-        st.op->process(v);
+        if (fault::armed()) // fault injection: aggregator.mid_batch
+          injected = !process_in_halves(*st.op, v);
+        else
+          st.op->process(v);
       });
+      if (!err && injected)
+        err = fault::injected("aggregator.mid_batch");
       if (err) {
         spdlog::error("partition {}: {}", st.partition, render(err));
         self->quit(err);
@@ -90,6 +126,10 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
         encode_result(rs[static_cast<unsigned>(i)], st.fired[i]);
       auto snap = st.op->snapshot();
       c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
+      if (fault::hit("send.contribution")) { // fault injection
+        self->quit(fault::injected("send.contribution"));
+        return;
+      }
       self->send(updater, agg_epoch_atom::value, st.pipeline, to_frame(mb));
       if (m.kind != static_cast<uint8_t>(marker_kind::normal))
         self->quit();

@@ -12,6 +12,7 @@
 #include <capnp/message.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/core/fault.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
 
@@ -195,6 +196,12 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       s.header_sent = true;
     }
     c.setHeaderLen(header_len);
+    if (fault::hit("send.chunk")) { // fault injection: this actor fails, reads nothing more
+      st.stopping = true;
+      st.finished = true;
+      self->quit(fault::injected("send.chunk"));
+      return;
+    }
     ++st.inflight;
     self->send(next, chunk_atom::value, ++st.seq, to_frame(mb));
     s.pos = offset + data.size();

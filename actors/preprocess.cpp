@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/aggregator.hpp"
+#include "actors/core/fault.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
 
@@ -127,6 +128,10 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           continue;
         for (auto t : cols.time)
           st.max_time = std::max(st.max_time, t);
+        if (fault::hit("send.batch")) { // fault injection
+          self->quit(fault::injected("send.batch"));
+          return;
+        }
         self->send(st.partitions[p], batch_atom::value, seq,
                    encode_event_batch(static_cast<uint32_t>(p), st.pre->watermark(), cols, layout));
         ++sent;
@@ -192,6 +197,10 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         de.set(static_cast<unsigned>(i), expired[i]);
       auto snap = wrap_state(st.max_time, st.pre->snapshot());
       c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
+      if (fault::hit("send.contribution")) { // fault injection
+        self->quit(fault::injected("send.contribution"));
+        return;
+      }
       self->send(updater, pre_epoch_atom::value, st.pipeline, to_frame(mb));
       const auto& k = st.pre->counters();
       run_stats s;

@@ -17,6 +17,7 @@
 
 #include "actors/core/config.hpp"
 #include "actors/core/error.hpp"
+#include "actors/core/fault.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/runtime.hpp"
 #include "store/lake.hpp"
@@ -200,6 +201,9 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   auto cfg = weir::load_config(config_path);
   if (!cfg)
     return fail(cfg.error());
+  // A bad WEIR_FAULT (docs/faults.md) refuses to run rather than being ignored.
+  if (auto err = weir::fault::check_env())
+    return fail(err);
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   weir::run_options opts;

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <limits>
 
+#include "actors/core/fault.hpp"
 #include "store/codec.hpp"
 
 namespace weir {
@@ -178,7 +179,10 @@ caf::error lake::append(const std::vector<chunk_ref>& chunks) {
                                            " of source " + std::to_string(c.source) +
                                            " ends beyond 2^64");
   const int64_t landed = now_us();
-  return env_.with_write([&](lmdb::txn& t) -> caf::error {
+  // Fault injection (docs/faults.md): lake.before_commit / during_commit / after_commit.
+  if (fault::hit("lake.before_commit"))
+    return fault::injected("lake.before_commit");
+  auto err = env_.with_write([&](lmdb::txn& t) -> caf::error {
     // Batches are mostly of one source: check each source once per run of equal ids.
     uint32_t checked = 0;
     char key[chunk_key_size];
@@ -203,8 +207,16 @@ caf::error lake::append(const std::vector<chunk_ref>& chunks) {
       if (!c.data.empty())
         std::memcpy(*dst + chunk_header, c.data.data(), c.data.size());
     }
+    // Fault injection: every put is done, mdb_txn_commit is not (a fail aborts the txn).
+    if (fault::hit("lake.during_commit"))
+      return fault::injected("lake.during_commit");
     return caf::none;
   });
+  if (err)
+    return err;
+  if (fault::hit("lake.after_commit")) // fault injection: the chunks are durable
+    return fault::injected("lake.after_commit");
+  return caf::none;
 }
 
 caf::expected<uint64_t> lake::end_offset(uint32_t source) {

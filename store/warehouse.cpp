@@ -6,6 +6,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "actors/core/fault.hpp"
 #include "store/codec.hpp"
 
 namespace weir {
@@ -331,6 +332,9 @@ caf::expected<std::vector<pipeline_info>> warehouse::pipelines() {
 }
 
 caf::expected<bool> warehouse::commit(const epoch_commit& c) {
+  // Fault injection (docs/faults.md): epoch.before_commit / during_commit / after_commit.
+  if (fault::hit("epoch.before_commit"))
+    return fault::injected("epoch.before_commit");
   for (const auto& r : c.results)
     if (r.end < r.start)
       return make_error(errc::internal, "result of pipeline '" + c.pipeline + "' ends (" +
@@ -426,11 +430,16 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
     }
     if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
       return perr;
+    // Fault injection: the whole epoch is written, mdb_txn_commit is not (a fail aborts it).
+    if (fault::hit("epoch.during_commit"))
+      return fault::injected("epoch.during_commit");
     applied = true;
     return caf::none;
   });
   if (err)
     return err;
+  if (fault::hit("epoch.after_commit")) // fault injection: the epoch is durable
+    return fault::injected("epoch.after_commit");
   return applied;
 }
 

@@ -341,3 +341,46 @@ TEST_CASE("commit_events drives epochs without waiting for the commit interval")
   REQUIRE(epochs_line != std::string::npos);
   CHECK(std::stoul(r.out.substr(epochs_line + 16)) >= 2);
 }
+
+TEST_CASE("the supervisor restarts a failed run from the last commit, within its budget") {
+  temp_dir dir;
+  std::string csv = "ts,k,amount\n";
+  for (int i = 0; i < 30000; ++i)
+    csv += iso(1717200000 + i * 2) + ",k" + std::to_string(i % 11) + "," +
+           std::to_string(i % 97) + ".25\n";
+  write_file(dir.path / "in.csv", csv);
+  auto text = config_text("in.csv", 300, 10, 0);
+  text = "restart_backoff = \"10ms\"\nrestart_backoff_max = \"40ms\"\n" + text;
+  write_file(dir.path / "p.toml", text);
+  auto query = [&](const std::string& store) {
+    return run(weir_bin + " query --store " + (dir.path / store).string() +
+               " --pipeline p --format csv")
+      .out;
+  };
+  auto clean = run(weir_bin + " run --store " + (dir.path / "ref").string() + " " +
+                   (dir.path / "p.toml").string());
+  REQUIRE(clean.rc == 0);
+  SECTION("a transient failure: one restart, the same results as a run without failure") {
+    auto r = run("env WEIR_FAULT=aggregator.mid_batch@5:fail " + weir_bin + " run --store " +
+                 (dir.path / "s1").string() + " " + (dir.path / "p.toml").string());
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    auto at = r.out.find("restarts ");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stoul(r.out.substr(at + 9)) == 1);
+    CHECK(query("s1") == query("ref"));
+  }
+  SECTION("a failure that comes back every time: the budget is spent, the run fails") {
+    auto r = run("env WEIR_FAULT=aggregator.mid_batch@3+:fail " + weir_bin + " run --store " +
+                 (dir.path / "s2").string() + " " + (dir.path / "p.toml").string());
+    INFO(r.out);
+    CHECK(r.rc == 1);
+    CHECK(r.out.find("injected fault at aggregator.mid_batch") != std::string::npos);
+    CHECK(r.out.find("gave up after 3 restart(s)") != std::string::npos);
+    // A later run without the fault finishes the job: nothing lost, nothing twice.
+    auto again = run(weir_bin + " run --store " + (dir.path / "s2").string() + " " +
+                     (dir.path / "p.toml").string());
+    REQUIRE(again.rc == 0);
+    CHECK(query("s2") == query("ref"));
+  }
+}
