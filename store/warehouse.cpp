@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -387,9 +388,47 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       if (auto perr = write_u64(t, counters_, ckey, next))
         return perr;
     }
-    // Results: upserts that never go back to an older version.
-    for (const auto& r : c.results) {
+    // Results: upserts that never go back to an older version. They are written in key order;
+    // rows past the table's current end (the usual case: windows fire in time order) are
+    // appended without a lookup.
+    std::vector<std::tuple<std::string, size_t, bool>> keyed;
+    keyed.reserve(c.results.size());
+    for (size_t i = 0; i < c.results.size(); ++i) {
+      const auto& r = c.results[i];
       bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
+      keyed.emplace_back(key, i, long_key);
+    }
+    // Stable: of two rows for one window in a commit, the later one wins, as it would unsorted.
+    std::stable_sort(keyed.begin(), keyed.end(), [](const auto& x, const auto& y) {
+      return std::get<0>(x) < std::get<0>(y);
+    });
+    std::string table_end;
+    bool table_empty = true;
+    {
+      auto cur = lmdb::cursor::open(t, results_);
+      if (!cur)
+        return std::move(cur.error());
+      auto found = cur->last();
+      if (!found)
+        return std::move(found.error());
+      if (*found) {
+        table_end = std::string{cur->key()};
+        table_empty = false;
+      }
+    }
+    const std::string* previous = nullptr;
+    for (const auto& [sorted_key, index, long_key] : keyed) {
+      const auto& r = c.results[index];
+      const bool fresh = (table_empty || sorted_key > table_end) &&
+                         (previous == nullptr || sorted_key != *previous);
+      previous = &sorted_key;
+      if (fresh) {
+        encode_result_value(r, long_key, val);
+        if (auto perr = t.put(results_, sorted_key, val, MDB_APPEND))
+          return perr;
+        continue;
+      }
+      key = sorted_key;
       auto old = t.get(results_, key);
       if (!old)
         return std::move(old.error());
