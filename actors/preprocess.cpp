@@ -192,9 +192,9 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         da[static_cast<unsigned>(i)].setId(added[i].first);
         da[static_cast<unsigned>(i)].setTime(added[i].second);
       }
-      auto de = c.initDedupeExpired(static_cast<unsigned>(expired.size()));
-      for (size_t i = 0; i < expired.size(); ++i)
-        de.set(static_cast<unsigned>(i), expired[i]);
+      // Expiry goes by time: the store drops ids below watermark - horizon, as the engine does.
+      if (st.cfg.preprocess.dedupe && st.pre->watermark() != min_timestamp)
+        c.setDedupeExpireBefore(st.pre->watermark() - st.cfg.preprocess.dedupe_horizon);
       auto snap = wrap_state(st.max_time, st.pre->snapshot());
       c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
       if (fault::hit("send.contribution")) { // fault injection

@@ -26,8 +26,7 @@ caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const f
       c.dead_letters.push_back(decode_dead_letter(d));
     for (auto d : p.getDedupeAdded())
       c.dedupe_added.emplace_back(d.getId(), d.getTime());
-    for (auto d : p.getDedupeExpired())
-      c.dedupe_expired.push_back(d);
+    c.dedupe_expire_before = p.getDedupeExpireBefore();
     c.states.emplace_back(preprocess_partition, std::string(as_view(p.getState())));
   });
   if (err)

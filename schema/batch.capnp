@@ -67,6 +67,9 @@ struct PreprocessEpoch {
   state @5 :Data;           # watermark and counters
   final @6 :Bool;           # the sources are exhausted (bounded run)
   kind @7 :UInt8;           # how the epoch ends: 0 normal, 1 stop, 2 final
+  dedupeExpireBefore @8 :Int64 = -9223372036854775808;
+                            # ids with an event time below this are expired (dedupeExpired is
+                            # no longer filled: the store expires by time)
 }
 
 # What one window-aggregator partition contributes to epoch e: fired results and its state.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <tuple>
 
 #define XXH_INLINE_ALL
@@ -86,6 +87,10 @@ caf::error write_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key, uint64_t v
 
 std::string seq_counter_key(uint16_t pid) {
   return "dead_letter_seq/" + std::to_string(pid);
+}
+
+std::string dedupe_cutoff_key(uint16_t pid) {
+  return "dedupe_cutoff/" + std::to_string(pid);
 }
 
 /// Appends the results-table key of (pipeline, start, end, key) to `out`. Keys that fit are
@@ -453,19 +458,60 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       if (auto perr = t.put(state_, std::string_view{sk, 6}, blob))
         return perr;
     }
-    // Dedupe ids: expired ones go first so that an id seen again is remembered anew.
-    char xk[10];
-    lmdb::put_be16(xk, pid);
-    for (auto id : c.dedupe_expired) {
-      lmdb::put_be64(xk + 2, id);
-      auto gone = t.del(dedupe_, std::string_view{xk, 10});
-      if (!gone)
-        return std::move(gone.error());
+    // Dedupe ids: the ids an epoch adds are one segment under (pipeline, epoch), so an epoch
+    // costs one write however many events it has. Ids with a time below the cutoff are expired:
+    // reads skip them, and a segment whose newest id is below it is deleted.
+    if (!c.dedupe_added.empty()) {
+      char xk[10];
+      lmdb::put_be16(xk, pid);
+      lmdb::put_be64(xk + 2, c.epoch);
+      int64_t newest = std::numeric_limits<int64_t>::min();
+      for (const auto& [id, time] : c.dedupe_added)
+        newest = std::max(newest, time);
+      auto out = t.reserve(dedupe_, std::string_view{xk, 10}, 8 + 16 * c.dedupe_added.size());
+      if (!out)
+        return std::move(out.error());
+      char* p = *out;
+      codec::put_le64(p, static_cast<uint64_t>(newest));
+      p += 8;
+      for (const auto& [id, time] : c.dedupe_added) {
+        codec::put_le64(p, id);
+        codec::put_le64(p + 8, static_cast<uint64_t>(time));
+        p += 16;
+      }
     }
-    for (const auto& [id, time] : c.dedupe_added) {
-      lmdb::put_be64(xk + 2, id);
-      if (auto perr = write_u64(t, dedupe_, std::string_view{xk, 10}, static_cast<uint64_t>(time)))
+    if (c.dedupe_expire_before != std::numeric_limits<int64_t>::min()) {
+      auto ckey = dedupe_cutoff_key(pid);
+      auto old_cut = read_u64(t, counters_, ckey, "a dedupe cutoff");
+      if (!old_cut)
+        return std::move(old_cut.error());
+      // Stored with the sign bit flipped: 0 means "no cutoff yet".
+      int64_t cut = *old_cut == 0 ? c.dedupe_expire_before
+                                  : std::max(c.dedupe_expire_before,
+                                             static_cast<int64_t>(*old_cut ^ (uint64_t{1} << 63)));
+      if (auto perr = write_u64(t, counters_, ckey, static_cast<uint64_t>(cut) ^ (uint64_t{1} << 63)))
         return perr;
+      // Segments come in epoch order and mostly in time order: delete expired ones from the
+      // oldest on and stop at the first live one (a later expired one goes at a later commit).
+      auto cur = lmdb::cursor::open(t, dedupe_);
+      if (!cur)
+        return std::move(cur.error());
+      char prefix[2];
+      lmdb::put_be16(prefix, pid);
+      std::string_view pfx{prefix, 2};
+      for (auto found = cur->seek(pfx);; found = cur->next()) {
+        if (!found)
+          return std::move(found.error());
+        if (!*found || cur->key().substr(0, 2) != pfx)
+          break;
+        auto v = cur->value();
+        if (v.size() < 8 || (v.size() - 8) % 16 != 0)
+          return corrupt("a dedupe segment");
+        if (static_cast<int64_t>(codec::get_le64(v.data())) >= cut)
+          break;
+        if (auto derr = cur->del())
+          return derr;
+      }
     }
     if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
       return perr;
@@ -535,16 +581,42 @@ warehouse::states(const std::string& pipeline) {
 
 caf::expected<std::vector<std::pair<uint64_t, int64_t>>>
 warehouse::dedupe(const std::string& pipeline) {
-  std::vector<std::pair<uint64_t, int64_t>> out;
-  auto err =
-    scan_pipeline(pipeline, dedupe_, [&](std::string_view k, std::string_view v) -> caf::error {
-      if (k.size() != 8 || v.size() != 8)
-        return corrupt("a dedupe entry");
-      out.emplace_back(lmdb::get_be64(k.data()), static_cast<int64_t>(codec::get_le64(v.data())));
+  // The greatest time per id over every live segment, without the expired ones.
+  std::map<uint64_t, int64_t> ids;
+  int64_t cut = std::numeric_limits<int64_t>::min();
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
       return caf::none;
-    });
+    auto c = read_u64(t, counters_, dedupe_cutoff_key((*found)->id), "a dedupe cutoff");
+    if (!c)
+      return std::move(c.error());
+    if (*c != 0)
+      cut = static_cast<int64_t>(*c ^ (uint64_t{1} << 63));
+    return for_pipeline(t, dedupe_, (*found)->id,
+                        [&](std::string_view k, std::string_view v) -> caf::error {
+                          if (k.size() != 8 || v.size() < 8 || (v.size() - 8) % 16 != 0)
+                            return corrupt("a dedupe segment");
+                          for (size_t o = 8; o < v.size(); o += 16) {
+                            auto time = static_cast<int64_t>(codec::get_le64(v.data() + o + 8));
+                            if (time < cut)
+                              continue;
+                            auto [it, fresh] = ids.emplace(codec::get_le64(v.data() + o), time);
+                            if (!fresh)
+                              it->second = std::max(it->second, time);
+                          }
+                          return caf::none;
+                        });
+  });
   if (err)
     return err;
+  std::vector<std::pair<uint64_t, int64_t>> out;
+  out.reserve(ids.size());
+  for (const auto& [id, time] : ids)
+    if (time >= cut)
+      out.emplace_back(id, time);
   return out;
 }
 

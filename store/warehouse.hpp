@@ -13,7 +13,8 @@
 /// - results:      (pipeline BE16, start sBE64, end sBE64, key) -> version u32, count u32,
 ///                 doubles, [the whole key when it was too long for an LMDB key]
 /// - state:        (pipeline BE16, partition BE32) -> blob; partition 0xFFFFFFFF = preprocess
-/// - dedupe:       (pipeline BE16, id BE64) -> event time i64
+/// - dedupe:       (pipeline BE16, epoch BE64) -> newest time i64, then (id u64, time i64)...:
+///                 the ids one epoch added; counters "dedupe_cutoff/<id>" holds the expiry
 /// - dead_letters: (pipeline BE16, sequence BE64) -> source u32, offset u64, reason, raw
 ///
 /// Result keys longer than an LMDB key allows (over 492 bytes) are stored under their first
@@ -54,8 +55,9 @@ struct epoch_commit {
                                                           ///< row only if its version is >= the
                                                           ///< stored one
   std::vector<std::pair<uint32_t, std::string>> states;   ///< partition -> blob (replaces)
-  std::vector<std::pair<uint64_t, int64_t>> dedupe_added; ///< id -> event time
-  std::vector<uint64_t> dedupe_expired;                   ///< applied before dedupe_added
+  std::vector<std::pair<uint64_t, int64_t>> dedupe_added; ///< id -> event time (one segment)
+  /// Ids with an event time below this are expired from now on (the cutoff only moves up).
+  timestamp dedupe_expire_before = min_timestamp;
 };
 
 struct dead_letter_row {
@@ -106,7 +108,8 @@ public:
   caf::expected<std::vector<std::pair<uint32_t, uint64_t>>> offsets(const std::string& pipeline);
   /// Committed state blobs by partition.
   caf::expected<std::vector<std::pair<uint32_t, std::string>>> states(const std::string& pipeline);
-  /// Remembered event ids (id -> event time) by id.
+  /// Remembered event ids by id: per id the greatest event time committed for it, leaving out
+  /// ids below the expiry cutoff.
   caf::expected<std::vector<std::pair<uint64_t, int64_t>>> dedupe(const std::string& pipeline);
 
   /// Results with start >= from and end <= to (when given), key equal (when given), ordered by

@@ -53,7 +53,8 @@ struct pipeline_model {
   std::map<std::tuple<timestamp, timestamp, std::string>, std::pair<uint32_t, std::vector<double>>>
     results;
   std::map<uint32_t, std::string> states;
-  std::map<uint64_t, int64_t> dedupe;
+  std::map<uint64_t, int64_t> dedupe; // id -> greatest time committed
+  int64_t dedupe_cut = std::numeric_limits<int64_t>::min();
   std::vector<dead_letter> letters;
 
   void apply(const epoch_commit& c) {
@@ -70,10 +71,12 @@ struct pipeline_model {
     }
     for (const auto& [p, blob] : c.states)
       states[p] = blob;
-    for (auto id : c.dedupe_expired)
-      dedupe.erase(id);
-    for (const auto& [id, t] : c.dedupe_added)
-      dedupe[id] = t;
+    for (const auto& [id, t] : c.dedupe_added) {
+      auto [it, fresh] = dedupe.emplace(id, t);
+      if (!fresh)
+        it->second = std::max(it->second, t);
+    }
+    dedupe_cut = std::max(dedupe_cut, c.dedupe_expire_before);
     for (const auto& d : c.dead_letters)
       letters.push_back(d);
   }
@@ -143,8 +146,8 @@ epoch_commit random_commit(std::mt19937_64& rng, const std::string& pipeline, ui
                           std::string(rng() % 50, static_cast<char>('a' + rng() % 26)));
   for (int i = 0, n = rng() % 4; i < n; ++i)
     c.dedupe_added.emplace_back(rng() % 20, static_cast<int64_t>(rng() % 1000) - 500);
-  for (int i = 0, n = rng() % 3; i < n; ++i)
-    c.dedupe_expired.push_back(rng() % 20);
+  if (rng() % 4 == 0)
+    c.dedupe_expire_before = static_cast<int64_t>(rng() % 1000) - 600;
   for (int i = 0, n = rng() % 3; i < n; ++i) {
     dead_letter d;
     d.source = 1 + rng() % 4;
@@ -169,7 +172,11 @@ void check_against(warehouse& w, const std::string& name, const pipeline_model& 
   CHECK(*st == std::vector<std::pair<uint32_t, std::string>>(m.states.begin(), m.states.end()));
   auto dd = w.dedupe(name);
   REQUIRE(dd);
-  CHECK(*dd == std::vector<std::pair<uint64_t, int64_t>>(m.dedupe.begin(), m.dedupe.end()));
+  std::vector<std::pair<uint64_t, int64_t>> live;
+  for (const auto& [id, t] : m.dedupe)
+    if (t >= m.dedupe_cut)
+      live.emplace_back(id, t);
+  CHECK(*dd == live);
   auto letters = all_letters(w, name);
   REQUIRE(letters.size() == m.letters.size());
   for (size_t i = 0; i < letters.size(); ++i) {
