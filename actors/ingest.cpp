@@ -62,6 +62,12 @@ bool learn_stdin_header(source_run& s) {
       s.header_known = true;
       return true;
     }
+    if (s.buf.size() > s.in.cfg.max_line_bytes) {
+      // No header line within the line limit: go on without one (its lines are dead-lettered
+      // by preprocess, which knows no header for them), rather than buffering without bound.
+      s.header_known = true;
+      return true;
+    }
     pollfd p{s.fd, POLLIN, 0};
     if (::poll(&p, 1, 0) == 0)
       return false;
