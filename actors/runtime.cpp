@@ -161,7 +161,12 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
         source_input in;
         in.path = path;
         in.cfg = src;
-        in.key = p.name + "/" + src.name + "/" + path;
+        // The absolute path names the file in the store, so that a run from another working
+        // directory (or with the config given another way) resumes instead of starting over.
+        auto abs = path == "-" ? path : std::filesystem::weakly_canonical(path, ec).string();
+        if (ec)
+          abs = std::filesystem::absolute(path).lexically_normal().string();
+        in.key = p.name + "/" + src.name + "/" + abs;
         auto id = lk.source_id(in.key);
         if (!id)
           return id.error();

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
-scripts/build.sh
+scripts/build.sh weir_cli
 store="$(mktemp -d "${TMPDIR:-/tmp}/weir-demo.XXXXXX")"
 trap 'rm -rf "$store"' EXIT
 build/bin/weir run examples/transactions/pipeline.toml --store "$store"

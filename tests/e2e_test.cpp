@@ -384,3 +384,27 @@ TEST_CASE("the supervisor restarts a failed run from the last commit, within its
     CHECK(query("s2") == query("ref"));
   }
 }
+
+TEST_CASE("a run from another working directory resumes instead of reading the input again") {
+  temp_dir dir;
+  std::string csv = "ts,k,amount\n";
+  for (int i = 0; i < 500; ++i)
+    csv += iso(1717200000 + i * 30) + ",k" + std::to_string(i % 4) + ",1\n";
+  fs::create_directories(dir.path / "conf");
+  write_file(dir.path / "conf" / "in.csv", csv);
+  write_file(dir.path / "conf" / "p.toml", config_text("in.csv", 600, 0, 0));
+  auto first = run("sh -c 'cd " + dir.str() + " && " + weir_bin + " run conf/p.toml'");
+  REQUIRE(first.rc == 0);
+  auto before = run(weir_bin + " query --store " + (dir.path / "conf" / "store").string() +
+                    " --pipeline p --format csv");
+  auto second =
+    run("sh -c 'cd " + (dir.path / "conf").string() + " && " + weir_bin + " run p.toml'");
+  INFO(second.out);
+  REQUIRE(second.rc == 0);
+  auto read = second.out.find("events read");
+  REQUIRE(read != std::string::npos);
+  CHECK(std::stoul(second.out.substr(read + 11)) == 0);
+  auto after = run(weir_bin + " query --store " + (dir.path / "conf" / "store").string() +
+                   " --pipeline p --format csv");
+  CHECK(after.out == before.out);
+}
