@@ -13,6 +13,7 @@
 #include <malloc.h>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "actors/core/config.hpp"
@@ -426,6 +427,8 @@ int main(int argc, char** argv) {
   // of a `weir run` (see the README's benchmark notes).
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  // Logs go to stderr: stdout carries what the commands print (summaries, query results).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("weir"));
   spdlog::set_level(spdlog::level::warn);
   CLI::App app{"weir: an actor-based stream-to-batch runtime.\n"
                "Lands events durably, cleans them, aggregates them in event-time windows and\n"
