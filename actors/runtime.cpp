@@ -344,8 +344,11 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
         t.restarts = restarts;
       return total;
     }
-    auto last = wh_ptr->last_epoch(cfg.pipelines.front().name);
-    std::string where = last ? "the last good commit is epoch " + std::to_string(*last) : "";
+    std::string where = "last good commits:";
+    for (const auto& p : cfg.pipelines) {
+      auto last = wh_ptr->last_epoch(p.name);
+      where += " " + p.name + " epoch " + (last ? std::to_string(*last) : "?");
+    }
     if (restarts >= cfg.runtime.restart_budget || stop_wanted())
       return make_error(errc::internal, failure + "; gave up after " + std::to_string(restarts) +
                                           " restart(s); " + where);
