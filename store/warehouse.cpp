@@ -93,6 +93,17 @@ std::string dedupe_cutoff_key(uint16_t pid) {
   return "dedupe_cutoff/" + std::to_string(pid);
 }
 
+/// The dedupe cutoff is stored with its sign bit flipped, so that 0 (a missing counter) means
+/// that there is no cutoff yet.
+uint64_t cutoff_bits(int64_t cut) {
+  return static_cast<uint64_t>(cut) ^ (uint64_t{1} << 63);
+}
+
+int64_t cutoff_of(uint64_t bits) {
+  return bits == 0 ? std::numeric_limits<int64_t>::min()
+                   : static_cast<int64_t>(bits ^ (uint64_t{1} << 63));
+}
+
 /// Appends the results-table key of (pipeline, start, end, key) to `out`. Keys that fit are
 /// stored as they are; longer ones as a prefix plus the hash of the whole key, which makes the
 /// stored key exactly `max_key` bytes long, a length no stored-as-is key reaches.
@@ -176,9 +187,10 @@ caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
   return caf::none;
 }
 
-/// Runs fn(key after the prefix, value) over every entry whose key starts with the BE16 id.
+/// Moves a cursor over every entry whose key starts with the BE16 id, in key order, calling
+/// fn(cursor) at each; fn returns false to stop (it may delete the entry it is at).
 template <class F>
-caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
+caf::error walk_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
   auto c = lmdb::cursor::open(t, d);
   if (!c)
     return std::move(c.error());
@@ -190,9 +202,22 @@ caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
       return std::move(found.error());
     if (!*found || c->key().substr(0, 2) != p)
       return caf::none;
-    if (auto err = fn(c->key().substr(2), c->value()))
-      return err;
+    caf::expected<bool> go_on = fn(*c);
+    if (!go_on)
+      return std::move(go_on.error());
+    if (!*go_on)
+      return caf::none;
   }
+}
+
+/// Runs fn(key after the prefix, value) over every entry whose key starts with the BE16 id.
+template <class F>
+caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
+  return walk_pipeline(t, d, pid, [&](lmdb::cursor& c) -> caf::expected<bool> {
+    if (auto err = fn(c.key().substr(2), c.value()))
+      return err;
+    return true;
+  });
 }
 
 } // namespace
@@ -404,9 +429,8 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       keyed.emplace_back(key, i, long_key);
     }
     // Stable: of two rows for one window in a commit, the later one wins, as it would unsorted.
-    std::stable_sort(keyed.begin(), keyed.end(), [](const auto& x, const auto& y) {
-      return std::get<0>(x) < std::get<0>(y);
-    });
+    std::stable_sort(keyed.begin(), keyed.end(),
+                     [](const auto& x, const auto& y) { return std::get<0>(x) < std::get<0>(y); });
     std::string table_end;
     bool table_empty = true;
     {
@@ -424,8 +448,8 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
     const std::string* previous = nullptr;
     for (const auto& [sorted_key, index, long_key] : keyed) {
       const auto& r = c.results[index];
-      const bool fresh = (table_empty || sorted_key > table_end) &&
-                         (previous == nullptr || sorted_key != *previous);
+      const bool fresh =
+        (table_empty || sorted_key > table_end) && (previous == nullptr || sorted_key != *previous);
       previous = &sorted_key;
       if (fresh) {
         encode_result_value(r, long_key, val);
@@ -485,33 +509,23 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       auto old_cut = read_u64(t, counters_, ckey, "a dedupe cutoff");
       if (!old_cut)
         return std::move(old_cut.error());
-      // Stored with the sign bit flipped: 0 means "no cutoff yet".
-      int64_t cut = *old_cut == 0 ? c.dedupe_expire_before
-                                  : std::max(c.dedupe_expire_before,
-                                             static_cast<int64_t>(*old_cut ^ (uint64_t{1} << 63)));
-      if (auto perr = write_u64(t, counters_, ckey, static_cast<uint64_t>(cut) ^ (uint64_t{1} << 63)))
+      int64_t cut = std::max(c.dedupe_expire_before, cutoff_of(*old_cut));
+      if (auto perr = write_u64(t, counters_, ckey, cutoff_bits(cut)))
         return perr;
       // Segments come in epoch order and mostly in time order: delete expired ones from the
       // oldest on and stop at the first live one (a later expired one goes at a later commit).
-      auto cur = lmdb::cursor::open(t, dedupe_);
-      if (!cur)
-        return std::move(cur.error());
-      char prefix[2];
-      lmdb::put_be16(prefix, pid);
-      std::string_view pfx{prefix, 2};
-      for (auto found = cur->seek(pfx);; found = cur->next()) {
-        if (!found)
-          return std::move(found.error());
-        if (!*found || cur->key().substr(0, 2) != pfx)
-          break;
-        auto v = cur->value();
+      auto derr = walk_pipeline(t, dedupe_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
+        auto v = cur.value();
         if (v.size() < 8 || (v.size() - 8) % 16 != 0)
           return corrupt("a dedupe segment");
         if (static_cast<int64_t>(codec::get_le64(v.data())) >= cut)
-          break;
-        if (auto derr = cur->del())
-          return derr;
-      }
+          return false;
+        if (auto err = cur.del())
+          return err;
+        return true;
+      });
+      if (derr)
+        return derr;
     }
     if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
       return perr;
@@ -593,8 +607,7 @@ warehouse::dedupe(const std::string& pipeline) {
     auto c = read_u64(t, counters_, dedupe_cutoff_key((*found)->id), "a dedupe cutoff");
     if (!c)
       return std::move(c.error());
-    if (*c != 0)
-      cut = static_cast<int64_t>(*c ^ (uint64_t{1} << 63));
+    cut = cutoff_of(*c);
     return for_pipeline(t, dedupe_, (*found)->id,
                         [&](std::string_view k, std::string_view v) -> caf::error {
                           if (k.size() != 8 || v.size() < 8 || (v.size() - 8) % 16 != 0)
@@ -615,8 +628,7 @@ warehouse::dedupe(const std::string& pipeline) {
   std::vector<std::pair<uint64_t, int64_t>> out;
   out.reserve(ids.size());
   for (const auto& [id, time] : ids)
-    if (time >= cut)
-      out.emplace_back(id, time);
+    out.emplace_back(id, time);
   return out;
 }
 

@@ -80,20 +80,7 @@ std::map<window_key, agg> reference(const std::vector<event>& evs, int64_t size,
   return out;
 }
 
-std::vector<std::string> split(const std::string& line, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : line) {
-    if (c == sep) {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  out.push_back(cur);
-  return out;
-}
+using weir::test::split;
 
 const std::string weir_bin = WEIR_BINARY;
 

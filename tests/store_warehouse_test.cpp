@@ -14,6 +14,7 @@
 
 #include <lmdb.h>
 
+#include "tests/raw_lmdb.hpp"
 #include "tests/test_support.hpp"
 #include "store/codec.hpp"
 #include "store/warehouse.hpp"
@@ -29,22 +30,7 @@ bool has_code(const caf::error& err, errc code) {
   return err && err.code() == static_cast<uint8_t>(code) && err.category() == caf::atom("weir");
 }
 
-void raw_put(const std::string& env_dir, const char* table, std::string_view key,
-             std::string_view value) {
-  MDB_env* env = nullptr;
-  REQUIRE(mdb_env_create(&env) == 0);
-  REQUIRE(mdb_env_set_maxdbs(env, 16) == 0);
-  REQUIRE(mdb_env_open(env, env_dir.c_str(), 0, 0644) == 0);
-  MDB_txn* txn = nullptr;
-  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
-  MDB_dbi dbi;
-  REQUIRE(mdb_dbi_open(txn, table, MDB_CREATE, &dbi) == 0);
-  MDB_val k{key.size(), const_cast<char*>(key.data())};
-  MDB_val v{value.size(), const_cast<char*>(value.data())};
-  REQUIRE(mdb_put(txn, dbi, &k, &v, 0) == 0);
-  REQUIRE(mdb_txn_commit(txn) == 0);
-  mdb_env_close(env);
-}
+using weir::test::raw_put;
 
 /// The reference model of one pipeline, kept with plain std containers.
 struct pipeline_model {
