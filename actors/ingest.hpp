@@ -16,7 +16,7 @@ namespace weir {
 /// One input of a pipeline: a file (or stdin) with its lake source id and resume point.
 struct source_input {
   uint32_t id = 0;
-  std::string key;  ///< "pipeline/source/path": names it in the lake
+  std::string key;  ///< "pipeline/source:/absolute/path": names it in the lake
   std::string path; ///< "-" for stdin
   source_config cfg;
   uint64_t committed = 0; ///< offset of the last committed epoch

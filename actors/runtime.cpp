@@ -166,7 +166,7 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
         auto abs = path == "-" ? path : std::filesystem::weakly_canonical(path, ec).string();
         if (ec)
           abs = std::filesystem::absolute(path).lexically_normal().string();
-        in.key = p.name + "/" + src.name + "/" + abs;
+        in.key = p.name + "/" + src.name + ":" + abs;
         auto id = lk.source_id(in.key);
         if (!id)
           return id.error();

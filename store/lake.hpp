@@ -38,7 +38,7 @@ public:
   static caf::expected<lake> open(const std::string& dir, bool durable = true,
                                   size_t map_size = default_map_size);
 
-  /// Source ids: a stable uint32 (from 1) per source key string (e.g. "pipeline/source/path").
+  /// Source ids: a stable uint32 (from 1) per source key string (e.g. "pipeline/source:/absolute/path").
   /// Creates it when new.
   caf::expected<uint32_t> source_id(const std::string& source_key);
 
