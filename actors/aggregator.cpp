@@ -67,6 +67,17 @@ bool process_in_halves(window_operator& op, const event_view& v) {
   return true;
 }
 
+/// Fault injection: `aggregator.record~KEY` throws as a bug in processing that record would.
+void check_record_faults(const event_view& v) {
+  uint32_t prev = 0;
+  for (size_t i = 0; i < v.n; ++i) {
+    std::string_view key{v.key_bytes + prev, v.key_end[i] - prev};
+    prev = v.key_end[i];
+    if (fault::hit("aggregator.record", key))
+      throw fault::injected_failure("aggregator.record");
+  }
+}
+
 } // namespace
 
 aggregator_actor::behavior_type
@@ -89,6 +100,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
     [self, preprocess](batch_atom, uint64_t seq, const frame& f) {
       auto& st = self->state;
       bool injected = false;
+      caf::error failed;
       auto err = decode_frame(f, [&](frame_reader& r) {
         auto b = r.root<schema::EventBatch>();
         event_view v;
@@ -96,11 +108,23 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
             v.hash_width != st.layout.hash_width)
           throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                               kj::str("event batch with inconsistent columns"));
-        if (fault::armed()) // fault injection: aggregator.mid_batch
-          injected = !process_in_halves(*st.op, v);
-        else
-          st.op->process(v);
+        // A failure while processing the records names them (the batch's origin), so that the
+        // supervisor can retry, isolate and finally dead-letter a poison record.
+        try {
+          if (fault::armed()) { // fault injection: aggregator.mid_batch, aggregator.record
+            check_record_faults(v);
+            injected = !process_in_halves(*st.op, v);
+          } else {
+            st.op->process(v);
+          }
+        } catch (const std::exception& e) {
+          record_span at{st.pipeline, b.getOriginSource(), b.getOriginBegin(), b.getOriginEnd(),
+                         b.getOriginLine()};
+          failed = make_record_error(at, "aggregating records failed: " + std::string(e.what()));
+        }
       });
+      if (!err && failed)
+        err = std::move(failed);
       if (!err && injected)
         err = fault::injected("aggregator.mid_batch");
       if (err) {

@@ -73,12 +73,16 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
       auto& s = self->state.pipelines[i];
       if (s.in_flight > 0)
         --s.in_flight;
+      int64_t latency = -1;
       if (auto t = s.started.find(e); t != s.started.end()) {
-        s.latencies.push_back(std::chrono::duration_cast<std::chrono::microseconds>(
-                                std::chrono::steady_clock::now() - t->second)
-                                .count());
+        latency = std::chrono::duration_cast<std::chrono::microseconds>(
+                    std::chrono::steady_clock::now() - t->second)
+                    .count();
+        s.latencies.push_back(latency);
         s.started.erase(s.started.begin(), std::next(t));
       }
+      // Each commit is reported at once: the waiter's tally survives a generation that fails.
+      caf::anon_send(waiter, committed_atom::value, i, windows, latency);
       s.stats.windows_committed += windows;
       s.stats.epochs_committed += 1;
       if (s.ingest)

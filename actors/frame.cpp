@@ -33,7 +33,7 @@ frame_reader::frame_reader(const frame& f, decode_limits limits)
 }
 
 frame encode_event_batch(uint32_t partition, timestamp watermark, const event_columns& c,
-                         const aggregate_layout& layout) {
+                         const aggregate_layout& layout, const record_span& origin) {
   const size_t n = c.size();
   // One first segment big enough for the whole batch: no segment growth on the hot path.
   const size_t bytes =
@@ -52,6 +52,10 @@ frame encode_event_batch(uint32_t partition, timestamp watermark, const event_co
   set_column(b.initValues(c.values.size() * 8), c.values.data(), c.values.size());
   b.setHashWidth(static_cast<uint32_t>(layout.hash_width));
   set_column(b.initHashes(c.hashes.size() * 8), c.hashes.data(), c.hashes.size());
+  b.setOriginSource(origin.source);
+  b.setOriginBegin(origin.begin);
+  b.setOriginEnd(origin.end);
+  b.setOriginLine(origin.line);
   return to_frame(mb);
 }
 

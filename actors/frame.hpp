@@ -21,7 +21,7 @@ frame to_frame(capnp::MessageBuilder& builder);
 
 /// Encodes the accepted events of one partition as an EventBatch frame.
 frame encode_event_batch(uint32_t partition, timestamp watermark, const event_columns& c,
-                         const aggregate_layout& layout);
+                         const aggregate_layout& layout, const record_span& origin = {});
 
 /// A window result or a dead letter into its schema struct and back.
 void encode_result(schema::WindowResult::Builder b, const window_result& w);

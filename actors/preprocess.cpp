@@ -1,5 +1,7 @@
 #include "actors/preprocess.hpp"
 
+#include <cstring>
+
 #include <capnp/message.h>
 #include <spdlog/spdlog.h>
 
@@ -17,6 +19,33 @@ int64_t floor_div(int64_t a, int64_t b) {
   if ((a % b != 0) && ((a < 0) != (b < 0)))
     --q;
   return q;
+}
+
+/// Sends what the preprocessor made of the records of `origin` to the partitions (one batch per
+/// partition that got events, counted in `sent`) and keeps its dead letters for the epoch.
+/// False when an injected fault made the actor quit.
+bool ship(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t seq,
+          const record_span& origin, const aggregate_layout& layout, size_t& sent) {
+  auto& st = self->state;
+  for (auto& d : st.pre->dead_letters())
+    st.epoch_dead_letters.push_back(std::move(d));
+  for (size_t p = 0; p < st.partitions.size(); ++p) {
+    auto& cols = st.pre->partition(p);
+    if (cols.size() == 0)
+      continue;
+    for (auto t : cols.time)
+      st.max_time = std::max(st.max_time, t);
+    if (fault::hit("send.batch")) { // fault injection
+      self->quit(fault::injected("send.batch"));
+      return false;
+    }
+    self->send(st.partitions[p], batch_atom::value, seq,
+               encode_event_batch(static_cast<uint32_t>(p), st.pre->watermark(), cols, layout,
+                                  origin));
+    ++sent;
+  }
+  st.pre->clear_outputs();
+  return true;
 }
 
 } // namespace
@@ -66,6 +95,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   st.cfg = cfg;
   size_t n = restore.partition_snapshots.size();
   st.pre = std::make_unique<preprocessor>(cfg, n);
+  st.quarantined = std::move(restore.quarantined);
   if (!restore.snapshot.empty()) {
     std::string_view inner;
     auto err = unwrap_state(restore.snapshot, st.max_time, inner);
@@ -91,6 +121,9 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   return {
     [self, layout](chunk_atom, uint64_t seq, const frame& f) {
       auto& st = self->state;
+      size_t sent = 0;
+      caf::error failed;
+      bool quit = false;
       auto err = decode_frame(f, [&](frame_reader& r) {
         auto c = r.root<schema::RawChunk>();
         auto source = c.getSource();
@@ -99,7 +132,6 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           st.pre->set_header(source, std::string_view{h.cStr(), h.size()});
         }
         auto data = as_view(c.getData());
-        st.bytes += data.size();
         auto offset = c.getOffset();
         if (auto n = c.getHeaderLen(); n > 0 && n <= data.size()) {
           // A csv stream on stdin starts with its own header line.
@@ -111,32 +143,54 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           data.remove_prefix(n);
           offset += n;
         }
-        st.pre->process(source, offset, data);
+        const record_span whole{st.pipeline, source, offset, offset + data.size(), false};
+        if (!st.quarantined.touches(source, whole.begin, whole.end)) {
+          try {
+            st.pre->process(source, offset, data);
+          } catch (const std::exception& e) {
+            failed = make_record_error(whole, "processing records failed: " + std::string(e.what()));
+            return;
+          }
+          quit = !ship(self, seq, whole, layout, sent);
+          return;
+        }
+        // A suspect chunk: one line at a time, each shipped on its own, so that a failure names
+        // its line; poison lines go to dead letters unprocessed (actors/core/poison.hpp).
+        size_t pos = 0;
+        while (pos < data.size()) {
+          auto nl = static_cast<const char*>(std::memchr(data.data() + pos, '\n', data.size() - pos));
+          size_t end = nl == nullptr ? data.size() : static_cast<size_t>(nl - data.data()) + 1;
+          auto line = data.substr(pos, end - pos);
+          const record_span at{st.pipeline, source, offset + pos, offset + end, true};
+          pos = end;
+          if (const auto* q = st.quarantined.poisoned(source, at.begin)) {
+            spdlog::warn("pipeline {}: poison record at source {} offset {} goes to dead letters: {}",
+                         st.cfg.name, source, at.begin, q->what);
+            st.pre->reject_poison(source, at.begin, line,
+                                  "poison record: processing failed on every retry: " + q->what);
+          } else {
+            try {
+              st.pre->process(source, at.begin, line);
+            } catch (const std::exception& e) {
+              failed = make_record_error(at, "processing a record failed: " + std::string(e.what()));
+              return;
+            }
+          }
+          if (!ship(self, seq, at, layout, sent)) {
+            quit = true;
+            return;
+          }
+        }
       });
+      if (!err && failed)
+        err = std::move(failed);
       if (err) {
         spdlog::error("pipeline {}: {}", st.cfg.name, render(err));
         self->quit(err);
         return;
       }
-      auto& dl = st.pre->dead_letters();
-      for (auto& d : dl)
-        st.epoch_dead_letters.push_back(std::move(d));
-      size_t sent = 0;
-      for (size_t p = 0; p < st.partitions.size(); ++p) {
-        auto& cols = st.pre->partition(p);
-        if (cols.size() == 0)
-          continue;
-        for (auto t : cols.time)
-          st.max_time = std::max(st.max_time, t);
-        if (fault::hit("send.batch")) { // fault injection
-          self->quit(fault::injected("send.batch"));
-          return;
-        }
-        self->send(st.partitions[p], batch_atom::value, seq,
-                   encode_event_batch(static_cast<uint32_t>(p), st.pre->watermark(), cols, layout));
-        ++sent;
-      }
-      st.pre->clear_outputs();
+      if (quit)
+        return;
       auto sender = caf::actor_cast<ingest_actor>(self->current_sender());
       if (sent == 0) {
         self->send(sender, ack_atom::value, seq);
@@ -212,10 +266,11 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       s.late_updates = k.late_updates;
       s.duplicates = k.duplicates;
       s.rejected = k.rejected;
-      s.bytes_read = st.bytes;
+      s.bytes_read = k.bytes;
       self->send(coordinator, stats_atom::value, st.pipeline, std::move(s));
-      if (m.kind != static_cast<uint8_t>(marker_kind::normal))
-        self->quit();
+      // After a last (final or stop) marker the actor stays until the supervisor ends the
+      // generation: its partitions are linked to it, and one that fails while it fires its
+      // last windows must still take the generation down instead of leaving the epoch open.
     },
   };
 }

@@ -9,6 +9,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/core/poison.hpp"
 #include "actors/core/preprocessor.hpp"
 #include "actors/core/types.hpp"
 
@@ -24,8 +25,8 @@ struct preprocess_state {
   std::map<uint64_t, size_t> pending;      ///< chunk seq -> partition acks outstanding
   std::map<uint64_t, ingest_actor> ack_to; ///< chunk seq -> who sent it
   std::vector<dead_letter> epoch_dead_letters;
-  uint64_t bytes = 0;
   timestamp max_time = min_timestamp; ///< largest accepted event time, ever
+  quarantine quarantined;             ///< suspect chunks and poison lines (from the supervisor)
 };
 
 /// What the preprocess actor starts from: the restored state of the last committed epoch.
@@ -34,6 +35,7 @@ struct preprocess_restore {
   std::vector<std::pair<uint64_t, int64_t>> dedupe;  ///< remembered event ids
   std::vector<std::string> partition_snapshots;      ///< one per partition (empty: fresh)
   std::vector<std::pair<uint32_t, size_t>> bindings; ///< lake source id -> cfg.sources index
+  quarantine quarantined; ///< what earlier failures of this run found (actors/core/poison.hpp)
 };
 
 /// Preprocess of pipeline `pipeline`: spawns its window-aggregator partitions (restored from

@@ -15,6 +15,8 @@
 
 #include "actors/coordinator.hpp"
 #include "actors/core/error.hpp"
+#include "actors/core/poison.hpp"
+#include "actors/core/preprocessor.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/frame.hpp"
 #include "actors/ingest.hpp"
@@ -238,33 +240,68 @@ generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& superviso
   return g;
 }
 
-void add_stats(std::vector<run_stats>& total, const run_stats& s) {
-  for (auto& t : total) {
-    if (t.pipeline != s.pipeline)
-      continue;
-    t.read += s.read;
-    t.accepted += s.accepted;
-    t.filtered += s.filtered;
-    t.late += s.late;
-    t.late_updates += s.late_updates;
-    t.duplicates += s.duplicates;
-    t.windows_committed += s.windows_committed;
-    t.epochs_committed += s.epochs_committed;
-    t.bytes_read += s.bytes_read;
-    t.epoch_p50_us = s.epoch_p50_us; // of the generation that finished the run
-    t.epoch_p99_us = s.epoch_p99_us;
-    t.epoch_max_us = s.epoch_max_us;
-    for (auto& [why, n] : s.rejected) {
-      auto i = std::find_if(t.rejected.begin(), t.rejected.end(),
-                            [&](auto& x) { return x.first == why; });
-      if (i == t.rejected.end())
-        t.rejected.emplace_back(why, n);
-      else
-        i->second += n;
+/// What the supervisor counts of one pipeline over every generation of a run.
+struct tally {
+  preprocess_counters start; ///< the committed counters when the run began
+  uint64_t start_epoch = 0;  ///< last committed epoch when the run began
+  uint64_t start_windows = 0; ///< result rows committed when the run began
+  std::vector<int64_t> latencies; ///< start to commit of every epoch seen committed, microseconds
+};
+
+/// The committed counters in a stored preprocess state (zero when there is none or it does not
+/// decode: the preprocess actor then reports the error itself).
+preprocess_counters committed_counters(const std::string& blob) {
+  if (blob.empty())
+    return {};
+  timestamp max_time = min_timestamp;
+  std::string_view inner;
+  if (unwrap_state(blob, max_time, inner))
+    return {};
+  auto c = preprocessor::counters_of(inner);
+  return c ? std::move(*c) : preprocess_counters{};
+}
+
+/// The summary of pipeline `name`: its counters at the end (`last`, cumulative as committed)
+/// less those at the start, so that records replayed after a restart count once.
+run_stats summarize(const std::string& name, const std::vector<run_stats>& last, const tally& t,
+                    uint32_t restarts, warehouse& wh) {
+  run_stats out;
+  out.pipeline = name;
+  const preprocess_counters& a = t.start;
+  auto i = std::find_if(last.begin(), last.end(), [&](auto& s) { return s.pipeline == name; });
+  if (i != last.end()) {
+    auto less = [](uint64_t x, uint64_t y) { return x > y ? x - y : 0; };
+    out.read = less(i->read, a.read);
+    out.accepted = less(i->accepted, a.accepted);
+    out.filtered = less(i->filtered, a.filtered);
+    out.late = less(i->late, a.late);
+    out.late_updates = less(i->late_updates, a.late_updates);
+    out.duplicates = less(i->duplicates, a.duplicates);
+    out.bytes_read = less(i->bytes_read, a.bytes);
+    for (const auto& [why, n] : i->rejected) {
+      uint64_t before = 0;
+      for (const auto& [w, m] : a.rejected)
+        if (w == why)
+          before = m;
+      if (n > before)
+        out.rejected.emplace_back(why, n - before);
     }
-    return;
   }
-  total.push_back(s);
+  // Epochs and windows come from the store: a commit whose report was lost with a failing actor
+  // (after the commit, before the report) still counts.
+  auto epoch = wh.last_epoch(name);
+  auto windows = wh.windows_committed(name);
+  out.epochs_committed = epoch && *epoch > t.start_epoch ? *epoch - t.start_epoch : 0;
+  out.windows_committed = windows && *windows > t.start_windows ? *windows - t.start_windows : 0;
+  out.restarts = restarts;
+  auto l = t.latencies;
+  if (!l.empty()) {
+    std::sort(l.begin(), l.end());
+    out.epoch_p50_us = l[(l.size() - 1) / 2];
+    out.epoch_p99_us = l[std::min(l.size() - 1, (l.size() * 99) / 100)];
+    out.epoch_max_us = l.back();
+  }
+  return out;
 }
 
 } // namespace
@@ -297,20 +334,51 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
   // more), then restarts them from the last committed epoch after a backoff that doubles with
   // each restart, until the restart budget is spent.
   caf::scoped_actor supervisor{sys};
-  std::vector<run_stats> total;
-  uint32_t restarts = 0;
+  std::vector<tally> tallies(cfg.pipelines.size());
+  for (size_t i = 0; i < tallies.size(); ++i) {
+    const auto& name = cfg.pipelines[i].name;
+    tallies[i].start = committed_counters((*preps)[i].restore.snapshot);
+    tallies[i].start_epoch = (*preps)[i].first_epoch - 1;
+    auto w = wh_ptr->windows_committed(name);
+    if (!w)
+      return w.error();
+    tallies[i].start_windows = *w;
+  }
+  auto on_commit = [&](uint32_t i, uint64_t, int64_t latency) {
+    if (i < tallies.size() && latency >= 0)
+      tallies[i].latencies.push_back(latency);
+  };
+  uint32_t restarts = 0;       ///< every restart
+  uint32_t budget_spent = 0;   ///< restarts after failures that name no records
   int64_t backoff = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
   bool stop_sent = false;
   auto stop_wanted = [&] { return opts.stop && opts.stop->load(); };
+  // Failures of record processing name their records: the tracker turns repeated ones into
+  // line-by-line isolation and then into dead-lettered poison records (actors/core/poison.hpp).
+  poison_tracker tracker{cfg.runtime.record_retries, cfg.runtime.max_poison_records};
   for (;;) {
+    for (size_t i = 0; i < preps->size(); ++i)
+      (*preps)[i].restore.quarantined = tracker.of(static_cast<uint32_t>(i));
     auto gen = spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr);
     std::vector<run_stats> stats;
     std::string failure;
+    std::optional<record_span> span; ///< the records the failure happened on, if it names them
+    std::string span_what;
+    auto note_span = [&](const caf::error& reason) {
+      if (span)
+        return;
+      span = record_span_of(reason);
+      if (span)
+        span_what = render(reason);
+    };
     bool done = false;
     size_t alive = gen.members.size();
     while (!done) {
       supervisor->receive(
         [&](stats_atom, run_stats& s) { stats.push_back(std::move(s)); },
+        [&](committed_atom, uint32_t i, uint64_t windows, int64_t latency) {
+          on_commit(i, windows, latency);
+        },
         [&](done_atom) { done = true; },
         [&](fail_atom, std::string& why) {
           failure = std::move(why);
@@ -318,30 +386,38 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
         },
         [&](caf::down_msg& dm) {
           --alive;
+          spdlog::debug("supervisor: {} is down: {}", caf::to_string(dm.source), render(dm.reason));
+          note_span(dm.reason);
           if (dm.reason && dm.reason != caf::exit_reason::user_shutdown && failure.empty()) {
             failure = "a pipeline actor failed: " + render(dm.reason);
             done = true;
           }
         },
-        caf::after(std::chrono::milliseconds(50)) >>
-          [&] {
-            if (stop_wanted() && !stop_sent) {
-              stop_sent = true;
-              supervisor->send(gen.coordinator, stop_atom::value);
-            }
-          });
+        caf::after(std::chrono::milliseconds(50)) >> [] {});
+      // Checked after every message too: the timeout restarts with each one, and commits may
+      // come more often than it.
+      if (stop_wanted() && !stop_sent) {
+        stop_sent = true;
+        supervisor->send(gen.coordinator, stop_atom::value);
+      }
     }
-    for (auto& s : stats)
-      add_stats(total, s);
     // Every actor of this generation goes before anything else happens.
     for (auto& m : gen.members)
       supervisor->send_exit(m, caf::exit_reason::user_shutdown);
     while (alive > 0)
-      supervisor->receive([&](caf::down_msg&) { --alive; }, [&](stats_atom, run_stats&) {},
-                          [&](done_atom) {}, [&](fail_atom, std::string&) {});
+      supervisor->receive(
+        [&](caf::down_msg& dm) {
+          --alive;
+          note_span(dm.reason);
+        },
+        [&](committed_atom, uint32_t i, uint64_t windows, int64_t latency) {
+          on_commit(i, windows, latency);
+        },
+        [&](stats_atom, run_stats&) {}, [&](done_atom) {}, [&](fail_atom, std::string&) {});
     if (failure.empty()) {
-      for (auto& t : total)
-        t.restarts = restarts;
+      std::vector<run_stats> total;
+      for (size_t i = 0; i < cfg.pipelines.size(); ++i)
+        total.push_back(summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr));
       return total;
     }
     std::string where = "last good commits:";
@@ -349,17 +425,52 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
       auto last = wh_ptr->last_epoch(p.name);
       where += " " + p.name + " epoch " + (last ? std::to_string(*last) : "?");
     }
-    if (restarts >= cfg.runtime.restart_budget || stop_wanted())
+    if (stop_wanted())
+      return make_error(errc::internal, failure + "; stopped; " + where);
+    bool budgeted = true;
+    if (span) {
+      // A failure that names its records restarts outside the budget: each such restart
+      // narrows the failure down (retry, isolate the chunk, dead-letter the line), and the
+      // tracker bounds how many there can be.
+      budgeted = false;
+      switch (tracker.failed(*span, span_what)) {
+        case poison_tracker::verdict::retry:
+          spdlog::warn("pipeline {}: records at source {} bytes {}..{} failed; retrying them",
+                       cfg.pipelines[span->pipeline].name, span->source, span->begin, span->end);
+          break;
+        case poison_tracker::verdict::isolate:
+          spdlog::warn("pipeline {}: records at source {} bytes {}..{} failed on every retry; "
+                       "processing them one line at a time",
+                       cfg.pipelines[span->pipeline].name, span->source, span->begin, span->end);
+          break;
+        case poison_tracker::verdict::poison:
+          spdlog::warn("pipeline {}: the record at source {} offset {} failed on every retry; "
+                       "it goes to dead letters as a poison record",
+                       cfg.pipelines[span->pipeline].name, span->source, span->begin);
+          break;
+        case poison_tracker::verdict::too_many:
+          return make_error(errc::internal,
+                            failure + "; more than " +
+                              std::to_string(cfg.runtime.max_poison_records) +
+                              " poison records (max_poison_records): giving up; " + where);
+      }
+    }
+    if (budgeted && budget_spent >= cfg.runtime.restart_budget)
       return make_error(errc::internal, failure + "; gave up after " + std::to_string(restarts) +
                                           " restart(s); " + where);
     ++restarts;
-    spdlog::warn("{}; restart {} of {} in {} ms from the last commit ({})", failure, restarts,
-                 cfg.runtime.restart_budget, backoff / us_per_ms, where);
+    int64_t wait = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
+    if (budgeted) {
+      ++budget_spent;
+      wait = backoff;
+      spdlog::warn("{}; restart {} of {} in {} ms from the last commit ({})", failure,
+                   budget_spent, cfg.runtime.restart_budget, wait / us_per_ms, where);
+      backoff = std::min(backoff * 2, std::max(cfg.runtime.restart_backoff_max, backoff));
+    }
     // Wait out the backoff, but not past a stop request.
-    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(backoff);
+    auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(wait);
     while (std::chrono::steady_clock::now() < until && !stop_wanted())
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    backoff = std::min(backoff * 2, std::max(cfg.runtime.restart_backoff_max, backoff));
     preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
     if (!preps)
       return preps.error();

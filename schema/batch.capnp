@@ -29,6 +29,12 @@ struct EventBatch {
   values @9 :Data;          # Float64[count * valueWidth]
   hashWidth @10 :UInt32;
   hashes @11 :Data;         # UInt64[count * hashWidth]
+  # Where the records came from, so that a failure can name them (actors/core/poison.hpp):
+  # bytes [originBegin, originEnd) of lake source originSource; originLine when one line.
+  originSource @12 :UInt32;
+  originBegin @13 :UInt64;
+  originEnd @14 :UInt64;
+  originLine @15 :Bool;
 }
 
 struct DeadLetter {

@@ -85,6 +85,9 @@ caf::error write_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key, uint64_t v
   return t.put(d, key, std::string_view{b, 8});
 }
 
+/// Result rows written by every commit of a pipeline (late updates count again).
+std::string windows_counter_key(uint16_t pid) { return "windows/" + std::to_string(pid); }
+
 std::string seq_counter_key(uint16_t pid) {
   return "dead_letter_seq/" + std::to_string(pid);
 }
@@ -400,6 +403,14 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       if (auto perr = write_u64(t, offsets_, std::string_view{ok, 6}, offset))
         return perr;
     }
+    if (!c.results.empty()) {
+      auto wkey = windows_counter_key(pid);
+      auto n = read_u64(t, counters_, wkey, "a windows counter");
+      if (!n)
+        return std::move(n.error());
+      if (auto perr = write_u64(t, counters_, wkey, *n + c.results.size()))
+        return perr;
+    }
     // Dead letters continue the pipeline's sequence.
     if (!c.dead_letters.empty()) {
       auto ckey = seq_counter_key(pid);
@@ -556,6 +567,25 @@ caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
     if (!last)
       return std::move(last.error());
     out = *last;
+    return caf::none;
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::expected<uint64_t> warehouse::windows_committed(const std::string& pipeline) {
+  uint64_t out = 0;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    auto n = read_u64(t, counters_, windows_counter_key((*found)->id), "a windows counter");
+    if (!n)
+      return std::move(n.error());
+    out = *n;
     return caf::none;
   });
   if (err)

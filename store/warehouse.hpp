@@ -7,7 +7,8 @@
 /// Tables (keys big-endian, values little-endian):
 /// - meta:         "format_version" (u32), "kind" = "warehouse"
 /// - pipelines:    name -> id u16, window text, aggregate names
-/// - counters:     "next_pipeline_id" -> u64; "dead_letter_seq/<id>" -> next sequence (u64)
+/// - counters:     "next_pipeline_id" -> u64; "dead_letter_seq/<id>" -> next sequence (u64);
+///                 "windows/<id>" -> result rows committed so far (u64)
 /// - offsets:      (pipeline BE16, source BE32) -> committed offset u64
 /// - epochs:       pipeline BE16 -> last committed epoch u64
 /// - results:      (pipeline BE16, start sBE64, end sBE64, key) -> version u32, count u32,
@@ -104,6 +105,8 @@ public:
 
   /// The last committed epoch; 0 = none (or no such pipeline).
   caf::expected<uint64_t> last_epoch(const std::string& pipeline);
+  /// Result rows committed so far (0 = none or no such pipeline); a late update counts again.
+  caf::expected<uint64_t> windows_committed(const std::string& pipeline);
   /// Committed offsets by source id.
   caf::expected<std::vector<std::pair<uint32_t, uint64_t>>> offsets(const std::string& pipeline);
   /// Committed state blobs by partition.

@@ -72,6 +72,7 @@ struct log_t {
   std::vector<run_stats> stats;                                           // waiter / coordinator
   std::vector<uint32_t> done;                                             // coordinator: done_atom
   std::vector<uint32_t> epoch_requests; // coordinator: (epoch, index) from ingest
+  std::vector<std::pair<uint32_t, uint64_t>> waiter_commits; // waiter: (pipeline, windows)
   bool waiter_done = false;
   std::string failure;
 };
@@ -124,6 +125,9 @@ caf::behavior fake_waiter(caf::event_based_actor* self, log_t* log) {
     [log](stats_atom, const run_stats& s) { log->stats.push_back(s); },
     [log](done_atom) { log->waiter_done = true; },
     [log](fail_atom, const std::string& why) { log->failure = why; },
+    [log](committed_atom, uint32_t i, uint64_t windows, int64_t) {
+      log->waiter_commits.emplace_back(i, windows);
+    },
   };
 }
 
@@ -216,6 +220,8 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, fina
   CHECK(log.stats[0].read == 42);
   CHECK(log.stats[0].windows_committed == 5);
   CHECK(log.stats[0].epochs_committed == 3);
+  using wc = std::pair<uint32_t, uint64_t>;
+  CHECK(log.waiter_commits == std::vector<wc>{{0, 3}, {0, 0}, {0, 2}});
 }
 
 TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force windows") {

@@ -12,11 +12,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <ctime>
 #include <functional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -77,7 +79,18 @@ TEST_CASE("WEIR_FAULT: good syntax") {
   SECTION("every documented point is accepted") {
     for (auto point : weir::fault::points())
       CHECK(plan::parse(std::string(point) + "@1:fail"));
-    CHECK(weir::fault::points().size() == 10);
+    CHECK(weir::fault::points().size() == 12);
+  }
+  SECTION("a record point with ~TEXT") {
+    auto p = parse_ok("preprocess.record~POISON@1+:fail,aggregator.record~k7@2");
+    REQUIRE(p.rules().size() == 2);
+    CHECK(p.rules()[0].point == "preprocess.record");
+    CHECK(p.rules()[0].match == "POISON");
+    CHECK(p.rules()[0].onwards);
+    CHECK(p.rules()[0].what == action::fail);
+    CHECK(p.rules()[1].point == "aggregator.record");
+    CHECK(p.rules()[1].match == "k7");
+    CHECK(p.rules()[1].nth == 2);
   }
   SECTION("empty means no rules") {
     CHECK(parse_ok("").empty());
@@ -103,6 +116,8 @@ TEST_CASE("WEIR_FAULT: bad syntax is an error that names the item") {
          {"send.chunk,,send.batch", "empty item"},
          {"send.chunk,", "empty item"},
          {"@3", "unknown fault point ''"},
+         {"preprocess.record~@1", "the text after ~ is empty"},
+         {"send.batch~x", "~TEXT applies to the record points only"},
        }) {
     INFO(c.text);
     auto p = plan::parse(c.text);
@@ -133,6 +148,23 @@ TEST_CASE("hits are counted per point; a rule fires at its nth hit, or from it o
     epoch.push_back(p.hit("epoch.before_commit"));
   CHECK(epoch == std::vector<bool>{false, true, true, true});
   CHECK(weir::render(weir::fault::injected("send.batch")) == "injected fault at send.batch");
+}
+
+TEST_CASE("a ~TEXT rule counts and fires only on hits whose subject contains TEXT") {
+  auto p = parse_ok("preprocess.record~BAD@2:fail,aggregator.record~k1@1+:fail");
+  // Reference: the nth matching subject fires, whatever else is hit in between.
+  std::vector<std::string> lines{"a,1", "BAD,2", "b,3", "c,BAD", "BADBAD", "d"};
+  std::vector<bool> fired;
+  for (auto& l : lines)
+    fired.push_back(p.hit("preprocess.record", l));
+  CHECK(fired == std::vector<bool>{false, false, false, true, false, false});
+  CHECK(p.hits("preprocess.record") == 6);
+  std::vector<bool> keys;
+  for (auto k : {"k0", "k1", "k2", "xk1", "k1"})
+    keys.push_back(p.hit("aggregator.record", k));
+  CHECK(keys == std::vector<bool>{false, true, false, true, true});
+  weir::fault::injected_failure e{"preprocess.record"};
+  CHECK(std::string(e.what()) == "injected fault at preprocess.record");
 }
 
 TEST_CASE("hits from many threads are counted exactly once each") {
@@ -282,9 +314,26 @@ store_text read_store(const std::string& store) {
 }
 
 /// A directory with the input, configs for restart budgets 0 and 3, and a reference store.
+/// The summary lines of `weir run` that count records and windows (exact across restarts).
+std::string counts_of(const std::string& out) {
+  std::string keep;
+  std::istringstream in(out);
+  std::string line;
+  for (const char* what : {"events read", "accepted", "rejected", "duplicates",
+                           "late (dead letter)", "windows committed"}) {
+    in.clear();
+    in.seekg(0);
+    while (std::getline(in, line))
+      if (line.rfind(std::string("  ") + what, 0) == 0)
+        keep += line + "\n";
+  }
+  return keep;
+}
+
 struct fixture {
   temp_dir dir{"weir_fault_test_"};
   store_text reference;
+  std::string reference_counts;
   fixture() {
     write_file(dir.path / "in.csv", make_input());
     write_file(dir.path / "budget0.toml", config("in.csv", 0));
@@ -293,6 +342,8 @@ struct fixture {
     INFO(r.out);
     REQUIRE(r.rc == 0);
     reference = read_store(store("ref"));
+    reference_counts = counts_of(r.out);
+    REQUIRE(reference_counts.find("events read") != std::string::npos);
     REQUIRE(reference.results.size() > 1000);
     REQUIRE(reference.dead.find("bad time") != std::string::npos);
   }
@@ -329,6 +380,9 @@ struct fixture {
     auto r = run("env WEIR_FAULT=" + spec + " " + weir_bin + " run " + cfg(3) + " --store " + s);
     INFO(r.out);
     REQUIRE(r.rc == 0);
+    CHECK_THAT(r.out, Catch::Contains("restart 1 of 3"));
+    // The summary counts what was committed: records redone after a restart count once.
+    CHECK(counts_of(r.out) == reference_counts);
     check_equal(s);
   }
 
@@ -394,4 +448,163 @@ TEST_CASE("e2e: weir run refuses a bad WEIR_FAULT") {
                 (dir.path / "p.toml").string() + " --store " + (dir.path / "store").string());
   INFO(ok.out);
   CHECK(ok.rc == 0);
+}
+
+// -- poison records ---------------------------------------------------------------------------
+
+namespace {
+
+/// Dead letters as "reason|raw" lines (no offsets or source paths: the reference reads another
+/// file), and the offsets of the letters whose reason says "poison record".
+struct letters {
+  std::multiset<std::string> reason_raw;
+  std::vector<uint64_t> poison_offsets;
+};
+
+letters read_letters(const std::string& store) {
+  auto d = run(weir_bin + " dead-letters --store " + store + " --format csv 2>/dev/null");
+  REQUIRE(d.rc == 0);
+  letters out;
+  std::istringstream in(d.out);
+  std::string line;
+  std::getline(in, line); // header
+  while (std::getline(in, line)) {
+    // pipeline,source,offset,reason,raw: the first three hold no commas.
+    size_t a = line.find(',');
+    size_t b = line.find(',', a + 1);
+    size_t c = line.find(',', b + 1);
+    REQUIRE(c != std::string::npos);
+    auto rest = line.substr(c + 1);
+    if (rest.find("poison record") != std::string::npos)
+      out.poison_offsets.push_back(std::stoull(line.substr(b + 1, c - b - 1)));
+    else
+      out.reason_raw.insert(rest);
+  }
+  std::sort(out.poison_offsets.begin(), out.poison_offsets.end());
+  return out;
+}
+
+/// The input of make_input with `marked` records changed so that a fault rule can find them:
+/// the record ids (preprocess.record~POISON) or the keys (aggregator.record~kPOISON) of lines
+/// 5000, 17000 and 31000. Returns the input and the byte offsets of the changed lines.
+std::pair<std::string, std::vector<uint64_t>> poisoned_input(bool by_key) {
+  auto text = make_input();
+  std::vector<uint64_t> offsets;
+  std::string out;
+  size_t pos = 0;
+  int n = 0;
+  while (pos < text.size()) {
+    auto nl = text.find('\n', pos);
+    auto line = text.substr(pos, nl - pos + 1);
+    pos = nl + 1;
+    if (n == 5000 || n == 17000 || n == 31000) {
+      offsets.push_back(out.size());
+      if (by_key) {
+        auto k = line.find(",k");
+        auto end = line.find(',', k + 1);
+        line = line.substr(0, k) + ",kPOISON" + line.substr(end);
+      } else {
+        line = line.substr(0, line.find(',')) + "POISON" + line.substr(line.find(','));
+      }
+    }
+    out += line;
+    ++n;
+  }
+  return {out, offsets};
+}
+
+/// Drops the lines that start at `offsets`.
+std::string without_lines(const std::string& text, const std::vector<uint64_t>& offsets) {
+  std::string out;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    auto nl = text.find('\n', pos);
+    if (std::find(offsets.begin(), offsets.end(), pos) == offsets.end())
+      out += text.substr(pos, nl - pos + 1);
+    pos = nl + 1;
+  }
+  return out;
+}
+
+/// Runs WEIR_FAULT=spec on the poisoned input with restart budget 0: attributed failures do not
+/// spend the budget, so the run completes. Results must equal a failure-free run on the input
+/// without the poison lines; every other dead letter must be the same; the poison lines must be
+/// dead letters at their offsets.
+void check_poison(const std::string& spec, bool by_key) {
+  INFO("WEIR_FAULT=" << spec);
+  temp_dir dir{"weir_poison_test_"};
+  auto [input, offsets] = poisoned_input(by_key);
+  write_file(dir.path / "in.csv", input);
+  write_file(dir.path / "clean.csv", without_lines(input, offsets));
+  write_file(dir.path / "p.toml", config("in.csv", 0));
+  write_file(dir.path / "clean.toml", config("clean.csv", 0));
+  auto ref = run("env -u WEIR_FAULT " + weir_bin + " run " + (dir.path / "clean.toml").string() +
+                 " --store " + (dir.path / "ref").string());
+  REQUIRE(ref.rc == 0);
+  auto r = run("env WEIR_FAULT=" + spec + " " + weir_bin + " run " +
+               (dir.path / "p.toml").string() + " --store " + (dir.path / "s").string());
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  CHECK_THAT(r.out, Catch::Contains("goes to dead letters as a poison record"));
+  CHECK_THAT(r.out, Catch::Matches("[\\s\\S]*poison +3\\n[\\s\\S]*"));
+  auto q = [&](const std::string& store) {
+    auto x = run(weir_bin + " query --store " + store + " --pipeline p --format csv 2>/dev/null");
+    REQUIRE(x.rc == 0);
+    return x.out;
+  };
+  CHECK(q((dir.path / "s").string()) == q((dir.path / "ref").string()));
+  auto got = read_letters((dir.path / "s").string());
+  auto want = read_letters((dir.path / "ref").string());
+  CHECK(got.reason_raw == want.reason_raw);
+  CHECK(got.poison_offsets == offsets);
+  // A second run finds nothing new: the poison records were committed with their epochs.
+  auto again = run("env WEIR_FAULT=" + spec + " " + weir_bin + " run " +
+                   (dir.path / "p.toml").string() + " --store " + (dir.path / "s").string());
+  INFO(again.out);
+  CHECK(again.rc == 0);
+  CHECK(read_letters((dir.path / "s").string()).poison_offsets == offsets);
+}
+
+} // namespace
+
+TEST_CASE("e2e: a record that fails in preprocess on every retry goes to dead letters") {
+  check_poison("preprocess.record~POISON@1+:fail", false);
+}
+
+TEST_CASE("e2e: a record that fails in an aggregator on every retry goes to dead letters") {
+  check_poison("aggregator.record~kPOISON@1+:fail", true);
+}
+
+TEST_CASE("e2e: a failure that passes on retry poisons nothing") {
+  temp_dir dir{"weir_poison_test_"};
+  auto input = poisoned_input(false).first;
+  write_file(dir.path / "in.csv", input);
+  write_file(dir.path / "p.toml", config("in.csv", 0));
+  auto ref = run("env -u WEIR_FAULT " + weir_bin + " run " + (dir.path / "p.toml").string() +
+                 " --store " + (dir.path / "ref").string());
+  REQUIRE(ref.rc == 0);
+  // Fails at the second POISON line only once: the retry of its chunk succeeds.
+  auto r = run("env WEIR_FAULT=preprocess.record~POISON@2:fail " + weir_bin + " run " +
+               (dir.path / "p.toml").string() + " --store " + (dir.path / "s").string());
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  CHECK_THAT(r.out, Catch::Contains("retrying them"));
+  CHECK_THAT(r.out, !Catch::Contains("poison record"));
+  auto a = read_store((dir.path / "s").string());
+  auto b = read_store((dir.path / "ref").string());
+  CHECK(a.results == b.results);
+  CHECK(a.dead == b.dead);
+  CHECK(a.offsets == b.offsets);
+}
+
+TEST_CASE("e2e: more poison records than max_poison_records fail the run") {
+  temp_dir dir{"weir_poison_test_"};
+  write_file(dir.path / "in.csv", poisoned_input(false).first);
+  write_file(dir.path / "p.toml", "max_poison_records = 1\n" + config("in.csv", 0));
+  auto r = run("env WEIR_FAULT=preprocess.record~POISON@1+:fail " + weir_bin + " run " +
+               (dir.path / "p.toml").string() + " --store " + (dir.path / "s").string());
+  INFO(r.out);
+  CHECK(r.rc == 1);
+  CHECK_THAT(r.out, Catch::Contains("more than 1 poison records (max_poison_records)"));
+  CHECK_THAT(r.out, Catch::Contains("last good commits: p epoch"));
 }

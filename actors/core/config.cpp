@@ -654,7 +654,8 @@ weir_config read_root(const toml::table& root, const std::string& file) {
                  "",
                  {"store", "commit_interval", "commit_events", "batch_bytes",
                   "max_inflight_batches", "lake_retention", "durable", "restart_budget",
-                  "restart_backoff", "restart_backoff_max", "pipeline"}};
+                  "restart_backoff", "restart_backoff_max", "record_retries",
+                  "max_poison_records", "pipeline"}};
   auto dir = std::filesystem::path{file}.parent_path().string();
   weir_config c;
   c.file = file;
@@ -681,6 +682,9 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   if (rt.restart_backoff_max < rt.restart_backoff)
     fail(*r.get("restart_backoff_max"), "restart_backoff_max",
          "must not be shorter than restart_backoff");
+  rt.record_retries = static_cast<uint32_t>(r.get_count("record_retries", rt.record_retries, 100));
+  rt.max_poison_records = static_cast<uint64_t>(
+    r.get_count("max_poison_records", static_cast<int64_t>(rt.max_poison_records), 1000000));
   auto pipelines = r.get_tables("pipeline");
   if (pipelines.empty())
     fail(1, "pipeline", "the config needs at least one [[pipeline]]");

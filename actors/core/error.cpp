@@ -17,15 +17,38 @@ const char* to_string(errc x) {
     case errc::epoch_aborted: return "epoch_aborted";
     case errc::stopped: return "stopped";
     case errc::internal: return "internal";
+    case errc::record_failed: return "record_failed";
   }
   return "unknown";
+}
+
+caf::error make_record_error(const record_span& at, std::string what) {
+  return caf::error{static_cast<uint8_t>(errc::record_failed), caf::atom("weir"),
+                    caf::make_message(std::move(what), at.pipeline, at.source, at.begin, at.end,
+                                      at.line)};
+}
+
+std::optional<record_span> record_span_of(const caf::error& err) {
+  if (!err || err.category() != caf::atom("weir")
+      || err.code() != static_cast<uint8_t>(errc::record_failed))
+    return std::nullopt;
+  const auto& ctx = err.context();
+  if (!ctx.match_elements<std::string, uint32_t, uint32_t, uint64_t, uint64_t, bool>())
+    return std::nullopt;
+  record_span s;
+  s.pipeline = ctx.get_as<uint32_t>(1);
+  s.source = ctx.get_as<uint32_t>(2);
+  s.begin = ctx.get_as<uint64_t>(3);
+  s.end = ctx.get_as<uint64_t>(4);
+  s.line = ctx.get_as<bool>(5);
+  return s;
 }
 
 std::string render(const caf::error& err) {
   if (!err)
     return "no error";
   const auto& ctx = err.context();
-  if (err.category() == caf::atom("weir") && ctx.size() == 1 && ctx.match_element<std::string>(0))
+  if (err.category() == caf::atom("weir") && ctx.size() >= 1 && ctx.match_element<std::string>(0))
     return ctx.get_as<std::string>(0);
   return caf::to_string(err);
 }

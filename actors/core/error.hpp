@@ -4,6 +4,7 @@
 /// a `caf::error` made here is one human-readable string, which `render` returns.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <caf/error.hpp>
@@ -24,6 +25,7 @@ enum class errc : uint8_t {
   epoch_aborted,     ///< an epoch could not complete and was abandoned
   stopped,           ///< the pipeline was told to stop
   internal,
+  record_failed,     ///< processing records threw; the error says which (record_span_of)
 };
 
 const char* to_string(errc x);
@@ -33,6 +35,23 @@ inline caf::error make_error(errc code, std::string text) {
   return caf::error{static_cast<uint8_t>(code), caf::atom("weir"),
                     caf::make_message(std::move(text))};
 }
+
+/// The records a failure happened on: bytes [begin, end) of lake source `source` of pipeline
+/// `pipeline`. `line` is true when the span is one line (the preprocess actor was isolating the
+/// lines of a suspect chunk), false for a whole chunk.
+struct record_span {
+  uint32_t pipeline = 0;
+  uint32_t source = 0;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+  bool line = false;
+};
+
+/// errc::record_failed with `what` as its text and the span in its context, for the supervisor.
+caf::error make_record_error(const record_span& at, std::string what);
+
+/// The span of an error made by make_record_error; nullopt for any other error.
+std::optional<record_span> record_span_of(const caf::error& err);
 
 /// Returns the human-readable text of an error made by make_error (or CAF's own rendering).
 std::string render(const caf::error& err);

@@ -59,7 +59,7 @@ const std::vector<std::string_view>& points() {
   static const std::vector<std::string_view> all{
     "lake.before_commit",  "lake.during_commit", "lake.after_commit",    "epoch.before_commit",
     "epoch.during_commit", "epoch.after_commit", "aggregator.mid_batch", "send.chunk",
-    "send.batch",          "send.contribution",
+    "send.batch",          "send.contribution",  "preprocess.record",    "aggregator.record",
   };
   return all;
 }
@@ -69,6 +69,16 @@ plan::plan()
   for (size_t i = 0; i < points().size(); ++i)
     counters_[i].store(0, std::memory_order_relaxed);
 }
+
+namespace {
+
+void zero(std::unique_ptr<std::atomic<uint64_t>[]>& a, size_t n) {
+  a.reset(new std::atomic<uint64_t>[n]);
+  for (size_t i = 0; i < n; ++i)
+    a[i].store(0, std::memory_order_relaxed);
+}
+
+} // namespace
 
 plan::plan(plan&&) noexcept = default;
 plan& plan::operator=(plan&&) noexcept = default;
@@ -109,6 +119,15 @@ caf::expected<plan> plan::parse(std::string_view text) {
       if (r.nth == 0)
         return bad(item, "the count after @ must be a whole number from 1");
     }
+    if (auto tilde = rest.find('~'); tilde != rest.npos) {
+      r.match = std::string(rest.substr(tilde + 1));
+      rest = rest.substr(0, tilde);
+      if (r.match.empty())
+        return bad(item, "the text after ~ is empty");
+      if (rest != "preprocess.record" && rest != "aggregator.record")
+        return bad(item, "~TEXT applies to the record points only "
+                         "(preprocess.record, aggregator.record)");
+    }
     if (index_of(rest) == npos) {
       std::string known;
       for (auto p : points())
@@ -121,24 +140,35 @@ caf::expected<plan> plan::parse(std::string_view text) {
       break;
     pos = comma + 1;
   }
+  zero(out.matched_, out.rules_.size());
   return out;
 }
 
-std::optional<action> plan::reach(std::string_view point) {
+std::optional<action> plan::reach(std::string_view point, std::string_view subject) {
   auto i = index_of(point);
   if (i == npos) {
     say("weir: bug: fault point '" + std::string(point) + "' is not in fault::points()\n");
     std::abort();
   }
   const uint64_t n = counters_[i].fetch_add(1, std::memory_order_relaxed) + 1;
-  for (const auto& r : rules_)
-    if (r.point == point && (n == r.nth || (r.onwards && n > r.nth)))
+  for (size_t k = 0; k < rules_.size(); ++k) {
+    const auto& r = rules_[k];
+    if (r.point != point)
+      continue;
+    uint64_t m = n;
+    if (!r.match.empty()) {
+      if (subject.find(r.match) == std::string_view::npos)
+        continue;
+      m = matched_[k].fetch_add(1, std::memory_order_relaxed) + 1;
+    }
+    if (m == r.nth || (r.onwards && m > r.nth))
       return r.what;
+  }
   return std::nullopt;
 }
 
-bool plan::hit(std::string_view point) {
-  auto due = reach(point);
+bool plan::hit(std::string_view point, std::string_view subject) {
+  auto due = reach(point, subject);
   if (!due)
     return false;
   if (*due == action::crash)
@@ -187,7 +217,7 @@ env_reading& env() {
 
 } // namespace
 
-bool hit_slow(std::string_view point) {
+bool hit_slow(std::string_view point, std::string_view subject) {
   auto& e = env();
   if (e.err) {
     static std::once_flag once;
@@ -196,7 +226,7 @@ bool hit_slow(std::string_view point) {
   }
   if (e.rules.empty())
     return false;
-  return e.rules.hit(point);
+  return e.rules.hit(point, subject);
 }
 
 } // namespace detail

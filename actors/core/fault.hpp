@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,9 +33,13 @@ enum class action : uint8_t {
 /// Every point name the code knows, in the order of docs/faults.md.
 const std::vector<std::string_view>& points();
 
-/// One item of WEIR_FAULT: `point[@N[+]][:crash|:fail]`.
+/// One item of WEIR_FAULT: `point[~TEXT][@N[+]][:crash|:fail]`.
 struct rule {
   std::string point;
+  /// With `~TEXT`: only hits whose subject (the record's line or key, at the record points)
+  /// contains TEXT count and fire; a rule with a match fires at every such hit from the nth on
+  /// when `+` is given, so that a record fails on every retry (a poison record).
+  std::string match;
   uint64_t nth = 1;     ///< fires at the nth hit of the point (counted from 1) ...
   bool onwards = false; ///< ... or, with `@N+`, at every hit from the nth on
   action what = action::crash;
@@ -58,10 +63,10 @@ public:
 
   /// Counts one hit of `point` and returns the action due at this hit, if any; does not act.
   /// A point name the code does not know is a bug: the process aborts with a message.
-  std::optional<action> reach(std::string_view point);
+  std::optional<action> reach(std::string_view point, std::string_view subject = {});
 
   /// reach() and act: a due crash kills the process (SIGKILL); true when a fail is due.
-  bool hit(std::string_view point);
+  bool hit(std::string_view point, std::string_view subject = {});
 
   /// How often `point` was hit so far.
   uint64_t hits(std::string_view point) const;
@@ -69,6 +74,7 @@ public:
 private:
   std::vector<rule> rules_;
   std::unique_ptr<std::atomic<uint64_t>[]> counters_;
+  std::unique_ptr<std::atomic<uint64_t>[]> matched_; ///< per rule: hits whose subject matched
 };
 
 /// The error a call site returns for a `fail` at `point`: errc::internal,
@@ -85,7 +91,7 @@ namespace detail {
 enum : uint8_t { unknown = 0, off = 1, on = 2 };
 extern std::atomic<uint8_t> state;
 
-bool hit_slow(std::string_view point);
+bool hit_slow(std::string_view point, std::string_view subject);
 
 } // namespace detail
 
@@ -95,8 +101,24 @@ bool hit_slow(std::string_view point);
 inline bool hit(std::string_view point) {
   if (detail::state.load(std::memory_order_relaxed) == detail::off)
     return false;
-  return detail::hit_slow(point);
+  return detail::hit_slow(point, {});
 }
+
+/// A point reached by one record (`preprocess.record` with the line, `aggregator.record` with
+/// the key): rules with `~TEXT` fire only when the subject contains TEXT.
+inline bool hit(std::string_view point, std::string_view subject) {
+  if (detail::state.load(std::memory_order_relaxed) == detail::off)
+    return false;
+  return detail::hit_slow(point, subject);
+}
+
+/// The exception a record point throws for a due `fail`: it stands for any failure of the code
+/// that processes a record (a bug, an exhausted resource), which the actor reports with the
+/// record's place so that the supervisor can isolate it (docs/faults.md).
+struct injected_failure : std::runtime_error {
+  explicit injected_failure(std::string_view point)
+    : std::runtime_error("injected fault at " + std::string(point)) {}
+};
 
 /// True when WEIR_FAULT holds rules: a call site may then take a slower path that makes a point
 /// reachable (the aggregator splits a batch in two halves around `aggregator.mid_batch`).

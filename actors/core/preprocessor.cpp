@@ -13,6 +13,7 @@
 
 #include "actors/core/error.hpp"
 #include "actors/core/expr.hpp"
+#include "actors/core/fault.hpp"
 #include "actors/core/timeparse.hpp"
 
 namespace weir {
@@ -39,13 +40,14 @@ enum class reject : uint8_t {
   bad_integer,
   bad_time,
   derive,
+  poison,
   count_
 };
 
 constexpr const char* reject_names[] = {
   "line too long",  "invalid utf-8", "bad quoting", "wrong column count", "bad json",
   "unusable value", "no header",     "unknown source", "missing field",   "bad number",
-  "bad integer",    "bad time",      "derive"};
+  "bad integer",    "bad time",      "derive",          "poison"};
 static_assert(sizeof(reject_names) / sizeof(reject_names[0])
               == static_cast<size_t>(reject::count_));
 
@@ -490,6 +492,7 @@ struct preprocessor::impl {
 
   void process(uint32_t id, uint64_t offset, std::string_view chunk) {
     current_source = id;
+    counters.bytes += chunk.size();
     auto& s = source(id);
     const bool chunk_utf8 = simdjson::validate_utf8(chunk.data(), chunk.size());
     size_t pos = 0;
@@ -522,6 +525,8 @@ struct preprocessor::impl {
     }
     if (line.empty())
       return;
+    if (fault::hit("preprocess.record", line)) // fault injection: a record whose processing fails
+      throw fault::injected_failure("preprocess.record");
     ++counters.read;
     if (line.size() > sc.max_line_bytes) {
       reject_line(reject::line_too_long, off, line,
@@ -925,6 +930,16 @@ void preprocessor::process(uint32_t source, uint64_t offset, std::string_view ch
   d_->process(source, offset, chunk);
 }
 
+void preprocessor::reject_poison(uint32_t source, uint64_t offset, std::string_view line,
+                                 std::string reason) {
+  d_->counters.bytes += line.size();
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+    line.remove_suffix(1);
+  d_->current_source = source;
+  ++d_->counters.read;
+  d_->reject_line(reject::poison, offset, line, std::move(reason));
+}
+
 event_columns& preprocessor::partition(size_t p) { return d_->parts[p]; }
 
 size_t preprocessor::partitions() const { return d_->nparts; }
@@ -965,24 +980,112 @@ void preprocessor::restore(timestamp watermark,
   }
 }
 
-std::string preprocessor::snapshot() const {
-  std::string out = "WPP1";
-  uint64_t w = static_cast<uint64_t>(d_->wm);
+namespace {
+
+// Snapshot format "WPP2": watermark (i64), then read, accepted, filtered, late, late_updates,
+// duplicates, bytes (u64 each), the number of rejection classes (u32) and per class its name
+// (u16 length + bytes) and count (u64); little endian. "WPP1" held the watermark alone.
+
+void put_u64(std::string& out, uint64_t x) {
   for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<char>((w >> (8 * i)) & 0xff));
+    out.push_back(static_cast<char>((x >> (8 * i)) & 0xff));
+}
+
+struct snapshot_reader {
+  std::string_view in;
+  bool ok = true;
+  uint64_t u(size_t width) {
+    if (in.size() < width) {
+      ok = false;
+      return 0;
+    }
+    uint64_t x = 0;
+    for (size_t i = 0; i < width; ++i)
+      x |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+    in.remove_prefix(width);
+    return x;
+  }
+  std::string text(size_t n) {
+    if (in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string s{in.substr(0, n)};
+    in.remove_prefix(n);
+    return s;
+  }
+};
+
+caf::error parse_snapshot(std::string_view blob, timestamp& wm, preprocess_counters& c) {
+  auto bad = [&] {
+    return make_error(errc::store_corrupt, "preprocess snapshot: unknown format ("
+                                             + std::to_string(blob.size()) + " bytes)");
+  };
+  if (blob.size() < 12 || (blob.substr(0, 4) != "WPP1" && blob.substr(0, 4) != "WPP2"))
+    return bad();
+  snapshot_reader r{blob.substr(4)};
+  wm = static_cast<timestamp>(r.u(8));
+  c = preprocess_counters{};
+  if (blob.substr(0, 4) == "WPP2") {
+    for (auto* x : {&c.read, &c.accepted, &c.filtered, &c.late, &c.late_updates, &c.duplicates,
+                    &c.bytes})
+      *x = r.u(8);
+    auto n = r.u(4);
+    for (uint64_t i = 0; r.ok && i < n; ++i) {
+      auto name = r.text(static_cast<size_t>(r.u(2)));
+      auto count = r.u(8);
+      c.rejected.emplace_back(std::move(name), count);
+    }
+  }
+  if (!r.ok || !r.in.empty())
+    return bad();
+  return {};
+}
+
+} // namespace
+
+std::string preprocessor::snapshot() const {
+  std::string out = "WPP2";
+  put_u64(out, static_cast<uint64_t>(d_->wm));
+  const auto& c = d_->counters;
+  for (auto x : {c.read, c.accepted, c.filtered, c.late, c.late_updates, c.duplicates, c.bytes})
+    put_u64(out, x);
+  auto n = static_cast<uint32_t>(c.rejected.size());
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+  for (const auto& [name, count] : c.rejected) {
+    auto len = static_cast<uint16_t>(std::min<size_t>(name.size(), 0xffff));
+    out.push_back(static_cast<char>(len & 0xff));
+    out.push_back(static_cast<char>(len >> 8));
+    out.append(name, 0, len);
+    put_u64(out, count);
+  }
   return out;
 }
 
 caf::error preprocessor::restore_snapshot(std::string_view blob) {
-  if (blob.size() != 12 || blob.substr(0, 4) != "WPP1")
-    return make_error(errc::store_corrupt, "preprocess snapshot: unknown format ("
-                                             + std::to_string(blob.size()) + " bytes)");
-  uint64_t w = 0;
-  for (int i = 0; i < 8; ++i)
-    w |= static_cast<uint64_t>(static_cast<unsigned char>(blob[4 + static_cast<size_t>(i)]))
-         << (8 * i);
-  d_->wm = static_cast<timestamp>(w);
+  timestamp wm = 0;
+  preprocess_counters c;
+  if (auto err = parse_snapshot(blob, wm, c))
+    return err;
+  d_->wm = wm;
+  d_->counters = std::move(c);
+  d_->reject_pos.fill(-1);
+  for (size_t i = 0; i < d_->counters.rejected.size(); ++i)
+    for (size_t k = 0; k < static_cast<size_t>(reject::count_); ++k)
+      if (d_->counters.rejected[i].first == reject_names[k])
+        d_->reject_pos[k] = static_cast<int>(i);
   return {};
+}
+
+caf::expected<preprocess_counters> preprocessor::counters_of(std::string_view blob) {
+  if (blob.empty())
+    return preprocess_counters{};
+  timestamp wm = 0;
+  preprocess_counters c;
+  if (auto err = parse_snapshot(blob, wm, c))
+    return err;
+  return c;
 }
 
 void preprocessor::set_watermark(timestamp w) { d_->wm = std::max(d_->wm, w); }

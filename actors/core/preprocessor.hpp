@@ -42,6 +42,7 @@ struct preprocess_counters {
   uint64_t late = 0;
   uint64_t late_updates = 0;
   uint64_t duplicates = 0;
+  uint64_t bytes = 0; ///< bytes of lines processed
   std::vector<std::pair<std::string, uint64_t>> rejected; ///< reason class -> count
 };
 
@@ -65,6 +66,10 @@ public:
   /// For csv with header = true the line at offset 0 is the header (parsed, not emitted).
   void process(uint32_t source, uint64_t offset, std::string_view chunk);
 
+  /// Rejects a line without processing it: a poison record, whose processing failed on every
+  /// retry (actors/core/poison.hpp). Counted as read and rejected ("poison").
+  void reject_poison(uint32_t source, uint64_t offset, std::string_view line, std::string reason);
+
   /// Accepted events of partition p since clear_outputs().
   event_columns& partition(size_t p);
   size_t partitions() const;
@@ -84,9 +89,14 @@ public:
   /// Restores after a restart: the watermark and the remembered event ids.
   void restore(timestamp watermark, const std::vector<std::pair<uint64_t, int64_t>>& ids);
 
-  /// A small state blob (the watermark) for the store, and back.
+  /// A small state blob (the watermark and the counters) for the store, and back. The counters
+  /// are committed with each epoch, so that they count every record exactly once across
+  /// restarts, like the results.
   std::string snapshot() const;
   caf::error restore_snapshot(std::string_view blob);
+
+  /// The counters held in a snapshot blob (all zero for an empty blob).
+  static caf::expected<preprocess_counters> counters_of(std::string_view blob);
 
   /// Raises the watermark (never lowers it), e.g. after a bounded input's final flush.
   void set_watermark(timestamp w);

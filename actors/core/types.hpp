@@ -122,6 +122,10 @@ struct runtime_config {
   uint32_t restart_budget = 3;       ///< restarts of a failed run before it gives up
   int64_t restart_backoff = 100 * us_per_ms;     ///< wait before the first restart; doubles
   int64_t restart_backoff_max = 10 * us_per_s;   ///< longest wait between restarts
+  /// A chunk, then a line, whose processing throws is retried this many times; a line that
+  /// still fails is a poison record: it goes to dead letters (docs/architecture.md).
+  uint32_t record_retries = 1;
+  uint64_t max_poison_records = 100; ///< more poison records than this in one run fail the run
 };
 
 struct weir_config {
