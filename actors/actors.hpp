@@ -43,11 +43,13 @@ struct epoch_marker {
   uint8_t kind = 0;                                   ///< a marker_kind
   int64_t watermark = 0;                              ///< set by preprocess
   std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< set by ingest: source -> offset
+  bool checkpoint = true; ///< false in a dry run: contributions carry no operator state
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, epoch_marker& x) {
-  return f(caf::meta::type_name("weir.epoch_marker"), x.epoch, x.kind, x.watermark, x.offsets);
+  return f(caf::meta::type_name("weir.epoch_marker"), x.epoch, x.kind, x.watermark, x.offsets,
+           x.checkpoint);
 }
 
 /// What one run of a pipeline did, for the summary `weir run` prints.

@@ -148,8 +148,11 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       auto rs = c.initResults(static_cast<unsigned>(st.fired.size()));
       for (size_t i = 0; i < st.fired.size(); ++i)
         encode_result(rs[static_cast<unsigned>(i)], st.fired[i]);
-      auto snap = st.op->snapshot();
-      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
+      if (m.checkpoint) {
+        auto snap = st.op->snapshot();
+        c.setState(
+          capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
+      }
       if (fault::hit("send.contribution")) { // fault injection
         self->quit(fault::injected("send.contribution"));
         return;

@@ -262,9 +262,11 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       if (len > 0) {
         std::string_view data{s.buf.data(), len};
         std::vector<lake::chunk_ref> refs{{s.in.id, s.pos, data}};
-        if (auto err = lk->append(refs)) {
-          self->quit(err);
-          return false;
+        if (rt.mode == commit_mode::exactly_once) {
+          if (auto err = lk->append(refs)) {
+            self->quit(err);
+            return false;
+          }
         }
         send_chunk(s, s.pos, data);
         if (s.in.path == "-")
@@ -323,11 +325,12 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
         --st.inflight;
       pump();
     },
-    [self, next](epoch_atom, uint64_t e) {
+    [self, next, rt](epoch_atom, uint64_t e) {
       auto& st = self->state;
       if (st.finished)
         return;
       epoch_marker m;
+      m.checkpoint = rt.mode == commit_mode::exactly_once;
       m.epoch = e;
       bool all_done = true;
       for (auto& s : st.sources) {
@@ -350,9 +353,10 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       if (i == st.epoch_offsets.end())
         return;
       auto before = wall_us() - rt.lake_retention;
-      for (auto& [source, offset] : i->second)
-        if (auto n = lk->prune(source, offset, before); !n)
-          spdlog::warn("lake prune failed: {}", render(n.error()));
+      if (rt.mode == commit_mode::exactly_once)
+        for (auto& [source, offset] : i->second)
+          if (auto n = lk->prune(source, offset, before); !n)
+            spdlog::warn("lake prune failed: {}", render(n.error()));
       st.epoch_offsets.erase(st.epoch_offsets.begin(), std::next(i));
       if (st.finished)
         self->quit();

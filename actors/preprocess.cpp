@@ -241,16 +241,20 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       std::vector<std::pair<uint64_t, int64_t>> added;
       std::vector<uint64_t> expired;
       st.pre->take_dedupe_delta(added, expired);
-      auto da = c.initDedupeAdded(static_cast<unsigned>(added.size()));
-      for (size_t i = 0; i < added.size(); ++i) {
-        da[static_cast<unsigned>(i)].setId(added[i].first);
-        da[static_cast<unsigned>(i)].setTime(added[i].second);
+      if (m.checkpoint) {
+        auto da = c.initDedupeAdded(static_cast<unsigned>(added.size()));
+        for (size_t i = 0; i < added.size(); ++i) {
+          da[static_cast<unsigned>(i)].setId(added[i].first);
+          da[static_cast<unsigned>(i)].setTime(added[i].second);
+        }
+        // Expiry goes by time: the store drops ids below watermark - horizon, as the engine
+        // does.
+        if (st.cfg.preprocess.dedupe && st.pre->watermark() != min_timestamp)
+          c.setDedupeExpireBefore(st.pre->watermark() - st.cfg.preprocess.dedupe_horizon);
+        auto snap = wrap_state(st.max_time, st.pre->snapshot());
+        c.setState(
+          capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
       }
-      // Expiry goes by time: the store drops ids below watermark - horizon, as the engine does.
-      if (st.cfg.preprocess.dedupe && st.pre->watermark() != min_timestamp)
-        c.setDedupeExpireBefore(st.pre->watermark() - st.cfg.preprocess.dedupe_horizon);
-      auto snap = wrap_state(st.max_time, st.pre->snapshot());
-      c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
       if (fault::hit("send.contribution")) { // fault injection
         self->quit(fault::injected("send.contribution"));
         return;

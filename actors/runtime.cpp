@@ -6,6 +6,7 @@
 #include <thread>
 
 #include <glob.h>
+#include <stdlib.h>
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -218,7 +219,7 @@ generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& superviso
     slots.emplace_back(cfg.pipelines[i].name, preps[i].restore.partition_snapshots.size());
   }
   auto coord = sys.spawn(coordinator, first_epochs, cfg.runtime, caf::actor{supervisor});
-  auto upd = sys.spawn<caf::detached>(updater, slots, wh, coord);
+  auto upd = sys.spawn<caf::detached>(updater, slots, wh, coord, cfg.runtime.mode);
   g.coordinator = caf::actor_cast<caf::actor>(coord);
   g.updater = caf::actor_cast<caf::actor>(upd);
   g.members = {g.coordinator, g.updater};
@@ -264,7 +265,7 @@ preprocess_counters committed_counters(const std::string& blob) {
 /// The summary of pipeline `name`: its counters at the end (`last`, cumulative as committed)
 /// less those at the start, so that records replayed after a restart count once.
 run_stats summarize(const std::string& name, const std::vector<run_stats>& last, const tally& t,
-                    uint32_t restarts, warehouse& wh) {
+                    uint32_t restarts, warehouse& wh, commit_mode mode) {
   run_stats out;
   out.pipeline = name;
   const preprocess_counters& a = t.start;
@@ -293,6 +294,11 @@ run_stats summarize(const std::string& name, const std::vector<run_stats>& last,
   auto windows = wh.windows_committed(name);
   out.epochs_committed = epoch && *epoch > t.start_epoch ? *epoch - t.start_epoch : 0;
   out.windows_committed = windows && *windows > t.start_windows ? *windows - t.start_windows : 0;
+  if (mode != commit_mode::exactly_once && i != last.end()) {
+    // No epochs in the store: what the last generation committed.
+    out.epochs_committed = i->epochs_committed;
+    out.windows_committed = i->windows_committed;
+  }
   out.restarts = restarts;
   auto l = t.latencies;
   if (!l.empty()) {
@@ -306,9 +312,31 @@ run_stats summarize(const std::string& name, const std::vector<run_stats>& last,
 
 } // namespace
 
-caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
+caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                                                     const run_options& opts) {
-  const std::string dir = opts.store.empty() ? cfg.runtime.store : opts.store;
+  weir_config cfg = cfg_in;
+  cfg.runtime.mode = opts.mode;
+  if (cfg.runtime.mode != commit_mode::exactly_once)
+    cfg.runtime.durable = false; // no fsync: nothing written is meant to survive a crash
+  std::string dir = opts.store.empty() ? cfg.runtime.store : opts.store;
+  // A dry run works in a throwaway store that goes when the run ends, however it ends.
+  std::string scratch;
+  struct remove_dir {
+    std::string* path;
+    ~remove_dir() {
+      std::error_code ec;
+      if (!path->empty())
+        std::filesystem::remove_all(*path, ec);
+    }
+  } remove_scratch{&scratch};
+  if (opts.mode == commit_mode::none) {
+    std::error_code ec;
+    auto tmpl = (std::filesystem::temp_directory_path(ec) / "weir-dry-run-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr)
+      return make_error(errc::store_io, "cannot create a scratch directory for the dry run");
+    scratch = tmpl;
+    dir = scratch;
+  }
   if (dir.empty())
     return make_error(errc::bad_config, "no store directory: give --store or set store");
   std::error_code ec;
@@ -327,6 +355,15 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
   auto preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
   if (!preps)
     return preps.error();
+  if (cfg.runtime.mode == commit_mode::results_only)
+    for (size_t i = 0; i < preps->size(); ++i)
+      if ((*preps)[i].first_epoch > 1)
+        return make_error(errc::bad_input,
+                          "store " + dir + " holds committed epochs of pipeline " +
+                            cfg.pipelines[i].name + " (up to " +
+                            std::to_string((*preps)[i].first_epoch - 1) +
+                            "): a run without exactly-once cannot go on from them; use another "
+                            "store");
   system_config sys_cfg{opts.threads ? opts.threads : cores};
   caf::actor_system sys{sys_cfg};
   // The supervisor: it runs generations of the pipeline actors. When one of them fails, it
@@ -417,7 +454,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
     if (failure.empty()) {
       std::vector<run_stats> total;
       for (size_t i = 0; i < cfg.pipelines.size(); ++i)
-        total.push_back(summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr));
+        total.push_back(summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr,
+                                  cfg.runtime.mode));
       return total;
     }
     std::string where = "last good commits:";

@@ -20,6 +20,11 @@ struct run_options {
   std::string store;                       ///< store directory (empty: the config's)
   size_t threads = 0;                      ///< scheduler threads (0: number of cores)
   const std::atomic<bool>* stop = nullptr; ///< set to stop cleanly after a final commit
+  /// exactly_once (the default); results_only: results and dead letters without lake, offsets,
+  /// state or fsync, always from the start of the inputs, refused on a store that holds
+  /// committed epochs of a pipeline; none (dry run): process everything and write nothing, in a
+  /// throwaway store that is removed at the end (`store` is not touched).
+  commit_mode mode = commit_mode::exactly_once;
 };
 
 /// Runs the pipelines until their bounded inputs are exhausted (or `stop` is set) and the last

@@ -66,7 +66,8 @@ uint64_t epoch_of_agg(const frame& f) {
 
 updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_state> self,
                                      std::vector<std::pair<std::string, size_t>> pipelines,
-                                     std::shared_ptr<warehouse> wh, coordinator_actor coordinator) {
+                                     std::shared_ptr<warehouse> wh, coordinator_actor coordinator,
+                                     commit_mode mode) {
   for (auto& [name, parts] : pipelines) {
     updater_state::pipeline_slot s;
     s.name = name;
@@ -74,7 +75,7 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
     self->state.pipelines.push_back(std::move(s));
   }
   // Commits epoch e of pipeline i when every contribution is there.
-  auto try_commit = [self, wh, coordinator](uint32_t i, uint64_t e) {
+  auto try_commit = [self, wh, coordinator, mode](uint32_t i, uint64_t e) {
     auto& slot = self->state.pipelines[i];
     auto it = slot.epochs.find(e);
     if (it == slot.epochs.end() || !it->second.pre || it->second.aggs.size() < slot.partitions)
@@ -89,7 +90,16 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
     }
     auto windows = c->results.size();
     auto t0 = std::chrono::steady_clock::now();
-    auto ok = wh->commit(*c);
+    if (mode == commit_mode::results_only) {
+      // Output without the means to resume: no offsets, no state, no epoch number.
+      c->without_epoch = true;
+      c->offsets.clear();
+      c->states.clear();
+      c->dedupe_added.clear();
+      c->dedupe_expire_before = min_timestamp;
+    }
+    // A dry run writes nothing: the epoch ends here, as if committed.
+    auto ok = mode == commit_mode::none ? caf::expected<bool>{true} : wh->commit(*c);
     auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0);
     if (!ok) {
       spdlog::error("pipeline {} epoch {}: commit failed: {}", slot.name, e, render(ok.error()));

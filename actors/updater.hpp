@@ -29,10 +29,13 @@ struct updater_state {
 
 /// The updater: once it has the PreprocessEpoch and every AggregatorEpoch of an epoch, it
 /// commits results, dead letters, offsets, dedupe changes and operator state in ONE LMDB write
-/// transaction, then tells the coordinator. `pipelines` lists (name, partitions) by index.
+/// transaction, then tells the coordinator. `pipelines` lists (name, partitions) by index. With
+/// commit_mode::results_only it writes results and dead letters only; with commit_mode::none
+/// nothing, and tells the coordinator all the same.
 updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_state> self,
                                      std::vector<std::pair<std::string, size_t>> pipelines,
-                                     std::shared_ptr<warehouse> wh, coordinator_actor coordinator);
+                                     std::shared_ptr<warehouse> wh, coordinator_actor coordinator,
+                                     commit_mode mode);
 
 /// Turns one epoch's contributions into the commit the warehouse applies.
 caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,

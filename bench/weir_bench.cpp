@@ -1,15 +1,33 @@
 // weir-bench: the end-to-end benchmark. Generates N events as CSV (about 300 keys, six months of
 // event time, some out of order), writes a pipeline config (hourly tumbling windows with count,
 // sum, min, max, avg; durable commits), then times `weir run` as a separate process and reports
-// events per second and its peak resident memory.
+// events per second, its peak resident memory and the epoch commit latency it reports.
+//
+// --compare measures the cost of exactly-once: every round runs three modes, in rotating order:
+//   exactly-once   `weir run` (input landed in the lake; per epoch, results, offsets and operator
+//                  state in one durable transaction);
+//   no-commits     `weir run --no-exactly-once` (the same results written, without lake,
+//                  offsets, state or fsync: the job without its exactly-once commits);
+//   dry-run        `weir run --dry-run` (nothing written at all).
+// The cost of exactly-once is 1 - (exactly-once events/s) / (no-commits events/s) of the
+// medians; the dry run shows what writing the results costs in the first place.
+//
+// --rate EPS streams instead: the source is in follow mode and the events are appended to it at
+// EPS events per second (in bursts every 10 ms) while `weir run` is going; a second after the
+// last one it gets SIGTERM. This is the steady state of a stream at the default commit interval
+// and is where the epoch commit latency is measured.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,27 +47,43 @@ int main(int argc, char** argv) {
   CLI::App app{"weir-bench: end-to-end throughput and memory of `weir run`"};
   app.add_option("--events", w.events, "number of events")->capture_default_str();
   app.add_option("--keys", w.keys, "number of keys")->capture_default_str();
+  double span_days = 182;
+  app.add_option("--span-days", span_days,
+                 "days of event time the events spread over (fewer days: fewer windows fire)")
+    ->capture_default_str();
   app.add_option("--weir", weir_bin, "the weir binary")->capture_default_str();
   app.add_option("--dir", dir, "work directory (default: a new temporary one)");
   app.add_option("--runs", runs, "timed runs (each on a fresh store)")->capture_default_str();
   app.add_flag("--keep", keep, "keep the work directory");
+  double rate = 0;
+  app.add_option("--rate", rate, "stream the events at this many per second (follow mode)");
+  bool compare = false;
+  app.add_flag("--compare", compare,
+               "time each round in three modes (exactly-once, --no-exactly-once, --dry-run) and "
+               "report the cost of exactly-once");
   CLI11_PARSE(app, argc, argv);
+  w.span = static_cast<int64_t>(span_days * 86400);
+  if (w.span <= 0) {
+    std::fprintf(stderr, "--span-days must be positive\n");
+    return 2;
+  }
   if (dir.empty())
     dir = (fs::temp_directory_path() / ("weir-bench-" + std::to_string(::getpid()))).string();
   fs::create_directories(dir);
   const std::string input = dir + "/events.csv";
+  const std::string generated = rate > 0 ? dir + "/all.csv" : input;
   {
     auto t0 = std::chrono::steady_clock::now();
-    std::FILE* f = std::fopen(input.c_str(), "w");
+    std::FILE* f = std::fopen(generated.c_str(), "w");
     if (!f) {
-      std::perror(input.c_str());
+      std::perror(generated.c_str());
       return 3;
     }
     weir::bench::generate(w, f);
     std::fclose(f);
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("generated %llu events (%.1f MB) in %.2f s\n",
-                static_cast<unsigned long long>(w.events), fs::file_size(input) / 1e6, s);
+                static_cast<unsigned long long>(w.events), fs::file_size(generated) / 1e6, s);
   }
   const std::string config = dir + "/bench.toml";
   {
@@ -57,7 +91,8 @@ int main(int argc, char** argv) {
     c << "store = \"store\"\n"
          "durable = true\n\n"
          "[[pipeline]]\nname = \"bench\"\n\n"
-         "  [[pipeline.source]]\n  name = \"events\"\n  path = \"events.csv\"\n\n"
+         "  [[pipeline.source]]\n  name = \"events\"\n  path = \"events.csv\"\n"
+      << (rate > 0 ? "  follow = true\n" : "") << "\n"
          "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"merchant\"]\n"
          "  measures = [\"amount\"]\n\n"
          "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n"
@@ -68,31 +103,127 @@ int main(int argc, char** argv) {
          "  [[pipeline.aggregate]]\n  fn = \"max\"\n  field = \"amount\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"avg\"\n  field = \"amount\"\n";
   }
-  int rc = 0;
-  for (int r = 0; r < runs; ++r) {
+  // Streaming: appends the generated events to the followed input at `rate`, then stops weir.
+  auto feed = [&](pid_t pid) {
+    std::ifstream in(generated, std::ios::binary);
+    std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const double duration = w.events / rate;
+    int fd = ::open(input.c_str(), O_WRONLY | O_APPEND);
+    if (fd < 0) {
+      std::perror(input.c_str());
+      ::kill(pid, SIGKILL);
+      return false;
+    }
+    size_t done = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    while (done < all.size()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      size_t target = std::min(all.size(), static_cast<size_t>(all.size() * (t / duration)));
+      auto nl = all.rfind('\n', target == 0 ? 0 : target - 1);
+      if (nl == std::string::npos || nl + 1 <= done)
+        continue;
+      size_t end = nl + 1;
+      while (done < end) {
+        auto n = ::write(fd, all.data() + done, end - done);
+        if (n <= 0) {
+          std::perror("append");
+          ::close(fd);
+          ::kill(pid, SIGKILL);
+          return false;
+        }
+        done += static_cast<size_t>(n);
+      }
+    }
+    ::close(fd);
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    ::kill(pid, SIGTERM);
+    return true;
+  };
+  struct result {
+    double secs = 0;
+    double rss_mib = 0;
+    double user = 0;
+    double sys = 0;
+    std::string latency; ///< the "epoch latency" line of the summary
+  };
+  const std::string summary = dir + "/summary.txt";
+  // Runs `weir run` on a fresh store as a separate process; false when it fails.
+  enum mode_t { exactly_once = 0, no_commits = 1, dry_run = 2 };
+  const char* mode_name[] = {"exactly-once", "no-commits  ", "dry-run     "};
+  auto run_weir = [&](int mode, result& out) {
     fs::remove_all(dir + "/store");
+    if (rate > 0)
+      std::ofstream{input, std::ios::trunc}; // the stream starts empty
     auto t0 = std::chrono::steady_clock::now();
     pid_t pid = ::fork();
     if (pid == 0) {
-      int devnull = ::open("/dev/null", O_WRONLY);
-      ::dup2(devnull, STDOUT_FILENO);
-      ::execl(weir_bin.c_str(), weir_bin.c_str(), "run", config.c_str(), nullptr);
+      int fd = ::open(summary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, STDOUT_FILENO);
+      if (mode == dry_run)
+        ::execl(weir_bin.c_str(), weir_bin.c_str(), "run", config.c_str(), "--dry-run", nullptr);
+      else if (mode == no_commits)
+        ::execl(weir_bin.c_str(), weir_bin.c_str(), "run", config.c_str(), "--no-exactly-once",
+                nullptr);
+      else
+        ::execl(weir_bin.c_str(), weir_bin.c_str(), "run", config.c_str(), nullptr);
       std::perror("exec weir");
       ::_exit(127);
     }
+    if (rate > 0 && !feed(pid))
+      return false;
     int status = 0;
     struct rusage ru {};
     ::wait4(pid, &status, 0, &ru);
-    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    out.secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       std::fprintf(stderr, "weir run failed (status %d)\n", status);
-      rc = 1;
-      break;
+      return false;
     }
-    double user = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
-    double sys = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
-    std::printf("run %d: %.3f s, %.0f events/s, peak RSS %.1f MiB, cpu user %.2f s sys %.2f s\n",
-                r + 1, s, w.events / s, ru.ru_maxrss / 1024.0, user, sys);
+    out.user = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+    out.sys = ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+    out.rss_mib = ru.ru_maxrss / 1024.0;
+    std::ifstream in(summary);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.find("epoch latency") != std::string::npos)
+        out.latency = line.substr(line.find("p50"));
+    return true;
+  };
+  auto report = [&](const char* what, int r, const result& x) {
+    std::printf("%s%srun %d: %.3f s, %.0f events/s, peak RSS %.1f MiB, cpu user %.2f s sys %.2f s; "
+                "epoch latency %s\n",
+                what, *what ? " " : "", r + 1, x.secs, w.events / x.secs, x.rss_mib, x.user, x.sys,
+                x.latency.c_str());
+    std::fflush(stdout);
+  };
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  int rc = 0;
+  std::vector<double> rates[3];
+  const int modes = compare ? 3 : 1;
+  for (int r = 0; r < runs && rc == 0; ++r) {
+    // Rotate the order so that no mode always runs first (or on a warmer page cache).
+    for (int k = 0; k < modes; ++k) {
+      const int mode = (r + k) % modes;
+      result x;
+      if (!run_weir(mode, x)) {
+        rc = 1;
+        break;
+      }
+      report(compare ? mode_name[mode] : "", r, x);
+      rates[mode].push_back(w.events / x.secs);
+    }
+  }
+  if (rc == 0 && compare) {
+    double eo = median(rates[exactly_once]), off = median(rates[no_commits]),
+           dry = median(rates[dry_run]);
+    std::printf("median events/s: exactly-once %.0f, no-commits %.0f, dry-run %.0f\n", eo, off,
+                dry);
+    std::printf("exactly-once costs %.1f%% against no-commits (%.1f%% against the dry run)\n",
+                100.0 * (1.0 - eo / off), 100.0 * (1.0 - eo / dry));
   }
   if (!keep)
     fs::remove_all(dir);

@@ -198,7 +198,8 @@ caf::expected<weir::timestamp> parse_when(const std::string& s) {
                           "bad time '" + s + "': use ISO-8601 with a zone or epoch seconds");
 }
 
-int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet) {
+int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
+            bool dry_run, bool no_exactly_once) {
   auto cfg = weir::load_config(config_path);
   if (!cfg)
     return fail(cfg.error());
@@ -211,6 +212,10 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   opts.store = store;
   opts.threads = threads;
   opts.stop = &stop_requested;
+  if (dry_run)
+    opts.mode = weir::commit_mode::none;
+  else if (no_exactly_once)
+    opts.mode = weir::commit_mode::results_only;
   auto t0 = std::chrono::steady_clock::now();
   auto res = weir::run_pipelines(*cfg, opts);
   auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -240,6 +245,10 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
                 s.epoch_p50_us / 1e3, s.epoch_p99_us / 1e3, s.epoch_max_us / 1e3);
     if (s.restarts > 0)
       std::printf("  restarts           %12u\n", s.restarts);
+    if (dry_run)
+      std::printf("  dry run: nothing was written\n");
+    if (no_exactly_once)
+      std::printf("  without exactly-once: results written, nothing to resume from\n");
     std::printf("  elapsed            %12.3f s\n", secs);
     std::printf("  events/s           %12.0f\n", secs > 0 ? s.read / secs : 0.0);
   }
@@ -450,6 +459,16 @@ int main(int argc, char** argv) {
   run->add_option("--store", store, "store directory (default: the config's `store`)");
   run->add_option("--threads", threads, "scheduler threads (default: number of cores)");
   run->add_flag("--quiet", quiet, "print no summary");
+  bool dry_run = false;
+  run->add_flag("--dry-run", dry_run,
+                "process the inputs from the start and write nothing (no store is used); "
+                "the summary says what a run would commit");
+  bool no_exactly_once = false;
+  run->add_flag("--no-exactly-once", no_exactly_once,
+                "write results and dead letters only: no lake, offsets, state or fsync, so "
+                "nothing to resume from (for one-off backfills; refused on a store with "
+                "committed epochs)")
+    ->excludes("--dry-run");
   run->footer(exit_codes_text);
 
   auto* query = app.add_subcommand("query", "Print committed window results");
@@ -494,7 +513,7 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   if (*run)
-    return cmd_run(config_path, store, threads, quiet);
+    return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once);
   if (*query)
     return cmd_query(store, q_pipeline, q_key, q_from, q_to, q_format);
   if (*inspect)

@@ -393,7 +393,7 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
     auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
     if (!last)
       return std::move(last.error());
-    if (c.epoch <= *last)
+    if (!c.without_epoch && c.epoch <= *last)
       return caf::none; // a replay of a committed epoch: nothing to do
     // Source offsets.
     char ok[6];
@@ -432,16 +432,30 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
     // Results: upserts that never go back to an older version. They are written in key order;
     // rows past the table's current end (the usual case: windows fire in time order) are
     // appended without a lookup.
-    std::vector<std::tuple<std::string, size_t, bool>> keyed;
+    // The keys of a commit go into one buffer (no allocation per row) and are sorted as views.
+    struct keyed_row {
+      size_t at;
+      uint32_t len;
+      uint32_t index;
+      bool long_key;
+    };
+    std::string keys;
+    keys.reserve(c.results.size() * (result_prefix + 16));
+    std::vector<keyed_row> keyed;
     keyed.reserve(c.results.size());
     for (size_t i = 0; i < c.results.size(); ++i) {
       const auto& r = c.results[i];
       bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
-      keyed.emplace_back(key, i, long_key);
+      keyed.push_back({keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i),
+                       long_key});
+      keys += key;
     }
+    auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
     // Stable: of two rows for one window in a commit, the later one wins, as it would unsorted.
-    std::stable_sort(keyed.begin(), keyed.end(),
-                     [](const auto& x, const auto& y) { return std::get<0>(x) < std::get<0>(y); });
+    // Rows usually come as a few runs already in order (one per partition): check first.
+    auto less = [&view](const keyed_row& x, const keyed_row& y) { return view(x) < view(y); };
+    if (!std::is_sorted(keyed.begin(), keyed.end(), less))
+      std::stable_sort(keyed.begin(), keyed.end(), less);
     std::string table_end;
     bool table_empty = true;
     {
@@ -456,14 +470,17 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
         table_empty = false;
       }
     }
-    const std::string* previous = nullptr;
-    for (const auto& [sorted_key, index, long_key] : keyed) {
-      const auto& r = c.results[index];
+    std::string_view previous;
+    bool first = true;
+    for (const auto& row : keyed) {
+      const auto sorted_key = view(row);
+      const auto& r = c.results[row.index];
       const bool fresh =
-        (table_empty || sorted_key > table_end) && (previous == nullptr || sorted_key != *previous);
-      previous = &sorted_key;
+        (table_empty || sorted_key > table_end) && (first || sorted_key != previous);
+      previous = sorted_key;
+      first = false;
       if (fresh) {
-        encode_result_value(r, long_key, val);
+        encode_result_value(r, row.long_key, val);
         if (auto perr = t.put(results_, sorted_key, val, MDB_APPEND))
           return perr;
         continue;
@@ -481,7 +498,7 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
         if (r.version < stored.version)
           continue;
       }
-      encode_result_value(r, long_key, val);
+      encode_result_value(r, row.long_key, val);
       if (auto perr = t.put(results_, key, val))
         return perr;
     }
@@ -538,8 +555,9 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       if (derr)
         return derr;
     }
-    if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
-      return perr;
+    if (!c.without_epoch)
+      if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
+        return perr;
     // Fault injection: the whole epoch is written, mdb_txn_commit is not (a fail aborts it).
     if (fault::hit("epoch.during_commit"))
       return fault::injected("epoch.during_commit");

@@ -50,6 +50,9 @@ struct pipeline_info {
 struct epoch_commit {
   std::string pipeline; ///< must be registered
   uint64_t epoch = 0;
+  /// Results and dead letters written outside the epoch sequence (commit_mode::results_only):
+  /// `epoch` is ignored, last_epoch stays as it is.
+  bool without_epoch = false;
   std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< source id -> offset reached
   std::vector<dead_letter> dead_letters;
   std::vector<window_result> results;                     ///< upserts: a row replaces the stored

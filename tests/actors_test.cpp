@@ -310,7 +310,8 @@ TEST_CASE_METHOD(fixture,
   auto whp = std::make_shared<warehouse>(std::move(*wh));
   REQUIRE(whp->register_pipeline("t", {"count"}, "tumbling 10s"));
   auto coord = sys.spawn(fake_coordinator, &log);
-  auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp, coord);
+  auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp, coord,
+                       commit_mode::exactly_once);
   auto pre_frame = [](uint64_t e) {
     capnp::MallocMessageBuilder mb;
     auto c = mb.initRoot<schema::PreprocessEpoch>();

@@ -205,6 +205,41 @@ TEST_CASE("weir run + query equals a brute-force reference and a re-run adds not
   auto d2 =
     run(weir_bin + " dead-letters --store " + (dir.path / "store").string() + " --format csv");
   CHECK(d2.out == d.out);
+
+  // Without exactly-once the same results are written (the reference above), with no offsets,
+  // state or lake; on a store that holds epochs it is refused.
+  const auto noeo = (dir.path / "noeo").string();
+  auto r3 = run(weir_bin + " run " + (dir.path / "p.toml").string() + " --no-exactly-once " +
+                "--store " + noeo);
+  INFO(r3.out);
+  REQUIRE(r3.rc == 0);
+  CHECK_THAT(r3.out, Catch::Contains("without exactly-once"));
+  auto q3 = run(weir_bin + " query --store " + noeo + " --pipeline p --format csv");
+  CHECK(q3.out == q1.out);
+  auto i3 = run(weir_bin + " inspect --store " + noeo);
+  CHECK_THAT(i3.out, Catch::Matches("[\\s\\S]*epochs +0\n[\\s\\S]*"));
+  CHECK_THAT(i3.out, Catch::Matches("[\\s\\S]*state +0\n[\\s\\S]*"));
+  CHECK_THAT(i3.out, Catch::Matches("[\\s\\S]*chunks +0\n[\\s\\S]*"));
+  auto refused = run(weir_bin + " run " + (dir.path / "p.toml").string() + " --no-exactly-once");
+  CHECK(refused.rc == 3);
+  CHECK_THAT(refused.out, Catch::Contains("holds committed epochs of pipeline p"));
+
+  // A dry run counts what a run commits and writes nothing.
+  const auto dry = dir.path / "dry";
+  auto r4 = run(weir_bin + " run " + (dir.path / "p.toml").string() + " --dry-run --store " +
+                dry.string());
+  INFO(r4.out);
+  REQUIRE(r4.rc == 0);
+  CHECK_FALSE(std::filesystem::exists(dry));
+  CHECK_THAT(r4.out, Catch::Contains("dry run: nothing was written"));
+  auto line_of = [](const std::string& out, const std::string& what) {
+    auto at = out.find(what);
+    return at == std::string::npos ? std::string{} : out.substr(at, out.find('\n', at) - at);
+  };
+  for (const char* what : {"events read", "accepted", "late (dead letter)", "windows committed"}) {
+    CHECK(line_of(r4.out, what) == line_of(r1.out, what));
+    CHECK_FALSE(line_of(r1.out, what).empty());
+  }
 }
 
 TEST_CASE("a bad config fails before anything runs, naming file, line and key") {

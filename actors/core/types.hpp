@@ -111,6 +111,18 @@ struct pipeline_config {
   size_t partitions = 0;             ///< window-aggregator partitions; 0 = number of cores
 };
 
+/// What an epoch writes (docs/architecture.md, "Commit modes").
+enum class commit_mode : uint8_t {
+  /// The default: input landed in the lake, results with offsets and operator state in one
+  /// durable transaction per epoch.
+  exactly_once,
+  /// `weir run --no-exactly-once`: results and dead letters only, without fsync; no lake, no
+  /// offsets, no state: nothing to resume from.
+  results_only,
+  /// `weir run --dry-run`: nothing is written.
+  none,
+};
+
 struct runtime_config {
   std::string store;                 ///< default store directory (relative to the config file)
   int64_t commit_interval = 100 * us_per_ms;
@@ -126,6 +138,7 @@ struct runtime_config {
   /// still fails is a poison record: it goes to dead letters (docs/architecture.md).
   uint32_t record_retries = 1;
   uint64_t max_poison_records = 100; ///< more poison records than this in one run fail the run
+  commit_mode mode = commit_mode::exactly_once; ///< set by `weir run` flags, not a config key
 };
 
 struct weir_config {
