@@ -56,10 +56,14 @@ uint64_t epoch_of_pre(const frame& f) {
   return e;
 }
 
-uint64_t epoch_of_agg(const frame& f) {
-  uint64_t e = 0;
-  decode_frame(f, [&](frame_reader& r) { e = r.root<schema::AggregatorEpoch>().getEpoch(); });
-  return e;
+/// Reads the epoch and partition of an aggregator contribution.
+std::pair<uint64_t, uint32_t> epoch_of_agg(const frame& f) {
+  std::pair<uint64_t, uint32_t> out{0, 0};
+  decode_frame(f, [&](frame_reader& r) {
+    auto a = r.root<schema::AggregatorEpoch>();
+    out = {a.getEpoch(), a.getPartition()};
+  });
+  return out;
 }
 
 } // namespace
@@ -72,21 +76,21 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
     updater_state::pipeline_slot s;
     s.name = name;
     s.partitions = parts;
+    if (auto last = wh->last_epoch(name))
+      s.next = *last + 1;
     self->state.pipelines.push_back(std::move(s));
   }
-  // Commits epoch e of pipeline i when every contribution is there.
-  auto try_commit = [self, wh, coordinator, mode](uint32_t i, uint64_t e) {
+  // Commits epoch e of pipeline i (every contribution is there); false when the actor failed.
+  auto commit_one = [self, wh, coordinator, mode](uint32_t i, uint64_t e,
+                                                  updater_state::pending_epoch& p) {
     auto& slot = self->state.pipelines[i];
-    auto it = slot.epochs.find(e);
-    if (it == slot.epochs.end() || !it->second.pre || it->second.aggs.size() < slot.partitions)
-      return;
     uint8_t kind = 0;
-    auto c = assemble_commit(slot.name, *it->second.pre, it->second.aggs, kind);
+    auto c = assemble_commit(slot.name, *p.pre, p.aggs, kind);
     if (!c) {
       spdlog::error("pipeline {} epoch {}: {}", slot.name, e, render(c.error()));
       self->send(coordinator, fail_atom::value, render(c.error()));
       self->quit(c.error());
-      return;
+      return false;
     }
     auto windows = c->results.size();
     auto t0 = std::chrono::steady_clock::now();
@@ -105,13 +109,30 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
       spdlog::error("pipeline {} epoch {}: commit failed: {}", slot.name, e, render(ok.error()));
       self->send(coordinator, fail_atom::value, render(ok.error()));
       self->quit(ok.error());
-      return;
+      return false;
     }
     spdlog::info("pipeline {} epoch {} committed: {} windows, {} dead letters, {:.1f} ms",
                  slot.name, e, windows, c->dead_letters.size(), ms.count());
-    slot.epochs.erase(it);
     self->send(coordinator, committed_atom::value, i, e, kind,
                static_cast<uint64_t>(*ok ? windows : 0));
+    return true;
+  };
+  // Commits the oldest pending epoch of pipeline i once every contribution is there, then the
+  // next, never one past `next`: channels are ordered, so epochs complete in order anyway, and
+  // this keeps it so even if they did not (a later epoch committed first would make the earlier
+  // one a no-op and lose it).
+  auto try_commit = [self, commit_one](uint32_t i) {
+    auto& slot = self->state.pipelines[i];
+    while (!slot.epochs.empty()) {
+      auto it = slot.epochs.begin();
+      if (it->first > slot.next || !it->second.pre
+          || it->second.partitions.size() < slot.partitions)
+        return;
+      if (!commit_one(i, it->first, it->second))
+        return;
+      slot.next = std::max(slot.next, it->first + 1);
+      slot.epochs.erase(it);
+    }
   };
   return {
     [self, try_commit](pre_epoch_atom, uint32_t i, frame& f) {
@@ -119,14 +140,20 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
         return;
       auto e = epoch_of_pre(f);
       self->state.pipelines[i].epochs[e].pre = std::move(f);
-      try_commit(i, e);
+      try_commit(i);
     },
     [self, try_commit](agg_epoch_atom, uint32_t i, frame& f) {
       if (i >= self->state.pipelines.size())
         return;
-      auto e = epoch_of_agg(f);
-      self->state.pipelines[i].epochs[e].aggs.push_back(std::move(f));
-      try_commit(i, e);
+      auto [e, part] = epoch_of_agg(f);
+      auto& p = self->state.pipelines[i].epochs[e];
+      if (!p.partitions.insert(part).second) {
+        spdlog::warn("pipeline {} epoch {}: a second contribution of partition {} is ignored",
+                     self->state.pipelines[i].name, e, part);
+        return;
+      }
+      p.aggs.push_back(std::move(f));
+      try_commit(i);
     },
   };
 }

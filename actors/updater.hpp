@@ -3,6 +3,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -18,10 +19,12 @@ struct updater_state {
   struct pending_epoch {
     std::optional<frame> pre;
     std::vector<frame> aggs;
+    std::set<uint32_t> partitions; ///< the partitions whose contribution is in `aggs`
   };
   struct pipeline_slot {
     std::string name;
     size_t partitions = 0;
+    uint64_t next = 1; ///< the epoch that commits next (an older one is a replay, a no-op)
     std::map<uint64_t, pending_epoch> epochs;
   };
   std::vector<pipeline_slot> pipelines;

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include <caf/actor_system.hpp>
@@ -378,6 +379,61 @@ TEST_CASE_METHOD(fixture,
     return true;
   }));
   CHECK(letters == 1);
+}
+
+TEST_CASE_METHOD(fixture, "updater: epochs commit in order, each partition counted once") {
+  log_t log;
+  auto wh = warehouse::open((dir / "warehouse").string());
+  REQUIRE(wh);
+  auto whp = std::make_shared<warehouse>(std::move(*wh));
+  REQUIRE(whp->register_pipeline("t", {"count"}, "tumbling 10s"));
+  auto coord = sys.spawn(fake_coordinator, &log);
+  auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp, coord,
+                       commit_mode::exactly_once);
+  auto pre = [](uint64_t e) {
+    capnp::MallocMessageBuilder mb;
+    mb.initRoot<schema::PreprocessEpoch>().setEpoch(e);
+    return to_frame(mb);
+  };
+  auto agg = [](uint64_t e, uint32_t p) {
+    capnp::MallocMessageBuilder mb;
+    auto c = mb.initRoot<schema::AggregatorEpoch>();
+    c.setEpoch(e);
+    c.setPartition(p);
+    auto rs = c.initResults(1);
+    std::string key = "e" + std::to_string(e) + "p" + std::to_string(p);
+    rs[0].setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(key.data()), key.size()));
+    rs[0].setStart(0);
+    rs[0].setEnd(10);
+    rs[0].setVersion(1);
+    rs[0].initValues(1).set(0, 1.0);
+    return to_frame(mb);
+  };
+  // Epoch 2 is complete before epoch 1: it waits, then both commit, 1 first.
+  caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, pre(2));
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg(2, 0));
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg(2, 1));
+  caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, pre(1));
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg(1, 0));
+  // A second contribution of partition 0 does not stand in for partition 1.
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg(1, 0));
+  sched.run();
+  CHECK(log.commits.empty());
+  CHECK(*whp->last_epoch("t") == 0);
+  caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg(1, 1));
+  sched.run();
+  REQUIRE(log.commits.size() == 2);
+  CHECK(std::get<1>(log.commits[0]) == 1);
+  CHECK(std::get<3>(log.commits[0]) == 2);
+  CHECK(std::get<1>(log.commits[1]) == 2);
+  CHECK(std::get<3>(log.commits[1]) == 2);
+  CHECK(*whp->last_epoch("t") == 2);
+  std::set<std::string> keys;
+  REQUIRE(!whp->query(result_query{"t", {}, {}, {}}, [&](const window_result& r) {
+    keys.insert(r.key);
+    return true;
+  }));
+  CHECK(keys == std::set<std::string>{"e1p0", "e1p1", "e2p0", "e2p1"});
 }
 
 TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending it, in order") {
