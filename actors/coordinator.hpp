@@ -37,8 +37,8 @@ struct coordinator_state {
 /// Drives epochs: every commit interval (or at once when an input is exhausted or commit_events
 /// is reached) it starts the next epoch of each pipeline; at most max_epochs_in_flight per
 /// pipeline are in flight, which bounds what the updater holds. An epoch wanted while that many
-/// are in flight starts as soon as one is committed. `first_epochs[i]` is the epoch pipeline i starts
-/// with (last committed + 1). Reports to `waiter` (committed, pipeline, windows, latency in us or
+/// are in flight starts as soon as one is committed. `first_epochs[i]` is the epoch pipeline i
+/// starts with (last committed + 1). Reports to `waiter` (committed, pipeline, windows, latency in us or
 /// -1) at each commit, (stats, run_stats) per pipeline and then (done) at the end, or (fail,
 /// text) when a pipeline actor fails.
 coordinator_actor::behavior_type

@@ -39,9 +39,9 @@ bool ship(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t se
       self->quit(fault::injected("send.batch"));
       return false;
     }
-    self->send(st.partitions[p], batch_atom::value, seq,
-               encode_event_batch(static_cast<uint32_t>(p), st.pre->watermark(), cols, layout,
-                                  origin));
+    self->send(
+      st.partitions[p], batch_atom::value, seq,
+      encode_event_batch(static_cast<uint32_t>(p), st.pre->watermark(), cols, layout, origin));
     ++sent;
   }
   st.pre->clear_outputs();
@@ -148,7 +148,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           try {
             st.pre->process(source, offset, data);
           } catch (const std::exception& e) {
-            failed = make_record_error(whole, "processing records failed: " + std::string(e.what()));
+            failed =
+              make_record_error(whole, "processing records failed: " + std::string(e.what()));
             return;
           }
           quit = !ship(self, seq, whole, layout, sent);
@@ -158,21 +159,24 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         // its line; poison lines go to dead letters unprocessed (actors/core/poison.hpp).
         size_t pos = 0;
         while (pos < data.size()) {
-          auto nl = static_cast<const char*>(std::memchr(data.data() + pos, '\n', data.size() - pos));
+          auto nl =
+            static_cast<const char*>(std::memchr(data.data() + pos, '\n', data.size() - pos));
           size_t end = nl == nullptr ? data.size() : static_cast<size_t>(nl - data.data()) + 1;
           auto line = data.substr(pos, end - pos);
           const record_span at{st.pipeline, source, offset + pos, offset + end, true};
           pos = end;
           if (const auto* q = st.quarantined.poisoned(source, at.begin)) {
-            spdlog::warn("pipeline {}: poison record at source {} offset {} goes to dead letters: {}",
-                         st.cfg.name, source, at.begin, q->what);
+            spdlog::warn(
+              "pipeline {}: poison record at source {} offset {} goes to dead letters: {}",
+              st.cfg.name, source, at.begin, q->what);
             st.pre->reject_poison(source, at.begin, line,
                                   "poison record: processing failed on every retry: " + q->what);
           } else {
             try {
               st.pre->process(source, at.begin, line);
             } catch (const std::exception& e) {
-              failed = make_record_error(at, "processing a record failed: " + std::string(e.what()));
+              failed =
+                make_record_error(at, "processing a record failed: " + std::string(e.what()));
               return;
             }
           }
