@@ -571,7 +571,9 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
   return applied;
 }
 
-caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
+template <class KeyOf>
+caf::expected<uint64_t> warehouse::pipeline_u64(const std::string& pipeline, lmdb::dbi d,
+                                                KeyOf&& key_of, const char* what) {
   uint64_t out = 0;
   auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
     auto found = find_pipeline(t, pipelines_, pipeline);
@@ -579,28 +581,7 @@ caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
       return std::move(found.error());
     if (!*found)
       return caf::none;
-    char ek[2];
-    lmdb::put_be16(ek, (*found)->id);
-    auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
-    if (!last)
-      return std::move(last.error());
-    out = *last;
-    return caf::none;
-  });
-  if (err)
-    return err;
-  return out;
-}
-
-caf::expected<uint64_t> warehouse::windows_committed(const std::string& pipeline) {
-  uint64_t out = 0;
-  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
-    auto found = find_pipeline(t, pipelines_, pipeline);
-    if (!found)
-      return std::move(found.error());
-    if (!*found)
-      return caf::none;
-    auto n = read_u64(t, counters_, windows_counter_key((*found)->id), "a windows counter");
+    auto n = read_u64(t, d, key_of((*found)->id), what);
     if (!n)
       return std::move(n.error());
     out = *n;
@@ -609,6 +590,21 @@ caf::expected<uint64_t> warehouse::windows_committed(const std::string& pipeline
   if (err)
     return err;
   return out;
+}
+
+caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
+  return pipeline_u64(
+    pipeline, epochs_,
+    [](uint16_t pid) {
+      std::string k(2, '\0');
+      lmdb::put_be16(k.data(), pid);
+      return k;
+    },
+    "an epoch");
+}
+
+caf::expected<uint64_t> warehouse::windows_committed(const std::string& pipeline) {
+  return pipeline_u64(pipeline, counters_, windows_counter_key, "a windows counter");
 }
 
 caf::expected<std::vector<std::pair<uint32_t, uint64_t>>>

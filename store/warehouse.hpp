@@ -139,6 +139,12 @@ private:
   template <class F>
   caf::error scan_pipeline(const std::string& pipeline, lmdb::dbi d, F&& fn);
 
+  /// Reads one u64 of `pipeline` in one read txn: the value under key_of(pipeline id) in table
+  /// d (`what` names it in errors); 0 when the pipeline or the value is not there.
+  template <class KeyOf>
+  caf::expected<uint64_t> pipeline_u64(const std::string& pipeline, lmdb::dbi d, KeyOf&& key_of,
+                                       const char* what);
+
   lmdb::env env_;
   lmdb::dbi meta_ = 0;
   lmdb::dbi pipelines_ = 0;

@@ -47,6 +47,11 @@ struct pipeline_model {
     if (c.epoch <= epoch)
       return;
     epoch = c.epoch;
+    apply_without_epoch(c);
+  }
+
+  /// A commit with without_epoch: everything it carries, whatever the epoch.
+  void apply_without_epoch(const epoch_commit& c) {
     for (const auto& [s, o] : c.offsets)
       offsets[s] = o;
     for (const auto& r : c.results) {
@@ -254,6 +259,7 @@ TEST_CASE("warehouse: random commits match a model, old epochs are no-ops", "[wa
     for (const auto& n : names)
       REQUIRE(w->register_pipeline(n, {"count", "sum"}, "tumbling"));
     uint64_t last[2] = {0, 0};
+    uint64_t rows[2] = {0, 0}; // result rows of the applied commits: windows_committed
     for (int i = 0; i < 150; ++i) {
       size_t p = rng() % 2;
       // Now and then replay an old epoch (what recovery does): it must change nothing.
@@ -266,8 +272,19 @@ TEST_CASE("warehouse: random commits match a model, old epochs are no-ops", "[wa
       auto applied = w->commit(c);
       REQUIRE(applied);
       CHECK(*applied == !replay);
+      if (!replay)
+        rows[p] += c.results.size();
+      CHECK(*w->windows_committed(names[p]) == rows[p]);
       models[names[p]].apply(c);
     }
+    CHECK(*w->windows_committed("zzz") == 0);
+    // Results written outside the epoch sequence count too and leave last_epoch alone.
+    auto extra = random_commit(rng, "p1", 1, keys, 2);
+    extra.without_epoch = true;
+    REQUIRE(*w->commit(extra));
+    CHECK(*w->last_epoch("p1") == last[0]);
+    CHECK(*w->windows_committed("p1") == rows[0] + extra.results.size());
+    models["p1"].apply_without_epoch(extra);
     // Epoch 0 never commits: 0 means "none".
     epoch_commit zero;
     zero.pipeline = "p1";
