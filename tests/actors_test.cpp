@@ -28,19 +28,14 @@
 #include "actors/updater.hpp"
 #include "actors/warehouse.hpp"
 #include "schema/batch.capnp.h"
+#include "tests/actor_test_support.hpp"
 
 using namespace weir;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct test_config : caf::actor_system_config {
-  test_config() {
-    add_message_types<caf::id_block::weir>();
-    set("scheduler.policy", caf::atom("testing"));
-    set("logger.verbosity", caf::atom("quiet"));
-  }
-};
+using test_config = weir::test::deterministic_config;
 
 struct fixture {
   test_config cfg;

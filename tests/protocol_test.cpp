@@ -40,6 +40,7 @@
 #include "actors/updater.hpp"
 #include "schema/batch.capnp.h"
 #include "store/warehouse.hpp"
+#include "tests/actor_test_support.hpp"
 #include "tests/test_support.hpp"
 
 using namespace weir;
@@ -48,13 +49,7 @@ namespace {
 
 // -- the deterministic actor system ---------------------------------------------------------
 
-struct test_config : caf::actor_system_config {
-  test_config() {
-    add_message_types<caf::id_block::weir>();
-    set("scheduler.policy", caf::atom("testing"));
-    set("logger.verbosity", caf::atom("quiet"));
-  }
-};
+using test_config = weir::test::deterministic_config;
 
 /// One actor system on the deterministic scheduler per property case. Every actor the test
 /// spawns is tracked; at the end (also when an assertion throws) they are told to exit and the
