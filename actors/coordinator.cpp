@@ -78,7 +78,6 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
         latency = std::chrono::duration_cast<std::chrono::microseconds>(
                     std::chrono::steady_clock::now() - t->second)
                     .count();
-        s.latencies.push_back(latency);
         s.started.erase(s.started.begin(), std::next(t));
       }
       // Each commit is reported at once: the waiter's tally survives a generation that fails.
@@ -95,16 +94,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
       for (auto& p : self->state.pipelines)
         all = all && p.finished;
       if (all) {
-        for (auto& p : self->state.pipelines) {
-          auto& l = p.latencies;
-          if (!l.empty()) {
-            std::sort(l.begin(), l.end());
-            p.stats.epoch_p50_us = l[(l.size() - 1) / 2];
-            p.stats.epoch_p99_us = l[std::min(l.size() - 1, (l.size() * 99) / 100)];
-            p.stats.epoch_max_us = l.back();
-          }
+        for (auto& p : self->state.pipelines)
           caf::anon_send(waiter, stats_atom::value, p.stats);
-        }
         caf::anon_send(waiter, done_atom::value);
         self->quit();
       }

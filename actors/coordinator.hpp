@@ -25,7 +25,6 @@ struct coordinator_state {
     bool finished = false;
     bool wanted = false; ///< an epoch was asked for while one was in flight
     std::map<uint64_t, std::chrono::steady_clock::time_point> started; ///< epoch -> start
-    std::vector<int64_t> latencies;                 ///< start to commit, microseconds
     run_stats stats;
   };
   std::vector<slot> pipelines;

@@ -150,14 +150,7 @@ void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms
 
 const int64_t base = 1717200000; // 2024-06-01T00:00:00Z
 
-std::string iso(int64_t s) {
-  std::time_t t = static_cast<std::time_t>(s);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+using weir::test::iso;
 
 /// Seconds since the epoch of "YYYY-MM-DDTHH:MM:SSZ"; INT64_MIN when it is not that.
 int64_t from_iso(const std::string& s) {

@@ -33,14 +33,7 @@ weir::test::command_result run(const std::string& cmd) {
   return weir::test::sh("timeout 120 " + cmd);
 }
 
-std::string iso(int64_t s) {
-  std::time_t t = static_cast<std::time_t>(s);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+using weir::test::iso;
 
 struct event {
   int64_t t; // seconds

@@ -25,9 +25,7 @@ namespace {
 
 using weir::test::temp_dir;
 
-bool has_code(const caf::error& err, errc code) {
-  return err && err.code() == static_cast<uint8_t>(code) && err.category() == caf::atom("weir");
-}
+using weir::test::has_code;
 
 int64_t now_us() {
   using namespace std::chrono;

@@ -25,9 +25,7 @@ namespace {
 /// A unique directory under the system temp dir, removed with everything in it at the end.
 using weir::test::temp_dir;
 
-bool has_code(const caf::error& err, errc code) {
-  return err && err.code() == static_cast<uint8_t>(code) && err.category() == caf::atom("weir");
-}
+using weir::test::has_code;
 
 std::string be64s(int64_t v) {
   char b[8];

@@ -5,14 +5,33 @@
 
 #include <sys/wait.h>
 
+#include <cstdint>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "actors/core/error.hpp"
+
 namespace weir::test {
+
+/// True when `err` is a Weir error with `code`.
+inline bool has_code(const caf::error& err, errc code) {
+  return err && err.code() == static_cast<uint8_t>(code) && err.category() == caf::atom("weir");
+}
+
+/// "YYYY-MM-DDTHH:MM:SSZ" of epoch seconds, UTC.
+inline std::string iso(int64_t s) {
+  std::time_t t = static_cast<std::time_t>(s);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 /// A fresh directory under the system's temporary directory, removed with everything in it
 /// when the object goes.
