@@ -4,6 +4,7 @@
 /// not Cap'n Proto frames. One comment per handler says what it is for.
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,28 @@ typename Inspector::result_type inspect(Inspector& f, epoch_marker& x) {
            x.checkpoint);
 }
 
+/// One page of committed results: rows of `pipeline` (`key` empty: every key) with
+/// start >= from and end <= to, in (start, end, key) order, after the row (after_start,
+/// after_end, after_key) when `has_after`, at most `limit` of them (0: all). A reader pages
+/// through a large result by asking again after the last row it got, so no side holds it all.
+struct query_request {
+  std::string pipeline;
+  std::string key;
+  int64_t from = std::numeric_limits<int64_t>::min();
+  int64_t to = std::numeric_limits<int64_t>::max();
+  bool has_after = false;
+  int64_t after_start = 0;
+  int64_t after_end = 0;
+  std::string after_key;
+  uint64_t limit = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, query_request& x) {
+  return f(caf::meta::type_name("weir.query_request"), x.pipeline, x.key, x.from, x.to, x.has_after,
+           x.after_start, x.after_end, x.after_key, x.limit);
+}
+
 /// What one run of a pipeline did, for the summary `weir run` prints.
 struct run_stats {
   std::string pipeline;
@@ -65,10 +88,12 @@ struct run_stats {
   uint64_t windows_committed = 0;
   uint64_t epochs_committed = 0;
   uint64_t bytes_read = 0;
-  uint32_t restarts = 0; ///< times the supervisor restarted the run after a failure
+  uint32_t restarts = 0;    ///< times the supervisor restarted the run after a failure
   int64_t epoch_p50_us = 0; ///< epoch latency (start to commit), median
   int64_t epoch_p99_us = 0; ///< epoch latency, 99th percentile
   int64_t epoch_max_us = 0; ///< epoch latency, longest
+  /// Where the next run resumes: source (name:path) -> committed offset, at the end of the run.
+  std::vector<std::pair<std::string, uint64_t>> resume_offsets;
 };
 
 template <class Inspector>
@@ -76,7 +101,7 @@ typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
   return f(caf::meta::type_name("weir.run_stats"), x.pipeline, x.read, x.accepted, x.filtered,
            x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed,
            x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
-           x.epoch_max_us);
+           x.epoch_max_us, x.resume_offsets);
 }
 
 } // namespace weir
@@ -85,6 +110,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(weir, caf::first_custom_type_id)
 CAF_ADD_TYPE_ID(weir, (weir::frame))
 CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
 CAF_ADD_TYPE_ID(weir, (weir::run_stats))
+CAF_ADD_TYPE_ID(weir, (weir::query_request))
 CAF_END_TYPE_ID_BLOCK(weir)
 
 namespace weir {
@@ -167,10 +193,11 @@ using coordinator_actor = caf::typed_actor<
 
 /// Warehouse: answers queries on the committed results and dead letters of its store.
 using warehouse_actor = caf::typed_actor<
-  /// Results of (pipeline, key or "" for all, from, to) as a QueryResult frame; from/to are
-  /// microseconds (min/max of int64 for no bound).
-  caf::replies_to<query_atom, std::string, std::string, int64_t, int64_t>::with<frame>,
-  /// Dead letters of a pipeline ("" for all), at most `limit` (0: all), as a DeadLetters frame.
-  caf::replies_to<letters_atom, std::string, uint64_t>::with<frame>>;
+  /// One page of results as a QueryResult frame; errc::bad_input for an unknown pipeline.
+  caf::replies_to<query_atom, query_request>::with<frame>,
+  /// Dead letters of a pipeline ("" for all) with a sequence number above `after` (per
+  /// pipeline; 0: from the first), at most `limit` (0: all), as a DeadLetters frame;
+  /// errc::bad_input for an unknown pipeline.
+  caf::replies_to<letters_atom, std::string, uint64_t, uint64_t>::with<frame>>;
 
 } // namespace weir

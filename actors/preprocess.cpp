@@ -48,7 +48,19 @@ bool ship(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t se
   return true;
 }
 
+uint64_t rejected_total(const preprocess_counters& k) {
+  uint64_t n = 0;
+  for (const auto& [_, c] : k.rejected)
+    n += c;
+  return n;
+}
+
 } // namespace
+
+caf::error preprocess_state::check_rejects(bool at_end) const {
+  const auto& k = pre->counters();
+  return guard->check(k.read, rejected_total(k), at_end);
+}
 
 std::string wrap_state(timestamp max_time, const std::string& inner) {
   std::string out;
@@ -106,6 +118,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       self->quit(err);
     }
   }
+  st.guard.emplace(cfg.name, cfg.preprocess.max_reject_ratio);
+  st.guard->start(st.pre->counters().read, rejected_total(st.pre->counters()));
   for (auto [source, index] : restore.bindings)
     st.pre->bind_source(source, index);
   if (!restore.dedupe.empty())
@@ -188,6 +202,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       });
       if (!err && failed)
         err = std::move(failed);
+      if (!err && !quit)
+        err = st.check_rejects(false);
       if (err) {
         spdlog::error("pipeline {}: {}", st.cfg.name, render(err));
         self->quit(err);
@@ -217,6 +233,15 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
     },
     [self, updater, coordinator](marker_atom, epoch_marker m) {
       auto& st = self->state;
+      if (m.kind != static_cast<uint8_t>(marker_kind::normal)) {
+        // The end of the input (or of a followed run): the epoch is not committed when most
+        // of what this run read was rejected.
+        if (auto err = st.check_rejects(true)) {
+          spdlog::error("{}", render(err));
+          self->quit(err);
+          return;
+        }
+      }
       if (m.kind == static_cast<uint8_t>(marker_kind::final)) {
         // Every window open now fires; the watermark moves past all of them. It is computed
         // from the largest event time ever accepted (kept in the state), so that a re-run

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/core/input_check.hpp"
 #include "actors/core/poison.hpp"
 #include "actors/core/preprocessor.hpp"
 #include "actors/core/types.hpp"
@@ -27,6 +29,10 @@ struct preprocess_state {
   std::vector<dead_letter> epoch_dead_letters;
   timestamp max_time = min_timestamp; ///< largest accepted event time, ever
   quarantine quarantined;             ///< suspect chunks and poison lines (from the supervisor)
+  std::optional<reject_guard> guard;  ///< stops a run whose records are mostly rejected
+
+  /// The guard's verdict on the counters now.
+  caf::error check_rejects(bool at_end) const;
 };
 
 /// What the preprocess actor starts from: the restored state of the last committed epoch.

@@ -15,7 +15,9 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/coordinator.hpp"
+#include "actors/core/definition.hpp"
 #include "actors/core/error.hpp"
+#include "actors/core/input_check.hpp"
 #include "actors/core/poison.hpp"
 #include "actors/core/preprocessor.hpp"
 #include "actors/core/timeparse.hpp"
@@ -26,6 +28,7 @@
 #include "actors/warehouse.hpp"
 #include "schema/batch.capnp.h"
 #include "store/lake.hpp"
+#include "store/lock.hpp"
 #include "store/warehouse.hpp"
 
 namespace weir {
@@ -55,6 +58,10 @@ struct system_config : caf::actor_system_config {
 };
 
 } // namespace
+
+size_t max_threads() {
+  return std::max<size_t>(64, 8 * std::max<unsigned>(1, std::thread::hardware_concurrency()));
+}
 
 std::string describe_window(const window_config& w) {
   switch (w.kind) {
@@ -103,6 +110,99 @@ caf::expected<std::vector<std::string>> expand_source(const source_config& src) 
 
 namespace {
 
+/// Checks every input before a store is touched: each source names files that exist and can
+/// be read (errc::bad_input), and each csv header holds the fields the pipeline reads
+/// (errc::bad_config). So a missing input creates no store files, and a header that does not
+/// fit the config fails at once instead of rejecting every record.
+caf::error check_inputs(const weir_config& cfg) {
+  for (const auto& p : cfg.pipelines) {
+    for (size_t si = 0; si < p.sources.size(); ++si) {
+      auto files = expand_source(p.sources[si]);
+      if (!files)
+        return files.error();
+      for (const auto& path : *files) {
+        if (path == "-")
+          continue;
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(path, ec))
+          return make_error(errc::bad_input, "source " + p.sources[si].name + ": " + path +
+                                               " is not a regular file");
+        if (auto err = check_csv_header(p, si, path))
+          return err;
+      }
+    }
+  }
+  return caf::none;
+}
+
+/// Compares each pipeline's config with the definition stored with its results, before
+/// anything is written: a change that would make the stored results and state mean something
+/// else is refused (errc::bad_config, naming every difference); others are logged.
+caf::error check_definitions(const weir_config& cfg, warehouse& wh) {
+  for (const auto& p : cfg.pipelines) {
+    auto info = wh.pipeline(p.name);
+    if (!info)
+      return info.error();
+    if (!*info)
+      continue;
+    std::vector<definition_change> changes;
+    if (!(*info)->definition.empty()) {
+      changes = compare_definition((*info)->definition, p);
+    } else {
+      // A store written before definitions were kept: its window text and aggregate names
+      // say what it holds.
+      if ((*info)->window != describe_window(p.window))
+        changes.push_back({"window", (*info)->window, describe_window(p.window), false});
+      auto names = [](const std::vector<std::string>& xs) {
+        std::string out;
+        for (const auto& x : xs)
+          out += (out.empty() ? "" : ", ") + x;
+        return out;
+      };
+      if ((*info)->aggregates != aggregate_names(p))
+        changes.push_back(
+          {"aggregates", names((*info)->aggregates), names(aggregate_names(p)), false});
+    }
+    std::string refused;
+    for (const auto& c : changes) {
+      if (!c.compatible) {
+        refused +=
+          "\n  " + c.setting + ": the store has " + c.stored + ", the config says " + c.configured;
+        continue;
+      }
+      spdlog::warn("pipeline {}: {} changed from {} to {} since the store was written; it "
+                   "applies from now on",
+                   p.name, c.setting, c.stored, c.configured);
+    }
+    if (!refused.empty())
+      return make_error(errc::bad_config,
+                        cfg.file + ": pipeline " + p.name + " does not match what store " +
+                          wh.dir() + " holds for it:" + refused +
+                          "\nIts results and state were made with the stored settings. A "
+                          "different window, key, time field or set of aggregates needs a new "
+                          "pipeline name (or another store); nothing was changed.");
+  }
+  return caf::none;
+}
+
+/// A failure that restarting cannot cure: the input or the config is wrong, the store is
+/// unusable, or too many records are rejected. The run ends with it at once.
+bool is_fatal(const caf::error& err) {
+  if (err.category() != caf::atom("weir"))
+    return false;
+  switch (static_cast<errc>(err.code())) {
+    case errc::bad_config:
+    case errc::bad_input:
+    case errc::store_format:
+    case errc::store_corrupt:
+    case errc::store_busy:
+    case errc::too_many_rejects:
+      return true;
+    default:
+      return false;
+  }
+}
+
 /// What one pipeline starts from: its inputs with their resume points and the operator state of
 /// the last committed epoch.
 struct prepared {
@@ -119,7 +219,8 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
   std::error_code ec;
   for (const auto& p : cfg.pipelines) {
     prepared pr;
-    auto info = wh.register_pipeline(p.name, aggregate_names(p), describe_window(p.window));
+    auto info = wh.register_pipeline(p.name, aggregate_names(p), describe_window(p.window),
+                                     encode_definition(p));
     if (!info)
       return info.error();
     auto last = wh.last_epoch(p.name);
@@ -209,8 +310,7 @@ struct generation {
 /// Spawns the pipeline actors from what `prepare` found; the supervisor monitors them all.
 generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& supervisor,
                             const weir_config& cfg, std::vector<prepared> preps,
-                            const std::shared_ptr<lake>& lk,
-                            const std::shared_ptr<warehouse>& wh) {
+                            const std::shared_ptr<lake>& lk, const std::shared_ptr<warehouse>& wh) {
   generation g;
   std::vector<uint64_t> first_epochs;
   std::vector<std::pair<std::string, size_t>> slots;
@@ -228,8 +328,8 @@ generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& superviso
     auto idx = static_cast<uint32_t>(i);
     auto pre =
       sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd, coord);
-    auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime,
-                                        lk, pre, coord);
+    auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk,
+                                        pre, coord);
     supervisor->send(coord, register_atom::value, idx, caf::actor_cast<caf::actor>(ing));
     supervisor->send(coord, register_atom::value, uint32_t{0xFFFFFFFE},
                      caf::actor_cast<caf::actor>(pre));
@@ -243,9 +343,9 @@ generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& superviso
 
 /// What the supervisor counts of one pipeline over every generation of a run.
 struct tally {
-  preprocess_counters start; ///< the committed counters when the run began
-  uint64_t start_epoch = 0;  ///< last committed epoch when the run began
-  uint64_t start_windows = 0; ///< result rows committed when the run began
+  preprocess_counters start;      ///< the committed counters when the run began
+  uint64_t start_epoch = 0;       ///< last committed epoch when the run began
+  uint64_t start_windows = 0;     ///< result rows committed when the run began
   std::vector<int64_t> latencies; ///< start to commit of every epoch seen committed, microseconds
 };
 
@@ -310,6 +410,21 @@ run_stats summarize(const std::string& name, const std::vector<run_stats>& last,
   return out;
 }
 
+/// Where pipeline `name` resumes: its sources' store keys with their committed offsets.
+std::vector<std::pair<std::string, uint64_t>> resume_points(const std::string& name, lake& lk,
+                                                            warehouse& wh) {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  auto offsets = wh.offsets(name);
+  auto sources = lk.sources();
+  if (!offsets || !sources)
+    return out;
+  for (const auto& [id, off] : *offsets)
+    for (const auto& [sid, key] : *sources)
+      if (sid == id)
+        out.emplace_back(key, off);
+  return out;
+}
+
 } // namespace
 
 caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
@@ -339,16 +454,28 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   }
   if (dir.empty())
     return make_error(errc::bad_config, "no store directory: give --store or set store");
+  if (opts.threads > max_threads())
+    return make_error(errc::bad_config, "threads: " + std::to_string(opts.threads) +
+                                          " is more than this machine can use (at most " +
+                                          std::to_string(max_threads()) + ")");
+  if (auto err = check_inputs(cfg))
+    return err;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
     return make_error(errc::store_io, "cannot create store directory " + dir + ": " + ec.message());
+  // One writer per store, before anything is read from it; held until the run returns.
+  auto lock = store_lock::acquire(dir);
+  if (!lock)
+    return lock.error();
   auto lk = lake::open(dir, cfg.runtime.durable);
   if (!lk)
     return lk.error();
   auto wh = warehouse::open(dir, cfg.runtime.durable);
   if (!wh)
     return wh.error();
+  if (auto err = check_definitions(cfg, *wh))
+    return err;
   auto lake_ptr = std::make_shared<lake>(std::move(*lk));
   auto wh_ptr = std::make_shared<warehouse>(std::move(*wh));
   const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
@@ -385,8 +512,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     if (i < tallies.size() && latency >= 0)
       tallies[i].latencies.push_back(latency);
   };
-  uint32_t restarts = 0;       ///< every restart
-  uint32_t budget_spent = 0;   ///< restarts after failures that name no records
+  uint32_t restarts = 0;     ///< every restart
+  uint32_t budget_spent = 0; ///< restarts after failures that name no records
   int64_t backoff = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
   bool stop_sent = false;
   auto stop_wanted = [&] { return opts.stop && opts.stop->load(); };
@@ -399,6 +526,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     auto gen = spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr);
     std::vector<run_stats> stats;
     std::string failure;
+    caf::error fatal;                ///< a failure that a restart would only meet again
     std::optional<record_span> span; ///< the records the failure happened on, if it names them
     std::string span_what;
     auto note_span = [&](const caf::error& reason) {
@@ -427,6 +555,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
           note_span(dm.reason);
           if (dm.reason && dm.reason != caf::exit_reason::user_shutdown && failure.empty()) {
             failure = "a pipeline actor failed: " + render(dm.reason);
+            if (is_fatal(dm.reason))
+              fatal = dm.reason;
             done = true;
           }
         },
@@ -454,8 +584,10 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     if (failure.empty()) {
       std::vector<run_stats> total;
       for (size_t i = 0; i < cfg.pipelines.size(); ++i)
-        total.push_back(summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr,
-                                  cfg.runtime.mode));
+        total.push_back(
+          summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr, cfg.runtime.mode));
+      for (auto& t : total)
+        t.resume_offsets = resume_points(t.pipeline, *lake_ptr, *wh_ptr);
       return total;
     }
     std::string where = "last good commits:";
@@ -463,6 +595,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
       auto last = wh_ptr->last_epoch(p.name);
       where += " " + p.name + " epoch " + (last ? std::to_string(*last) : "?");
     }
+    if (fatal)
+      return fatal;
     if (stop_wanted())
       return make_error(errc::internal, failure + "; stopped; " + where);
     bool budgeted = true;
@@ -487,10 +621,10 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                        cfg.pipelines[span->pipeline].name, span->source, span->begin);
           break;
         case poison_tracker::verdict::too_many:
-          return make_error(errc::internal,
-                            failure + "; more than " +
-                              std::to_string(cfg.runtime.max_poison_records) +
-                              " poison records (max_poison_records): giving up; " + where);
+          return make_error(errc::internal, failure + "; more than " +
+                                              std::to_string(cfg.runtime.max_poison_records) +
+                                              " poison records (max_poison_records): giving up; " +
+                                              where);
       }
     }
     if (budgeted && budget_spent >= cfg.runtime.restart_budget)
@@ -501,8 +635,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     if (budgeted) {
       ++budget_spent;
       wait = backoff;
-      spdlog::warn("{}; restart {} of {} in {} ms from the last commit ({})", failure,
-                   budget_spent, cfg.runtime.restart_budget, wait / us_per_ms, where);
+      spdlog::warn("{}; restart {} of {} in {} ms from the last commit ({})", failure, budget_spent,
+                   cfg.runtime.restart_budget, wait / us_per_ms, where);
       backoff = std::min(backoff * 2, std::max(cfg.runtime.restart_backoff_max, backoff));
     }
     // Wait out the backoff, but not past a stop request.
@@ -518,8 +652,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
 namespace {
 
 /// Opens an existing warehouse (never creates one) and runs fn(handle, scoped actor).
-template <class T, class F>
-caf::expected<T> with_warehouse(const std::string& dir, F fn) {
+template <class F>
+caf::error with_warehouse(const std::string& dir, F fn) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir + "/warehouse", ec))
     return make_error(errc::bad_input, "no Weir store at " + dir);
@@ -531,67 +665,143 @@ caf::expected<T> with_warehouse(const std::string& dir, F fn) {
   caf::actor_system sys{cfg};
   auto server = sys.spawn(warehouse_service, store);
   caf::scoped_actor self{sys};
-  caf::expected<T> out{make_error(errc::internal, "no answer from the warehouse actor")};
-  fn(server, self, out);
+  auto err = fn(server, self);
   self->send_exit(server, caf::exit_reason::user_shutdown);
-  return out;
+  return err;
+}
+
+/// Decodes one QueryResult page.
+caf::error decode_page(const frame& f, query_answer& a) {
+  a.rows.clear();
+  a.aggregates.clear();
+  return decode_frame(f, [&](frame_reader& r) {
+    auto q = r.root<schema::QueryResult>();
+    a.window = q.getWindow();
+    for (auto n : q.getAggregates())
+      a.aggregates.emplace_back(n.cStr(), n.size());
+    for (auto w : q.getRows())
+      a.rows.push_back(decode_result(w));
+  });
 }
 
 } // namespace
 
+caf::error query_store_pages(const std::string& dir, const std::string& pipeline,
+                             const std::string& key, std::optional<timestamp> from,
+                             std::optional<timestamp> to,
+                             const std::function<bool(const query_answer&)>& on_page,
+                             uint64_t page_rows) {
+  return with_warehouse(dir, [&](warehouse_actor server, caf::scoped_actor& self) {
+    query_request req;
+    req.pipeline = pipeline;
+    req.key = key;
+    req.from = from.value_or(min_timestamp);
+    req.to = to.value_or(max_timestamp);
+    req.limit = std::max<uint64_t>(page_rows, 1);
+    query_answer page;
+    for (;;) {
+      caf::error err;
+      self->request(server, caf::infinite, query_atom::value, req)
+        .receive([&](frame& f) { err = decode_page(f, page); },
+                 [&](caf::error& e) { err = std::move(e); });
+      if (err)
+        return err;
+      if (!on_page(page) || page.rows.size() < req.limit)
+        return caf::error{};
+      const auto& last = page.rows.back();
+      req.has_after = true;
+      req.after_start = last.start;
+      req.after_end = last.end;
+      req.after_key = last.key;
+    }
+  });
+}
+
 caf::expected<query_answer> query_store(const std::string& dir, const std::string& pipeline,
                                         const std::string& key, std::optional<timestamp> from,
                                         std::optional<timestamp> to) {
-  return with_warehouse<query_answer>(
-    dir, [&](warehouse_actor server, caf::scoped_actor& self, caf::expected<query_answer>& out) {
-      self
-        ->request(server, caf::infinite, query_atom::value, pipeline, key,
-                  from.value_or(min_timestamp), to.value_or(max_timestamp))
-        .receive(
-          [&](frame& f) {
-            query_answer a;
-            auto err = decode_frame(f, [&](frame_reader& r) {
-              auto q = r.root<schema::QueryResult>();
-              a.window = q.getWindow();
-              for (auto n : q.getAggregates())
-                a.aggregates.emplace_back(n.cStr(), n.size());
-              for (auto w : q.getRows())
-                a.rows.push_back(decode_result(w));
-            });
-            if (err)
-              out = err;
-            else
-              out = std::move(a);
-          },
-          [&](caf::error& err) { out = std::move(err); });
-    });
+  query_answer all;
+  auto err = query_store_pages(dir, pipeline, key, from, to, [&](const query_answer& page) {
+    all.window = page.window;
+    all.aggregates = page.aggregates;
+    all.rows.insert(all.rows.end(), page.rows.begin(), page.rows.end());
+    return true;
+  });
+  if (err)
+    return err;
+  return all;
+}
+
+caf::error
+store_dead_letter_pages(const std::string& dir, const std::string& pipeline, uint64_t limit,
+                        const std::function<bool(const std::vector<dead_letter_row>&)>& on_page,
+                        uint64_t page_rows) {
+  // Pages go one pipeline at a time: sequence numbers are per pipeline.
+  std::vector<std::string> names{pipeline};
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir + "/warehouse", ec))
+    return make_error(errc::bad_input, "no Weir store at " + dir);
+  if (pipeline.empty()) {
+    auto wh = warehouse::open(dir);
+    if (!wh)
+      return wh.error();
+    auto ps = wh->pipelines();
+    if (!ps)
+      return ps.error();
+    names.clear();
+    for (auto& p : *ps)
+      names.push_back(p.name);
+  }
+  return with_warehouse(dir, [&](warehouse_actor server, caf::scoped_actor& self) {
+    uint64_t left = limit;
+    std::vector<dead_letter_row> rows;
+    for (const auto& name : names) {
+      uint64_t after = 0;
+      for (;;) {
+        uint64_t want = left == 0 && limit == 0 ? page_rows : std::min(left, page_rows);
+        if (want == 0)
+          return caf::error{};
+        caf::error err;
+        rows.clear();
+        self->request(server, caf::infinite, letters_atom::value, name, after, want)
+          .receive(
+            [&](frame& f) {
+              err = decode_frame(f, [&](frame_reader& r) {
+                for (auto l : r.root<schema::DeadLetters>().getLetters()) {
+                  dead_letter_row x;
+                  x.pipeline = l.getPipeline();
+                  x.seq = l.getSequence();
+                  x.letter = decode_dead_letter(l.getLetter());
+                  rows.push_back(std::move(x));
+                }
+              });
+            },
+            [&](caf::error& e) { err = std::move(e); });
+        if (err)
+          return err;
+        if (limit != 0)
+          left -= std::min<uint64_t>(left, rows.size());
+        if (!rows.empty() && !on_page(rows))
+          return caf::error{};
+        if (rows.size() < want)
+          break;
+        after = rows.back().seq;
+      }
+    }
+    return caf::error{};
+  });
 }
 
 caf::expected<std::vector<dead_letter_row>>
 store_dead_letters(const std::string& dir, const std::string& pipeline, uint64_t limit) {
-  using rows_t = std::vector<dead_letter_row>;
-  return with_warehouse<rows_t>(
-    dir, [&](warehouse_actor server, caf::scoped_actor& self, caf::expected<rows_t>& out) {
-      self->request(server, caf::infinite, letters_atom::value, pipeline, limit)
-        .receive(
-          [&](frame& f) {
-            rows_t rows;
-            auto err = decode_frame(f, [&](frame_reader& r) {
-              for (auto l : r.root<schema::DeadLetters>().getLetters()) {
-                dead_letter_row x;
-                x.pipeline = l.getPipeline();
-                x.seq = l.getSequence();
-                x.letter = decode_dead_letter(l.getLetter());
-                rows.push_back(std::move(x));
-              }
-            });
-            if (err)
-              out = err;
-            else
-              out = std::move(rows);
-          },
-          [&](caf::error& err) { out = std::move(err); });
-    });
+  std::vector<dead_letter_row> all;
+  auto err = store_dead_letter_pages(dir, pipeline, limit, [&](const auto& page) {
+    all.insert(all.end(), page.begin(), page.end());
+    return true;
+  });
+  if (err)
+    return err;
+  return all;
 }
 
 } // namespace weir

@@ -4,6 +4,7 @@
 /// from its sources to committed window results, and returns what each pipeline did.
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +28,9 @@ struct run_options {
   commit_mode mode = commit_mode::exactly_once;
 };
 
+/// The most scheduler threads a run may ask for: 8 per core, at least 64.
+size_t max_threads();
+
 /// Runs the pipelines until their bounded inputs are exhausted (or `stop` is set) and the last
 /// epoch is committed. Fails before anything runs on a bad store or missing input.
 caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
@@ -45,9 +49,27 @@ caf::expected<query_answer> query_store(const std::string& dir, const std::strin
                                         const std::string& key, std::optional<timestamp> from,
                                         std::optional<timestamp> to);
 
-/// Asks the warehouse actor of the store in `dir` for dead letters (pipeline empty: all).
+/// The same, a page of at most `page_rows` rows at a time: `on_page` gets each page (window and
+/// aggregates set in every one) and returns false to stop. Memory stays bounded by one page
+/// whatever the size of the result. Each page is read in one read transaction, so it holds
+/// whole epochs; a run committing meanwhile may add rows to later pages.
+caf::error query_store_pages(const std::string& dir, const std::string& pipeline,
+                             const std::string& key, std::optional<timestamp> from,
+                             std::optional<timestamp> to,
+                             const std::function<bool(const query_answer&)>& on_page,
+                             uint64_t page_rows = 8192);
+
+/// Asks the warehouse actor of the store in `dir` for dead letters (pipeline empty: all), at
+/// most `limit` (0: all). errc::bad_input when the store or the pipeline does not exist.
 caf::expected<std::vector<dead_letter_row>>
 store_dead_letters(const std::string& dir, const std::string& pipeline, uint64_t limit);
+
+/// The same, a page of at most `page_rows` at a time, in (pipeline, sequence) order; `on_page`
+/// returns false to stop.
+caf::error
+store_dead_letter_pages(const std::string& dir, const std::string& pipeline, uint64_t limit,
+                        const std::function<bool(const std::vector<dead_letter_row>&)>& on_page,
+                        uint64_t page_rows = 4096);
 
 /// Expands a source path (a file, a glob, or "-") into the files it names, sorted.
 caf::expected<std::vector<std::string>> expand_source(const source_config& src);

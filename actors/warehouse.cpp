@@ -1,5 +1,6 @@
 #include "actors/warehouse.hpp"
 
+#include <algorithm>
 #include <limits>
 
 #include <capnp/message.h>
@@ -13,48 +14,67 @@ warehouse_actor::behavior_type
 warehouse_service(warehouse_actor::stateful_pointer<warehouse_state> self,
                   std::shared_ptr<warehouse> store) {
   return {
-    [store](query_atom, const std::string& pipeline, const std::string& key, int64_t from,
-            int64_t to) -> caf::result<frame> {
-      auto info = store->pipeline(pipeline);
+    [store](query_atom, const query_request& req) -> caf::result<frame> {
+      auto info = store->pipeline(req.pipeline);
       if (!info)
         return info.error();
       if (!*info)
-        return make_error(errc::bad_input, "no pipeline " + pipeline + " in the store");
+        return make_error(errc::bad_input, "no pipeline " + req.pipeline + " in the store");
       result_query q;
-      q.pipeline = pipeline;
-      if (!key.empty())
-        q.key = key;
-      if (from != std::numeric_limits<int64_t>::min())
-        q.from = from;
-      if (to != std::numeric_limits<int64_t>::max())
-        q.to = to;
-      std::vector<window_result> rows;
-      if (auto err = store->query(q, [&](const window_result& r) {
-            rows.push_back(r);
-            return true;
-          }))
-        return err;
+      q.pipeline = req.pipeline;
+      if (!req.key.empty())
+        q.key = req.key;
+      if (req.from != std::numeric_limits<int64_t>::min())
+        q.from = req.from;
+      if (req.to != std::numeric_limits<int64_t>::max())
+        q.to = req.to;
+      if (req.has_after) {
+        q.after.emplace();
+        q.after->start = req.after_start;
+        q.after->end = req.after_end;
+        q.after->key = req.after_key;
+      }
       capnp::MallocMessageBuilder mb;
       auto out = mb.initRoot<schema::QueryResult>();
-      out.setPipeline(pipeline);
+      out.setPipeline(req.pipeline);
       out.setWindow((*info)->window);
       auto names = out.initAggregates(static_cast<unsigned>((*info)->aggregates.size()));
       for (size_t i = 0; i < (*info)->aggregates.size(); ++i)
         names.set(static_cast<unsigned>(i), (*info)->aggregates[i]);
-      auto list = out.initRows(static_cast<unsigned>(rows.size()));
-      for (size_t i = 0; i < rows.size(); ++i)
-        encode_result(list[static_cast<unsigned>(i)], rows[i]);
+      // Rows go into an orphan list that grows by doubling: no copy of the page beside it.
+      auto orphan = mb.getOrphanage().newOrphan<capnp::List<schema::WindowResult>>(
+        static_cast<unsigned>(req.limit ? std::min<uint64_t>(req.limit, 1024) : 1024));
+      unsigned n = 0;
+      if (auto err = store->query(q, [&](const window_result& r) {
+            if (n == orphan.get().size())
+              orphan.truncate(n * 2);
+            encode_result(orphan.get()[n++], r);
+            return req.limit == 0 || n < req.limit;
+          }))
+        return err;
+      orphan.truncate(n);
+      out.adoptRows(std::move(orphan));
       return to_frame(mb);
     },
-    [store](letters_atom, const std::string& pipeline, uint64_t limit) -> caf::result<frame> {
-      std::vector<dead_letter_row> rows;
+    [store](letters_atom, const std::string& pipeline, uint64_t after,
+            uint64_t limit) -> caf::result<frame> {
       std::optional<std::string> p;
-      if (!pipeline.empty())
+      if (!pipeline.empty()) {
+        auto info = store->pipeline(pipeline);
+        if (!info)
+          return info.error();
+        if (!*info)
+          return make_error(errc::bad_input, "no pipeline " + pipeline + " in the store");
         p = pipeline;
-      if (auto err = store->dead_letters(p, [&](const dead_letter_row& r) {
-            rows.push_back(r);
-            return limit == 0 || rows.size() < limit;
-          }))
+      }
+      std::vector<dead_letter_row> rows;
+      if (auto err = store->dead_letters(
+            p,
+            [&](const dead_letter_row& r) {
+              rows.push_back(r);
+              return limit == 0 || rows.size() < limit;
+            },
+            after))
         return err;
       capnp::MallocMessageBuilder mb;
       auto list =

@@ -1,6 +1,7 @@
 // The `weir` command: a thin user of the weir library.
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -40,8 +41,10 @@ constexpr const char* exit_codes_text =
   "3 missing or unreadable input; 4 the store cannot be used (unknown format, I/O, corrupt).";
 
 std::atomic<bool> stop_requested{false};
+std::atomic<int> stop_signal{0}; ///< the signal that asked for the stop
 
-extern "C" void on_signal(int) {
+extern "C" void on_signal(int sig) {
+  stop_signal.store(sig);
   stop_requested.store(true);
 }
 
@@ -56,6 +59,7 @@ int code_of(const caf::error& err) {
     case weir::errc::store_io:
     case weir::errc::store_format:
     case weir::errc::store_corrupt:
+    case weir::errc::store_busy:
       return exit_store;
     default:
       return exit_failed;
@@ -81,21 +85,18 @@ std::string internal_key(std::string k) {
   return k;
 }
 
-/// A number for people (table: at most 4 decimals) or for programs (csv, json: 15 digits).
-std::string fmt_number(double v, bool precise = false) {
+/// A number for people: integers as such, others with at most 4 decimals (or 6 significant
+/// digits in exponent form when very large or small).
+std::string fmt_number(double v) {
   if (std::isnan(v))
     return "";
-  if (precise && !(v == std::floor(v) && std::fabs(v) < 1e15)) {
-    char buf[40];
-    std::snprintf(buf, sizeof(buf), "%.15g", v);
-    return buf;
-  }
+  if (std::isinf(v))
+    return v > 0 ? "inf" : "-inf";
+  char buf[32];
   if (v == std::floor(v) && std::fabs(v) < 1e15) {
-    char buf[32];
     std::snprintf(buf, sizeof(buf), "%.0f", v);
     return buf;
   }
-  char buf[32];
   std::snprintf(buf, sizeof(buf), "%.6g", v);
   std::string s = buf;
   if (s.find('e') == std::string::npos && std::fabs(v) >= 1e-4) {
@@ -109,14 +110,58 @@ std::string fmt_number(double v, bool precise = false) {
   return s;
 }
 
-/// A number as JSON: integers without a fraction, others with full precision.
-std::string json_number(double v) {
-  return fmt_number(v, true);
+/// A number for programs (csv): the shortest text that reads back as the same double;
+/// "inf"/"-inf" when infinite, empty when absent (NaN).
+std::string precise_number(double v) {
+  if (std::isnan(v))
+    return "";
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
 }
 
+/// A number as JSON, which has no infinity or NaN: those are null (an aggregate over no
+/// values, or a sum beyond the range of a double).
+std::string json_number(double v) {
+  return std::isfinite(v) ? precise_number(v) : "null";
+}
+
+/// The length of the valid UTF-8 sequence at s[i], or 0 when there is none.
+size_t utf8_length(std::string_view s, size_t i) {
+  auto c = static_cast<unsigned char>(s[i]);
+  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+  if (n == 0 || i + n > s.size())
+    return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2)
+      return 0;
+  // No overlong forms, surrogates or code points past U+10FFFF.
+  auto c1 = n > 1 ? static_cast<unsigned char>(s[i + 1]) : 0;
+  if ((n == 2 && c < 0xC2) || (n == 3 && c == 0xE0 && c1 < 0xA0) ||
+      (n == 3 && c == 0xED && c1 >= 0xA0) || (n == 4 && c == 0xF0 && c1 < 0x90) ||
+      (n == 4 && (c > 0xF4 || (c == 0xF4 && c1 >= 0x90))))
+    return 0;
+  return n;
+}
+
+/// A JSON string body: quotes, backslashes and control characters escaped, and any byte that
+/// is not valid UTF-8 (a dead letter's raw text may hold such) replaced by U+FFFD.
 std::string json_escape(std::string_view s) {
   std::string out;
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = utf8_length(s, i);
+    if (n == 0) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (n > 1) {
+      out.append(s.data() + i, n);
+      i += n;
+      continue;
+    }
+    ++i;
     switch (c) {
       case '"':
         out += "\\\"";
@@ -146,6 +191,18 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
+/// A source as users name it, from its store key "pipeline/source:path": "source (path)", or
+/// "source (stdin)".
+std::string source_label(const std::string& key) {
+  auto slash = key.find('/');
+  auto colon = key.find(':', slash == std::string::npos ? 0 : slash + 1);
+  if (slash == std::string::npos || colon == std::string::npos)
+    return key;
+  auto name = key.substr(slash + 1, colon - slash - 1);
+  auto path = key.substr(colon + 1);
+  return name + " (" + (path == "-" ? std::string{"stdin"} : path) + ")";
+}
+
 std::string csv_escape(const std::string& s) {
   if (s.find_first_of(",\"\n\r") == std::string::npos)
     return s;
@@ -158,35 +215,64 @@ std::string csv_escape(const std::string& s) {
   return out + "\"";
 }
 
-void print_table(const std::vector<std::string>& head,
-                 const std::vector<std::vector<std::string>>& rows, bool right_from = 3) {
-  std::vector<size_t> w(head.size());
-  for (size_t i = 0; i < head.size(); ++i)
-    w[i] = head[i].size();
-  for (auto& r : rows)
-    for (size_t i = 0; i < r.size() && i < w.size(); ++i)
-      w[i] = std::max(w[i], r[i].size());
-  auto line = [&](const std::vector<std::string>& r) {
-    std::string out;
-    for (size_t i = 0; i < r.size(); ++i) {
-      std::string cell = r[i];
-      std::string pad(w[i] - cell.size(), ' ');
-      out += (i >= right_from) ? pad + cell : cell + pad;
-      if (i + 1 < r.size())
-        out += "  ";
+/// Prints a table a page of rows at a time: column widths come from the header and the first
+/// page (a later, wider cell makes its row longer rather than holding every row in memory).
+/// Text is left-aligned, numbers right-aligned.
+class table_printer {
+public:
+  table_printer(std::vector<std::string> head, std::vector<bool> numeric)
+    : head_(std::move(head))
+    , numeric_(std::move(numeric)) {}
+
+  void add(const std::vector<std::vector<std::string>>& rows) {
+    if (!started_) {
+      started_ = true;
+      width_.resize(head_.size());
+      for (size_t i = 0; i < head_.size(); ++i)
+        width_[i] = head_[i].size();
+      for (const auto& r : rows)
+        for (size_t i = 0; i < r.size() && i < width_.size(); ++i)
+          width_[i] = std::max(width_[i], r[i].size());
+      line(head_);
+      std::vector<std::string> sep;
+      for (auto w : width_)
+        sep.emplace_back(w, '-');
+      line(sep);
     }
-    while (!out.empty() && out.back() == ' ')
-      out.pop_back();
-    std::cout << out << "\n";
-  };
-  line(head);
-  std::vector<std::string> sep;
-  for (auto x : w)
-    sep.push_back(std::string(x, '-'));
-  line(sep);
-  for (auto& r : rows)
-    line(r);
-}
+    for (const auto& r : rows)
+      line(r);
+  }
+
+  /// Prints the header of an empty table.
+  void finish() {
+    if (!started_)
+      add({});
+  }
+
+private:
+  void line(const std::vector<std::string>& r) {
+    out_.clear();
+    for (size_t i = 0; i < r.size(); ++i) {
+      const auto& cell = r[i];
+      size_t w = i < width_.size() ? width_[i] : 0;
+      std::string pad(w > cell.size() ? w - cell.size() : 0, ' ');
+      bool right = i < numeric_.size() && numeric_[i];
+      out_ += right ? pad + cell : cell + pad;
+      if (i + 1 < r.size())
+        out_ += "  ";
+    }
+    while (!out_.empty() && out_.back() == ' ')
+      out_.pop_back();
+    out_ += '\n';
+    std::fwrite(out_.data(), 1, out_.size(), stdout);
+  }
+
+  std::vector<std::string> head_;
+  std::vector<bool> numeric_;
+  std::vector<size_t> width_;
+  std::string out_;
+  bool started_ = false;
+};
 
 caf::expected<weir::timestamp> parse_when(const std::string& s) {
   weir::timestamp t = 0;
@@ -198,6 +284,10 @@ caf::expected<weir::timestamp> parse_when(const std::string& s) {
                           "bad time '" + s + "': use ISO-8601 with a zone or epoch seconds");
 }
 
+const char* signal_name(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+}
+
 int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
             bool dry_run, bool no_exactly_once) {
   auto cfg = weir::load_config(config_path);
@@ -206,6 +296,12 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   // A bad WEIR_FAULT (docs/faults.md) refuses to run rather than being ignored.
   if (auto err = weir::fault::check_env())
     return fail(err);
+  const size_t max_threads = weir::max_threads();
+  if (threads > max_threads) {
+    std::cerr << "weir: --threads " << threads << " is more than this machine can use (at most "
+              << max_threads << ": 8 per core, at least 64)\n";
+    return exit_usage;
+  }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   weir::run_options opts;
@@ -221,8 +317,16 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (!res)
     return fail(res.error());
+  // A followed source runs until stopped: a stop is its normal end. A bounded run that was
+  // stopped did not finish: it exits as shells expect of a signalled command (128 + signal).
+  const int sig = stop_signal.load();
+  bool follows = false;
+  for (const auto& p : cfg->pipelines)
+    for (const auto& src : p.sources)
+      follows = follows || src.follow;
+  const int code = sig != 0 && !follows ? 128 + sig : exit_ok;
   if (quiet)
-    return exit_ok;
+    return code;
   for (const auto& s : *res) {
     uint64_t rejected = 0;
     for (auto& [_, n] : s.rejected)
@@ -251,9 +355,15 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
       std::printf("  without exactly-once: results written, nothing to resume from\n");
     std::printf("  elapsed            %12.3f s\n", secs);
     std::printf("  events/s           %12.0f\n", secs > 0 ? s.read / secs : 0.0);
+    if (sig != 0 && !dry_run && !no_exactly_once) {
+      std::printf("  interrupted (%s): the next run resumes from\n", signal_name(sig));
+      for (const auto& [key, off] : s.resume_offsets)
+        std::printf("    %s offset %llu\n", source_label(key).c_str(),
+                    static_cast<unsigned long long>(off));
+    }
   }
   std::fflush(stdout);
-  return exit_ok;
+  return code;
 }
 
 /// Refuses to open (and so create) a store that is not there.
@@ -264,72 +374,110 @@ caf::error require_store(const std::string& store) {
   return caf::none;
 }
 
-int cmd_query(const std::string& store, const std::string& pipeline, const std::string& key,
-              const std::string& from, const std::string& to, const std::string& format) {
-  std::optional<weir::timestamp> t_from;
-  std::optional<weir::timestamp> t_to;
-  if (!from.empty()) {
-    auto t = parse_when(from);
-    if (!t)
-      return fail(t.error());
-    t_from = *t;
-  }
-  if (!to.empty()) {
-    auto t = parse_when(to);
-    if (!t)
-      return fail(t.error());
-    t_to = *t;
-  }
-  auto answer = weir::query_store(store, pipeline, internal_key(key), t_from, t_to);
-  if (!answer)
-    return fail(answer.error());
-  const auto& aggs = answer->aggregates;
-  std::vector<std::string> head{"window_start", "window_end", "key"};
-  for (auto& a : aggs)
-    head.push_back(a);
-  head.push_back("version");
-  std::vector<std::vector<std::string>> rows;
-  if (format == "csv") {
-    std::string h;
-    for (size_t i = 0; i < head.size(); ++i)
-      h += (i ? "," : "") + csv_escape(head[i]);
-    std::cout << h << "\n";
-  } else if (format == "json") {
-    std::cout << "[";
-  }
-  bool first = true;
-  for (const auto& r : answer->rows) {
-    std::vector<std::string> row{weir::format_time(r.start), weir::format_time(r.end),
-                                 show_key(r.key)};
-    for (auto v : r.values)
-      row.push_back(fmt_number(v, format != "table"));
-    row.push_back(std::to_string(r.version));
-    if (format == "csv") {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i)
-        line += (i ? "," : "") + csv_escape(row[i]);
-      std::cout << line << "\n";
-    } else if (format == "json") {
-      std::cout << (first ? "\n" : ",\n") << "  {\"window_start\": \"" << json_escape(row[0])
-                << "\", \"window_end\": \"" << json_escape(row[1]) << "\", \"key\": \""
-                << json_escape(row[2]) << "\"";
-      for (size_t i = 0; i < aggs.size() && i < r.values.size(); ++i) {
-        std::cout << ", \"" << json_escape(aggs[i]) << "\": ";
-        if (std::isnan(r.values[i]))
-          std::cout << "null";
-        else
-          std::cout << json_number(r.values[i]);
+caf::expected<std::optional<weir::timestamp>> optional_time(const std::string& text) {
+  if (text.empty())
+    return std::optional<weir::timestamp>{};
+  auto t = parse_when(text);
+  if (!t)
+    return t.error();
+  return std::optional<weir::timestamp>{*t};
+}
+
+/// Writes a query's rows as they come, a page at a time (table, csv or json).
+class result_writer {
+public:
+  explicit result_writer(std::string format)
+    : format_(std::move(format)) {}
+
+  void page(const weir::query_answer& a) {
+    if (!started_)
+      start(a.aggregates);
+    rows_.clear();
+    for (const auto& r : a.rows) {
+      if (format_ == "json") {
+        json_row(r, a.aggregates);
+        continue;
       }
-      std::cout << ", \"version\": " << r.version << "}";
-      first = false;
-    } else {
-      rows.push_back(std::move(row));
+      std::vector<std::string> row{weir::format_time(r.start), weir::format_time(r.end),
+                                   show_key(r.key)};
+      for (auto v : r.values)
+        row.push_back(format_ == "csv" ? precise_number(v) : fmt_number(v));
+      row.push_back(std::to_string(r.version));
+      if (format_ == "csv")
+        csv_row(row);
+      else
+        rows_.push_back(std::move(row));
+    }
+    if (table_)
+      table_->add(rows_);
+  }
+
+  void finish() {
+    if (format_ == "json")
+      std::fputs(first_ ? "[]\n" : "\n]\n", stdout);
+    else if (table_)
+      table_->finish();
+  }
+
+private:
+  void start(const std::vector<std::string>& aggs) {
+    started_ = true;
+    std::vector<std::string> head{"window_start", "window_end", "key"};
+    head.insert(head.end(), aggs.begin(), aggs.end());
+    head.push_back("version");
+    if (format_ == "csv") {
+      csv_row(head);
+    } else if (format_ == "table") {
+      std::vector<bool> numeric(head.size(), true);
+      numeric[0] = numeric[1] = numeric[2] = false;
+      table_.emplace(head, numeric);
     }
   }
-  if (format == "json")
-    std::cout << (first ? "]\n" : "\n]\n");
-  else if (format == "table")
-    print_table(head, rows);
+
+  void csv_row(const std::vector<std::string>& row) {
+    line_.clear();
+    for (size_t i = 0; i < row.size(); ++i)
+      line_ += (i ? "," : "") + csv_escape(row[i]);
+    line_ += '\n';
+    std::fwrite(line_.data(), 1, line_.size(), stdout);
+  }
+
+  void json_row(const weir::window_result& r, const std::vector<std::string>& aggs) {
+    line_ = first_ ? "[\n  " : ",\n  ";
+    first_ = false;
+    line_ += "{\"window_start\": \"" + weir::format_time(r.start) + "\", \"window_end\": \"" +
+             weir::format_time(r.end) + "\", \"key\": \"" + json_escape(show_key(r.key)) + "\"";
+    for (size_t i = 0; i < aggs.size() && i < r.values.size(); ++i)
+      line_ += ", \"" + json_escape(aggs[i]) + "\": " + json_number(r.values[i]);
+    line_ += ", \"version\": " + std::to_string(r.version) + "}";
+    std::fwrite(line_.data(), 1, line_.size(), stdout);
+  }
+
+  std::string format_;
+  bool started_ = false;
+  bool first_ = true;
+  std::optional<table_printer> table_;
+  std::vector<std::vector<std::string>> rows_;
+  std::string line_;
+};
+
+int cmd_query(const std::string& store, const std::string& pipeline, const std::string& key,
+              const std::string& from, const std::string& to, const std::string& format) {
+  auto t_from = optional_time(from);
+  if (!t_from)
+    return fail(t_from.error());
+  auto t_to = optional_time(to);
+  if (!t_to)
+    return fail(t_to.error());
+  result_writer out{format};
+  auto err = weir::query_store_pages(store, pipeline, internal_key(key), *t_from, *t_to,
+                                     [&](const weir::query_answer& page) {
+                                       out.page(page);
+                                       return true;
+                                     });
+  if (err)
+    return fail(err);
+  out.finish();
   return exit_ok;
 }
 
@@ -386,9 +534,8 @@ int cmd_inspect(const std::string& store) {
 
 int cmd_dead_letters(const std::string& store, const std::string& pipeline,
                      const std::string& format, size_t limit) {
-  auto letters = weir::store_dead_letters(store, pipeline, limit);
-  if (!letters)
-    return fail(letters.error());
+  if (auto err = require_store(store))
+    return fail(err);
   auto lk = weir::lake::open(store);
   if (!lk)
     return fail(lk.error());
@@ -398,33 +545,55 @@ int cmd_dead_letters(const std::string& store, const std::string& pipeline,
   auto source_name = [&](uint32_t id) {
     for (auto& [sid, key] : *sources)
       if (sid == id)
-        return key;
-    return "#" + std::to_string(id);
+        return source_label(key);
+    return "source #" + std::to_string(id);
   };
-  std::vector<std::vector<std::string>> rows;
+  std::optional<table_printer> table;
   if (format == "csv")
-    std::cout << "pipeline,source,offset,reason,raw\n";
-  for (const auto& r : *letters) {
-    std::vector<std::string> row{r.pipeline, source_name(r.letter.source),
-                                 std::to_string(r.letter.offset), r.letter.reason, r.letter.raw};
-    if (format == "csv") {
-      std::string line;
-      for (size_t i = 0; i < row.size(); ++i)
-        line += (i ? "," : "") + csv_escape(row[i]);
-      std::cout << line << "\n";
-    } else {
-      std::string raw = row[4];
-      for (auto& c : raw)
-        if (static_cast<unsigned char>(c) < 0x20)
-          c = ' ';
-      if (raw.size() > 80)
-        raw = raw.substr(0, 77) + "...";
-      row[4] = raw;
-      rows.push_back(std::move(row));
+    std::fputs("pipeline,source,offset,reason,raw\n", stdout);
+  else if (format == "table")
+    table.emplace(std::vector<std::string>{"pipeline", "source", "offset", "reason", "raw"},
+                  std::vector<bool>{false, false, true, false, false});
+  bool first = true;
+  std::string line;
+  std::vector<std::vector<std::string>> rows;
+  auto err = weir::store_dead_letter_pages(store, pipeline, limit, [&](const auto& page) {
+    rows.clear();
+    for (const auto& r : page) {
+      std::vector<std::string> row{r.pipeline, source_name(r.letter.source),
+                                   std::to_string(r.letter.offset), r.letter.reason, r.letter.raw};
+      line.clear();
+      if (format == "csv") {
+        for (size_t i = 0; i < row.size(); ++i)
+          line += (i ? "," : "") + csv_escape(row[i]);
+        line += '\n';
+      } else if (format == "json") {
+        line = first ? "[\n  " : ",\n  ";
+        line += "{\"pipeline\": \"" + json_escape(row[0]) + "\", \"source\": \"" +
+                json_escape(row[1]) + "\", \"offset\": " + row[2] + ", \"reason\": \"" +
+                json_escape(row[3]) + "\", \"raw\": \"" + json_escape(row[4]) + "\"}";
+      } else {
+        auto& raw = row[4];
+        for (auto& c : raw)
+          if (static_cast<unsigned char>(c) < 0x20)
+            c = ' ';
+        if (raw.size() > 80)
+          raw = raw.substr(0, 77) + "...";
+        rows.push_back(std::move(row));
+      }
+      first = false;
+      std::fwrite(line.data(), 1, line.size(), stdout);
     }
-  }
-  if (format != "csv")
-    print_table({"pipeline", "source", "offset", "reason", "raw"}, rows, 99);
+    if (table)
+      table->add(rows);
+    return true;
+  });
+  if (err)
+    return fail(err);
+  if (format == "json")
+    std::fputs(first ? "[]\n" : "\n]\n", stdout);
+  if (table)
+    table->finish();
   return exit_ok;
 }
 
@@ -444,6 +613,9 @@ int main(int argc, char** argv) {
                "commits the results exactly once to an LMDB store."};
   app.footer(exit_codes_text);
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string{"weir "} + WEIR_VERSION);
+  // Options of `weir` itself (--log-level) may also follow the command's name.
+  app.fallthrough();
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
@@ -464,10 +636,11 @@ int main(int argc, char** argv) {
                 "process the inputs from the start and write nothing (no store is used); "
                 "the summary says what a run would commit");
   bool no_exactly_once = false;
-  run->add_flag("--no-exactly-once", no_exactly_once,
-                "write results and dead letters only: no lake, offsets, state or fsync, so "
-                "nothing to resume from (for one-off backfills; refused on a store with "
-                "committed epochs)")
+  run
+    ->add_flag("--no-exactly-once", no_exactly_once,
+               "write results and dead letters only: no lake, offsets, state or fsync, so "
+               "nothing to resume from (for one-off backfills; refused on a store with "
+               "committed epochs)")
     ->excludes("--dry-run");
   run->footer(exit_codes_text);
 
@@ -499,8 +672,8 @@ int main(int argc, char** argv) {
   size_t d_limit = 0;
   dead->add_option("--store", store, "store directory")->required();
   dead->add_option("--pipeline", d_pipeline, "only this pipeline");
-  dead->add_option("--format", d_format, "table or csv")
-    ->check(CLI::IsMember({"table", "csv"}))
+  dead->add_option("--format", d_format, "table, csv or json")
+    ->check(CLI::IsMember({"table", "csv", "json"}))
     ->capture_default_str();
   dead->add_option("--limit", d_limit, "at most this many (0: all)")->capture_default_str();
   dead->footer(exit_codes_text);

@@ -36,6 +36,9 @@ caf::error decode_pipeline(std::string_view name, std::string_view v, pipeline_i
   for (auto& a : out.aggregates)
     if (!r.str(a))
       return corrupt("pipeline '" + out.name + "'");
+  out.definition.clear();
+  if (!r.done() && !r.str(out.definition))
+    return corrupt("pipeline '" + out.name + "'");
   if (!r.done())
     return corrupt("pipeline '" + out.name + "'");
   return caf::none;
@@ -49,6 +52,7 @@ void encode_pipeline(const pipeline_info& p, std::string& out) {
   w.u32(static_cast<uint32_t>(p.aggregates.size()));
   for (const auto& a : p.aggregates)
     w.str(a);
+  w.str(p.definition);
 }
 
 /// Looks a pipeline up by name inside a txn; nullopt when unknown.
@@ -86,7 +90,9 @@ caf::error write_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key, uint64_t v
 }
 
 /// Result rows written by every commit of a pipeline (late updates count again).
-std::string windows_counter_key(uint16_t pid) { return "windows/" + std::to_string(pid); }
+std::string windows_counter_key(uint16_t pid) {
+  return "windows/" + std::to_string(pid);
+}
 
 std::string seq_counter_key(uint16_t pid) {
   return "dead_letter_seq/" + std::to_string(pid);
@@ -277,7 +283,7 @@ caf::expected<warehouse> warehouse::open(const std::string& dir, bool durable, s
 
 caf::expected<pipeline_info>
 warehouse::register_pipeline(const std::string& name, const std::vector<std::string>& aggregates,
-                             const std::string& window) {
+                             const std::string& window, const std::string& definition) {
   if (name.empty() || name.size() > env_.max_key_size())
     return make_error(errc::bad_config, "pipeline name must have 1 to " +
                                           std::to_string(env_.max_key_size()) + " bytes");
@@ -301,9 +307,11 @@ warehouse::register_pipeline(const std::string& name, const std::vector<std::str
                                               list(info.aggregates) +
                                               " but is now configured with " + list(aggregates) +
                                               ": use a new store directory or a new pipeline name");
-      if (info.window == window)
+      if (info.window == window && (definition.empty() || info.definition == definition))
         return caf::none;
       info.window = window;
+      if (!definition.empty())
+        info.definition = definition;
     } else {
       auto next = read_u64(t, counters_, "next_pipeline_id", "counter next_pipeline_id");
       if (!next)
@@ -318,6 +326,7 @@ warehouse::register_pipeline(const std::string& name, const std::vector<std::str
       info.name = name;
       info.aggregates = aggregates;
       info.window = window;
+      info.definition = definition;
     }
     encode_pipeline(info, buf);
     return t.put(pipelines_, name, buf);
@@ -446,8 +455,8 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
     for (size_t i = 0; i < c.results.size(); ++i) {
       const auto& r = c.results[i];
       bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
-      keyed.push_back({keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i),
-                       long_key});
+      keyed.push_back(
+        {keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i), long_key});
       keys += key;
     }
     auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
@@ -697,11 +706,18 @@ caf::error warehouse::query(const result_query& q,
     auto c = lmdb::cursor::open(t, results_);
     if (!c)
       return std::move(c.error());
-    char start_key[10];
-    lmdb::put_be16(start_key, pid);
-    lmdb::put_be64_signed(start_key + 2, q.from ? *q.from : min_timestamp);
+    std::string start_key(10, '\0');
+    lmdb::put_be16(start_key.data(), pid);
+    lmdb::put_be64_signed(start_key.data() + 2, q.from ? *q.from : min_timestamp);
+    // Resuming after a row: from its own key (skipped below) when that is further on.
+    std::string after_key;
+    if (q.after) {
+      encode_result_key(pid, q.after->start, q.after->end, q.after->key, max_key, after_key);
+      if (after_key > start_key)
+        start_key = after_key;
+    }
     window_result row;
-    for (auto more = c->seek(std::string_view{start_key, 10});; more = c->next()) {
+    for (auto more = c->seek(start_key);; more = c->next()) {
       if (!more)
         return std::move(more.error());
       if (!*more)
@@ -720,6 +736,8 @@ caf::error warehouse::query(const result_query& q,
         continue;
       if (q.key && k.substr(result_prefix) != want_suffix)
         continue;
+      if (!after_key.empty() && k <= std::string_view{after_key})
+        continue;
       if (auto derr = decode_result(k, c->value(), max_key, row))
         return derr;
       if (q.key && row.key != *q.key)
@@ -731,7 +749,8 @@ caf::error warehouse::query(const result_query& q,
 }
 
 caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
-                                   const std::function<bool(const dead_letter_row&)>& fn) {
+                                   const std::function<bool(const dead_letter_row&)>& fn,
+                                   uint64_t after_seq) {
   return env_.with_read([&](lmdb::txn& t) -> caf::error {
     // Names by id, to label rows (few pipelines).
     std::vector<std::pair<uint16_t, std::string>> names;
@@ -759,12 +778,13 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
     auto c = lmdb::cursor::open(t, dead_letters_);
     if (!c)
       return std::move(c.error());
-    char start[2];
+    char start[10];
     lmdb::put_be16(start, only ? *only : 0);
+    lmdb::put_be64(start + 2, only && after_seq < UINT64_MAX ? after_seq + 1 : 0);
     dead_letter_row row;
     uint16_t row_pid = 0;
     bool named = false;
-    for (auto more = c->seek(std::string_view{start, 2});; more = c->next()) {
+    for (auto more = c->seek(std::string_view{start, 10});; more = c->next()) {
       if (!more)
         return std::move(more.error());
       if (!*more)

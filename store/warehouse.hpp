@@ -44,6 +44,7 @@ struct pipeline_info {
   std::string name;
   std::vector<std::string> aggregates;
   std::string window;
+  std::string definition; ///< the settings its results mean (actors/core/definition.hpp)
 };
 
 /// Everything one epoch of one pipeline changes, written in one txn.
@@ -75,6 +76,8 @@ struct result_query {
   std::optional<std::string> key;
   std::optional<timestamp> from; ///< start >= from
   std::optional<timestamp> to;   ///< end <= to
+  /// Only rows after this one in (start, end, key) order: where the previous page ended.
+  std::optional<window_result> after;
 };
 
 class warehouse {
@@ -93,10 +96,12 @@ public:
 
   /// Registers a pipeline (idempotent) and returns it. A different aggregate list for an
   /// existing name is refused with errc::bad_config: the stored results and state would no
-  /// longer match the pipeline. A changed window text is recorded.
+  /// longer match the pipeline. A changed window text or definition is recorded (the caller
+  /// checks compatibility first: compare_definition).
   caf::expected<pipeline_info> register_pipeline(const std::string& name,
                                                  const std::vector<std::string>& aggregates,
-                                                 const std::string& window);
+                                                 const std::string& window,
+                                                 const std::string& definition = {});
   caf::expected<std::optional<pipeline_info>> pipeline(const std::string& name);
   /// All pipelines, by id.
   caf::expected<std::vector<pipeline_info>> pipelines();
@@ -123,9 +128,11 @@ public:
   /// between calls. An unknown pipeline has no rows.
   caf::error query(const result_query& q, const std::function<bool(const window_result&)>& fn);
 
-  /// Dead letters of one pipeline (or all, by pipeline id), in sequence order.
+  /// Dead letters of one pipeline (or all, by pipeline id), in sequence order; of one
+  /// pipeline, only those with a sequence number above `after_seq`.
   caf::error dead_letters(const std::optional<std::string>& pipeline,
-                          const std::function<bool(const dead_letter_row&)>& fn);
+                          const std::function<bool(const dead_letter_row&)>& fn,
+                          uint64_t after_seq = 0);
 
   /// Table name -> entry count, plus "map_size", "map_used" (bytes) and "format_version",
   /// for `weir inspect`.

@@ -40,6 +40,7 @@ partitions = 3
 
   [[pipeline.source]]
   path = "-"
+  format = "csv"
   header = false
   columns = ["tx_id", "ts", "merchant", "amt", "currency", "price", "qty", "fee"]
 

@@ -898,7 +898,7 @@ TEST_CASE("stdin and NDJSON sources give the same results as the csv file source
   for (auto sub : {"file", "stdin", "ndjson", "ndjson-stdin"})
     fs::create_directories(dir.path / sub);
   write_file(dir.path / "file" / "p.toml", tumbling_config("../in.csv", size, ooo, lateness));
-  write_file(dir.path / "stdin" / "p.toml", tumbling_config("-", size, ooo, lateness));
+  write_file(dir.path / "stdin" / "p.toml", tumbling_config("-", size, ooo, lateness, "  format = \"csv\"\n"));
   write_file(dir.path / "ndjson" / "p.toml",
              tumbling_config("../in.ndjson", size, ooo, lateness));
   write_file(dir.path / "ndjson-stdin" / "p.toml",
@@ -1147,7 +1147,7 @@ TEST_CASE("stdin - a second run reads a new csv stream with its header",
     e.t += 600;
   write_file(dir.path / "a.csv", csv_of(a));
   write_file(dir.path / "b.csv", csv_of(b));
-  write_file(dir.path / "p.toml", tumbling_config("-", 60, 0, 0));
+  write_file(dir.path / "p.toml", tumbling_config("-", 60, 0, 0, "  format = \"csv\"\n"));
   auto r1 = sh("cat " + q(dir.path / "a.csv") + " | timeout 60 " + weir_bin + " run "
                + q(dir.path / "p.toml"));
   REQUIRE(r1.rc == 0);

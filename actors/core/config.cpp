@@ -325,6 +325,10 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
   s.path = resolve(dir, raw_path);
   auto ext = std::filesystem::path{raw_path}.extension().string();
   size_t def_format = ext == ".ndjson" || ext == ".jsonl" || ext == ".json" ? 1 : 0;
+  // Nothing tells what stdin holds: guessing csv would reject every line of an ndjson stream.
+  if (raw_path == "-" && !r.has("format"))
+    fail(*r.get("path"), r.key("format"),
+         "missing: a source reading stdin (path = \"-\") needs format = \"csv\" or \"ndjson\"");
   s.format = static_cast<source_format>(r.get_choice("format", {"csv", "ndjson"}, def_format));
   s.follow = r.get_bool("follow", false);
   s.max_line_bytes = static_cast<size_t>(r.get_count("max_line_bytes", s.max_line_bytes,
@@ -425,7 +429,12 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
     return;
   table_reader x{*t, r.key("preprocess"),
                  {"required", "types", "filters", "rename", "derive", "dedupe",
-                  "dedupe_horizon"}};
+                  "dedupe_horizon", "max_reject_ratio"}};
+  if (auto ratio = x.get_number("max_reject_ratio")) {
+    if (!(*ratio >= 0.0 && *ratio <= 1.0))
+      fail(*x.get("max_reject_ratio"), x.key("max_reject_ratio"), "must be between 0 and 1");
+    pp.max_reject_ratio = *ratio;
+  }
   // rename first: it decides nothing about the names used elsewhere, only about input columns.
   if (const auto* rt = x.get_table("rename", false)) {
     std::set<std::string> targets;
@@ -629,7 +638,7 @@ pipeline_config read_pipeline(const toml::table& t, const std::string& key,
   p.name = r.req_string("name");
   if (!valid_name(p.name))
     fail(*r.get("name"), r.key("name"), "must match [A-Za-z0-9_.-]+");
-  p.partitions = static_cast<size_t>(r.get_count("partitions", 0, 65536));
+  p.partitions = static_cast<size_t>(r.get_count("partitions", 0, static_cast<int64_t>(max_partitions)));
   auto sources = r.get_tables("source");
   if (sources.empty())
     fail(r.line(), r.key("source"), "a pipeline needs at least one [[pipeline.source]]");

@@ -18,6 +18,8 @@ const char* to_string(errc x) {
     case errc::stopped: return "stopped";
     case errc::internal: return "internal";
     case errc::record_failed: return "record_failed";
+    case errc::store_busy: return "store_busy";
+    case errc::too_many_rejects: return "too_many_rejects";
   }
   return "unknown";
 }

@@ -26,6 +26,8 @@ enum class errc : uint8_t {
   stopped,           ///< the pipeline was told to stop
   internal,
   record_failed,     ///< processing records threw; the error says which (record_span_of)
+  store_busy,        ///< another process writes to the store (store_lock)
+  too_many_rejects,  ///< more records rejected than max_reject_ratio allows
 };
 
 const char* to_string(errc x);

@@ -926,6 +926,23 @@ void preprocessor::set_header(uint32_t source, std::string_view header_line) {
   d_->counters.read = before;
 }
 
+const std::vector<std::string>& preprocessor::input_fields() const { return d_->slot_inputs; }
+
+caf::expected<std::vector<std::string>> preprocessor::header_columns(size_t config_index,
+                                                                     std::string_view line) {
+  const auto& sc = d_->cfg.sources.at(config_index);
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+    line.remove_suffix(1);
+  if (line.substr(0, 3) == "\xEF\xBB\xBF")
+    line.remove_prefix(3);
+  std::vector<std::string> out;
+  auto err = d_->split_csv(line, sc.delimiter, sc.quote,
+                           [&](size_t, std::string_view name) { out.emplace_back(name); });
+  if (err != nullptr)
+    return make_error(errc::bad_input, err);
+  return out;
+}
+
 void preprocessor::process(uint32_t source, uint64_t offset, std::string_view chunk) {
   d_->process(source, offset, chunk);
 }

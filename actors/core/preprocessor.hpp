@@ -62,6 +62,14 @@ public:
   /// Sets the csv header of `source` (a resumed source whose header line is not in the chunk).
   void set_header(uint32_t source, std::string_view header_line);
 
+  /// The input fields the pipeline reads (names as in the input, before rename), in order.
+  const std::vector<std::string>& input_fields() const;
+
+  /// The column names of a csv header line of configured source `config_index` (a leading
+  /// byte-order mark and line end are dropped), or why the line does not split.
+  caf::expected<std::vector<std::string>> header_columns(size_t config_index,
+                                                         std::string_view line);
+
   /// Processes whole lines of one source. `offset` is the byte offset of chunk[0] in the source.
   /// For csv with header = true the line at offset 0 is the header (parsed, not emitted).
   void process(uint32_t source, uint64_t offset, std::string_view chunk);

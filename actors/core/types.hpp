@@ -80,7 +80,15 @@ struct preprocess_config {
   std::vector<derive_config> derive;
   bool dedupe = false;               ///< by event id (needs fields.event_id)
   int64_t dedupe_horizon = 0;        ///< event-time span an id is remembered for
+  /// A run stops (exit 1) when more than this share of its records is rejected: checked once
+  /// reject_sample records are read, and at the end of the input.
+  double max_reject_ratio = 0.5;
 };
+
+/// Records read before max_reject_ratio is checked while a run goes on.
+constexpr uint64_t reject_sample = 1000;
+/// The most window-aggregator partitions a pipeline may have (each is an actor with state).
+constexpr size_t max_partitions = 1024;
 
 struct window_config {
   window_kind kind = window_kind::tumbling;
