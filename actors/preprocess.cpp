@@ -57,9 +57,14 @@ uint64_t rejected_total(const preprocess_counters& k) {
 
 } // namespace
 
-caf::error preprocess_state::check_rejects(bool at_end) const {
+caf::error preprocess_state::check_rejects() const {
   const auto& k = pre->counters();
-  return guard->check(k.read, rejected_total(k), at_end);
+  std::string example;
+  if (!epoch_dead_letters.empty()) {
+    const auto& d = epoch_dead_letters.back();
+    example = "offset " + std::to_string(d.offset) + ": " + d.reason;
+  }
+  return guard->check(k.read, rejected_total(k), false, example);
 }
 
 std::string wrap_state(timestamp max_time, const std::string& inner) {
@@ -203,7 +208,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       if (!err && failed)
         err = std::move(failed);
       if (!err && !quit)
-        err = st.check_rejects(false);
+        err = st.check_rejects();
       if (err) {
         spdlog::error("pipeline {}: {}", st.cfg.name, render(err));
         self->quit(err);
@@ -233,15 +238,6 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
     },
     [self, updater, coordinator](marker_atom, epoch_marker m) {
       auto& st = self->state;
-      if (m.kind != static_cast<uint8_t>(marker_kind::normal)) {
-        // The end of the input (or of a followed run): the epoch is not committed when most
-        // of what this run read was rejected.
-        if (auto err = st.check_rejects(true)) {
-          spdlog::error("{}", render(err));
-          self->quit(err);
-          return;
-        }
-      }
       if (m.kind == static_cast<uint8_t>(marker_kind::final)) {
         // Every window open now fires; the watermark moves past all of them. It is computed
         // from the largest event time ever accepted (kept in the state), so that a re-run

@@ -31,8 +31,9 @@ struct preprocess_state {
   quarantine quarantined;             ///< suspect chunks and poison lines (from the supervisor)
   std::optional<reject_guard> guard;  ///< stops a run whose records are mostly rejected
 
-  /// The guard's verdict on the counters now.
-  caf::error check_rejects(bool at_end) const;
+  /// The guard's verdict on the counters now, while the run goes on (the end of a run is
+  /// judged on its summary: check_reject_ratio).
+  caf::error check_rejects() const;
 };
 
 /// What the preprocess actor starts from: the restored state of the last committed epoch.

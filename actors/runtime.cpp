@@ -59,6 +59,21 @@ struct system_config : caf::actor_system_config {
 
 } // namespace
 
+caf::error check_reject_ratio(const weir_config& cfg, const std::vector<run_stats>& stats) {
+  for (const auto& s : stats) {
+    uint64_t rejected = 0;
+    for (const auto& [_, n] : s.rejected)
+      rejected += n;
+    for (const auto& p : cfg.pipelines)
+      if (p.name == s.pipeline) {
+        reject_guard guard{p.name, p.preprocess.max_reject_ratio};
+        if (auto err = guard.check(s.read, rejected, true))
+          return err;
+      }
+  }
+  return caf::none;
+}
+
 size_t max_threads() {
   return std::max<size_t>(64, 8 * std::max<unsigned>(1, std::thread::hardware_concurrency()));
 }
@@ -144,6 +159,13 @@ caf::error check_definitions(const weir_config& cfg, warehouse& wh) {
     if (!info)
       return info.error();
     if (!*info)
+      continue;
+    // A pipeline that never committed anything holds nothing a change could contradict.
+    auto last = wh.last_epoch(p.name);
+    auto rows = wh.windows_committed(p.name);
+    if (!last || !rows)
+      return last ? rows.error() : last.error();
+    if (*last == 0 && *rows == 0)
       continue;
     std::vector<definition_change> changes;
     if (!(*info)->definition.empty()) {
@@ -670,17 +692,29 @@ caf::error with_warehouse(const std::string& dir, F fn) {
   return err;
 }
 
-/// Decodes one QueryResult page.
+/// Decodes one QueryResult page into `a`, reusing its rows (and their strings and vectors)
+/// from the page before: paging allocates nothing per row once warm.
 caf::error decode_page(const frame& f, query_answer& a) {
-  a.rows.clear();
   a.aggregates.clear();
   return decode_frame(f, [&](frame_reader& r) {
     auto q = r.root<schema::QueryResult>();
     a.window = q.getWindow();
     for (auto n : q.getAggregates())
       a.aggregates.emplace_back(n.cStr(), n.size());
-    for (auto w : q.getRows())
-      a.rows.push_back(decode_result(w));
+    auto rows = q.getRows();
+    a.rows.resize(rows.size());
+    for (unsigned i = 0; i < rows.size(); ++i) {
+      auto w = rows[i];
+      auto& out = a.rows[i];
+      auto key = as_view(w.getKey());
+      out.key.assign(key.data(), key.size());
+      out.start = w.getStart();
+      out.end = w.getEnd();
+      out.version = w.getVersion();
+      out.values.clear();
+      for (auto v : w.getValues())
+        out.values.push_back(v);
+    }
   });
 }
 
@@ -699,20 +733,27 @@ caf::error query_store_pages(const std::string& dir, const std::string& pipeline
     req.to = to.value_or(max_timestamp);
     req.limit = std::max<uint64_t>(page_rows, 1);
     query_answer page;
+    using handle = decltype(self->request(server, caf::infinite, query_atom::value, req));
+    std::optional<handle> pending;
+    pending.emplace(self->request(server, caf::infinite, query_atom::value, req));
     for (;;) {
       caf::error err;
-      self->request(server, caf::infinite, query_atom::value, req)
-        .receive([&](frame& f) { err = decode_page(f, page); },
-                 [&](caf::error& e) { err = std::move(e); });
+      pending->receive([&](frame& f) { err = decode_page(f, page); },
+                       [&](caf::error& e) { err = std::move(e); });
       if (err)
         return err;
-      if (!on_page(page) || page.rows.size() < req.limit)
+      bool more = page.rows.size() == req.limit;
+      if (more) {
+        // The next page is read while this one is handed on.
+        const auto& last = page.rows.back();
+        req.has_after = true;
+        req.after_start = last.start;
+        req.after_end = last.end;
+        req.after_key = last.key;
+        pending.emplace(self->request(server, caf::infinite, query_atom::value, req));
+      }
+      if (!on_page(page) || !more)
         return caf::error{};
-      const auto& last = page.rows.back();
-      req.has_after = true;
-      req.after_start = last.start;
-      req.after_end = last.end;
-      req.after_key = last.key;
     }
   });
 }

@@ -28,6 +28,11 @@ struct run_options {
   commit_mode mode = commit_mode::exactly_once;
 };
 
+/// errc::too_many_rejects when a pipeline of a finished run rejected more of the records it
+/// read than its preprocess.max_reject_ratio allows (the run committed them as dead letters,
+/// but must not look like a success).
+caf::error check_reject_ratio(const weir_config& cfg, const std::vector<run_stats>& stats);
+
 /// The most scheduler threads a run may ask for: 8 per core, at least 64.
 size_t max_threads();
 

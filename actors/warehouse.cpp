@@ -41,9 +41,10 @@ warehouse_service(warehouse_actor::stateful_pointer<warehouse_state> self,
       auto names = out.initAggregates(static_cast<unsigned>((*info)->aggregates.size()));
       for (size_t i = 0; i < (*info)->aggregates.size(); ++i)
         names.set(static_cast<unsigned>(i), (*info)->aggregates[i]);
-      // Rows go into an orphan list that grows by doubling: no copy of the page beside it.
+      // Rows go straight into an orphan list of a page's size (cut to what was found); a
+      // request without a limit grows it by doubling.
       auto orphan = mb.getOrphanage().newOrphan<capnp::List<schema::WindowResult>>(
-        static_cast<unsigned>(req.limit ? std::min<uint64_t>(req.limit, 1024) : 1024));
+        static_cast<unsigned>(req.limit ? std::min<uint64_t>(req.limit, 65536) : 1024));
       unsigned n = 0;
       if (auto err = store->query(q, [&](const window_result& r) {
             if (n == orphan.get().size())

@@ -12,6 +12,9 @@
 // The cost of exactly-once is 1 - (exactly-once events/s) / (no-commits events/s) of the
 // medians; the dry run shows what writing the results costs in the first place.
 //
+// --query then times `weir query` of every committed window (csv and json): seconds and peak
+// RSS of a query that pages through the warehouse actor (its memory stays flat).
+//
 // --rate EPS streams instead: the source is in follow mode and the events are appended to it at
 // EPS events per second (in bursts every 10 ms) while `weir run` is going; a second after the
 // last one it gets SIGTERM. This is the steady state of a stream at the default commit interval
@@ -38,6 +41,41 @@
 
 namespace fs = std::filesystem;
 
+/// Times `weir query` of every window of the store in `dir` (left by the last run), csv and
+/// json, as separate processes: seconds, peak RSS and rows. Non-zero when a query fails.
+int time_queries(const std::string& weir_bin, const std::string& dir) {
+  const std::string store = dir + "/store";
+  const std::string out = dir + "/query.out";
+  for (const char* format : {"csv", "json"}) {
+    auto t0 = std::chrono::steady_clock::now();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(fd, STDOUT_FILENO);
+      ::execl(weir_bin.c_str(), weir_bin.c_str(), "query", "--store", store.c_str(), "--pipeline",
+              "bench", "--format", format, nullptr);
+      std::perror("exec weir");
+      ::_exit(127);
+    }
+    int status = 0;
+    struct rusage ru {};
+    ::wait4(pid, &status, 0, &ru);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      std::fprintf(stderr, "weir query failed (status %d)\n", status);
+      return 1;
+    }
+    std::ifstream in(out, std::ios::binary);
+    size_t lines = 0;
+    std::string line;
+    while (std::getline(in, line))
+      ++lines;
+    std::printf("query --format %s: %zu lines (%.1f MB) in %.3f s, peak RSS %.1f MiB\n", format,
+                lines, fs::file_size(out) / 1e6, secs, ru.ru_maxrss / 1024.0);
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   weir::bench::workload w;
   std::string weir_bin = WEIR_BINARY;
@@ -48,8 +86,9 @@ int main(int argc, char** argv) {
   app.add_option("--events", w.events, "number of events")->capture_default_str();
   app.add_option("--keys", w.keys, "number of keys")->capture_default_str();
   double span_days = 182;
-  app.add_option("--span-days", span_days,
-                 "days of event time the events spread over (fewer days: fewer windows fire)")
+  app
+    .add_option("--span-days", span_days,
+                "days of event time the events spread over (fewer days: fewer windows fire)")
     ->capture_default_str();
   app.add_option("--weir", weir_bin, "the weir binary")->capture_default_str();
   app.add_option("--dir", dir, "work directory (default: a new temporary one)");
@@ -57,6 +96,10 @@ int main(int argc, char** argv) {
   app.add_flag("--keep", keep, "keep the work directory");
   double rate = 0;
   app.add_option("--rate", rate, "stream the events at this many per second (follow mode)");
+  bool query = false;
+  app.add_flag("--query", query,
+               "after the runs, time `weir query` of every committed window (csv and json) "
+               "and report its peak RSS");
   bool compare = false;
   app.add_flag("--compare", compare,
                "time each round in three modes (exactly-once, --no-exactly-once, --dry-run) and "
@@ -92,7 +135,8 @@ int main(int argc, char** argv) {
          "durable = true\n\n"
          "[[pipeline]]\nname = \"bench\"\n\n"
          "  [[pipeline.source]]\n  name = \"events\"\n  path = \"events.csv\"\n"
-      << (rate > 0 ? "  follow = true\n" : "") << "\n"
+      << (rate > 0 ? "  follow = true\n" : "")
+      << "\n"
          "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"merchant\"]\n"
          "  measures = [\"amount\"]\n\n"
          "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n"
@@ -225,6 +269,8 @@ int main(int argc, char** argv) {
     std::printf("exactly-once costs %.1f%% against no-commits (%.1f%% against the dry run)\n",
                 100.0 * (1.0 - eo / off), 100.0 * (1.0 - eo / dry));
   }
+  if (rc == 0 && query && !compare)
+    rc = time_queries(weir_bin, dir);
   if (!keep)
     fs::remove_all(dir);
   return rc;

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 
 #include <malloc.h>
@@ -325,8 +326,11 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
     for (const auto& src : p.sources)
       follows = follows || src.follow;
   const int code = sig != 0 && !follows ? 128 + sig : exit_ok;
-  if (quiet)
+  if (quiet) {
+    if (auto err = weir::check_reject_ratio(*cfg, *res))
+      return fail(err);
     return code;
+  }
   for (const auto& s : *res) {
     uint64_t rejected = 0;
     for (auto& [_, n] : s.rejected)
@@ -363,6 +367,8 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
     }
   }
   std::fflush(stdout);
+  if (auto err = weir::check_reject_ratio(*cfg, *res))
+    return fail(err);
   return code;
 }
 
@@ -383,7 +389,8 @@ caf::expected<std::optional<weir::timestamp>> optional_time(const std::string& t
   return std::optional<weir::timestamp>{*t};
 }
 
-/// Writes a query's rows as they come, a page at a time (table, csv or json).
+/// Writes a query's rows as they come, a page at a time (table, csv or json). csv and json
+/// rows are formatted straight into one buffer per page: no allocation per row.
 class result_writer {
 public:
   explicit result_writer(std::string format)
@@ -392,24 +399,18 @@ public:
   void page(const weir::query_answer& a) {
     if (!started_)
       start(a.aggregates);
-    rows_.clear();
-    for (const auto& r : a.rows) {
-      if (format_ == "json") {
-        json_row(r, a.aggregates);
-        continue;
-      }
-      std::vector<std::string> row{weir::format_time(r.start), weir::format_time(r.end),
-                                   show_key(r.key)};
-      for (auto v : r.values)
-        row.push_back(format_ == "csv" ? precise_number(v) : fmt_number(v));
-      row.push_back(std::to_string(r.version));
-      if (format_ == "csv")
-        csv_row(row);
-      else
-        rows_.push_back(std::move(row));
+    if (table_) {
+      table_rows(a);
+      return;
     }
-    if (table_)
-      table_->add(rows_);
+    buf_.clear();
+    for (const auto& r : a.rows) {
+      if (format_ == "json")
+        json_row(r, a.aggregates);
+      else
+        csv_row(r);
+    }
+    std::fwrite(buf_.data(), 1, buf_.size(), stdout);
   }
 
   void finish() {
@@ -426,31 +427,92 @@ private:
     head.insert(head.end(), aggs.begin(), aggs.end());
     head.push_back("version");
     if (format_ == "csv") {
-      csv_row(head);
+      std::string line;
+      for (size_t i = 0; i < head.size(); ++i)
+        line += (i ? "," : "") + csv_escape(head[i]);
+      std::puts(line.c_str());
     } else if (format_ == "table") {
       std::vector<bool> numeric(head.size(), true);
       numeric[0] = numeric[1] = numeric[2] = false;
       table_.emplace(head, numeric);
     }
+    for (const auto& a : aggs)
+      json_names_.push_back(", \"" + json_escape(a) + "\": ");
   }
 
-  void csv_row(const std::vector<std::string>& row) {
-    line_.clear();
-    for (size_t i = 0; i < row.size(); ++i)
-      line_ += (i ? "," : "") + csv_escape(row[i]);
-    line_ += '\n';
-    std::fwrite(line_.data(), 1, line_.size(), stdout);
+  void table_rows(const weir::query_answer& a) {
+    rows_.clear();
+    for (const auto& r : a.rows) {
+      std::vector<std::string> row{weir::format_time(r.start), weir::format_time(r.end),
+                                   show_key(r.key)};
+      for (auto v : r.values)
+        row.push_back(fmt_number(v));
+      row.push_back(std::to_string(r.version));
+      rows_.push_back(std::move(row));
+    }
+    table_->add(rows_);
+  }
+
+  /// The text of a time; rows come in start order, so most repeat the one before.
+  const std::string& time_text(weir::timestamp t, int which) {
+    if (!time_valid_[which] || time_of_[which] != t) {
+      time_of_[which] = t;
+      time_text_[which] = weir::format_time(t);
+      time_valid_[which] = true;
+    }
+    return time_text_[which];
+  }
+
+  void number(double v) {
+    char tmp[32];
+    auto r = std::to_chars(tmp, tmp + sizeof(tmp), v);
+    buf_.append(tmp, r.ptr);
+  }
+
+  void csv_row(const weir::window_result& r) {
+    buf_ += time_text(r.start, 0);
+    buf_ += ',';
+    buf_ += time_text(r.end, 1);
+    buf_ += ',';
+    bool plain = true;
+    for (char c : r.key)
+      plain = plain && c != ',' && c != '"' && c != '\n' && c != '\r';
+    if (plain) {
+      for (char c : r.key)
+        buf_ += c == weir::key_separator ? '|' : c;
+    } else {
+      buf_ += csv_escape(show_key(r.key));
+    }
+    for (auto v : r.values) {
+      buf_ += ',';
+      if (!std::isnan(v))
+        number(v);
+    }
+    buf_ += ',';
+    buf_ += std::to_string(r.version);
+    buf_ += '\n';
   }
 
   void json_row(const weir::window_result& r, const std::vector<std::string>& aggs) {
-    line_ = first_ ? "[\n  " : ",\n  ";
+    buf_ += first_ ? "[\n  " : ",\n  ";
     first_ = false;
-    line_ += "{\"window_start\": \"" + weir::format_time(r.start) + "\", \"window_end\": \"" +
-             weir::format_time(r.end) + "\", \"key\": \"" + json_escape(show_key(r.key)) + "\"";
-    for (size_t i = 0; i < aggs.size() && i < r.values.size(); ++i)
-      line_ += ", \"" + json_escape(aggs[i]) + "\": " + json_number(r.values[i]);
-    line_ += ", \"version\": " + std::to_string(r.version) + "}";
-    std::fwrite(line_.data(), 1, line_.size(), stdout);
+    buf_ += "{\"window_start\": \"";
+    buf_ += time_text(r.start, 0);
+    buf_ += "\", \"window_end\": \"";
+    buf_ += time_text(r.end, 1);
+    buf_ += "\", \"key\": \"";
+    buf_ += json_escape(show_key(r.key));
+    buf_ += '"';
+    for (size_t i = 0; i < aggs.size() && i < r.values.size(); ++i) {
+      buf_ += json_names_[i];
+      if (std::isfinite(r.values[i]))
+        number(r.values[i]);
+      else
+        buf_ += "null";
+    }
+    buf_ += ", \"version\": ";
+    buf_ += std::to_string(r.version);
+    buf_ += '}';
   }
 
   std::string format_;
@@ -458,7 +520,11 @@ private:
   bool first_ = true;
   std::optional<table_printer> table_;
   std::vector<std::vector<std::string>> rows_;
-  std::string line_;
+  std::vector<std::string> json_names_;
+  std::string buf_;
+  weir::timestamp time_of_[2] = {0, 0};
+  bool time_valid_[2] = {false, false};
+  std::string time_text_[2];
 };
 
 int cmd_query(const std::string& store, const std::string& pipeline, const std::string& key,
@@ -520,11 +586,17 @@ int cmd_inspect(const std::string& store) {
     auto offs = wh->offsets(p.name);
     if (!offs)
       return fail(offs.error());
+    if (!p.definition.empty()) {
+      std::cout << "  definition\n";
+      std::istringstream lines{p.definition};
+      for (std::string l; std::getline(lines, l);)
+        std::cout << "    " << l << "\n";
+    }
     for (auto& [id, off] : *offs) {
-      std::string name = "#" + std::to_string(id);
+      std::string name = "source #" + std::to_string(id);
       for (auto& [sid, key] : *sources)
         if (sid == id)
-          name = key;
+          name = source_label(key);
       std::printf("  source %s: committed offset %llu\n", name.c_str(),
                   static_cast<unsigned long long>(off));
     }

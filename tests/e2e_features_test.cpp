@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/background.hpp"
 #include "tests/test_support.hpp"
 
 #include <fcntl.h>
@@ -51,7 +52,9 @@ command_result weir_cmd(const std::string& args) {
   return sh("timeout 60 " + weir_bin + " " + args);
 }
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+std::string q(const fs::path& p) {
+  return "'" + p.string() + "'";
+}
 
 using weir::test::temp_dir;
 using weir::test::write_file;
@@ -62,89 +65,11 @@ void append_file(const fs::path& p, const std::string& text) {
   f.flush();
 }
 
-/// A `weir` process in the background (fork/exec, output to a log file). Killed with SIGKILL
-/// by the destructor if still running, so a failing test leaves nothing behind.
-class background {
-public:
-  background(const std::vector<std::string>& args, const fs::path& log) : log_(log) {
-    std::vector<std::string> a = args;
-    std::vector<char*> argv;
-    for (auto& s : a)
-      argv.push_back(s.data());
-    argv.push_back(nullptr);
-    std::string log_s = log.string();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int fd = ::open(log_s.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int in = ::open("/dev/null", O_RDONLY);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      if (in >= 0)
-        ::dup2(in, 0);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  background(const background&) = delete;
-  background& operator=(const background&) = delete;
-  ~background() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int st = 0;
-      ::waitpid(pid_, &st, 0);
-    }
-  }
+using weir::test::background;
 
-  bool started() const { return pid_ > 0; }
-  void signal(int sig) {
-    if (pid_ > 0)
-      ::kill(pid_, sig);
-  }
-
-  /// The exit code (128 + signal when killed by one), or -1 when still running after `secs`.
-  int wait(double secs) {
-    auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(secs);
-    while (pid_ > 0) {
-      int st = 0;
-      pid_t r = ::waitpid(pid_, &st, WNOHANG);
-      if (r == pid_) {
-        pid_ = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-      }
-      if (std::chrono::steady_clock::now() > until)
-        return -1;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return -1;
-  }
-
-  bool running() {
-    if (pid_ <= 0)
-      return false;
-    int st = 0;
-    pid_t r = ::waitpid(pid_, &st, WNOHANG);
-    if (r == pid_) {
-      pid_ = -1;
-      return false;
-    }
-    return true;
-  }
-
-  std::string log() const {
-    std::ifstream f(log_, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-  }
-
-private:
-  pid_t pid_ = -1;
-  fs::path log_;
-};
-
-void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+void sleep_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
 
 // -- text -------------------------------------------------------------------------------------
 
@@ -157,8 +82,7 @@ int64_t from_iso(const std::string& s) {
   std::tm tm{};
   int y, mo, d, h, mi, se;
   char z = 0;
-  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d%c", &y, &mo, &d, &h, &mi, &se, &z) != 7
-      || z != 'Z')
+  if (std::sscanf(s.c_str(), "%d-%d-%dT%d:%d:%d%c", &y, &mo, &d, &h, &mi, &se, &z) != 7 || z != 'Z')
     return INT64_MIN;
   tm.tm_year = y - 1900;
   tm.tm_mon = mo - 1;
@@ -237,8 +161,8 @@ long long summary_value(const std::string& out, const std::string& label) {
 // -- the brute-force reference ----------------------------------------------------------------
 
 struct rec {
-  int64_t t;         // seconds
-  std::string key;   // as shown by query (multi-field keys joined with '|')
+  int64_t t;       // seconds
+  std::string key; // as shown by query (multi-field keys joined with '|')
   double v;
   std::string attr;
 };
@@ -275,7 +199,7 @@ int64_t floor_div(int64_t a, int64_t b) {
 }
 
 struct wspec {
-  char kind = 't';        // 't'umbling, 's'liding, 'S'ession
+  char kind = 't'; // 't'umbling, 's'liding, 'S'ession
   int64_t size = 0, slide = 0, gap = 0, ooo = 0, lateness = 0;
   bool update = false;
   int64_t horizon = 0;
@@ -291,19 +215,20 @@ struct reference {
   bool has_w = false;
   int64_t w = 0;
   int64_t max_t = INT64_MIN;
-  std::map<wkey, acc> windows;          // tumbling / sliding
-  std::map<wkey, int> version;          // late = update: committed version per window
-  std::set<wkey> touched;               // updated since the last bounded run ended
+  std::map<wkey, acc> windows; // tumbling / sliding
+  std::map<wkey, int> version; // late = update: committed version per window
+  std::set<wkey> touched;      // updated since the last bounded run ended
   struct session {
     int64_t start, end;
     acc a;
   };
-  std::map<std::string, std::vector<session>> open;  // session windows not closed yet
+  std::map<std::string, std::vector<session>> open; // session windows not closed yet
   std::map<wkey, acc> closed_sessions;
   size_t late = 0, too_late = 0, updated = 0, accepted = 0;
-  size_t beside_closed = 0;  // session records touching a session the watermark has closed
+  size_t beside_closed = 0; // session records touching a session the watermark has closed
 
-  explicit reference(wspec spec) : s(spec) {}
+  explicit reference(wspec spec)
+    : s(spec) {}
 
   void advance(int64_t t) {
     max_t = std::max(max_t, t);
@@ -435,7 +360,7 @@ struct reference {
 
 struct agg_col {
   std::string name;
-  std::string fn;   // count sum min max avg distinct quantile
+  std::string fn; // count sum min max avg distinct quantile
   double q = 0;
 };
 
@@ -476,8 +401,8 @@ struct query_table {
 query_table query(const fs::path& store, const std::string& pipeline,
                   const std::string& extra = "") {
   query_table t;
-  auto r = weir_cmd("query --store " + q(store) + " --pipeline " + pipeline + " --format csv "
-                + extra);
+  auto r =
+    weir_cmd("query --store " + q(store) + " --pipeline " + pipeline + " --format csv " + extra);
   t.rc = r.rc;
   t.raw = r.out;
   if (r.rc != 0)
@@ -499,8 +424,7 @@ query_table query(const fs::path& store, const std::string& pipeline,
 /// Differences between a query and the expected windows (empty: equal). `versions` (optional)
 /// gives each window's expected version; 1 otherwise.
 std::string compare(const query_table& got, const std::map<wkey, acc>& want,
-                    const std::vector<agg_col>& cols,
-                    const std::map<wkey, int>* versions = nullptr,
+                    const std::vector<agg_col>& cols, const std::map<wkey, int>* versions = nullptr,
                     bool any_version = false) {
   std::ostringstream diff;
   size_t shown = 0;
@@ -511,8 +435,8 @@ std::string compare(const query_table& got, const std::map<wkey, acc>& want,
   if (got.rc != 0)
     return "query failed (rc " + std::to_string(got.rc) + "): " + got.raw;
   if (got.row_count != got.rows.size())
-    note("duplicate rows in the query output: " + std::to_string(got.row_count) + " rows, "
-         + std::to_string(got.rows.size()) + " distinct windows");
+    note("duplicate rows in the query output: " + std::to_string(got.row_count) + " rows, " +
+         std::to_string(got.rows.size()) + " distinct windows");
   for (auto& [k, a] : want) {
     std::string name = iso(std::get<0>(k)) + " " + iso(std::get<1>(k)) + " " + std::get<2>(k);
     auto it = got.rows.find(k);
@@ -546,13 +470,13 @@ std::string compare(const query_table& got, const std::map<wkey, acc>& want,
       if (vf == it->second.end() || std::atoi(vf->second.c_str()) < 1)
         note(name + ": no version");
     } else if (vf == it->second.end() || vf->second != std::to_string(ver))
-      note(name + ": version " + (vf == it->second.end() ? "?" : vf->second) + ", expected "
-           + std::to_string(ver));
+      note(name + ": version " + (vf == it->second.end() ? "?" : vf->second) + ", expected " +
+           std::to_string(ver));
   }
   for (auto& [k, row] : got.rows)
     if (!want.count(k))
-      note("unexpected window " + iso(std::get<0>(k)) + " " + iso(std::get<1>(k)) + " "
-           + std::get<2>(k) + " (count " + (row.count("count") ? row.at("count") : "?") + ")");
+      note("unexpected window " + iso(std::get<0>(k)) + " " + iso(std::get<1>(k)) + " " +
+           std::get<2>(k) + " (count " + (row.count("count") ? row.at("count") : "?") + ")");
   if (shown > 15)
     diff << "... " << (shown - 15) << " more\n";
   return diff.str();
@@ -572,10 +496,10 @@ std::vector<std::vector<std::string>> dead_letters(const fs::path& store,
 
 /// The reason class of a dead letter.
 std::string reason_class(const std::string& reason) {
-  static const char* prefixes[] = {"line too long", "invalid UTF-8",  "wrong column count",
-                                   "missing field", "bad integer",    "bad time",
-                                   "bad number",    "derive",         "duplicate event id",
-                                   "late:",         "too late:",      "bad json"};
+  static const char* prefixes[] = {"line too long", "invalid UTF-8", "wrong column count",
+                                   "missing field", "bad integer",   "bad time",
+                                   "bad number",    "derive",        "duplicate event id",
+                                   "late:",         "too late:",     "bad json"};
   for (auto p : prefixes)
     if (reason.rfind(p, 0) == 0)
       return p;
@@ -632,11 +556,11 @@ std::string ndjson_of(const std::vector<rec>& evs) {
   for (auto& e : evs) {
     // Field order varies and an unused field is there: neither matters.
     if (i++ % 2 == 0)
-      s += "{\"ts\": \"" + iso(e.t) + "\", \"k\": \"" + e.key + "\", \"v\": " + num2(e.v)
-           + ", \"color\": \"" + e.attr + "\"}\n";
+      s += "{\"ts\": \"" + iso(e.t) + "\", \"k\": \"" + e.key + "\", \"v\": " + num2(e.v) +
+           ", \"color\": \"" + e.attr + "\"}\n";
     else
-      s += "{\"color\":\"" + e.attr + "\",\"extra\":[1,2],\"v\":" + num2(e.v) + ",\"k\":\""
-           + e.key + "\",\"ts\":\"" + iso(e.t) + "\"}\n";
+      s += "{\"color\":\"" + e.attr + "\",\"extra\":[1,2],\"v\":" + num2(e.v) + ",\"k\":\"" +
+           e.key + "\",\"ts\":\"" + iso(e.t) + "\"}\n";
   }
   return s;
 }
@@ -655,17 +579,16 @@ const char* fields_block =
   "  [pipeline.fields]\n  time = \"ts\"\n  key = \"k\"\n  measures = [\"v\"]\n"
   "  attributes = [\"color\"]\n\n";
 
-const char* basic_aggs =
-  "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
-  "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"v\"\n"
-  "  [[pipeline.aggregate]]\n  fn = \"min\"\n  field = \"v\"\n"
-  "  [[pipeline.aggregate]]\n  fn = \"max\"\n  field = \"v\"\n"
-  "  [[pipeline.aggregate]]\n  fn = \"avg\"\n  field = \"v\"\n"
-  "  [[pipeline.aggregate]]\n  fn = \"distinct\"\n  field = \"color\"\n";
+const char* basic_aggs = "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
+                         "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"v\"\n"
+                         "  [[pipeline.aggregate]]\n  fn = \"min\"\n  field = \"v\"\n"
+                         "  [[pipeline.aggregate]]\n  fn = \"max\"\n  field = \"v\"\n"
+                         "  [[pipeline.aggregate]]\n  fn = \"avg\"\n  field = \"v\"\n"
+                         "  [[pipeline.aggregate]]\n  fn = \"distinct\"\n  field = \"color\"\n";
 
-const std::vector<agg_col> basic_cols = {{"count", "count"},   {"sum_v", "sum"},
-                                         {"min_v", "min"},     {"max_v", "max"},
-                                         {"avg_v", "avg"},     {"distinct_color", "distinct"}};
+const std::vector<agg_col> basic_cols = {{"count", "count"}, {"sum_v", "sum"},
+                                         {"min_v", "min"},   {"max_v", "max"},
+                                         {"avg_v", "avg"},   {"distinct_color", "distinct"}};
 
 std::string tumbling_config(const std::string& path, int64_t size, int64_t ooo, int64_t lateness,
                             const std::string& source_extra = "",
@@ -694,8 +617,8 @@ TEST_CASE("follow mode - SIGTERM commits what the watermark passed and a restart
   auto line = [&](size_t i) { return csv_of({evs[i]}, false); };
   const fs::path input = dir.path / "in.csv";
   const fs::path store = dir.path / "store";
-  write_file(dir.path / "p.toml", tumbling_config("in.csv", size, ooo, lateness,
-                                                  "  follow = true\n"));
+  write_file(dir.path / "p.toml",
+             tumbling_config("in.csv", size, ooo, lateness, "  follow = true\n"));
   // Before the first run: 300 lines.
   std::string text = "ts,k,v,color\n";
   size_t next = 0;
@@ -793,9 +716,9 @@ TEST_CASE("follow mode - SIGTERM while lines are still arriving commits a consis
     std::ostringstream c;
     c << "store = \"store\"\ncommit_interval = \"20ms\"\nbatch_bytes = 4096\n\n"
       << "[[pipeline]]\nname = \"p\"\npartitions = 3\n\n"
-      << source_block("in.csv", "  follow = true\n") << fields_block
-      << "  [pipeline.window]\n" << window << "  out_of_orderness = \"" << ooo
-      << "s\"\n  allowed_lateness = \"" << lateness << "s\"\n\n"
+      << source_block("in.csv", "  follow = true\n") << fields_block << "  [pipeline.window]\n"
+      << window << "  out_of_orderness = \"" << ooo << "s\"\n  allowed_lateness = \"" << lateness
+      << "s\"\n\n"
       << basic_aggs;
     write_file(dir.path / "p.toml", c.str());
   }
@@ -898,9 +821,9 @@ TEST_CASE("stdin and NDJSON sources give the same results as the csv file source
   for (auto sub : {"file", "stdin", "ndjson", "ndjson-stdin"})
     fs::create_directories(dir.path / sub);
   write_file(dir.path / "file" / "p.toml", tumbling_config("../in.csv", size, ooo, lateness));
-  write_file(dir.path / "stdin" / "p.toml", tumbling_config("-", size, ooo, lateness, "  format = \"csv\"\n"));
-  write_file(dir.path / "ndjson" / "p.toml",
-             tumbling_config("../in.ndjson", size, ooo, lateness));
+  write_file(dir.path / "stdin" / "p.toml",
+             tumbling_config("-", size, ooo, lateness, "  format = \"csv\"\n"));
+  write_file(dir.path / "ndjson" / "p.toml", tumbling_config("../in.ndjson", size, ooo, lateness));
   write_file(dir.path / "ndjson-stdin" / "p.toml",
              tumbling_config("-", size, ooo, lateness, "  format = \"ndjson\"\n"));
 
@@ -914,10 +837,9 @@ TEST_CASE("stdin and NDJSON sources give the same results as the csv file source
   SECTION("stdin (a pipe, with a pause in the middle of a line)") {
     // The input arrives in two parts, cut in the middle of a line, 200 ms apart.
     size_t cut = csv.size() / 2 + 3;
-    auto rs = sh("(head -c " + std::to_string(cut) + " " + q(dir.path / "in.csv")
-                 + "; sleep 0.2; tail -c +" + std::to_string(cut + 1) + " "
-                 + q(dir.path / "in.csv") + ") | timeout 60 " + weir_bin + " run "
-                 + q(dir.path / "stdin" / "p.toml"));
+    auto rs = sh("(head -c " + std::to_string(cut) + " " + q(dir.path / "in.csv") +
+                 "; sleep 0.2; tail -c +" + std::to_string(cut + 1) + " " + q(dir.path / "in.csv") +
+                 ") | timeout 60 " + weir_bin + " run " + q(dir.path / "stdin" / "p.toml"));
     INFO(rs.out);
     REQUIRE(rs.rc == 0);
     CHECK(summary_value(rs.out, "events read") == static_cast<long long>(evs.size()));
@@ -926,8 +848,7 @@ TEST_CASE("stdin and NDJSON sources give the same results as the csv file source
     CHECK(got.raw == got_file.raw);
     CHECK(dead_letters(dir.path / "stdin" / "store").size() == ref.late);
     // The committed offset of stdin is the number of bytes read.
-    CHECK(committed_offset(dir.path / "stdin" / "store")
-          == static_cast<long long>(csv.size()));
+    CHECK(committed_offset(dir.path / "stdin" / "store") == static_cast<long long>(csv.size()));
   }
   SECTION("ndjson file") {
     auto rn = weir_cmd("run " + q(dir.path / "ndjson" / "p.toml"));
@@ -940,8 +861,8 @@ TEST_CASE("stdin and NDJSON sources give the same results as the csv file source
     CHECK(dead_letters(dir.path / "ndjson" / "store").size() == ref.late);
   }
   SECTION("ndjson on stdin") {
-    auto rn = sh("cat " + q(dir.path / "in.ndjson") + " | timeout 60 " + weir_bin + " run "
-                 + q(dir.path / "ndjson-stdin" / "p.toml"));
+    auto rn = sh("cat " + q(dir.path / "in.ndjson") + " | timeout 60 " + weir_bin + " run " +
+                 q(dir.path / "ndjson-stdin" / "p.toml"));
     INFO(rn.out);
     REQUIRE(rn.rc == 0);
     auto got = query(dir.path / "ndjson-stdin" / "store", "p");
@@ -1032,8 +953,7 @@ TEST_CASE("late update - records within the update horizon re-commit their windo
   CHECK(dl[0][4] == too_old_line);
 }
 
-TEST_CASE("late update - in one run the final values include every late record",
-          "[e2e][update]") {
+TEST_CASE("late update - in one run the final values include every late record", "[e2e][update]") {
   temp_dir dir;
   const int64_t size = 60, ooo = 5, lateness = 10;
   auto evs = gen_events(313, 3000, base, 4, ooo, 0, 0, 0);
@@ -1097,7 +1017,8 @@ TEST_CASE("late update - a late record of a key without a result in its window i
   bool dead = false;
   for (auto& d : dead_letters(store))
     dead = dead || d[2] == std::to_string(offset);
-  INFO("the record " << csv_of({late}, false) << "is accepted (" << summary_value(r2.out, "accepted")
+  INFO("the record " << csv_of({late}, false) << "is accepted ("
+                     << summary_value(r2.out, "accepted")
                      << "), but shows in no result and no dead letter");
   CHECK((in_results || dead));
   if (in_results)
@@ -1106,8 +1027,7 @@ TEST_CASE("late update - a late record of a key without a result in its window i
 
 // Regression: the final watermark of a bounded run comes from the largest event time accepted,
 // so a run with nothing new must not move it (it once moved one window per run).
-TEST_CASE("bounded re-run - a run with nothing new does not move the watermark",
-          "[e2e][rerun]") {
+TEST_CASE("bounded re-run - a run with nothing new does not move the watermark", "[e2e][rerun]") {
   temp_dir dir;
   const fs::path input = dir.path / "in.csv";
   const fs::path store = dir.path / "store";
@@ -1135,8 +1055,7 @@ TEST_CASE("bounded re-run - a run with nothing new does not move the watermark",
 
 // Regression: every run's csv stream on stdin starts with its own header line, wherever its
 // offset in the source is (it was once recognised at offset 0 only).
-TEST_CASE("stdin - a second run reads a new csv stream with its header",
-          "[e2e][stdin]") {
+TEST_CASE("stdin - a second run reads a new csv stream with its header", "[e2e][stdin]") {
   temp_dir dir;
   const fs::path store = dir.path / "store";
   auto evs = gen_events(909, 400, base, 3, 0, 0, 0, 0);
@@ -1148,11 +1067,11 @@ TEST_CASE("stdin - a second run reads a new csv stream with its header",
   write_file(dir.path / "a.csv", csv_of(a));
   write_file(dir.path / "b.csv", csv_of(b));
   write_file(dir.path / "p.toml", tumbling_config("-", 60, 0, 0, "  format = \"csv\"\n"));
-  auto r1 = sh("cat " + q(dir.path / "a.csv") + " | timeout 60 " + weir_bin + " run "
-               + q(dir.path / "p.toml"));
+  auto r1 = sh("cat " + q(dir.path / "a.csv") + " | timeout 60 " + weir_bin + " run " +
+               q(dir.path / "p.toml"));
   REQUIRE(r1.rc == 0);
-  auto r2 = sh("cat " + q(dir.path / "b.csv") + " | timeout 60 " + weir_bin + " run "
-               + q(dir.path / "p.toml"));
+  auto r2 = sh("cat " + q(dir.path / "b.csv") + " | timeout 60 " + weir_bin + " run " +
+               q(dir.path / "p.toml"));
   INFO(r2.out);
   REQUIRE(r2.rc == 0);
   CHECK(summary_value(r2.out, "accepted") == static_cast<long long>(b.size()));
@@ -1192,8 +1111,12 @@ TEST_CASE("several pipelines - sliding windows with every aggregate and session 
     else if (r < 100)
       t -= static_cast<int64_t>(rng() % (ooo + 1));
     auto kr = rng() % 100;
-    std::string key = kr < 40 ? "k0" : kr < 65 ? "k1" : kr < 80 ? "k2" : kr < 90 ? "k3"
-                                                     : kr < 97 ? "k4" : "k5";
+    std::string key = kr < 40   ? "k0"
+                      : kr < 65 ? "k1"
+                      : kr < 80 ? "k2"
+                      : kr < 90 ? "k3"
+                      : kr < 97 ? "k4"
+                                : "k5";
     double v = std::stod(num2(0.5 + static_cast<double>(rng() % 100000) / 100.0));
     evs.push_back({t, key, v, colors[rng() % 5]});
     // Now and then a key "kz" with one event, and 25 events later one more, 15 s after the
@@ -1211,18 +1134,16 @@ TEST_CASE("several pipelines - sliding windows with every aggregate and session 
     << "[[pipeline]]\nname = \"slide\"\npartitions = 2\n\n"
     << source_block("in.csv") << fields_block
     << "  [pipeline.window]\n  kind = \"sliding\"\n  size = \"" << size << "s\"\n  slide = \""
-    << slide << "s\"\n  out_of_orderness = \"" << ooo << "s\"\n  allowed_lateness = \""
-    << lateness << "s\"\n\n"
-    << basic_aggs
-    << "  [[pipeline.aggregate]]\n  fn = \"quantile\"\n  field = \"v\"\n  q = 0.5\n"
+    << slide << "s\"\n  out_of_orderness = \"" << ooo << "s\"\n  allowed_lateness = \"" << lateness
+    << "s\"\n\n"
+    << basic_aggs << "  [[pipeline.aggregate]]\n  fn = \"quantile\"\n  field = \"v\"\n  q = 0.5\n"
     << "  name = \"median\"\n"
     << "  [[pipeline.aggregate]]\n  fn = \"quantile\"\n  field = \"v\"\n  q = 0.99\n"
     << "  name = \"p99\"\n\n"
     << "[[pipeline]]\nname = \"sess\"\npartitions = 3\n\n"
     << source_block("in.csv") << fields_block
     << "  [pipeline.window]\n  kind = \"session\"\n  gap = \"" << gap << "s\"\n"
-    << "  out_of_orderness = \"" << ooo << "s\"\n  allowed_lateness = \"" << lateness
-    << "s\"\n\n"
+    << "  out_of_orderness = \"" << ooo << "s\"\n  allowed_lateness = \"" << lateness << "s\"\n\n"
     << "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
     << "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"v\"\n  name = \"total\"\n";
   write_file(dir.path / "multi.toml", c.str());
@@ -1254,10 +1175,9 @@ TEST_CASE("several pipelines - sliding windows with every aggregate and session 
   sl_cols.push_back({"median", "quantile", 0.5});
   sl_cols.push_back({"p99", "quantile", 0.99});
   auto got_sl = query(dir.path / "store", "slide");
-  CHECK(got_sl.header
-        == std::vector<std::string>{"window_start", "window_end", "key", "count", "sum_v",
-                                    "min_v", "max_v", "avg_v", "distinct_color", "median",
-                                    "p99", "version"});
+  CHECK(got_sl.header == std::vector<std::string>{"window_start", "window_end", "key", "count",
+                                                  "sum_v", "min_v", "max_v", "avg_v",
+                                                  "distinct_color", "median", "p99", "version"});
   CHECK(compare(got_sl, sliding.all(), sl_cols) == "");
   auto want_sess = session.all();
   size_t multi_event_sessions = 0, single = 0;
@@ -1342,30 +1262,64 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
     r.country = countries[rng() % 3];
     r.status = "ok";
     switch (i % 50) {
-      case 3: r.amount = "-5.00"; break;                     // filtered: min
-      case 5: r.amount = "700.50"; break;                    // filtered: max
-      case 7: r.country = "xx"; break;                       // filtered: in
-      case 9: r.status = "failed"; break;                    // filtered: eq
-      case 11: r.amount = "399.00"; r.qty = "9"; break;      // filtered: derived total max
-      case 13: r.amount = "12.x5"; break;                    // bad number
-      case 15: r.qty = "2.5"; break;                         // bad integer (types)
-      case 17: r.ts = "notatime"; break;                     // bad time
-      case 19: r.status = ""; break;                         // missing required field
-      case 21: r.usr = ""; break;                            // missing key
-      case 23: r.id = ""; break;                             // missing event id
-      case 25: r.short_row = true; break;                    // wrong column count
-      case 27: r.country = "d\xC3("; break;                  // invalid UTF-8
-      case 29:                                               // line too long
-        r.country = std::string(i == 29 ? 5000 : 300, 'a');  // once longer than a batch
+      case 3:
+        r.amount = "-5.00";
+        break; // filtered: min
+      case 5:
+        r.amount = "700.50";
+        break; // filtered: max
+      case 7:
+        r.country = "xx";
+        break; // filtered: in
+      case 9:
+        r.status = "failed";
+        break; // filtered: eq
+      case 11:
+        r.amount = "399.00";
+        r.qty = "9";
+        break; // filtered: derived total max
+      case 13:
+        r.amount = "12.x5";
+        break; // bad number
+      case 15:
+        r.qty = "2.5";
+        break; // bad integer (types)
+      case 17:
+        r.ts = "notatime";
+        break; // bad time
+      case 19:
+        r.status = "";
+        break; // missing required field
+      case 21:
+        r.usr = "";
+        break; // missing key
+      case 23:
+        r.id = "";
+        break; // missing event id
+      case 25:
+        r.short_row = true;
+        break; // wrong column count
+      case 27:
+        r.country = "d\xC3(";
+        break;                                              // invalid UTF-8
+      case 29:                                              // line too long
+        r.country = std::string(i == 29 ? 5000 : 300, 'a'); // once longer than a batch
         break;
-      case 31: r.qty = ""; break;                            // derive: missing input
-      case 33: r.ts = std::to_string(clock - 200); break;    // late
-      case 35: r.amount = ""; break;                         // derive: missing input
-      default: break;
+      case 31:
+        r.qty = "";
+        break; // derive: missing input
+      case 33:
+        r.ts = std::to_string(clock - 200);
+        break; // late
+      case 35:
+        r.amount = "";
+        break; // derive: missing input
+      default:
+        break;
     }
     rows.push_back(r);
     if (i % 50 == 40) {
-      row repeat = rows[rows.size() - 1 - rng() % 20];     // a repeat of a recent row
+      row repeat = rows[rows.size() - 1 - rng() % 20]; // a repeat of a recent row
       rows.push_back(repeat);
     }
   }
@@ -1382,8 +1336,8 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
   std::vector<uint64_t> offsets;
   std::vector<std::string> lines;
   for (auto& r : rows) {
-    std::string l = r.id + "," + r.ts + "," + r.usr + "," + r.amount + "," + r.qty + ","
-                    + r.country + (r.short_row ? "" : "," + r.status);
+    std::string l = r.id + "," + r.ts + "," + r.usr + "," + r.amount + "," + r.qty + "," +
+                    r.country + (r.short_row ? "" : "," + r.status);
     offsets.push_back(text.size());
     lines.push_back(l);
     text += l + "\n";
@@ -1417,10 +1371,10 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
 
   // The reference, from the text of each line, in the documented order of the checks.
   reference win({'t', size, size, 0, ooo, 0});
-  std::map<uint64_t, std::string> want_dl;   // offset -> reason class
-  std::map<wkey, acc> totals;                // per window: count, sum(total)
-  std::map<wkey, acc> amounts;               // per window: sum(amount), max(qty) via vals
-  std::map<wkey, double> max_qty;            // per window: max(qty)
+  std::map<uint64_t, std::string> want_dl; // offset -> reason class
+  std::map<wkey, acc> totals;              // per window: count, sum(total)
+  std::map<wkey, acc> amounts;             // per window: sum(amount), max(qty) via vals
+  std::map<wkey, double> max_qty;          // per window: max(qty)
   std::set<std::string> accepted_ids;
   size_t filtered = 0, duplicates = 0;
   auto classify = [&](size_t i) {
@@ -1439,8 +1393,8 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
       dead("wrong column count");
       return;
     }
-    const auto &id = f[0], &ts = f[1], &usr = f[2], &amount = f[3], &qty = f[4],
-               &country = f[5], &status = f[6];
+    const auto &id = f[0], &ts = f[1], &usr = f[2], &amount = f[3], &qty = f[4], &country = f[5],
+               &status = f[6];
     if (status.empty()) {
       dead("missing field");
       return;
@@ -1467,8 +1421,8 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
       return;
     }
     double total = a * qn + 1;
-    if (a < 0 || a > 500 || (country != "de" && country != "fr" && country != "us")
-        || status != "ok" || total > 3000) {
+    if (a < 0 || a > 500 || (country != "de" && country != "fr" && country != "us") ||
+        status != "ok" || total > 3000) {
       ++filtered;
       return;
     }
@@ -1505,17 +1459,17 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
   CHECK(summary_value(r.out, "filtered") == static_cast<long long>(filtered));
   CHECK(summary_value(r.out, "duplicates") == static_cast<long long>(duplicates));
   CHECK(summary_value(r.out, "late (dead letter)") == static_cast<long long>(win.late));
-  CHECK(summary_value(r.out, "rejected")
-        == static_cast<long long>(want_dl.size() - duplicates - win.late));
+  CHECK(summary_value(r.out, "rejected") ==
+        static_cast<long long>(want_dl.size() - duplicates - win.late));
 
   // Results: count and sum(total) per window and user; sum(amount); max(qty); distinct.
   auto got = query(dir.path / "store", "pp");
-  CHECK(got.header
-        == std::vector<std::string>{"window_start", "window_end", "key", "count", "sum_total",
-                                    "sum_amount", "max_qty", "distinct_country", "version"});
-  CHECK(compare(got, totals, {{"count", "count"}, {"sum_total", "sum"},
-                              {"distinct_country", "distinct"}})
-        == "");
+  CHECK(got.header == std::vector<std::string>{"window_start", "window_end", "key", "count",
+                                               "sum_total", "sum_amount", "max_qty",
+                                               "distinct_country", "version"});
+  CHECK(compare(got, totals,
+                {{"count", "count"}, {"sum_total", "sum"}, {"distinct_country", "distinct"}}) ==
+        "");
   CHECK(compare(got, amounts, {{"sum_amount", "sum"}}) == "");
   std::string qty_diff;
   for (auto& [k, m] : max_qty) {
@@ -1571,8 +1525,8 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
   }
   const int64_t next_window = (floor_div(win.max_t, size) + 1) * size;
   for (int i = 0; i < 30; ++i) {
-    std::string l = "n" + std::to_string(i) + "," + std::to_string(next_window + i * 5) + ",u"
-                    + std::to_string(i % 3) + ",10.00,2,fr,ok";
+    std::string l = "n" + std::to_string(i) + "," + std::to_string(next_window + i * 5) + ",u" +
+                    std::to_string(i % 3) + ",10.00,2,fr,ok";
     offsets.push_back(text.size() + more.size());
     lines.push_back(l);
     more += l + "\n";
@@ -1589,9 +1543,9 @@ TEST_CASE("preprocess - filters, rename, derive, required, types, dedupe and dea
   CHECK(summary_value(r2.out, "duplicates") == 20);
   CHECK(summary_value(r2.out, "accepted") == 30);
   auto got2 = query(dir.path / "store", "pp");
-  CHECK(compare(got2, totals, {{"count", "count"}, {"sum_total", "sum"},
-                               {"distinct_country", "distinct"}})
-        == "");
+  CHECK(compare(got2, totals,
+                {{"count", "count"}, {"sum_total", "sum"}, {"distinct_country", "distinct"}}) ==
+        "");
   std::map<uint64_t, std::string> got_dl2;
   for (auto& d : dead_letters(dir.path / "store"))
     got_dl2[std::stoull(d[2])] = reason_class(d[3]);
@@ -1644,35 +1598,31 @@ TEST_CASE("multi-field keys and the query filters --key, --from, --to, --format 
   auto subset = [&](const std::string& key, int64_t from, int64_t to) {
     std::map<wkey, acc> out;
     for (auto& [k, a] : all)
-      if ((key.empty() || std::get<2>(k) == key) && std::get<0>(k) >= from
-          && std::get<1>(k) <= to)
+      if ((key.empty() || std::get<2>(k) == key) && std::get<0>(k) >= from && std::get<1>(k) <= to)
         out[k] = a;
     return out;
   };
   CHECK(compare(query(store, "shops", "--key 'eu|s2'"), subset("eu|s2", INT64_MIN, INT64_MAX),
-                cols)
-        == "");
+                cols) == "");
   // --from is inclusive of window starts, --to of window ends; ISO-8601 or epoch seconds.
   const int64_t from = base + 900, to = base + 2400;
   CHECK(compare(query(store, "shops", "--from " + iso(from) + " --to " + std::to_string(to)),
-                subset("", from, to), cols)
-        == "");
+                subset("", from, to), cols) == "");
   CHECK(compare(query(store, "shops", "--from " + std::to_string(from + 1)),
-                subset("", from + 1, INT64_MAX), cols)
-        == "");
+                subset("", from + 1, INT64_MAX), cols) == "");
   CHECK(compare(query(store, "shops", "--key 'us|s3' --to " + iso(to - 1)),
-                subset("us|s3", INT64_MIN, to - 1), cols)
-        == "");
+                subset("us|s3", INT64_MIN, to - 1), cols) == "");
   CHECK(compare(query(store, "shops", "--key 'eu|s,4'"), subset("eu|s,4", INT64_MIN, INT64_MAX),
-                cols)
-        == "");
+                cols) == "");
   auto none = query(store, "shops", "--key 'zz|s1'");
   CHECK(none.rc == 0);
   CHECK(none.row_count == 0);
 
   // JSON: one object per window.
-  auto j = weir_cmd("query --store " + q(store) + " --pipeline shops --format json --key 'us|s1' "
-                "--from " + iso(from));
+  auto j = weir_cmd("query --store " + q(store) +
+                    " --pipeline shops --format json --key 'us|s1' "
+                    "--from " +
+                    iso(from));
   REQUIRE(j.rc == 0);
   auto want = subset("us|s1", from, INT64_MAX);
   REQUIRE(!want.empty());
@@ -1705,8 +1655,9 @@ TEST_CASE("multi-field keys and the query filters --key, --from, --to, --format 
   as_table.rows = objs;
   as_table.row_count = nobj;
   CHECK(compare(as_table, want, cols) == "");
-  auto empty_json = weir_cmd("query --store " + q(store) + " --pipeline shops --format json "
-                         "--key 'zz|s1'");
+  auto empty_json = weir_cmd("query --store " + q(store) +
+                             " --pipeline shops --format json "
+                             "--key 'zz|s1'");
   CHECK(empty_json.rc == 0);
   CHECK(empty_json.out.find('{') == std::string::npos);
 }
@@ -1741,8 +1692,7 @@ void set_format_version(const fs::path& env_path, uint32_t version) {
 
 } // namespace
 
-TEST_CASE("a store of an unknown format version is refused with exit code 4",
-          "[e2e][store]") {
+TEST_CASE("a store of an unknown format version is refused with exit code 4", "[e2e][store]") {
   temp_dir dir;
   auto evs = gen_events(808, 200, base, 3, 0, 0, 0, 0);
   write_file(dir.path / "in.csv", csv_of(evs));
@@ -1758,10 +1708,9 @@ TEST_CASE("a store of an unknown format version is refused with exit code 4",
     auto wh = env_dir(store / "warehouse");
     REQUIRE(!wh.empty());
     set_format_version(wh, 999);
-    for (std::string cmd : {"query --store " + q(store) + " --pipeline p",
-                            "inspect --store " + q(store),
-                            "dead-letters --store " + q(store),
-                            "run " + q(dir.path / "p.toml")}) {
+    for (std::string cmd :
+         {"query --store " + q(store) + " --pipeline p", "inspect --store " + q(store),
+          "dead-letters --store " + q(store), "run " + q(dir.path / "p.toml")}) {
       auto x = weir_cmd(cmd);
       INFO(cmd << "\n" << x.out);
       CHECK(x.rc == 4);
@@ -1810,16 +1759,16 @@ TEST_CASE("exit codes - bad config 2 with file, line and key, missing input 3, u
   struct bad_case {
     const char* what;
     std::string text;
-    std::string needle;   // the offending line
-    std::string key;      // the key the message names
+    std::string needle; // the offending line
+    std::string key;    // the key the message names
   };
   std::vector<bad_case> cases;
   {
     auto t = good;
     auto p = t.find("  out_of_orderness");
     t.insert(p, "  slide = \"5s\"\n");
-    cases.push_back({"slide on a tumbling window", t, "slide = \"5s\"",
-                     "pipeline[0].window.slide"});
+    cases.push_back(
+      {"slide on a tumbling window", t, "slide = \"5s\"", "pipeline[0].window.slide"});
   }
   {
     auto t = good;
@@ -1871,8 +1820,7 @@ TEST_CASE("exit codes - bad config 2 with file, line and key, missing input 3, u
   CHECK(nc.rc == 3);
   CHECK(nc.out.find("no-such-config.toml") != std::string::npos);
   // A follow source that does not exist is a missing input too, not a wait forever.
-  write_file(dir.path / "f.toml",
-             tumbling_config("missing.csv", 60, 0, 0, "  follow = true\n"));
+  write_file(dir.path / "f.toml", tumbling_config("missing.csv", 60, 0, 0, "  follow = true\n"));
   auto f = weir_cmd("run " + q(dir.path / "f.toml"));
   CHECK(f.rc == 3);
 

@@ -50,10 +50,8 @@ std::string did_you_mean(const std::string& name, const std::vector<std::string>
   for (const auto& c : candidates)
     if (lower(c) == lower(name))
       return c;
-  if (name.size() < 4)
-    return {};
   std::string best;
-  size_t best_d = 3;
+  size_t best_d = name.size() < 4 ? 2 : 3; // one slip in a short name, two in a longer one
   for (const auto& c : candidates) {
     auto d = distance(name, c);
     if (d < best_d) {
@@ -123,7 +121,8 @@ void reject_guard::start(uint64_t read, uint64_t rejected) {
   rejected0_ = rejected;
 }
 
-caf::error reject_guard::check(uint64_t read, uint64_t rejected, bool at_end) const {
+caf::error reject_guard::check(uint64_t read, uint64_t rejected, bool at_end,
+                               const std::string& example) const {
   uint64_t n = read > read0_ ? read - read0_ : 0;
   uint64_t r = rejected > rejected0_ ? rejected - rejected0_ : 0;
   if (n == 0 || (!at_end && n < reject_sample))
@@ -131,15 +130,22 @@ caf::error reject_guard::check(uint64_t read, uint64_t rejected, bool at_end) co
   if (static_cast<double>(r) <= max_ratio_ * static_cast<double>(n))
     return caf::none;
   auto pct = static_cast<int>(100.0 * static_cast<double>(r) / static_cast<double>(n));
-  return make_error(
-    errc::too_many_rejects,
-    "pipeline " + pipeline_ + ": " + std::to_string(r) + " of the " + std::to_string(n) +
-      " records read were rejected (" + std::to_string(pct) +
-      "%), more than max_reject_ratio = " + std::to_string(max_ratio_).substr(0, 4) +
-      " allows: the config probably does not fit the input. The epoch in flight "
-      "was not committed. See the reasons with `weir dead-letters` or try a "
-      "fix with `weir run --dry-run`; set preprocess.max_reject_ratio = 1 to "
-      "accept such a run.");
+  auto ratio = std::to_string(max_ratio_);
+  while (ratio.size() > 3 && ratio.back() == '0')
+    ratio.pop_back();
+  std::string text = "pipeline " + pipeline_ + ": " + std::to_string(r) + " of the " +
+                     std::to_string(n) + " records read were rejected (" + std::to_string(pct) +
+                     "%), more than preprocess.max_reject_ratio = " + ratio + " allows";
+  if (!example.empty())
+    text += "; for example: " + example;
+  if (at_end)
+    text += ". They are committed as dead letters (see `weir dead-letters`).";
+  else
+    text += ". The config probably does not fit the input: the run stopped before committing "
+            "them, so a run with a corrected config processes them (try one with "
+            "`weir run --dry-run`).";
+  return make_error(errc::too_many_rejects,
+                    text + " Set preprocess.max_reject_ratio = 1 to accept such runs.");
 }
 
 } // namespace weir

@@ -15,7 +15,7 @@
 namespace weir {
 
 /// The closest of `candidates` to `name`: one equal but for case, else one within an edit
-/// distance of 2 (for names of 4 or more characters); empty when none is close.
+/// distance of 2 (1 for names shorter than 4 characters); empty when none is close.
 std::string did_you_mean(const std::string& name, const std::vector<std::string>& candidates);
 
 /// Checks that every field of `inputs` is one of `columns`. The errc::bad_config error names
@@ -44,8 +44,9 @@ public:
 
   /// errc::too_many_rejects when more than max_ratio of the records read since start were
   /// rejected: while running (`at_end` false) only once reject_sample records were read, at the
-  /// end of the input for any number.
-  caf::error check(uint64_t read, uint64_t rejected, bool at_end) const;
+  /// end of a run for any number. `example` (a dead letter's reason) goes into the message.
+  caf::error check(uint64_t read, uint64_t rejected, bool at_end,
+                   const std::string& example = {}) const;
 
 private:
   std::string pipeline_;
