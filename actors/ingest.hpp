@@ -35,6 +35,17 @@ struct ingest_state {
     bool stdin_header = false; ///< csv on stdin: each stream's first line is a header
     bool header_known = false; ///< stdin_header: the header line has been read
     std::string buf;           ///< reused read buffer
+    uint32_t long_id = 0;      ///< lake id of this source's long-line markers (see ingest.cpp)
+    /// A line longer than max_line_bytes being streamed past: only its head is kept.
+    struct long_line {
+      bool active = false;
+      uint64_t start = 0;   ///< its offset
+      uint64_t scanned = 0; ///< bytes of it seen so far (no line end among them)
+      char last = 0;        ///< its last byte before the line end, as far as seen
+      bool ended = false;   ///< its line end was found
+      std::string head;     ///< its first bytes, what its dead letter keeps
+    } skip;
+    std::string scratch; ///< reused buffer for streaming past a long line
   };
   uint32_t pipeline = 0;
   std::vector<source_run> sources;

@@ -143,6 +143,13 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           data.remove_prefix(n);
           offset += n;
         }
+        if (auto span = c.getLongSpan(); span > 0) {
+          // One over-long line that ingest streamed past: a dead letter, nothing to process.
+          st.pre->reject_long_line(source, offset, span, c.getLongLength(), data);
+          quit =
+            !ship(self, seq, {st.pipeline, source, offset, offset + span, false}, layout, sent);
+          return;
+        }
         const record_span whole{st.pipeline, source, offset, offset + data.size(), false};
         if (!st.quarantined.touches(source, whole.begin, whole.end)) {
           try {
