@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <capnp/message.h>
@@ -27,6 +28,9 @@ int64_t wall_us() {
            std::chrono::system_clock::now().time_since_epoch())
     .count();
 }
+
+/// How often a followed glob is expanded again for new files.
+constexpr int64_t poll_interval_us = 1000000;
 
 /// Bytes of an over-long line kept for its dead letter (and landed in the lake).
 constexpr size_t long_line_head = 1024;
@@ -254,6 +258,95 @@ caf::error init_long_lines(source_run& s, lake& lk) {
   });
 }
 
+/// Opens the input of s (stdin, its file, or nothing for a drained generation whose file is
+/// gone) and finds its long-line markers.
+caf::error open_source(source_run& s, lake& lk) {
+  s.pos = s.in.committed;
+  if (s.in.path == "-") {
+    s.fd = STDIN_FILENO;
+    // Every run's csv stream starts with its header line; it is learnt before anything of
+    // this source is sent (it also marks stream starts in chunks replayed from the lake).
+    s.stdin_header = s.in.cfg.format == source_format::csv && s.in.cfg.header;
+  } else if (!s.in.path.empty()) {
+    s.fd = ::open(s.in.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (s.fd < 0)
+      return make_error(errc::bad_input, "cannot open " + s.in.path + ": " + std::strerror(errno));
+    if (s.in.cfg.format == source_format::csv && s.in.cfg.header)
+      s.header = read_header(s.fd, s.in.cfg.max_line_bytes);
+  }
+  return init_long_lines(s, lk);
+}
+
+/// What became of a followed file with nothing new to read.
+enum class file_change { none, replaced, truncated };
+
+/// Looks whether the file at the path of s is still the one s reads: another inode there
+/// (renamed away, a new one created: logrotate's default), or the same one shorter than what
+/// was read or with other first bytes (copytruncate: truncated and written again). While the
+/// file is shorter than a whole fingerprint, the fingerprint grows with it.
+file_change check_file(source_run& s, lake& lk) {
+  struct stat at {};
+  if (s.fd < 0 || s.in.path == "-" || ::stat(s.in.path.c_str(), &at) != 0)
+    return file_change::none; // gone: wait for a new file at the path
+  auto& id = s.in.identity;
+  if (static_cast<uint64_t>(at.st_dev) != id.dev || static_cast<uint64_t>(at.st_ino) != id.ino)
+    return file_change::replaced;
+  if (static_cast<uint64_t>(at.st_size) < s.pos)
+    return file_change::truncated;
+  if (!same_file(id, s.fd))
+    return file_change::truncated;
+  if (id.fp_len<fingerprint_bytes&& static_cast<uint64_t>(at.st_size)> id.fp_len) {
+    if (auto fresh = identify(s.fd); fresh && fresh->ino == id.ino) {
+      id = *fresh;
+      if (auto err = save_generation(lk, s.in.files_id, s.in.generation, id))
+        spdlog::warn("source {}: cannot save its identity: {}", s.in.path, render(err));
+    }
+  }
+  return file_change::none;
+}
+
+/// Whether the file at `path` is read by a source already (by its path, or its inode: a file
+/// renamed by a rotation may match the glob too).
+bool known_file(const ingest_state& st, const std::string& path) {
+  struct stat at {};
+  bool have_stat = ::stat(path.c_str(), &at) == 0;
+  for (auto& s : st.sources) {
+    if (s.in.path == path)
+      return true;
+    if (have_stat && s.in.identity.ino == static_cast<uint64_t>(at.st_ino) &&
+        s.in.identity.dev == static_cast<uint64_t>(at.st_dev))
+      return true;
+  }
+  return false;
+}
+
+/// Adds the files that newly match a followed glob, each a source read from its start.
+caf::error add_new_matches(ingest_state& st, lake& lk) {
+  auto& cat = st.catalog;
+  for (size_t si = 0; si < cat.sources.size(); ++si) {
+    const auto& cfg = cat.sources[si];
+    if (!cfg.follow || cfg.path.find_first_of("*?[") == std::string::npos)
+      continue;
+    for (auto& path : glob_paths(cfg.path)) {
+      if (known_file(st, path))
+        continue;
+      auto inputs =
+        resolve_source(lk, cat.committed, cat.pipeline, cfg, static_cast<uint32_t>(si), path);
+      if (!inputs)
+        return inputs.error();
+      spdlog::info("source {}: new file {} matches {}", cfg.name, path, cfg.path);
+      for (auto& in : *inputs) {
+        source_run s;
+        s.in = std::move(in);
+        if (auto err = open_source(s, lk))
+          return err;
+        st.sources.push_back(std::move(s));
+      }
+    }
+  }
+  return caf::none;
+}
+
 } // namespace
 
 ingest_state::~ingest_state() {
@@ -263,37 +356,24 @@ ingest_state::~ingest_state() {
 }
 
 ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
-                                   uint32_t pipeline, std::vector<source_input> inputs,
-                                   runtime_config rt, std::shared_ptr<lake> lk,
-                                   preprocess_actor next, coordinator_actor coordinator) {
+                                   uint32_t pipeline, pipeline_sources inputs, runtime_config rt,
+                                   std::shared_ptr<lake> lk, preprocess_actor next,
+                                   coordinator_actor coordinator) {
   auto& st = self->state;
   st.pipeline = pipeline;
-  for (auto& in : inputs) {
+  for (auto& in : inputs.inputs) {
     source_run s;
     s.in = std::move(in);
-    s.pos = s.in.committed;
     st.follow = st.follow || s.in.cfg.follow;
-    if (s.in.path == "-") {
-      s.fd = STDIN_FILENO;
-      // Every run's csv stream starts with its header line; it is learnt before anything of
-      // this source is sent (it also marks stream starts in chunks replayed from the lake).
-      s.stdin_header = s.in.cfg.format == source_format::csv && s.in.cfg.header;
-    } else {
-      s.fd = ::open(s.in.path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (s.fd < 0) {
-        self->quit(
-          make_error(errc::bad_input, "cannot open " + s.in.path + ": " + std::strerror(errno)));
-        return ingest_actor::behavior_type::make_empty_behavior();
-      }
-      if (s.in.cfg.format == source_format::csv && s.in.cfg.header)
-        s.header = read_header(s.fd, s.in.cfg.max_line_bytes);
-    }
-    if (auto err = init_long_lines(s, *lk)) {
+    if (auto err = open_source(s, *lk)) {
       self->quit(err);
       return ingest_actor::behavior_type::make_empty_behavior();
     }
     st.sources.push_back(std::move(s));
   }
+  inputs.inputs.clear();
+  st.catalog = std::move(inputs);
+  st.globbed_us = wall_us();
   // Sends one chunk [offset, offset + data.size()) of source s on to preprocess.
   // A long line (long.span > 0) goes as its head with its span and length.
   auto send_chunk = [self, next, coordinator, rt](source_run& s, uint64_t offset,
@@ -320,6 +400,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     }
     c.setHeaderLen(lm.span > 0 ? 0 : header_len);
     c.setLongSpan(lm.span);
+    c.setConfigIndex(s.in.config_index + 1);
     c.setLongLength(lm.length);
     if (fault::hit("send.chunk")) { // fault injection: this actor fails, reads nothing more
       st.stopping = true;
@@ -367,9 +448,52 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     k = {};
     return true;
   };
+  // Source i's file was replaced or truncated: it is finished after what it still has (a
+  // replaced file is read on to its end through the open descriptor), and the file now at
+  // the path starts as its next generation. Returns whether a chunk can follow now.
+  auto rotate = [self, lk](size_t i, file_change change) -> bool {
+    auto& st = self->state;
+    auto& old = st.sources[i];
+    auto& in = old.in;
+    in.cfg.follow = false; // drain: read to the end, then done
+    if (change == file_change::truncated) {
+      old.exhausted = true;
+      spdlog::warn("source {}: the file was truncated (read up to offset {} of {}); it is read "
+                   "from its start as generation {}",
+                   in.path, old.pos, in.key, in.generation + 1);
+      in.identity.finished = true;
+      if (auto err = save_generation(*lk, in.files_id, in.generation, in.identity)) {
+        self->quit(err);
+        return false;
+      }
+    } else {
+      spdlog::warn("source {}: the file was replaced (rotated); {} is read to its end, the new "
+                   "file is generation {}",
+                   in.path, in.key, in.generation + 1);
+    }
+    int fd = ::open(in.path.c_str(), O_RDONLY | O_CLOEXEC);
+    caf::expected<source_input> fresh{make_error(errc::bad_input, "cannot open " + in.path)};
+    if (fd >= 0) {
+      fresh = next_generation(*lk, in, fd);
+      ::close(fd);
+    }
+    if (!fresh) {
+      self->quit(fresh.error());
+      return false;
+    }
+    source_run n;
+    n.in = std::move(*fresh);
+    n.in.cfg.follow = true;
+    if (auto err = open_source(n, *lk)) {
+      self->quit(err);
+      return false;
+    }
+    st.sources.push_back(std::move(n));
+    return true;
+  };
   // Produces the next chunk of the current source: from the lake while replaying, else from the
   // input (landing it first). Returns false when nothing is available now.
-  auto next_chunk = [self, lk, rt, send_chunk, land_long_line]() -> bool {
+  auto next_chunk = [self, lk, rt, send_chunk, land_long_line, rotate]() -> bool {
     auto& st = self->state;
     while (st.current < st.sources.size()) {
       auto& s = st.sources[st.current];
@@ -416,6 +540,13 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       bool at_end = false;
       const bool bounded = !s.in.cfg.follow;
       size_t len = 0;
+      if (s.idle && !bounded && !s.skip.active && s.in.path != "-") {
+        // New bytes after a pause may belong to another file: look before reading them.
+        auto change = check_file(s, *lk);
+        if (change != file_change::none)
+          return rotate(st.current, change);
+      }
+      s.idle = false;
       if (!s.skip.active) {
         if (s.in.path != "-")
           s.buf.clear(); // stdin keeps a partial line from its last read in buf
@@ -444,6 +575,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
         ++st.current;
         continue;
       }
+      s.idle = !bounded && at_end;
       // Follow mode: nothing new yet. Look at the other sources before waiting.
       bool any_other = false;
       for (size_t i = 0; i < st.sources.size(); ++i)
@@ -481,8 +613,16 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
   };
   self->send(self, read_atom::value);
   return {
-    [self, pump](read_atom) {
-      self->state.timer_pending = false;
+    [self, pump, lk](read_atom) {
+      auto& st = self->state;
+      st.timer_pending = false;
+      if (st.follow && !st.stopping && wall_us() - st.globbed_us >= poll_interval_us) {
+        st.globbed_us = wall_us();
+        if (auto err = add_new_matches(st, *lk)) {
+          self->quit(err);
+          return;
+        }
+      }
       pump();
     },
     [self, pump](ack_atom, uint64_t) {

@@ -9,19 +9,10 @@
 
 #include "actors/actors.hpp"
 #include "actors/core/types.hpp"
+#include "actors/sources.hpp"
 #include "store/lake.hpp"
 
 namespace weir {
-
-/// One input of a pipeline: a file (or stdin) with its lake source id and resume point.
-struct source_input {
-  uint32_t id = 0;
-  std::string key;  ///< "pipeline/source:/absolute/path": names it in the lake
-  std::string path; ///< "-" for stdin
-  source_config cfg;
-  uint64_t committed = 0; ///< offset of the last committed epoch
-  uint64_t lake_end = 0;  ///< end of what the lake holds (>= committed)
-};
 
 struct ingest_state {
   static inline const char* name = "ingest";
@@ -46,9 +37,12 @@ struct ingest_state {
       std::string head;     ///< its first bytes, what its dead letter keeps
     } skip;
     std::string scratch; ///< reused buffer for streaming past a long line
+    bool idle = false;   ///< follow mode: the last read found nothing new
   };
   uint32_t pipeline = 0;
   std::vector<source_run> sources;
+  pipeline_sources catalog; ///< the configured sources, to add files that newly match a glob
+  int64_t globbed_us = 0;   ///< when the followed globs were last expanded
   size_t current = 0;
   size_t inflight = 0;
   uint64_t seq = 0;
@@ -66,8 +60,8 @@ struct ingest_state {
 /// Ingest of pipeline `pipeline`: replays what the lake holds beyond the committed offsets,
 /// then reads the sources in order, landing every chunk in the lake before sending it on.
 ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
-                                   uint32_t pipeline, std::vector<source_input> inputs,
-                                   runtime_config rt, std::shared_ptr<lake> lk,
-                                   preprocess_actor next, coordinator_actor coordinator);
+                                   uint32_t pipeline, pipeline_sources inputs, runtime_config rt,
+                                   std::shared_ptr<lake> lk, preprocess_actor next,
+                                   coordinator_actor coordinator);
 
 } // namespace weir

@@ -106,8 +106,10 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       self->quit(err);
     }
   }
-  for (auto [source, index] : restore.bindings)
+  for (auto [source, index] : restore.bindings) {
     st.pre->bind_source(source, index);
+    st.bound.insert(source);
+  }
   if (!restore.dedupe.empty())
     st.pre->restore(st.pre->watermark(), restore.dedupe);
   for (size_t p = 0; p < n; ++p) {
@@ -131,6 +133,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           auto h = c.getHeader();
           st.pre->set_header(source, std::string_view{h.cStr(), h.size()});
         }
+        if (auto ci = c.getConfigIndex(); ci > 0 && st.bound.insert(source).second)
+          st.pre->bind_source(source, ci - 1); // a source that appeared while running
         auto data = as_view(c.getData());
         auto offset = c.getOffset();
         if (auto n = c.getHeaderLen(); n > 0 && n <= data.size()) {

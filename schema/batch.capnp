@@ -17,6 +17,9 @@ struct RawChunk {
                             # covers this many bytes of the source (line end included); data
                             # holds only its first bytes
   longLength @6 :UInt64;    # that line's length without its line end
+  configIndex @7 :UInt32;   # 1 + index of the configured source this source reads (0: unknown);
+                            # binds a source id that appeared while running (a new generation
+                            # of a rotated file, a file newly matching a glob)
 }
 
 # Accepted events of one key partition, in source order: preprocess -> window-aggregator.
