@@ -273,6 +273,13 @@ caf::error open_source(source_run& s, lake& lk) {
       return make_error(errc::bad_input, "cannot open " + s.in.path + ": " + std::strerror(errno));
     if (s.in.cfg.format == source_format::csv && s.in.cfg.header)
       s.header = read_header(s.fd, s.in.cfg.max_line_bytes);
+  } else if (!s.in.header_from.empty() && s.in.cfg.format == source_format::csv &&
+             s.in.cfg.header) {
+    int fd = ::open(s.in.header_from.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      s.header = read_header(fd, s.in.cfg.max_line_bytes);
+      ::close(fd);
+    }
   }
   return init_long_lines(s, lk);
 }
@@ -328,12 +335,16 @@ caf::error add_new_matches(ingest_state& st, lake& lk) {
     if (!cfg.follow || cfg.path.find_first_of("*?[") == std::string::npos)
       continue;
     for (auto& path : glob_paths(cfg.path)) {
-      if (known_file(st, path))
+      if (st.not_sources.count(path) || known_file(st, path))
         continue;
       auto inputs =
         resolve_source(lk, cat.committed, cat.pipeline, cfg, static_cast<uint32_t>(si), path);
       if (!inputs)
         return inputs.error();
+      if (inputs->empty()) {
+        st.not_sources.insert(path); // a rotated file of another path
+        continue;
+      }
       spdlog::info("source {}: new file {} matches {}", cfg.name, path, cfg.path);
       for (auto& in : *inputs) {
         source_run s;

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,7 @@ struct ingest_state {
   std::vector<source_run> sources;
   pipeline_sources catalog; ///< the configured sources, to add files that newly match a glob
   int64_t globbed_us = 0;   ///< when the followed globs were last expanded
+  std::set<std::string> not_sources; ///< glob matches that are rotated files of other paths
   size_t current = 0;
   size_t inflight = 0;
   uint64_t seq = 0;

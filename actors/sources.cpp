@@ -151,10 +151,35 @@ caf::expected<std::optional<source_input>> drain_input(lake& lk, const offset_li
     }
     return std::optional<source_input>{};
   }
-  if (!in.path.empty())
+  if (in.path.empty())
+    in.header_from = proto.path; // its csv header: the file now at the path has the same one
+  else
     spdlog::warn("source {}: reading the rest of generation {} from {} (from offset {})",
                  proto.path, g, in.path, in.committed);
   return std::optional<source_input>{std::move(in)};
+}
+
+/// Whether the file open as `fd` is (or was) a generation of another path of the same
+/// configured source: a file renamed by a rotation that its glob matches too, which is read
+/// under its old path's key (drained) and must not be read again under its own.
+caf::expected<bool> rotated_here(lake& lk, const std::string& prefix, const std::string& own,
+                                 int fd) {
+  auto keys = lk.sources();
+  if (!keys)
+    return keys.error();
+  static const std::string suffix = "#files";
+  for (auto& [id, key] : *keys) {
+    if (key == own || key.size() <= suffix.size() || key.compare(0, prefix.size(), prefix) != 0 ||
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    auto gens = load_generations(lk, id);
+    if (!gens)
+      return gens.error();
+    for (auto& [g, known] : *gens)
+      if (same_file(known, fd))
+        return true;
+  }
+  return false;
 }
 
 } // namespace
@@ -184,8 +209,10 @@ caf::expected<file_identity> identify(int fd) {
   id.ino = static_cast<uint64_t>(st.st_ino);
   id.fp_len =
     static_cast<uint32_t>(std::min<uint64_t>(static_cast<uint64_t>(st.st_size), fingerprint_bytes));
-  if (!fingerprint(fd, id.fp_len, id.fp))
-    id.fp_len = 0, id.fp = XXH3_64bits(nullptr, 0);
+  if (!fingerprint(fd, id.fp_len, id.fp)) { // shrunk meanwhile: an empty fingerprint
+    id.fp_len = 0;
+    id.fp = XXH3_64bits(nullptr, 0);
+  }
   return id;
 }
 
@@ -268,6 +295,17 @@ caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_l
   if (!current) {
     ::close(fd);
     return current.error();
+  }
+  if (src.path.find_first_of("*?[") != std::string::npos && current->fp_len > 0) {
+    auto rotated = rotated_here(lk, pipeline + "/" + src.name + ":", in.base_key + "#files", fd);
+    if (!rotated || *rotated) {
+      ::close(fd);
+      if (!rotated)
+        return rotated.error();
+      spdlog::debug("source {}: {} is a rotated file of another path; not read again", src.name,
+                    path);
+      return out;
+    }
   }
   // The last generation goes on when the file is still the same (not truncated) ...
   uint32_t last = gens->empty() ? 0 : gens->rbegin()->first;

@@ -50,7 +50,8 @@ struct source_input {
   uint32_t generation = 0;
   uint32_t files_id = 0; ///< lake id of base_key + "#files", the generation records
   file_identity identity;
-  bool drain = false; ///< an earlier generation: read to its end, never followed
+  bool drain = false;      ///< an earlier generation: read to its end, never followed
+  std::string header_from; ///< no file (path empty): where to read the csv header line
 };
 
 /// Committed offsets: lake source id -> offset.

@@ -180,3 +180,25 @@ TEST_CASE("rotation - kill -9 after a rotation, before any commit: replayed once
   append_file(in, lines(300, 400) + flush_line());
   run.finish(reference_windows(range(0, 400)));
 }
+
+TEST_CASE("rotation - a glob that matches the renamed file too reads it once", "[e2e][rotation]") {
+  temp_dir dir;
+  fs::create_directories(dir.path / "logs");
+  const auto in = dir.path / "logs" / "app.log";
+  write_file(dir.path / "p.toml", counting_config("logs/app.log*", "  follow = true\n"));
+  write_file(in, lines(0, 200, true));
+  {
+    follower run(dir.path, "run1.log");
+    REQUIRE(await_windows(dir.path / "store", reference_windows(range(0, 190))) == "");
+    append_file(in, lines(200, 250));
+    fs::rename(in, dir.path / "logs" / "app.log.1");
+    write_file(in, lines(250, 400, true));
+    sleep_ms(1500); // the glob is expanded again meanwhile
+    append_file(in, lines(400, 500) + flush_line());
+    run.finish(reference_windows(range(0, 500)));
+  }
+  // A new run: app.log.1 matches the glob at the start, and is not read again either.
+  follower run(dir.path, "run2.log");
+  sleep_ms(1500);
+  run.finish(reference_windows(range(0, 500)));
+}
