@@ -254,6 +254,7 @@ caf::error init_long_lines(source_run& s, lake& lk) {
     long_marker m;
     if (decode_long_marker(data, m))
       s.in.lake_end = std::max(s.in.lake_end, off + m.span);
+    s.had_long_line = true;
     return true;
   });
 }
@@ -337,8 +338,8 @@ caf::error add_new_matches(ingest_state& st, lake& lk) {
     for (auto& path : glob_paths(cfg.path)) {
       if (st.not_sources.count(path) || known_file(st, path))
         continue;
-      auto inputs =
-        resolve_source(lk, cat.committed, cat.pipeline, cfg, static_cast<uint32_t>(si), path);
+      auto inputs = resolve_source(lk, cat.committed, cat.pipeline, cfg, static_cast<uint32_t>(si),
+                                   path, cat.persist);
       if (!inputs)
         return inputs.error();
       if (inputs->empty()) {
@@ -456,6 +457,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
                  "to dead letters",
                  s.in.path, k.start, m.length, s.in.cfg.max_line_bytes);
     send_chunk(s, k.start, m.head, m);
+    s.had_long_line = true;
     k = {};
     return true;
   };
@@ -675,8 +677,9 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
           for (auto& s : st.sources)
             if (s.in.id == source)
               for (auto id : {s.in.id, s.long_id})
-                if (auto n = lk->prune(id, offset, before); !n)
-                  spdlog::warn("lake prune failed: {}", render(n.error()));
+                if (id == s.in.id || s.had_long_line)
+                  if (auto n = lk->prune(id, offset, before); !n)
+                    spdlog::warn("lake prune failed: {}", render(n.error()));
       st.epoch_offsets.erase(st.epoch_offsets.begin(), std::next(i));
       if (st.finished)
         self->quit();

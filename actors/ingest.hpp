@@ -37,8 +37,9 @@ struct ingest_state {
       bool ended = false;   ///< its line end was found
       std::string head;     ///< its first bytes, what its dead letter keeps
     } skip;
-    std::string scratch; ///< reused buffer for streaming past a long line
-    bool idle = false;   ///< follow mode: the last read found nothing new
+    std::string scratch;        ///< reused buffer for streaming past a long line
+    bool idle = false;          ///< follow mode: the last read found nothing new
+    bool had_long_line = false; ///< the lake may hold long-line markers of it (to prune)
   };
   uint32_t pipeline = 0;
   std::vector<source_run> sources;

@@ -163,7 +163,8 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
       for (const auto& path : *files) {
         // The file's identity decides its generation: rotated or truncated files start anew
         // (actors/sources.hpp).
-        auto ins = resolve_source(lk, *offsets, p.name, src, static_cast<uint32_t>(si), path);
+        auto ins = resolve_source(lk, *offsets, p.name, src, static_cast<uint32_t>(si), path,
+                                  cfg.runtime.mode == commit_mode::exactly_once);
         if (!ins)
           return ins.error();
         for (auto& in : *ins) {
@@ -175,6 +176,7 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
     pr.inputs.pipeline = p.name;
     pr.inputs.sources = p.sources;
     pr.inputs.committed = *offsets;
+    pr.inputs.persist = cfg.runtime.mode == commit_mode::exactly_once;
     preps.push_back(std::move(pr));
   }
   return preps;

@@ -237,6 +237,8 @@ std::vector<std::string> glob_paths(const std::string& pattern) {
 }
 
 caf::error save_generation(lake& lk, uint32_t files_id, uint32_t g, const file_identity& id) {
+  if (files_id == 0)
+    return caf::none; // identities are not kept (a run without exactly-once)
   std::string rec;
   put(rec, id.dev, 8);
   put(rec, id.ino, 8);
@@ -267,7 +269,7 @@ caf::expected<source_input> next_generation(lake& lk, const source_input& from, 
 caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_list& committed,
                                                         const std::string& pipeline,
                                                         const source_config& src, uint32_t si,
-                                                        const std::string& path) {
+                                                        const std::string& path, bool persist) {
   source_input in;
   in.path = path;
   in.cfg = src;
@@ -281,13 +283,16 @@ caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_l
     out.push_back(std::move(in));
     return out;
   }
-  auto files = lk.source_id(in.base_key + "#files");
-  if (!files)
-    return files.error();
-  in.files_id = *files;
-  auto gens = load_generations(lk, in.files_id);
-  if (!gens)
-    return gens.error();
+  caf::expected<std::map<uint32_t, file_identity>> gens{std::map<uint32_t, file_identity>{}};
+  if (persist) {
+    auto files = lk.source_id(in.base_key + "#files");
+    if (!files)
+      return files.error();
+    in.files_id = *files;
+    gens = load_generations(lk, in.files_id);
+    if (!gens)
+      return gens.error();
+  }
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return make_error(errc::bad_input, "cannot open " + path + ": " + std::strerror(errno));
@@ -296,7 +301,7 @@ caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_l
     ::close(fd);
     return current.error();
   }
-  if (src.path.find_first_of("*?[") != std::string::npos && current->fp_len > 0) {
+  if (persist && src.path.find_first_of("*?[") != std::string::npos && current->fp_len > 0) {
     auto rotated = rotated_here(lk, pipeline + "/" + src.name + ":", in.base_key + "#files", fd);
     if (!rotated || *rotated) {
       ::close(fd);

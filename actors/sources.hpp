@@ -68,6 +68,7 @@ struct pipeline_sources {
   std::string pipeline;               ///< its name, the first part of a source key
   std::vector<source_config> sources; ///< the configured sources, by index
   offset_list committed;              ///< committed offsets when the run began
+  bool persist = true;                ///< identities are kept in the lake (exactly-once)
 };
 
 /// The key of generation g of a source whose generation 0 has key `base`.
@@ -86,17 +87,18 @@ bool same_file(const file_identity& known, int fd);
 /// Files matching a glob pattern, sorted.
 std::vector<std::string> glob_paths(const std::string& pattern);
 
-/// Saves the record of generation g (see above).
+/// Saves the record of generation g (see above); nothing when files_id is 0 (not kept).
 caf::error save_generation(lake& lk, uint32_t files_id, uint32_t g, const file_identity& id);
 
 /// The inputs for the file (or stdin) at `path` of configured source `src` (index si): the
 /// current generation, a new one when the file was rotated or truncated since the last run, and
 /// earlier generations that still have something to drain. Logs a warning for each rotation
-/// found and for data that is gone.
+/// found and for data that is gone. Without `persist` (a run without exactly-once: nothing to
+/// resume) identities are neither read nor kept: every file is generation 0.
 caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_list& committed,
                                                         const std::string& pipeline,
                                                         const source_config& src, uint32_t si,
-                                                        const std::string& path);
+                                                        const std::string& path, bool persist);
 
 /// A new generation of `from` (same path and source) for the file open as `fd`: records its
 /// identity in the lake and returns its input, starting at 0.
