@@ -182,6 +182,27 @@ caf::expected<bool> rotated_here(lake& lk, const std::string& prefix, const std:
   return false;
 }
 
+/// Starts the generation after the last one (`last`) of `in` for the file now at its path
+/// (`current`), which was replaced or truncated since the last run; appended to `out`.
+caf::expected<std::vector<source_input>>
+start_generation(lake& lk, const offset_list& committed, source_input in, const file_identity& last,
+                 const file_identity& current, std::vector<source_input> out) {
+  const bool truncated = last.ino == current.ino && last.dev == current.dev;
+  spdlog::warn("source {}: the file was {} since the last run (committed offset {} of {}); it is "
+               "read from its start as generation {}",
+               in.path, truncated || last.ino == 0 ? "truncated" : "replaced", in.committed, in.key,
+               in.generation + 1);
+  in.generation += 1;
+  in.key = generation_key(in.base_key, in.generation);
+  in.identity = current;
+  if (auto err = save_generation(lk, in.files_id, in.generation, in.identity))
+    return err;
+  if (auto err = bind_input(lk, committed, in))
+    return err;
+  out.push_back(std::move(in));
+  return out;
+}
+
 } // namespace
 
 std::string generation_key(const std::string& base, uint32_t g) {
@@ -344,22 +365,7 @@ caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_l
     out.push_back(std::move(in));
     return out;
   }
-  // A new generation from the start of the file.
-  const bool truncated =
-    !gens->empty() && gens->at(last).ino == current->ino && gens->at(last).dev == current->dev;
-  spdlog::warn("source {}: the file was {} since the last run (committed offset {} of {}); it is "
-               "read from its start as generation {}",
-               path, gens->empty() || truncated ? "truncated" : "replaced", in.committed, in.key,
-               last + 1);
-  in.generation = last + 1;
-  in.key = generation_key(in.base_key, in.generation);
-  in.identity = *current;
-  if (auto err = save_generation(lk, in.files_id, in.generation, in.identity))
-    return err;
-  if (auto err = bind_input(lk, committed, in))
-    return err;
-  out.push_back(std::move(in));
-  return out;
+  return start_generation(lk, committed, std::move(in), gens->at(last), *current, std::move(out));
 }
 
 } // namespace weir
