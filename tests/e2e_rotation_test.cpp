@@ -202,3 +202,39 @@ TEST_CASE("rotation - a glob that matches the renamed file too reads it once", "
   sleep_ms(1500);
   run.finish(reference_windows(range(0, 500)));
 }
+
+TEST_CASE("rotation - crashes before a commit, then a rotation: the lake's part is replayed once",
+          "[e2e][rotation]") {
+  temp_dir dir;
+  const auto in = dir.path / "in.csv";
+  const auto cfg = dir.path / "p.toml";
+  write_file(cfg, counting_config("in.csv", "", "1h")); // one commit, at the end
+  auto crash = [&] {
+    weir_process run({"run", cfg.string()}, dir.path / "crash.log", "epoch.before_commit");
+    int rc = run.wait(60);
+    INFO(run.log());
+    REQUIRE(rc == 128 + SIGKILL);
+  };
+  auto run = [&](const std::string& expect) {
+    auto r = weir_cmd("run " + quoted(cfg));
+    INFO(r.out);
+    CHECK(r.rc == 0);
+    CHECK(r.out.find(expect) != std::string::npos);
+  };
+  // Everything read is landed, nothing committed; then the file is renamed with more lines.
+  write_file(in, lines(0, 200, true));
+  crash();
+  append_file(in, lines(200, 250));
+  fs::rename(in, dir.path / "in.csv.1");
+  write_file(in, lines(250, 300, true));
+  run("reading the rest of generation 0 from");
+  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(range(0, 300))) == "");
+  // Landed, not committed, then truncated: those lines come from the lake alone.
+  append_file(in, lines(300, 350));
+  crash();
+  fs::resize_file(in, 0);
+  append_file(in, lines(350, 400, true));
+  run("the file was truncated since the last run");
+  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(range(0, 400))) == "");
+  CHECK(dead_letter_rows(dir.path / "store").empty());
+}
