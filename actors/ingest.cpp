@@ -7,6 +7,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <capnp/message.h>
@@ -26,6 +27,92 @@ int64_t wall_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
            std::chrono::system_clock::now().time_since_epoch())
     .count();
+}
+
+/// How often a followed glob is expanded again for new files.
+constexpr int64_t poll_interval_us = 1000000;
+
+/// Bytes of an over-long line kept for its dead letter (and landed in the lake).
+constexpr size_t long_line_head = 1024;
+/// A long-line marker in the lake: span (u64 LE), length (u64 LE), then the line's head.
+constexpr size_t long_marker_header = 16;
+/// The lake key of a source's long-line markers: the source key with this suffix.
+constexpr const char* long_line_key_suffix = "#long-lines";
+
+void put_u64(std::string& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+
+uint64_t get_u64(std::string_view in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i)
+    v |= static_cast<uint64_t>(static_cast<unsigned char>(in[static_cast<size_t>(i)])) << (8 * i);
+  return v;
+}
+
+/// One over-long line as the lake keeps it: not its bytes, a marker at its offset in a side
+/// source (the source's lake key + "#long-lines"), so that a replay gives the same dead letter.
+struct long_marker {
+  uint64_t span = 0;   ///< bytes of the source it covers, line end included
+  uint64_t length = 0; ///< its length without the line end
+  std::string_view head;
+};
+
+bool decode_long_marker(std::string_view data, long_marker& m) {
+  if (data.size() < long_marker_header)
+    return false;
+  m.span = get_u64(data);
+  m.length = get_u64(data.substr(8));
+  m.head = data.substr(long_marker_header);
+  return m.span > 0;
+}
+
+/// Starts streaming past a line that has no line end within its first `got` bytes (> the line
+/// limit), held in buf from its start: keeps its head only.
+void begin_long_line(source_run& s, const std::string& buf, size_t got) {
+  s.skip.active = true;
+  s.skip.start = s.pos;
+  s.skip.scanned = got;
+  s.skip.last = buf[got - 1];
+  s.skip.head.assign(buf.data(), std::min(got, long_line_head));
+}
+
+/// Streams on past a long line (from the file at its offset, or from stdin) through a buffer
+/// of `batch` bytes, keeping nothing of it. True once its end is found: its line end, or the
+/// end of a bounded input. What stdin had past the line end stays in s.buf.
+bool skip_long_line(source_run& s, size_t batch, bool bounded) {
+  const bool is_stdin = s.in.path == "-";
+  auto& k = s.skip;
+  s.scratch.resize(batch);
+  for (;;) {
+    ssize_t n;
+    if (is_stdin) {
+      pollfd p{s.fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) == 0)
+        return false;
+      n = ::read(s.fd, s.scratch.data(), batch);
+    } else {
+      n = ::pread(s.fd, s.scratch.data(), batch, static_cast<off_t>(k.start + k.scanned));
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return bounded || is_stdin;
+    auto* p = s.scratch.data();
+    auto* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(n)));
+    size_t take = nl ? static_cast<size_t>(nl - p) : static_cast<size_t>(n);
+    if (take > 0)
+      k.last = p[take - 1];
+    k.scanned += take;
+    if (nl) {
+      k.scanned += 1; // the line end
+      k.ended = true;
+      if (is_stdin)
+        s.buf.assign(nl + 1, static_cast<size_t>(n) - take - 1);
+      return true;
+    }
+  }
 }
 
 /// Reads the first line of a file (the csv header), without its line end.
@@ -112,8 +199,7 @@ size_t read_lines(source_run& s, std::string& buf, size_t batch, bool bounded, b
         return 0;
       }
       n = ::read(s.fd, buf.data() + have, want);
-    }
-    else
+    } else
       n = ::pread(s.fd, buf.data() + have, want, static_cast<off_t>(s.pos + have));
     if (n < 0) {
       if (errno == EINTR)
@@ -129,6 +215,12 @@ size_t read_lines(source_run& s, std::string& buf, size_t batch, bool bounded, b
       auto* nl = static_cast<const char*>(memrchr(buf.data(), '\n', got));
       if (nl)
         return static_cast<size_t>(nl - buf.data()) + 1;
+      if (bounded && got > s.in.cfg.max_line_bytes) {
+        begin_long_line(s, buf, got); // the last line, too long
+        if (is_stdin)
+          buf.clear();
+        return 0;
+      }
       return bounded ? got : 0;
     }
     auto* nl = static_cast<const char*>(memrchr(buf.data() + have, '\n', static_cast<size_t>(n)));
@@ -136,10 +228,135 @@ size_t read_lines(source_run& s, std::string& buf, size_t batch, bool bounded, b
       buf.resize(got);
       return static_cast<size_t>(nl - buf.data()) + 1;
     }
-    // No line end yet: a long line. Read on; preprocess dead-letters it when it is too long.
+    if (got > s.in.cfg.max_line_bytes) {
+      // A line over the limit: stream past it rather than hold it (it may be huge).
+      buf.resize(got);
+      begin_long_line(s, buf, got);
+      at_end = false;
+      if (is_stdin)
+        buf.clear();
+      return 0;
+    }
+    // No line end yet: read on, up to the line limit.
     have = got;
     want = batch;
   }
+}
+
+/// Finds the lake id of the source's long-line markers; what the lake holds reaches at least
+/// to the end of the last long line it marks.
+caf::error init_long_lines(source_run& s, lake& lk) {
+  auto id = lk.source_id(s.in.key + long_line_key_suffix);
+  if (!id)
+    return id.error();
+  s.long_id = *id;
+  return lk.scan(s.long_id, s.in.committed, [&](uint64_t off, std::string_view data) {
+    long_marker m;
+    if (decode_long_marker(data, m))
+      s.in.lake_end = std::max(s.in.lake_end, off + m.span);
+    s.had_long_line = true;
+    return true;
+  });
+}
+
+/// Opens the input of s (stdin, its file, or nothing for a drained generation whose file is
+/// gone) and finds its long-line markers.
+caf::error open_source(source_run& s, lake& lk) {
+  s.pos = s.in.committed;
+  if (s.in.path == "-") {
+    s.fd = STDIN_FILENO;
+    // Every run's csv stream starts with its header line; it is learnt before anything of
+    // this source is sent (it also marks stream starts in chunks replayed from the lake).
+    s.stdin_header = s.in.cfg.format == source_format::csv && s.in.cfg.header;
+  } else if (!s.in.path.empty()) {
+    s.fd = ::open(s.in.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (s.fd < 0)
+      return make_error(errc::bad_input, "cannot open " + s.in.path + ": " + std::strerror(errno));
+    if (s.in.cfg.format == source_format::csv && s.in.cfg.header)
+      s.header = read_header(s.fd, s.in.cfg.max_line_bytes);
+  } else if (!s.in.header_from.empty() && s.in.cfg.format == source_format::csv &&
+             s.in.cfg.header) {
+    int fd = ::open(s.in.header_from.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      s.header = read_header(fd, s.in.cfg.max_line_bytes);
+      ::close(fd);
+    }
+  }
+  return init_long_lines(s, lk);
+}
+
+/// What became of a followed file with nothing new to read.
+enum class file_change { none, replaced, truncated };
+
+/// Looks whether the file at the path of s is still the one s reads: another inode there
+/// (renamed away, a new one created: logrotate's default), or the same one shorter than what
+/// was read or with other first bytes (copytruncate: truncated and written again). While the
+/// file is shorter than a whole fingerprint, the fingerprint grows with it.
+file_change check_file(source_run& s, lake& lk) {
+  struct stat at {};
+  if (s.fd < 0 || s.in.path == "-" || ::stat(s.in.path.c_str(), &at) != 0)
+    return file_change::none; // gone: wait for a new file at the path
+  auto& id = s.in.identity;
+  if (static_cast<uint64_t>(at.st_dev) != id.dev || static_cast<uint64_t>(at.st_ino) != id.ino)
+    return file_change::replaced;
+  if (static_cast<uint64_t>(at.st_size) < s.pos)
+    return file_change::truncated;
+  if (!same_file(id, s.fd))
+    return file_change::truncated;
+  if (id.fp_len<fingerprint_bytes&& static_cast<uint64_t>(at.st_size)> id.fp_len) {
+    if (auto fresh = identify(s.fd); fresh && fresh->ino == id.ino) {
+      id = *fresh;
+      if (auto err = save_generation(lk, s.in.files_id, s.in.generation, id))
+        spdlog::warn("source {}: cannot save its identity: {}", s.in.path, render(err));
+    }
+  }
+  return file_change::none;
+}
+
+/// Whether the file at `path` is read by a source already (by its path, or its inode: a file
+/// renamed by a rotation may match the glob too).
+bool known_file(const ingest_state& st, const std::string& path) {
+  struct stat at {};
+  bool have_stat = ::stat(path.c_str(), &at) == 0;
+  for (auto& s : st.sources) {
+    if (s.in.path == path)
+      return true;
+    if (have_stat && s.in.identity.ino == static_cast<uint64_t>(at.st_ino) &&
+        s.in.identity.dev == static_cast<uint64_t>(at.st_dev))
+      return true;
+  }
+  return false;
+}
+
+/// Adds the files that newly match a followed glob, each a source read from its start.
+caf::error add_new_matches(ingest_state& st, lake& lk) {
+  auto& cat = st.catalog;
+  for (size_t si = 0; si < cat.sources.size(); ++si) {
+    const auto& cfg = cat.sources[si];
+    if (!cfg.follow || cfg.path.find_first_of("*?[") == std::string::npos)
+      continue;
+    for (auto& path : glob_paths(cfg.path)) {
+      if (st.not_sources.count(path) || known_file(st, path))
+        continue;
+      auto inputs = resolve_source(lk, cat.committed, cat.pipeline, cfg, static_cast<uint32_t>(si),
+                                   path, cat.persist);
+      if (!inputs)
+        return inputs.error();
+      if (inputs->empty()) {
+        st.not_sources.insert(path); // a rotated file of another path
+        continue;
+      }
+      spdlog::info("source {}: new file {} matches {}", cfg.name, path, cfg.path);
+      for (auto& in : *inputs) {
+        source_run s;
+        s.in = std::move(in);
+        if (auto err = open_source(s, lk))
+          return err;
+        st.sources.push_back(std::move(s));
+      }
+    }
+  }
+  return caf::none;
 }
 
 } // namespace
@@ -151,36 +368,28 @@ ingest_state::~ingest_state() {
 }
 
 ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
-                                   uint32_t pipeline, std::vector<source_input> inputs,
-                                   runtime_config rt, std::shared_ptr<lake> lk,
-                                   preprocess_actor next, coordinator_actor coordinator) {
+                                   uint32_t pipeline, pipeline_sources inputs, runtime_config rt,
+                                   std::shared_ptr<lake> lk, preprocess_actor next,
+                                   coordinator_actor coordinator) {
   auto& st = self->state;
   st.pipeline = pipeline;
-  for (auto& in : inputs) {
+  for (auto& in : inputs.inputs) {
     source_run s;
     s.in = std::move(in);
-    s.pos = s.in.committed;
     st.follow = st.follow || s.in.cfg.follow;
-    if (s.in.path == "-") {
-      s.fd = STDIN_FILENO;
-      // Every run's csv stream starts with its header line; it is learnt before anything of
-      // this source is sent (it also marks stream starts in chunks replayed from the lake).
-      s.stdin_header = s.in.cfg.format == source_format::csv && s.in.cfg.header;
-    } else {
-      s.fd = ::open(s.in.path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (s.fd < 0) {
-        self->quit(
-          make_error(errc::bad_input, "cannot open " + s.in.path + ": " + std::strerror(errno)));
-        return ingest_actor::behavior_type::make_empty_behavior();
-      }
-      if (s.in.cfg.format == source_format::csv && s.in.cfg.header)
-        s.header = read_header(s.fd, s.in.cfg.max_line_bytes);
+    if (auto err = open_source(s, *lk)) {
+      self->quit(err);
+      return ingest_actor::behavior_type::make_empty_behavior();
     }
     st.sources.push_back(std::move(s));
   }
+  inputs.inputs.clear();
+  st.catalog = std::move(inputs);
+  st.globbed_us = wall_us();
   // Sends one chunk [offset, offset + data.size()) of source s on to preprocess.
+  // A long line (long.span > 0) goes as its head with its span and length.
   auto send_chunk = [self, next, coordinator, rt](source_run& s, uint64_t offset,
-                                                  std::string_view data) {
+                                                  std::string_view data, long_marker lm = {}) {
     auto& st = self->state;
     // A csv stream on stdin begins with its header line; say so, wherever its offset is.
     uint32_t header_len = 0;
@@ -201,7 +410,10 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       c.setHeader(s.header);
       s.header_sent = true;
     }
-    c.setHeaderLen(header_len);
+    c.setHeaderLen(lm.span > 0 ? 0 : header_len);
+    c.setLongSpan(lm.span);
+    c.setConfigIndex(s.in.config_index + 1);
+    c.setLongLength(lm.length);
     if (fault::hit("send.chunk")) { // fault injection: this actor fails, reads nothing more
       st.stopping = true;
       st.finished = true;
@@ -210,18 +422,91 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     }
     ++st.inflight;
     self->send(next, chunk_atom::value, ++st.seq, to_frame(mb));
-    s.pos = offset + data.size();
+    s.pos = offset + (lm.span > 0 ? lm.span : data.size());
     if (rt.commit_events > 0) {
-      st.lines_since_marker += static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
+      st.lines_since_marker +=
+        lm.span > 0 ? 1 : static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
       if (st.lines_since_marker >= rt.commit_events && !st.epoch_asked) {
         st.epoch_asked = true;
         self->send(coordinator, epoch_atom::value, st.pipeline);
       }
     }
   };
+  // Lands the marker of the long line streamed past (its bytes are not landed: a replay gives
+  // the same dead letter from the marker) and sends it on.
+  auto land_long_line = [self, lk, rt, send_chunk](source_run& s) -> bool {
+    auto& k = s.skip;
+    long_marker m;
+    m.span = k.scanned;
+    // Its length without the line end ('\r' included), as preprocess counts a whole line.
+    m.length = k.scanned - (k.ended ? 1 : 0) - (k.last == '\r' ? 1 : 0);
+    if (k.head.size() > m.length)
+      k.head.resize(m.length);
+    m.head = k.head;
+    std::string marker;
+    put_u64(marker, m.span);
+    put_u64(marker, m.length);
+    marker.append(k.head);
+    if (rt.mode == commit_mode::exactly_once) {
+      if (auto err = lk->append({{s.long_id, k.start, marker}})) {
+        self->quit(err);
+        return false;
+      }
+    }
+    spdlog::warn("source {}: the line at offset {} is {} bytes, over max_line_bytes {}: it goes "
+                 "to dead letters",
+                 s.in.path, k.start, m.length, s.in.cfg.max_line_bytes);
+    send_chunk(s, k.start, m.head, m);
+    s.had_long_line = true;
+    k = {};
+    return true;
+  };
+  // Source i's file was replaced or truncated: it is finished after what it still has (a
+  // replaced file is read on to its end through the open descriptor), and the file now at
+  // the path starts as its next generation. Returns whether a chunk can follow now.
+  auto rotate = [self, lk](size_t i, file_change change) -> bool {
+    auto& st = self->state;
+    auto& old = st.sources[i];
+    auto& in = old.in;
+    in.cfg.follow = false; // drain: read to the end, then done
+    if (change == file_change::truncated) {
+      old.exhausted = true;
+      spdlog::warn("source {}: the file was truncated (read up to offset {} of {}); it is read "
+                   "from its start as generation {}",
+                   in.path, old.pos, in.key, in.generation + 1);
+      in.identity.finished = true;
+      if (auto err = save_generation(*lk, in.files_id, in.generation, in.identity)) {
+        self->quit(err);
+        return false;
+      }
+    } else {
+      spdlog::warn("source {}: the file was replaced (rotated); {} is read to its end, the new "
+                   "file is generation {}",
+                   in.path, in.key, in.generation + 1);
+    }
+    int fd = ::open(in.path.c_str(), O_RDONLY | O_CLOEXEC);
+    caf::expected<source_input> fresh{make_error(errc::bad_input, "cannot open " + in.path)};
+    if (fd >= 0) {
+      fresh = next_generation(*lk, in, fd);
+      ::close(fd);
+    }
+    if (!fresh) {
+      self->quit(fresh.error());
+      return false;
+    }
+    source_run n;
+    n.in = std::move(*fresh);
+    n.in.cfg.follow = true;
+    if (auto err = open_source(n, *lk)) {
+      self->quit(err);
+      return false;
+    }
+    st.sources.push_back(std::move(n));
+    return true;
+  };
   // Produces the next chunk of the current source: from the lake while replaying, else from the
   // input (landing it first). Returns false when nothing is available now.
-  auto next_chunk = [self, lk, rt, send_chunk]() -> bool {
+  auto next_chunk = [self, lk, rt, send_chunk, land_long_line, rotate]() -> bool {
     auto& st = self->state;
     while (st.current < st.sources.size()) {
       auto& s = st.sources[st.current];
@@ -232,19 +517,30 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       if (s.stdin_header && !s.header_known && !learn_stdin_header(s))
         return false; // wait for the header line
       if (s.pos < s.in.lake_end) {
-        // Replay landed but uncommitted chunks.
+        // Replay landed but uncommitted chunks: a long line's marker, or lines.
         bool sent = false;
-        auto err = lk->scan(s.in.id, s.pos, [&](uint64_t off, std::string_view data) {
-          if (off + data.size() <= s.pos)
-            return true;
-          if (off < s.pos) {
-            data.remove_prefix(s.pos - off);
-            off = s.pos;
+        auto err = lk->scan(s.long_id, s.pos, [&](uint64_t off, std::string_view data) {
+          long_marker m;
+          if (off < s.pos || !decode_long_marker(data, m))
+            return off < s.pos;
+          if (off == s.pos) {
+            send_chunk(s, off, m.head, m);
+            sent = true;
           }
-          send_chunk(s, off, data);
-          sent = true;
           return false;
         });
+        if (!err && !sent)
+          err = lk->scan(s.in.id, s.pos, [&](uint64_t off, std::string_view data) {
+            if (off + data.size() <= s.pos)
+              return true;
+            if (off < s.pos) {
+              data.remove_prefix(s.pos - off);
+              off = s.pos;
+            }
+            send_chunk(s, off, data);
+            sent = true;
+            return false;
+          });
         if (err) {
           self->quit(err);
           return false;
@@ -256,10 +552,24 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       }
       bool at_end = false;
       const bool bounded = !s.in.cfg.follow;
-      if (s.in.path != "-")
-        s.buf.clear(); // stdin keeps a partial line from its last read in buf
-      auto len = read_lines(s, s.buf, rt.batch_bytes, bounded, at_end);
-      if (len > 0) {
+      size_t len = 0;
+      if (s.idle && !bounded && !s.skip.active && s.in.path != "-") {
+        // New bytes after a pause may belong to another file: look before reading them.
+        auto change = check_file(s, *lk);
+        if (change != file_change::none)
+          return rotate(st.current, change);
+      }
+      s.idle = false;
+      if (!s.skip.active) {
+        if (s.in.path != "-")
+          s.buf.clear(); // stdin keeps a partial line from its last read in buf
+        len = read_lines(s, s.buf, rt.batch_bytes, bounded, at_end);
+      }
+      if (s.skip.active) {
+        if (skip_long_line(s, rt.batch_bytes, bounded))
+          return land_long_line(s);
+        at_end = false; // its end has not come yet (follow mode)
+      } else if (len > 0) {
         std::string_view data{s.buf.data(), len};
         std::vector<lake::chunk_ref> refs{{s.in.id, s.pos, data}};
         if (rt.mode == commit_mode::exactly_once) {
@@ -278,6 +588,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
         ++st.current;
         continue;
       }
+      s.idle = !bounded && at_end;
       // Follow mode: nothing new yet. Look at the other sources before waiting.
       bool any_other = false;
       for (size_t i = 0; i < st.sources.size(); ++i)
@@ -315,8 +626,16 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
   };
   self->send(self, read_atom::value);
   return {
-    [self, pump](read_atom) {
-      self->state.timer_pending = false;
+    [self, pump, lk](read_atom) {
+      auto& st = self->state;
+      st.timer_pending = false;
+      if (st.follow && !st.stopping && wall_us() - st.globbed_us >= poll_interval_us) {
+        st.globbed_us = wall_us();
+        if (auto err = add_new_matches(st, *lk)) {
+          self->quit(err);
+          return;
+        }
+      }
       pump();
     },
     [self, pump](ack_atom, uint64_t) {
@@ -355,8 +674,12 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       auto before = wall_us() - rt.lake_retention;
       if (rt.mode == commit_mode::exactly_once)
         for (auto& [source, offset] : i->second)
-          if (auto n = lk->prune(source, offset, before); !n)
-            spdlog::warn("lake prune failed: {}", render(n.error()));
+          for (auto& s : st.sources)
+            if (s.in.id == source)
+              for (auto id : {s.in.id, s.long_id})
+                if (id == s.in.id || s.had_long_line)
+                  if (auto n = lk->prune(id, offset, before); !n)
+                    spdlog::warn("lake prune failed: {}", render(n.error()));
       st.epoch_offsets.erase(st.epoch_offsets.begin(), std::next(i));
       if (st.finished)
         self->quit();

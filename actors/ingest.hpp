@@ -2,6 +2,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -9,19 +10,10 @@
 
 #include "actors/actors.hpp"
 #include "actors/core/types.hpp"
+#include "actors/sources.hpp"
 #include "store/lake.hpp"
 
 namespace weir {
-
-/// One input of a pipeline: a file (or stdin) with its lake source id and resume point.
-struct source_input {
-  uint32_t id = 0;
-  std::string key;  ///< "pipeline/source:/absolute/path": names it in the lake
-  std::string path; ///< "-" for stdin
-  source_config cfg;
-  uint64_t committed = 0; ///< offset of the last committed epoch
-  uint64_t lake_end = 0;  ///< end of what the lake holds (>= committed)
-};
 
 struct ingest_state {
   static inline const char* name = "ingest";
@@ -35,9 +27,25 @@ struct ingest_state {
     bool stdin_header = false; ///< csv on stdin: each stream's first line is a header
     bool header_known = false; ///< stdin_header: the header line has been read
     std::string buf;           ///< reused read buffer
+    uint32_t long_id = 0;      ///< lake id of this source's long-line markers (see ingest.cpp)
+    /// A line longer than max_line_bytes being streamed past: only its head is kept.
+    struct long_line {
+      bool active = false;
+      uint64_t start = 0;   ///< its offset
+      uint64_t scanned = 0; ///< bytes of it seen so far (no line end among them)
+      char last = 0;        ///< its last byte before the line end, as far as seen
+      bool ended = false;   ///< its line end was found
+      std::string head;     ///< its first bytes, what its dead letter keeps
+    } skip;
+    std::string scratch;        ///< reused buffer for streaming past a long line
+    bool idle = false;          ///< follow mode: the last read found nothing new
+    bool had_long_line = false; ///< the lake may hold long-line markers of it (to prune)
   };
   uint32_t pipeline = 0;
   std::vector<source_run> sources;
+  pipeline_sources catalog; ///< the configured sources, to add files that newly match a glob
+  int64_t globbed_us = 0;   ///< when the followed globs were last expanded
+  std::set<std::string> not_sources; ///< glob matches that are rotated files of other paths
   size_t current = 0;
   size_t inflight = 0;
   uint64_t seq = 0;
@@ -55,8 +63,8 @@ struct ingest_state {
 /// Ingest of pipeline `pipeline`: replays what the lake holds beyond the committed offsets,
 /// then reads the sources in order, landing every chunk in the lake before sending it on.
 ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
-                                   uint32_t pipeline, std::vector<source_input> inputs,
-                                   runtime_config rt, std::shared_ptr<lake> lk,
-                                   preprocess_actor next, coordinator_actor coordinator);
+                                   uint32_t pipeline, pipeline_sources inputs, runtime_config rt,
+                                   std::shared_ptr<lake> lk, preprocess_actor next,
+                                   coordinator_actor coordinator);
 
 } // namespace weir

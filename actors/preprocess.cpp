@@ -125,8 +125,10 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   }
   st.guard.emplace(cfg.name, cfg.preprocess.max_reject_ratio);
   st.guard->start(st.pre->counters().read, rejected_total(st.pre->counters()));
-  for (auto [source, index] : restore.bindings)
+  for (auto [source, index] : restore.bindings) {
     st.pre->bind_source(source, index);
+    st.bound.insert(source);
+  }
   if (!restore.dedupe.empty())
     st.pre->restore(st.pre->watermark(), restore.dedupe);
   for (size_t p = 0; p < n; ++p) {
@@ -150,6 +152,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           auto h = c.getHeader();
           st.pre->set_header(source, std::string_view{h.cStr(), h.size()});
         }
+        if (auto ci = c.getConfigIndex(); ci > 0 && st.bound.insert(source).second)
+          st.pre->bind_source(source, ci - 1); // a source that appeared while running
         auto data = as_view(c.getData());
         auto offset = c.getOffset();
         if (auto n = c.getHeaderLen(); n > 0 && n <= data.size()) {
@@ -161,6 +165,13 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           st.headers_seen.insert(source);
           data.remove_prefix(n);
           offset += n;
+        }
+        if (auto span = c.getLongSpan(); span > 0) {
+          // One over-long line that ingest streamed past: a dead letter, nothing to process.
+          st.pre->reject_long_line(source, offset, span, c.getLongLength(), data);
+          quit =
+            !ship(self, seq, {st.pipeline, source, offset, offset + span, false}, layout, sent);
+          return;
         }
         const record_span whole{st.pipeline, source, offset, offset + data.size(), false};
         if (!st.quarantined.touches(source, whole.begin, whole.end)) {

@@ -24,6 +24,7 @@ struct preprocess_state {
   std::unique_ptr<preprocessor> pre;
   std::vector<aggregator_actor> partitions;
   std::set<uint32_t> headers_seen;         ///< sources whose header line is known
+  std::set<uint32_t> bound;                ///< sources bound to their configured source
   std::map<uint64_t, size_t> pending;      ///< chunk seq -> partition acks outstanding
   std::map<uint64_t, ingest_actor> ack_to; ///< chunk seq -> who sent it
   std::vector<dead_letter> epoch_dead_letters;

@@ -228,7 +228,7 @@ bool is_fatal(const caf::error& err) {
 /// What one pipeline starts from: its inputs with their resume points and the operator state of
 /// the last committed epoch.
 struct prepared {
-  std::vector<source_input> inputs;
+  pipeline_sources inputs;
   preprocess_restore restore;
   uint64_t first_epoch = 1;
 };
@@ -284,39 +284,22 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
       if (!files)
         return files.error();
       for (const auto& path : *files) {
-        source_input in;
-        in.path = path;
-        in.cfg = src;
-        // The absolute path names the file in the store, so that a run from another working
-        // directory (or with the config given another way) resumes instead of starting over.
-        auto abs = path == "-" ? path : std::filesystem::weakly_canonical(path, ec).string();
-        if (ec)
-          abs = std::filesystem::absolute(path).lexically_normal().string();
-        in.key = p.name + "/" + src.name + ":" + abs;
-        auto id = lk.source_id(in.key);
-        if (!id)
-          return id.error();
-        in.id = *id;
-        pr.restore.bindings.emplace_back(in.id, si);
-        for (auto& [s, off] : *offsets)
-          if (s == in.id)
-            in.committed = off;
-        auto end = lk.end_offset(in.id);
-        if (!end)
-          return end.error();
-        in.lake_end = std::max(*end, in.committed);
-        if (path != "-") {
-          auto size = std::filesystem::file_size(path, ec);
-          if (!ec && size < in.committed)
-            return make_error(errc::bad_input, "source " + path + " is shorter (" +
-                                                 std::to_string(size) +
-                                                 " bytes) than its committed offset " +
-                                                 std::to_string(in.committed) +
-                                                 ": it was truncated or replaced; use a new store");
+        // The file's identity decides its generation: rotated or truncated files start anew
+        // (actors/sources.hpp).
+        auto ins = resolve_source(lk, *offsets, p.name, src, static_cast<uint32_t>(si), path,
+                                  cfg.runtime.mode == commit_mode::exactly_once);
+        if (!ins)
+          return ins.error();
+        for (auto& in : *ins) {
+          pr.restore.bindings.emplace_back(in.id, si);
+          pr.inputs.inputs.push_back(std::move(in));
         }
-        pr.inputs.push_back(std::move(in));
       }
     }
+    pr.inputs.pipeline = p.name;
+    pr.inputs.sources = p.sources;
+    pr.inputs.committed = *offsets;
+    pr.inputs.persist = cfg.runtime.mode == commit_mode::exactly_once;
     preps.push_back(std::move(pr));
   }
   return preps;

@@ -13,6 +13,13 @@ struct RawChunk {
   header @3 :Text;          # csv: the header line of this source, when it has one
   headerLen @4 :UInt32;     # data starts with a header line of this many bytes (a csv stream
                             # on stdin: each run's stream begins with its own header)
+  longSpan @5 :UInt64;      # > 0: the chunk stands for ONE line longer than max_line_bytes that
+                            # covers this many bytes of the source (line end included); data
+                            # holds only its first bytes
+  longLength @6 :UInt64;    # that line's length without its line end
+  configIndex @7 :UInt32;   # 1 + index of the configured source this source reads (0: unknown);
+                            # binds a source id that appeared while running (a new generation
+                            # of a rotated file, a file newly matching a glob)
 }
 
 # Accepted events of one key partition, in source order: preprocess -> window-aggregator.

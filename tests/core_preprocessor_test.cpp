@@ -352,7 +352,7 @@ ref_result ref_csv(const pipeline_config& cfg, size_t nparts, const std::string&
     ++p.r.read;
     if (line.size() > limit) {
       p.r.dead.push_back({here, line.substr(0, 1024),
-                          "line too long (" + std::to_string(line.size()) + " bytes, limit "
+                          "line too long (" + std::to_string(line.size()) + " bytes, max_line_bytes "
                             + std::to_string(limit) + ")"});
       continue;
     }
@@ -750,7 +750,7 @@ TEST_CASE("lines too long keep 1 KiB; watermark and snapshots") {
   pre.process(0, 0, "id,ts,merchant,amt,qty,country\n" + big + "\n");
   REQUIRE(pre.dead_letters().size() == 1);
   CHECK(pre.dead_letters()[0].raw.size() == 1024);
-  CHECK(pre.dead_letters()[0].reason == "line too long (6000 bytes, limit 5000)");
+  CHECK(pre.dead_letters()[0].reason == "line too long (6000 bytes, max_line_bytes 5000)");
   CHECK(pre.dead_letters()[0].offset == 31);
   CHECK(pre.watermark() == min_timestamp);
   pre.process(0, 6032, "1,2024-03-01T00:01:00Z,m1,1,1,DE\n");

@@ -23,6 +23,12 @@ namespace {
 constexpr size_t max_raw_bytes = 64 * 1024;      ///< raw text kept of a dead letter
 constexpr size_t max_long_line_raw = 1024;       ///< raw text kept of a too long line
 constexpr size_t max_value_in_reason = 256;      ///< value text quoted in a reason
+
+/// The dead-letter reason of a line of `length` bytes over max_line_bytes `limit`.
+std::string long_line_reason(uint64_t length, size_t limit) {
+  return "line too long (" + std::to_string(length) + " bytes, max_line_bytes " +
+         std::to_string(limit) + ")";
+}
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
 
 /// Classes of rejection, counted in preprocess_counters::rejected under these names.
@@ -530,9 +536,7 @@ struct preprocessor::impl {
     ++counters.read;
     if (line.size() > sc.max_line_bytes) {
       reject_line(reject::line_too_long, off, line,
-                  "line too long (" + std::to_string(line.size()) + " bytes, limit "
-                    + std::to_string(sc.max_line_bytes) + ")",
-                  max_long_line_raw);
+                  long_line_reason(line.size(), sc.max_line_bytes), max_long_line_raw);
       return;
     }
     if (!utf8_ok && !simdjson::validate_utf8(line.data(), line.size())) {
@@ -945,6 +949,18 @@ caf::expected<std::vector<std::string>> preprocessor::header_columns(size_t conf
 
 void preprocessor::process(uint32_t source, uint64_t offset, std::string_view chunk) {
   d_->process(source, offset, chunk);
+}
+
+void preprocessor::reject_long_line(uint32_t source, uint64_t offset, uint64_t span,
+                                    uint64_t length, std::string_view head) {
+  d_->counters.bytes += span;
+  d_->current_source = source;
+  ++d_->counters.read;
+  auto& s = d_->source(source);
+  const auto& sources = d_->cfg.sources;
+  size_t limit = s.cfg_index < 0 ? 0 : sources[static_cast<size_t>(s.cfg_index)].max_line_bytes;
+  d_->reject_line(reject::line_too_long, offset, head, long_line_reason(length, limit),
+                  max_long_line_raw);
 }
 
 void preprocessor::reject_poison(uint32_t source, uint64_t offset, std::string_view line,

@@ -74,6 +74,13 @@ public:
   /// For csv with header = true the line at offset 0 is the header (parsed, not emitted).
   void process(uint32_t source, uint64_t offset, std::string_view chunk);
 
+  /// Rejects a line longer than max_line_bytes that ingest streamed past without holding it:
+  /// `span` bytes of the source at `offset`, `length` of them the line without its line end,
+  /// `head` its start. Counted as read and rejected ("line too long"), like a long line that
+  /// process() sees whole.
+  void reject_long_line(uint32_t source, uint64_t offset, uint64_t span, uint64_t length,
+                        std::string_view head);
+
   /// Rejects a line without processing it: a poison record, whose processing failed on every
   /// retry (actors/core/poison.hpp). Counted as read and rejected ("poison").
   void reject_poison(uint32_t source, uint64_t offset, std::string_view line, std::string reason);
