@@ -63,6 +63,7 @@ struct run_stats {
   uint64_t duplicates = 0;
   std::vector<std::pair<std::string, uint64_t>> rejected; ///< reason -> count
   uint64_t windows_committed = 0;
+  uint64_t windows_open = 0; ///< windows left open in the store at the end (without --final)
   uint64_t epochs_committed = 0;
   uint64_t bytes_read = 0;
   uint32_t restarts = 0; ///< times the supervisor restarted the run after a failure
@@ -75,7 +76,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
   return f(caf::meta::type_name("weir.run_stats"), x.pipeline, x.read, x.accepted, x.filtered,
            x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed,
-           x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
+           x.windows_open, x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
            x.epoch_max_us);
 }
 
