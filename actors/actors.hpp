@@ -75,8 +75,8 @@ struct run_stats {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
   return f(caf::meta::type_name("weir.run_stats"), x.pipeline, x.read, x.accepted, x.filtered,
-           x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed,
-           x.windows_open, x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
+           x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed, x.windows_open,
+           x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
            x.epoch_max_us);
 }
 

@@ -241,8 +241,9 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
     std::printf("  windows committed  %12llu\n",
                 static_cast<unsigned long long>(s.windows_committed));
     if (s.windows_open > 0)
-      std::printf("  windows open       %12llu   (kept in the store; weir run --final fires them)\n",
-                  static_cast<unsigned long long>(s.windows_open));
+      std::printf(
+        "  windows open       %12llu   (kept in the store; weir run --final fires them)\n",
+        static_cast<unsigned long long>(s.windows_open));
     std::printf("  epochs committed   %12llu\n",
                 static_cast<unsigned long long>(s.epochs_committed));
     std::printf("  epoch latency      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",

@@ -58,7 +58,9 @@ struct step {
   int64_t now = 0;
 };
 
-std::string line(int64_t t) { return std::to_string(t) + ",k\n"; }
+std::string line(int64_t t) {
+  return std::to_string(t) + ",k\n";
+}
 
 /// What the engine did with each record: accepted or not, and the watermark it carried.
 struct outcome {
