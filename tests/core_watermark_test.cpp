@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "actors/core/config.hpp"
+#include "actors/core/error.hpp"
 #include "actors/core/preprocessor.hpp"
 
 using namespace weir;
@@ -287,4 +289,26 @@ TEST_CASE("watermark: snapshots keep each source's event time; older snapshots s
   CHECK(legacy.watermark() == 700 * us_per_s);
   legacy.process(11, 0, line(900));
   CHECK(legacy.watermark() == 900 * us_per_s - ooo);
+}
+
+TEST_CASE("watermark: idle_timeout is off for bounded sources and 30 s for followed ones") {
+  auto text = [](const std::string& extra) {
+    return "[[pipeline]]\nname = \"p\"\n"
+           "[[pipeline.source]]\nname = \"a\"\npath = \"a.csv\"\n"
+           "[[pipeline.source]]\nname = \"b\"\npath = \"b.csv\"\nfollow = true\n"
+           "[[pipeline.source]]\nname = \"c\"\npath = \"c.csv\"\n" +
+           extra +
+           "[pipeline.fields]\ntime = \"ts\"\nkey = \"k\"\n"
+           "[pipeline.window]\nkind = \"tumbling\"\nsize = \"1h\"\n"
+           "[[pipeline.aggregate]]\nfn = \"count\"\n";
+  };
+  auto cfg = parse_config(text("idle_timeout = \"5s\"\n"), "w.toml");
+  REQUIRE(cfg);
+  const auto& src = cfg->pipelines[0].sources;
+  CHECK(src[0].idle_timeout == 0);
+  CHECK(src[1].idle_timeout == 30 * us_per_s);
+  CHECK(src[2].idle_timeout == 5 * us_per_s);
+  auto bad = parse_config(text("idle_timeout = \"soon\"\n"), "w.toml");
+  REQUIRE_FALSE(bad);
+  CHECK(render(bad.error()).find("idle_timeout") != std::string::npos);
 }
