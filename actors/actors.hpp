@@ -32,8 +32,9 @@ typename Inspector::result_type inspect(Inspector& f, frame& x) {
 /// How an epoch ends.
 enum class marker_kind : uint8_t {
   normal = 0, ///< commit and go on
-  stop = 1,   ///< commit and stop (SIGINT/SIGTERM): open windows stay open in the store
-  final = 2,  ///< bounded input exhausted: fire every open window, commit and stop
+  stop = 1,   ///< commit and stop (SIGINT/SIGTERM, or bounded inputs read to their end):
+              ///< windows the watermark has not closed stay open in the store
+  final = 2,  ///< the end of the data (weir run --final): fire every open window, commit, stop
 };
 
 /// The marker of epoch `epoch` that flows ingest -> preprocess -> every aggregator partition.
@@ -160,7 +161,7 @@ using coordinator_actor = caf::typed_actor<
   caf::reacts_to<stop_atom>,
   /// A pipeline failed: stop everything and report.
   caf::reacts_to<fail_atom, std::string>,
-  /// Ingest of pipeline `index` has nothing more to read: end with a final epoch.
+  /// Ingest of pipeline `index` has nothing more to read: end with a last epoch.
   caf::reacts_to<done_atom, uint32_t>,
   /// Ingest of pipeline `index` has sent `commit_events` lines since its last marker: start
   /// its next epoch now rather than at the next tick.
