@@ -33,8 +33,9 @@ typename Inspector::result_type inspect(Inspector& f, frame& x) {
 /// How an epoch ends.
 enum class marker_kind : uint8_t {
   normal = 0, ///< commit and go on
-  stop = 1,   ///< commit and stop (SIGINT/SIGTERM): open windows stay open in the store
-  final = 2,  ///< bounded input exhausted: fire every open window, commit and stop
+  stop = 1,   ///< commit and stop (SIGINT/SIGTERM, or bounded inputs read to their end):
+              ///< windows the watermark has not closed stay open in the store
+  final = 2,  ///< the end of the data (weir run --final): fire every open window, commit, stop
 };
 
 /// The marker of epoch `epoch` that flows ingest -> preprocess -> every aggregator partition.
@@ -86,6 +87,7 @@ struct run_stats {
   uint64_t duplicates = 0;
   std::vector<std::pair<std::string, uint64_t>> rejected; ///< reason -> count
   uint64_t windows_committed = 0;
+  uint64_t windows_open = 0; ///< windows left open in the store at the end (without --final)
   uint64_t epochs_committed = 0;
   uint64_t bytes_read = 0;
   uint32_t restarts = 0;    ///< times the supervisor restarted the run after a failure
@@ -99,7 +101,7 @@ struct run_stats {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
   return f(caf::meta::type_name("weir.run_stats"), x.pipeline, x.read, x.accepted, x.filtered,
-           x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed,
+           x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed, x.windows_open,
            x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
            x.epoch_max_us, x.resume_offsets);
 }
@@ -185,7 +187,7 @@ using coordinator_actor = caf::typed_actor<
   caf::reacts_to<stop_atom>,
   /// A pipeline failed: stop everything and report.
   caf::reacts_to<fail_atom, std::string>,
-  /// Ingest of pipeline `index` has nothing more to read: end with a final epoch.
+  /// Ingest of pipeline `index` has nothing more to read: end with a last epoch.
   caf::reacts_to<done_atom, uint32_t>,
   /// Ingest of pipeline `index` has sent `commit_events` lines since its last marker: start
   /// its next epoch now rather than at the next tick.

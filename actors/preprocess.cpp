@@ -1,5 +1,6 @@
 #include "actors/preprocess.hpp"
 
+#include <chrono>
 #include <cstring>
 
 #include <capnp/message.h>
@@ -249,6 +250,10 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
     },
     [self, updater, coordinator](marker_atom, epoch_marker m) {
       auto& st = self->state;
+      // The actor clock (test_coordinator's under test) drives idle_timeout.
+      st.pre->tick(std::chrono::duration_cast<std::chrono::microseconds>(
+                     self->clock().now().time_since_epoch())
+                     .count());
       if (m.kind == static_cast<uint8_t>(marker_kind::final)) {
         // Every window open now fires; the watermark moves past all of them. It is computed
         // from the largest event time ever accepted (kept in the state), so that a re-run

@@ -21,6 +21,7 @@
 #include "actors/core/poison.hpp"
 #include "actors/core/preprocessor.hpp"
 #include "actors/core/timeparse.hpp"
+#include "actors/core/window_operator.hpp"
 #include "actors/frame.hpp"
 #include "actors/ingest.hpp"
 #include "actors/preprocess.hpp"
@@ -367,6 +368,20 @@ preprocess_counters committed_counters(const std::string& blob) {
   return c ? std::move(*c) : preprocess_counters{};
 }
 
+/// Windows of pipeline `p` that the committed partition states hold open.
+uint64_t open_windows(const pipeline_config& p, warehouse& wh) {
+  auto states = wh.states(p.name);
+  if (!states)
+    return 0;
+  uint64_t n = 0;
+  for (const auto& [part, blob] : *states) {
+    window_operator op{p};
+    if (part != preprocess_partition && !blob.empty() && !op.restore(blob))
+      n += op.open_windows();
+  }
+  return n;
+}
+
 /// The summary of pipeline `name`: its counters at the end (`last`, cumulative as committed)
 /// less those at the start, so that records replayed after a restart count once.
 run_stats summarize(const std::string& name, const std::vector<run_stats>& last, const tally& t,
@@ -436,6 +451,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                                                     const run_options& opts) {
   weir_config cfg = cfg_in;
   cfg.runtime.mode = opts.mode;
+  cfg.runtime.final_flush = opts.final_flush || opts.mode != commit_mode::exactly_once;
   if (cfg.runtime.mode != commit_mode::exactly_once)
     cfg.runtime.durable = false; // no fsync: nothing written is meant to survive a crash
   std::string dir = opts.store.empty() ? cfg.runtime.store : opts.store;
@@ -588,11 +604,12 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
         [&](stats_atom, run_stats&) {}, [&](done_atom) {}, [&](fail_atom, std::string&) {});
     if (failure.empty()) {
       std::vector<run_stats> total;
-      for (size_t i = 0; i < cfg.pipelines.size(); ++i)
-        total.push_back(
-          summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr, cfg.runtime.mode));
-      for (auto& t : total)
-        t.resume_offsets = resume_points(t.pipeline, *lake_ptr, *wh_ptr);
+      for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
+        total.push_back(summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr,
+                                  cfg.runtime.mode));
+        total.back().windows_open = open_windows(cfg.pipelines[i], *wh_ptr);
+        total.back().resume_offsets = resume_points(cfg.pipelines[i].name, *lake_ptr, *wh_ptr);
+      }
       return total;
     }
     std::string where = "last good commits:";

@@ -26,6 +26,9 @@ struct run_options {
   /// committed epochs of a pipeline; none (dry run): process everything and write nothing, in a
   /// throwaway store that is removed at the end (`store` is not touched).
   commit_mode mode = commit_mode::exactly_once;
+  /// The end of this run is the end of the data: every open window fires (runtime_config::
+  /// final_flush). Always so without exactly-once: those runs keep no state to leave them in.
+  bool final_flush = false;
 };
 
 /// errc::too_many_rejects when a pipeline of a finished run rejected more of the records it

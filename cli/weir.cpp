@@ -290,7 +290,7 @@ const char* signal_name(int sig) {
 }
 
 int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
-            bool dry_run, bool no_exactly_once) {
+            bool dry_run, bool no_exactly_once, bool final_flush) {
   auto cfg = weir::load_config(config_path);
   if (!cfg)
     return fail(cfg.error());
@@ -309,6 +309,7 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   opts.store = store;
   opts.threads = threads;
   opts.stop = &stop_requested;
+  opts.final_flush = final_flush;
   if (dry_run)
     opts.mode = weir::commit_mode::none;
   else if (no_exactly_once)
@@ -347,6 +348,10 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
     std::printf("  late (updated)     %12llu\n", static_cast<unsigned long long>(s.late_updates));
     std::printf("  windows committed  %12llu\n",
                 static_cast<unsigned long long>(s.windows_committed));
+    if (s.windows_open > 0)
+      std::printf(
+        "  windows open       %12llu   (kept in the store; weir run --final fires them)\n",
+        static_cast<unsigned long long>(s.windows_open));
     std::printf("  epochs committed   %12llu\n",
                 static_cast<unsigned long long>(s.epochs_committed));
     std::printf("  epoch latency      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
@@ -714,6 +719,11 @@ int main(int argc, char** argv) {
                "nothing to resume from (for one-off backfills; refused on a store with "
                "committed epochs)")
     ->excludes("--dry-run");
+  bool final_flush = false;
+  run->add_flag("--final", final_flush,
+                "the input ends here for good: fire every open window at the end (later records "
+                "for them are late); without it, windows the watermark has not closed stay open "
+                "in the store for the next run");
   run->footer(exit_codes_text);
 
   auto* query = app.add_subcommand("query", "Print committed window results");
@@ -758,7 +768,7 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   if (*run)
-    return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once);
+    return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once, final_flush);
   if (*query)
     return cmd_query(store, q_pipeline, q_key, q_from, q_to, q_format);
   if (*inspect)

@@ -7,7 +7,9 @@ scripts/deps.sh
 scripts/build.sh weir_cli
 store="$(mktemp -d "${TMPDIR:-/tmp}/weir-demo.XXXXXX")"
 trap 'rm -rf "$store"' EXIT
-build/bin/weir run examples/transactions/pipeline.toml --store "$store"
+# The sample is a whole day: --final fires the last hours' windows too. Without it they would
+# stay open in the store for a next run with more data (the summary counts them).
+build/bin/weir run examples/transactions/pipeline.toml --store "$store" --final
 echo
 build/bin/weir query --store "$store" --pipeline merchant_hourly
 echo

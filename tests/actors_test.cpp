@@ -483,11 +483,12 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
     return true;
   }));
   CHECK(landed == text);
-  // The next epoch is the final one and carries the end offset.
+  // The next epoch is the last one and carries the end offset. Without final_flush (weir run
+  // --final) the end of the input is a stop: open windows stay open in the store.
   caf::anon_send(ing, epoch_atom::value, uint64_t{1});
   sched.run();
   REQUIRE(log.markers.size() == 1);
-  CHECK(log.markers[0].kind == static_cast<uint8_t>(marker_kind::final));
+  CHECK(log.markers[0].kind == static_cast<uint8_t>(marker_kind::stop));
   REQUIRE(log.markers[0].offsets.size() == 1);
   CHECK(log.markers[0].offsets[0].second == text.size());
   // Committing it prunes the lake (retention 0).
@@ -676,4 +677,57 @@ TEST_CASE_METHOD(fixture, "warehouse: answers queries and dead-letter listings f
     CHECK(paged[i].start == sorted[i].start);
     CHECK(paged[i].values == sorted[i].values);
   }
+}
+
+TEST_CASE_METHOD(fixture,
+                 "preprocess: a source idle on the actor clock stops holding the watermark") {
+  log_t log;
+  auto cfg = tumbling_config(10 * us_per_s, 0);
+  auto b = cfg.sources[0];
+  b.name = "b";
+  b.idle_timeout = 30 * us_per_s;
+  cfg.sources.push_back(b);
+  auto upd = sys.spawn(fake_updater, &log);
+  auto coord = sys.spawn(fake_coordinator, &log);
+  preprocess_restore restore;
+  restore.partition_snapshots.resize(1);
+  restore.bindings = {{1, 0}, {2, 1}};
+  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord);
+  auto ing = sys.spawn(fake_ingest, &log);
+  // Source a (csv with header) has 100 s of records; source b has none.
+  std::string data = "ts,k,x\n";
+  for (int t = 100; t < 200; ++t)
+    data += std::to_string(t) + ",k,1\n";
+  capnp::MallocMessageBuilder mb;
+  auto c = mb.initRoot<schema::RawChunk>();
+  c.setSource(1);
+  c.setOffset(0);
+  c.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+  caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
+               chunk_atom::value, uint64_t{1}, to_frame(mb));
+  auto marker = [&](uint64_t e, marker_kind kind = marker_kind::normal) {
+    epoch_marker m;
+    m.epoch = e;
+    m.kind = static_cast<uint8_t>(kind);
+    m.offsets = {{1, data.size()}, {2, 0}};
+    caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
+                 marker_atom::value, m);
+    sched.run();
+  };
+  sched.run();
+  marker(1);
+  CHECK(results_of(log.agg_epochs).empty()); // b holds the watermark: it has had nothing
+  sched.advance_time(std::chrono::seconds(29));
+  marker(2);
+  CHECK(results_of(log.agg_epochs).empty()); // not idle for 30 s yet
+  sched.advance_time(std::chrono::seconds(1));
+  marker(3);
+  // b is idle: W = 199 s (a's largest event time, out_of_orderness 0); [100, 190) fire.
+  auto got = results_of(log.agg_epochs);
+  REQUIRE(got.size() == 9);
+  for (auto& w : got)
+    CHECK(w.values[0] == 10);
+  // A stop ends the partitions (they hold the windows still open).
+  marker(4, marker_kind::stop);
+  CHECK(results_of(log.agg_epochs).size() == 9);
 }

@@ -134,7 +134,7 @@ TEST_CASE("weir run + query equals a brute-force reference and a re-run adds not
   auto expected = reference(evs, size, ooo, lateness, late);
   REQUIRE(late > 0);
 
-  auto r1 = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  auto r1 = run(weir_bin + " run --final " + (dir.path / "p.toml").string());
   INFO(r1.out);
   REQUIRE(r1.rc == 0);
   CHECK(r1.out.find("events read") != std::string::npos);
@@ -190,7 +190,7 @@ TEST_CASE("weir run + query equals a brute-force reference and a re-run adds not
   CHECK(dl_rows == bad + late);
 
   // A second run on the same input and store changes nothing.
-  auto r2 = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  auto r2 = run(weir_bin + " run --final " + (dir.path / "p.toml").string());
   REQUIRE(r2.rc == 0);
   auto q2 = run(weir_bin + " query --store " + (dir.path / "store").string() +
                 " --pipeline p --format csv");
@@ -338,7 +338,7 @@ TEST_CASE("commit_events drives epochs without waiting for the commit interval")
   text.replace(pos, std::string("commit_interval = \"20ms\"").size(),
                "commit_interval = \"1h\"\ncommit_events = 1000\nmax_inflight_batches = 1");
   write_file(dir.path / "p.toml", text);
-  auto r = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  auto r = run(weir_bin + " run --final " + (dir.path / "p.toml").string());
   INFO(r.out);
   REQUIRE(r.rc == 0);
   auto q = run(weir_bin + " query --store " + (dir.path / "store").string()

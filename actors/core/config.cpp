@@ -314,7 +314,7 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
                           const std::string& dir) {
   table_reader r{t, key,
                  {"name", "path", "format", "follow", "header", "delimiter", "quote", "columns",
-                  "max_line_bytes"}};
+                  "max_line_bytes", "idle_timeout"}};
   source_config s;
   s.name = r.get_string("name", "source" + std::to_string(index));
   if (!valid_name(s.name))
@@ -331,6 +331,7 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
          "missing: a source reading stdin (path = \"-\") needs format = \"csv\" or \"ndjson\"");
   s.format = static_cast<source_format>(r.get_choice("format", {"csv", "ndjson"}, def_format));
   s.follow = r.get_bool("follow", false);
+  s.idle_timeout = r.get_duration("idle_timeout", s.follow ? 30 * us_per_s : 0);
   s.max_line_bytes = static_cast<size_t>(r.get_count("max_line_bytes", s.max_line_bytes,
                                                      int64_t{1} << 30));
   if (s.max_line_bytes == 0)

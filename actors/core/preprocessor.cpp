@@ -258,7 +258,21 @@ struct preprocessor::impl {
   preprocess_counters counters;
   std::array<int, static_cast<size_t>(reject::count_)> reject_pos;
 
+  /// The watermark of one configured source (a glob's files are one stream, read in order).
+  struct wm_source {
+    timestamp max_time = min_timestamp; ///< largest accepted event time; min: none yet
+    int64_t idle_timeout = 0;           ///< 0: never idle
+    int64_t last_active = 0;            ///< clock of the last tick() that saw it move
+    bool moved = false;                 ///< lines since the last tick()
+    bool idle = false;                  ///< not holding the watermark back
+  };
+
+  /// The pipeline's watermark: max over time of (min over the sources that count of their
+  /// max_time) - out_of_orderness. It never goes down.
   timestamp wm = min_timestamp;
+  std::vector<wm_source> wm_sources; ///< one per configured source
+  int current_cfg = -1;              ///< configured source of the lines being processed
+  bool clock_started = false;
   id_table ids;
   std::vector<std::pair<uint64_t, int64_t>> added;
   std::vector<uint64_t> expired;
@@ -267,6 +281,9 @@ struct preprocessor::impl {
     : cfg(c), nparts(partitions == 0 ? 1 : partitions), layout(make_layout(c.aggregates)) {
     reject_pos.fill(-1);
     parts.resize(nparts);
+    wm_sources.resize(std::max<size_t>(1, cfg.sources.size()));
+    for (size_t i = 0; i < cfg.sources.size(); ++i)
+      wm_sources[i].idle_timeout = cfg.sources[i].idle_timeout;
     const auto& f = cfg.fields;
     time_slot = add_slot(f.time);
     if (!f.event_id.empty())
@@ -500,6 +517,12 @@ struct preprocessor::impl {
     current_source = id;
     counters.bytes += chunk.size();
     auto& s = source(id);
+    current_cfg = s.cfg_index;
+    if (current_cfg >= 0) {
+      auto& ws = wm_sources[static_cast<size_t>(current_cfg)];
+      ws.moved = true;
+      ws.idle = false; // it moved: it counts again (the watermark does not go down)
+    }
     const bool chunk_utf8 = simdjson::validate_utf8(chunk.data(), chunk.size());
     size_t pos = 0;
     while (pos < chunk.size()) {
@@ -837,7 +860,51 @@ struct preprocessor::impl {
     if (update)
       ++counters.late_updates;
     else
+      advance_source(t);
+  }
+
+  // -- watermark ------------------------------------------------------------------------------
+
+  /// An accepted on-time record of the current source: its max event time, then the watermark.
+  void advance_source(timestamp t) {
+    auto& ws = wm_sources[current_cfg < 0 ? 0 : static_cast<size_t>(current_cfg)];
+    if (t <= ws.max_time)
+      return;
+    ws.max_time = t;
+    if (wm_sources.size() == 1)
       wm = std::max(wm, sat_sub(t, cfg.window.out_of_orderness));
+    else
+      raise_watermark();
+  }
+
+  /// Raises wm to the min over the sources that count (not idle) of max_time - out_of_orderness.
+  /// A source without records yet holds it where it is; with none counting it stays.
+  void raise_watermark() {
+    timestamp low = max_timestamp;
+    bool any = false;
+    for (const auto& ws : wm_sources)
+      if (!ws.idle) {
+        low = std::min(low, ws.max_time);
+        any = true;
+      }
+    if (any && low != min_timestamp)
+      wm = std::max(wm, sat_sub(low, cfg.window.out_of_orderness));
+  }
+
+  void tick(int64_t now) {
+    bool changed = false;
+    for (auto& ws : wm_sources) {
+      if (ws.moved || !clock_started) {
+        ws.last_active = now;
+        ws.moved = false;
+      } else if (ws.idle_timeout > 0 && !ws.idle && now - ws.last_active >= ws.idle_timeout) {
+        ws.idle = true;
+        changed = true;
+      }
+    }
+    clock_started = true;
+    if (changed)
+      raise_watermark();
   }
 
   /// Ids remembered with an event time below this are expired.
@@ -1015,9 +1082,11 @@ void preprocessor::restore(timestamp watermark,
 
 namespace {
 
-// Snapshot format "WPP2": watermark (i64), then read, accepted, filtered, late, late_updates,
+// Snapshot format "WPP3": watermark (i64), then read, accepted, filtered, late, late_updates,
 // duplicates, bytes (u64 each), the number of rejection classes (u32) and per class its name
-// (u16 length + bytes) and count (u64); little endian. "WPP1" held the watermark alone.
+// (u16 length + bytes) and count (u64), then the number of configured sources (u32) and per
+// source its name (u16 length + bytes) and largest accepted event time (i64); little endian.
+// "WPP2" had no sources; "WPP1" held the watermark alone.
 
 void put_u64(std::string& out, uint64_t x) {
   for (int i = 0; i < 8; ++i)
@@ -1049,17 +1118,36 @@ struct snapshot_reader {
   }
 };
 
-caf::error parse_snapshot(std::string_view blob, timestamp& wm, preprocess_counters& c) {
+/// A snapshot's content; `has_sources` is false for the formats before per-source watermarks.
+struct snapshot_content {
+  timestamp wm = min_timestamp;
+  preprocess_counters counters;
+  bool has_sources = false;
+  std::vector<std::pair<std::string, timestamp>> sources; ///< name -> largest event time
+};
+
+std::string text_field(std::string_view s) {
+  auto len = static_cast<uint16_t>(std::min<size_t>(s.size(), 0xffff));
+  std::string out;
+  out.push_back(static_cast<char>(len & 0xff));
+  out.push_back(static_cast<char>(len >> 8));
+  out.append(s.substr(0, len));
+  return out;
+}
+
+caf::error parse_snapshot(std::string_view blob, snapshot_content& out) {
   auto bad = [&] {
     return make_error(errc::store_corrupt, "preprocess snapshot: unknown format ("
                                              + std::to_string(blob.size()) + " bytes)");
   };
-  if (blob.size() < 12 || (blob.substr(0, 4) != "WPP1" && blob.substr(0, 4) != "WPP2"))
+  const auto tag = blob.substr(0, 4);
+  if (blob.size() < 12 || (tag != "WPP1" && tag != "WPP2" && tag != "WPP3"))
     return bad();
   snapshot_reader r{blob.substr(4)};
-  wm = static_cast<timestamp>(r.u(8));
-  c = preprocess_counters{};
-  if (blob.substr(0, 4) == "WPP2") {
+  out = snapshot_content{};
+  out.wm = static_cast<timestamp>(r.u(8));
+  auto& c = out.counters;
+  if (tag != "WPP1") {
     for (auto* x : {&c.read, &c.accepted, &c.filtered, &c.late, &c.late_updates, &c.duplicates,
                     &c.bytes})
       *x = r.u(8);
@@ -1070,6 +1158,15 @@ caf::error parse_snapshot(std::string_view blob, timestamp& wm, preprocess_count
       c.rejected.emplace_back(std::move(name), count);
     }
   }
+  if (tag == "WPP3") {
+    out.has_sources = true;
+    auto n = r.u(4);
+    for (uint64_t i = 0; r.ok && i < n; ++i) {
+      auto name = r.text(static_cast<size_t>(r.u(2)));
+      auto t = static_cast<timestamp>(r.u(8));
+      out.sources.emplace_back(std::move(name), t);
+    }
+  }
   if (!r.ok || !r.in.empty())
     return bad();
   return {};
@@ -1078,7 +1175,7 @@ caf::error parse_snapshot(std::string_view blob, timestamp& wm, preprocess_count
 } // namespace
 
 std::string preprocessor::snapshot() const {
-  std::string out = "WPP2";
+  std::string out = "WPP3";
   put_u64(out, static_cast<uint64_t>(d_->wm));
   const auto& c = d_->counters;
   for (auto x : {c.read, c.accepted, c.filtered, c.late, c.late_updates, c.duplicates, c.bytes})
@@ -1087,22 +1184,38 @@ std::string preprocessor::snapshot() const {
   for (int i = 0; i < 4; ++i)
     out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   for (const auto& [name, count] : c.rejected) {
-    auto len = static_cast<uint16_t>(std::min<size_t>(name.size(), 0xffff));
-    out.push_back(static_cast<char>(len & 0xff));
-    out.push_back(static_cast<char>(len >> 8));
-    out.append(name, 0, len);
+    out += text_field(name);
     put_u64(out, count);
+  }
+  const auto& ws = d_->wm_sources;
+  const auto& sc = d_->cfg.sources;
+  auto m = static_cast<uint32_t>(std::min(ws.size(), sc.size()));
+  for (int i = 0; i < 4; ++i)
+    out.push_back(static_cast<char>((m >> (8 * i)) & 0xff));
+  for (size_t i = 0; i < m; ++i) {
+    out += text_field(sc[i].name);
+    put_u64(out, static_cast<uint64_t>(ws[i].max_time));
   }
   return out;
 }
 
 caf::error preprocessor::restore_snapshot(std::string_view blob) {
-  timestamp wm = 0;
-  preprocess_counters c;
-  if (auto err = parse_snapshot(blob, wm, c))
+  snapshot_content sc;
+  if (auto err = parse_snapshot(blob, sc))
     return err;
-  d_->wm = wm;
-  d_->counters = std::move(c);
+  d_->wm = sc.wm;
+  d_->counters = std::move(sc.counters);
+  // Sources are matched by name; one the snapshot does not know has no records yet. A snapshot
+  // from before per-source watermarks gives every source the event time behind its watermark.
+  const timestamp behind =
+    sc.wm == min_timestamp ? min_timestamp : sat_add(sc.wm, d_->cfg.window.out_of_orderness);
+  for (size_t i = 0; i < d_->wm_sources.size(); ++i) {
+    auto& ws = d_->wm_sources[i];
+    ws.max_time = sc.has_sources ? min_timestamp : behind;
+    for (const auto& [name, t] : sc.sources)
+      if (i < d_->cfg.sources.size() && name == d_->cfg.sources[i].name)
+        ws.max_time = t;
+  }
   d_->reject_pos.fill(-1);
   for (size_t i = 0; i < d_->counters.rejected.size(); ++i)
     for (size_t k = 0; k < static_cast<size_t>(reject::count_); ++k)
@@ -1114,14 +1227,28 @@ caf::error preprocessor::restore_snapshot(std::string_view blob) {
 caf::expected<preprocess_counters> preprocessor::counters_of(std::string_view blob) {
   if (blob.empty())
     return preprocess_counters{};
-  timestamp wm = 0;
-  preprocess_counters c;
-  if (auto err = parse_snapshot(blob, wm, c))
+  snapshot_content sc;
+  if (auto err = parse_snapshot(blob, sc))
     return err;
-  return c;
+  return std::move(sc.counters);
 }
 
 void preprocessor::set_watermark(timestamp w) { d_->wm = std::max(d_->wm, w); }
+
+void preprocessor::tick(int64_t now_us) { d_->tick(now_us); }
+
+std::vector<source_watermark> preprocessor::source_watermarks() const {
+  std::vector<source_watermark> out;
+  for (size_t i = 0; i < d_->wm_sources.size(); ++i) {
+    const auto& ws = d_->wm_sources[i];
+    source_watermark x;
+    x.name = i < d_->cfg.sources.size() ? d_->cfg.sources[i].name : std::string{};
+    x.max_time = ws.max_time;
+    x.idle = ws.idle;
+    out.push_back(std::move(x));
+  }
+  return out;
+}
 
 uint64_t preprocessor::id_hash(std::string_view id) {
   uint64_t h = XXH3_64bits(id.data(), id.size());

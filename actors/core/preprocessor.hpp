@@ -35,6 +35,13 @@
 
 namespace weir {
 
+/// Where one configured source stands for the watermark.
+struct source_watermark {
+  std::string name;
+  timestamp max_time = min_timestamp; ///< largest accepted event time (min: none yet)
+  bool idle = false;                  ///< nothing new for its idle_timeout: not counted
+};
+
 struct preprocess_counters {
   uint64_t read = 0;
   uint64_t accepted = 0;
@@ -92,8 +99,21 @@ public:
   std::vector<dead_letter>& dead_letters();
   void clear_outputs();
 
-  /// Max accepted event time - out_of_orderness (min_timestamp before any record).
+  /// The pipeline's watermark W (min_timestamp before any record). Each configured source
+  /// (a glob's files are one stream) has the largest event time it has had accepted; W is the
+  /// min of those over the sources that count, less out_of_orderness, and never goes down. A
+  /// source counts unless it is idle; one without records yet holds W where it is. Records
+  /// that update a fired window (late = update) do not move their source.
   timestamp watermark() const;
+
+  /// The clock (any monotonic microseconds) for idle_timeout: a source whose lines have not
+  /// moved between ticks for its idle_timeout becomes idle and stops holding W back; its next
+  /// line makes it count again. The first tick starts every source's clock. Without a tick no
+  /// source is ever idle, so W is a function of the input order alone.
+  void tick(int64_t now_us);
+
+  /// Per configured source, in config order.
+  std::vector<source_watermark> source_watermarks() const;
   const preprocess_counters& counters() const;
 
   /// Dedupe changes since the last call: ids added (with their event time) and ids expired
@@ -104,9 +124,10 @@ public:
   /// Restores after a restart: the watermark and the remembered event ids.
   void restore(timestamp watermark, const std::vector<std::pair<uint64_t, int64_t>>& ids);
 
-  /// A small state blob (the watermark and the counters) for the store, and back. The counters
-  /// are committed with each epoch, so that they count every record exactly once across
-  /// restarts, like the results.
+  /// A small state blob (the watermark, the counters, each source's largest event time) for
+  /// the store, and back. The counters are committed with each epoch, so that they count every
+  /// record exactly once across restarts, like the results. Sources are matched by name on
+  /// restore; idleness is not kept (a restored source counts until it is idle again).
   std::string snapshot() const;
   caf::error restore_snapshot(std::string_view blob);
 

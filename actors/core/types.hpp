@@ -40,6 +40,10 @@ struct source_config {
   std::string path;           ///< a file, a glob, or "-" for stdin
   source_format format = source_format::csv;
   bool follow = false;        ///< tail the file(s) until SIGINT/SIGTERM
+  /// Nothing new from this source for this long (wall clock): it stops holding the pipeline's
+  /// watermark back until it moves again. 0: never (the default of bounded sources; 30 s when
+  /// follow = true).
+  int64_t idle_timeout = 0;
   bool header = true;         ///< csv: the first line of each file names the columns
   char delimiter = ',';       ///< csv
   char quote = '"';           ///< csv
@@ -147,6 +151,10 @@ struct runtime_config {
   uint32_t record_retries = 1;
   uint64_t max_poison_records = 100; ///< more poison records than this in one run fail the run
   commit_mode mode = commit_mode::exactly_once; ///< set by `weir run` flags, not a config key
+  /// The end of the run is the end of the data (`weir run --final`): every open window fires
+  /// and the watermark moves past it. Otherwise windows the watermark has not closed stay open
+  /// in the store. Set by `weir run`, not a config key.
+  bool final_flush = false;
 };
 
 struct weir_config {

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   }
   weir::run_options opts;
   opts.store = argv[2];
+  opts.final_flush = true; // the input is all the data: fire every window at its end
   auto stats = weir::run_pipelines(*cfg, opts);
   if (!stats) {
     std::fprintf(stderr, "%s\n", weir::render(stats.error()).c_str());
