@@ -122,7 +122,7 @@ TEST_CASE("one writer per store: a second run fails at once, readers go on, a ki
   CHECK(first.wait(10) == 128 + SIGKILL);
   CHECK(fs::exists(dir.path / "store" / "LOCK"));
   write_file(dir.path / "q.toml", config("in.csv"));
-  auto third = weir_cmd("run " + q(dir.path / "q.toml") + " --quiet");
+  auto third = weir_cmd("run " + q(dir.path / "q.toml") + " --quiet --final");
   INFO(third.out);
   CHECK(third.rc == 0);
   // The store holds every window of the input once.
@@ -180,7 +180,7 @@ TEST_CASE("ndjson whose records are mostly rejected stops the run instead of suc
   CHECK(r.out.find("missing field k") != std::string::npos);
   // Nothing was consumed: with the config fixed, the same input is processed in full.
   write_file(dir.path / "p.toml", config("in.ndjson", "K"));
-  r = weir_cmd("run " + q(dir.path / "p.toml"));
+  r = weir_cmd("run --final " + q(dir.path / "p.toml"));
   INFO(r.out);
   REQUIRE(r.rc == 0);
   auto out = weir_cmd("query --store " + q(dir.path / "store") + " --pipeline p --format csv");
@@ -306,7 +306,7 @@ TEST_CASE("query output round-trips: shortest numbers, valid JSON, aligned table
   rows += iso(t0 + 20000) + ",huge,1e308\n" + iso(t0 + 20001) + ",huge,1e308\n";
   write_file(dir.path / "in.csv", rows);
   write_file(dir.path / "p.toml", config("in.csv"));
-  REQUIRE(weir_cmd("run " + q(dir.path / "p.toml") + " --quiet").rc == 0);
+  REQUIRE(weir_cmd("run " + q(dir.path / "p.toml") + " --quiet --final").rc == 0);
   auto want = hourly_sums(rows);
   auto csv = weir_cmd("query --store " + q(dir.path / "store") + " --pipeline p --format csv");
   REQUIRE(csv.rc == 0);

@@ -96,7 +96,7 @@ TEST_CASE("long line - a crash before the commit replays its dead letter from th
 TEST_CASE("long line - on stdin too", "[e2e][long]") {
   temp_dir dir;
   long_line_input in(dir.path / "in.csv");
-  write_file(dir.path / "p.toml", counting_config("-", "  max_line_bytes = 65536\n"));
+  write_file(dir.path / "p.toml", counting_config("-", "  format = \"csv\"\n  max_line_bytes = 65536\n"));
   auto r = weir_cmd("run " + quoted(dir.path / "p.toml") + " < " + quoted(dir.path / "in.csv"));
   INFO(r.out);
   REQUIRE(r.rc == 0);

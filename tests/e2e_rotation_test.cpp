@@ -109,20 +109,20 @@ TEST_CASE("rotation - between runs: renamed, truncated, replaced with the old fi
   };
   write_file(in, lines(0, 200, true));
   run();
-  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(range(0, 200))) == "");
+  CHECK(table_diff(committed_windows(dir.path / "store"), closed_windows(range(0, 200))) == "");
   // Renamed away with lines the last run did not see; a new file at the path.
   append_file(in, lines(200, 250));
   fs::rename(in, dir.path / "in.csv.1");
   write_file(in, lines(250, 400, true));
   auto out = run();
   CHECK(out.find("reading the rest of generation 0 from") != std::string::npos);
-  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(range(0, 400))) == "");
+  CHECK(table_diff(committed_windows(dir.path / "store"), closed_windows(range(0, 400))) == "");
   // Truncated in place and written anew, shorter than what was committed.
   fs::resize_file(in, 0);
   append_file(in, lines(400, 450, true));
   out = run();
   CHECK(out.find("the file was truncated since the last run") != std::string::npos);
-  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(range(0, 450))) == "");
+  CHECK(table_diff(committed_windows(dir.path / "store"), closed_windows(range(0, 450))) == "");
   // Replaced, and the old file is gone (its lines 450..460 were never read: lost, said so).
   append_file(in, lines(450, 460));
   fs::remove(dir.path / "in.csv.1");
@@ -134,11 +134,11 @@ TEST_CASE("rotation - between runs: renamed, truncated, replaced with the old fi
   auto want = range(0, 450);
   for (int64_t n = 460; n < 500; ++n)
     want.push_back(n);
-  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(want)) == "");
+  CHECK(table_diff(committed_windows(dir.path / "store"), closed_windows(want)) == "");
   // A run with nothing new commits nothing more and finds nothing to warn about.
   out = run();
   CHECK(out.find("warning") == std::string::npos);
-  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(want)) == "");
+  CHECK(table_diff(committed_windows(dir.path / "store"), closed_windows(want)) == "");
 }
 
 TEST_CASE("rotation - a file newly matching a followed glob is read", "[e2e][rotation]") {
@@ -228,13 +228,13 @@ TEST_CASE("rotation - crashes before a commit, then a rotation: the lake's part 
   fs::rename(in, dir.path / "in.csv.1");
   write_file(in, lines(250, 300, true));
   run("reading the rest of generation 0 from");
-  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(range(0, 300))) == "");
+  CHECK(table_diff(committed_windows(dir.path / "store"), closed_windows(range(0, 300))) == "");
   // Landed, not committed, then truncated: those lines come from the lake alone.
   append_file(in, lines(300, 350));
   crash();
   fs::resize_file(in, 0);
   append_file(in, lines(350, 400, true));
   run("the file was truncated since the last run");
-  CHECK(table_diff(committed_windows(dir.path / "store"), reference_windows(range(0, 400))) == "");
+  CHECK(table_diff(committed_windows(dir.path / "store"), closed_windows(range(0, 400))) == "");
   CHECK(dead_letter_rows(dir.path / "store").empty());
 }

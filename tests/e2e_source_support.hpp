@@ -158,6 +158,19 @@ inline window_table reference_windows(const std::vector<int64_t>& ns) {
   return out;
 }
 
+/// The windows of `ns` that a bounded run without --final commits: all but the window of the
+/// latest line, which the watermark (no out-of-orderness) has not passed yet.
+inline window_table closed_windows(const std::vector<int64_t>& ns) {
+  auto out = reference_windows(ns);
+  if (ns.empty())
+    return out;
+  auto last = *std::max_element(ns.begin(), ns.end());
+  auto open = iso(event_base + last - last % 10);
+  for (auto i = out.begin(); i != out.end();)
+    i = i->first.first == open ? out.erase(i) : std::next(i);
+  return out;
+}
+
 /// What the store committed, as the reference has it (sums printed as integers), without the
 /// window of the flush line.
 inline window_table committed_windows(const fs::path& store) {
