@@ -21,6 +21,7 @@
 #include "actors/core/fault.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/runtime.hpp"
+#include "cli/format.hpp"
 #include "store/lake.hpp"
 #include "store/warehouse.hpp"
 
@@ -109,9 +110,9 @@ std::string fmt_number(double v, bool precise = false) {
   return s;
 }
 
-/// A number as JSON: integers without a fraction, others with full precision.
+/// A number as JSON (cli/format.hpp): valid JSON for infinities too.
 std::string json_number(double v) {
-  return fmt_number(v, true);
+  return weir::json_number(v);
 }
 
 std::string json_escape(std::string_view s) {
@@ -192,10 +193,15 @@ caf::expected<weir::timestamp> parse_when(const std::string& s) {
   weir::timestamp t = 0;
   if (weir::parse_time(s, weir::time_format::iso8601, t))
     return t;
-  if (weir::parse_time(s, weir::time_format::epoch_s, t))
+  const char* why = nullptr;
+  if (weir::parse_time(s, weir::time_format::epoch_s, t, why))
     return t;
-  return weir::make_error(weir::errc::bad_config,
-                          "bad time '" + s + "': use ISO-8601 with a zone or epoch seconds");
+  // A number that parses but is out of range says so; anything else gets the usage hint.
+  const bool number = s.find_first_not_of("+-.0123456789") == std::string::npos;
+  return weir::make_error(
+    weir::errc::bad_config,
+    "bad time '" + s +
+      "': " + (number ? std::string{why} : "use ISO-8601 with a zone or epoch seconds"));
 }
 
 int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
