@@ -23,6 +23,7 @@
 #include "actors/core/fault.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/runtime.hpp"
+#include "cli/format.hpp"
 #include "store/lake.hpp"
 #include "store/warehouse.hpp"
 
@@ -119,12 +120,6 @@ std::string precise_number(double v) {
   char buf[32];
   auto r = std::to_chars(buf, buf + sizeof(buf), v);
   return std::string(buf, r.ptr);
-}
-
-/// A number as JSON, which has no infinity or NaN: those are null (an aggregate over no
-/// values, or a sum beyond the range of a double).
-std::string json_number(double v) {
-  return std::isfinite(v) ? precise_number(v) : "null";
 }
 
 /// The length of the valid UTF-8 sequence at s[i], or 0 when there is none.
@@ -279,10 +274,15 @@ caf::expected<weir::timestamp> parse_when(const std::string& s) {
   weir::timestamp t = 0;
   if (weir::parse_time(s, weir::time_format::iso8601, t))
     return t;
-  if (weir::parse_time(s, weir::time_format::epoch_s, t))
+  const char* why = nullptr;
+  if (weir::parse_time(s, weir::time_format::epoch_s, t, why))
     return t;
-  return weir::make_error(weir::errc::bad_config,
-                          "bad time '" + s + "': use ISO-8601 with a zone or epoch seconds");
+  // A number that parses but is out of range says so; anything else gets the usage hint.
+  const bool number = s.find_first_not_of("+-.0123456789") == std::string::npos;
+  return weir::make_error(
+    weir::errc::bad_config,
+    "bad time '" + s +
+      "': " + (number ? std::string{why} : "use ISO-8601 with a zone or epoch seconds"));
 }
 
 const char* signal_name(int sig) {
@@ -513,7 +513,7 @@ private:
       if (std::isfinite(r.values[i]))
         number(r.values[i]);
       else
-        buf_ += "null";
+        buf_ += weir::json_number(r.values[i]); // null, or "inf" as a string
     }
     buf_ += ", \"version\": ";
     buf_ += std::to_string(r.version);

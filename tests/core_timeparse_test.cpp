@@ -1,8 +1,11 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "actors/core/timeparse.hpp"
 
@@ -44,6 +47,46 @@ std::string reason_of(std::string_view s, time_format f = time_format::iso8601) 
   if (parse_time(s, f, t, why))
     return "ok";
   return why;
+}
+
+/// The microseconds `text` ([+-]digits[.digits]) stands for in `unit`, computed in 128 bits with
+/// digits beyond 10^30 saturating, so that no input can overflow the reference itself.
+__int128 wide_epoch(std::string_view text, int64_t unit) {
+  const __int128 cap = static_cast<__int128>(1'000'000'000'000'000LL) * 1'000'000'000'000'000LL;
+  bool neg = !text.empty() && text[0] == '-';
+  if (!text.empty() && (text[0] == '-' || text[0] == '+'))
+    text.remove_prefix(1);
+  __int128 whole = 0;
+  size_t i = 0;
+  for (; i < text.size() && text[i] != '.'; ++i)
+    whole = std::min(cap, whole * 10 + (text[i] - '0'));
+  __int128 frac = 0;
+  __int128 scale = unit;
+  for (++i; i < text.size(); ++i) {
+    scale /= 10;
+    frac += (text[i] - '0') * scale;
+  }
+  __int128 v = whole * unit + frac;
+  return neg ? -v : v;
+}
+
+/// Numbers near every limit an epoch parser could trip on: int64's, 10^18, 10^19 and the ends
+/// of the years 0000 to 9999 in `unit`.
+std::vector<std::string> epoch_boundaries(int64_t unit) {
+  std::vector<std::string> out;
+  const char* fixed[] = {"9223372036854775807",           "9223372036854775808",
+                         "9223372036854775809",           "18446744073709551615",
+                         "18446744073709551616",          "999999999999999999",
+                         "1000000000000000000",           "9999999999999999999",
+                         "10000000000000000000",          "99999999999999999999",
+                         "9300000000000000000",           "5000000000000000000",
+                         "00000000000000000000000000012", "0"};
+  for (const char* f : fixed)
+    out.emplace_back(f);
+  for (int64_t edge : {max_parsed_time / unit, -min_parsed_time / unit})
+    for (int64_t d = -2; d <= 2; ++d)
+      out.push_back(std::to_string(edge + d));
+  return out;
 }
 
 } // namespace
@@ -168,7 +211,8 @@ TEST_CASE("iso8601: errors say why") {
   CHECK(reason_of("abc") != "ok");
   CHECK(reason_of("2024-03-01X") != "ok");
   CHECK(reason_of("2024-03-01T1:00:00Z") != "ok");
-  CHECK(reason_of("0000-01-01T00:00:00+01:00") == "year out of range");
+  CHECK(reason_of("0000-01-01T00:00:00+01:00") == "out of range: years 0000 to 9999 only");
+  CHECK(reason_of("9999-12-31T23:59:59-00:01") == "out of range: years 0000 to 9999 only");
   CHECK(reason_of("0000-01-01T00:00:00Z") == "ok");
   CHECK(reason_of("9999-12-31T23:59:59.999999Z") == "ok");
 }
@@ -222,6 +266,38 @@ TEST_CASE("epoch formats: integers and decimals, truncated toward zero") {
                           "99999999999999999999", "253402300800"})
     CHECK_FALSE(parse_time(bad, time_format::epoch_s, t));
   CHECK(parse_time("253402300799", time_format::epoch_s, t));
+}
+
+TEST_CASE("epoch formats: huge numbers are out of range, never a wrong time (128-bit reference)") {
+  std::mt19937_64 rng{11};
+  for (auto [f, unit] :
+       {std::pair{time_format::epoch_s, us_per_s}, std::pair{time_format::epoch_ms, us_per_ms},
+        std::pair{time_format::epoch_us, int64_t{1}}}) {
+    std::vector<std::string> texts;
+    for (const auto& b : epoch_boundaries(unit))
+      for (const char* sign : {"", "-", "+"})
+        for (const char* frac : {"", ".5", ".999999999"})
+          texts.push_back(sign + b + frac);
+    for (int i = 0; i < 20000; ++i) {
+      std::string t = rng() % 2 ? "-" : "";
+      int digits = 1 + static_cast<int>(rng() % 25);
+      for (int k = 0; k < digits; ++k)
+        t += static_cast<char>('0' + rng() % 10);
+      texts.push_back(t);
+    }
+    for (const auto& text : texts) {
+      const __int128 want = wide_epoch(text, unit);
+      const bool in_range = want >= min_parsed_time && want <= max_parsed_time;
+      timestamp got = 0;
+      const char* why = nullptr;
+      INFO(text << " unit " << unit);
+      REQUIRE(parse_time(text, f, got, why) == in_range);
+      if (in_range)
+        CHECK(got == static_cast<int64_t>(want));
+      else
+        CHECK(std::string{why} == "out of range: years 0000 to 9999 only");
+    }
+  }
 }
 
 TEST_CASE("format_time prints UTC with a fraction only when needed, and parses back") {

@@ -124,8 +124,9 @@ public:
   table_reader(const toml::table& t, std::string path, std::initializer_list<const char*> allowed)
     : t_(t), path_(std::move(path)) {
     for (auto&& [k, v] : t) {
+      const std::string_view name = k.str(); // a lambda cannot capture a binding in C++17
       bool ok = std::any_of(allowed.begin(), allowed.end(),
-                            [&](const char* a) { return k.str() == a; });
+                            [&](const char* a) { return name == a; });
       if (!ok)
         fail(v, key(k.str()), "unknown key; allowed: " + join(allowed));
     }

@@ -27,6 +27,9 @@ constexpr int days_in_month(int y, int m) {
   return m == 2 && is_leap(y) ? 29 : days[m - 1];
 }
 
+/// The one reason for any time outside min_parsed_time..max_parsed_time, whatever its format.
+constexpr const char* out_of_range = "out of range: years 0000 to 9999 only";
+
 bool fail(const char*& reason, const char* why) {
   reason = why;
   return false;
@@ -121,7 +124,7 @@ bool parse_iso8601(std::string_view s, timestamp& out, const char*& reason) {
   secs += hour * 3600 + minute * 60 + second - zone;
   out = secs * us_per_s + frac;
   if (out < min_parsed_time || out > max_parsed_time)
-    return fail(reason, "year out of range");
+    return fail(reason, out_of_range);
   return true;
 }
 
@@ -134,14 +137,15 @@ bool parse_epoch(std::string_view s, int64_t unit, timestamp& out, const char*& 
     neg = *p == '-';
     ++p;
   }
-  // 19 digits could overflow; anything past the year 9999 is rejected below anyway.
+  // Any whole part of 10^18 or more is past the year 9999 in every unit; stopping there keeps
+  // the accumulation below far from int64 overflow, whatever the number of digits.
   constexpr int64_t limit = 1'000'000'000'000'000'000LL;
   int64_t whole = 0;
   const char* digits_begin = p;
   while (p != end && is_digit(*p)) {
+    if (whole >= limit / 10)
+      return fail(reason, out_of_range);
     whole = whole * 10 + (*p - '0');
-    if (whole >= limit)
-      return fail(reason, "number out of range");
     ++p;
   }
   bool any = p != digits_begin;
@@ -164,11 +168,11 @@ bool parse_epoch(std::string_view s, int64_t unit, timestamp& out, const char*& 
   if (p != end)
     return fail(reason, "expected a number");
   if (whole > max_parsed_time / unit + 1)
-    return fail(reason, "number out of range");
+    return fail(reason, out_of_range);
   int64_t v = whole * unit + frac;
   out = neg ? -v : v;
   if (out < min_parsed_time || out > max_parsed_time)
-    return fail(reason, "number out of range");
+    return fail(reason, out_of_range);
   return true;
 }
 

@@ -52,6 +52,8 @@ constexpr void civil_from_days(int64_t z, int64_t& y, unsigned& m, unsigned& d) 
 /// shift every window. epoch_s / epoch_ms / epoch_us: an integer or decimal number of that
 /// unit, optionally signed; sub-microsecond digits are truncated toward zero.
 ///
+/// Any format refuses a time outside min_parsed_time..max_parsed_time ("out of range: years
+/// 0000 to 9999 only"), however many digits it has: no input overflows into a wrong time.
 /// On failure returns false and points `reason` at a static text ("month out of range", ...).
 bool parse_time(std::string_view s, time_format f, timestamp& out, const char*& reason);
 
