@@ -26,6 +26,7 @@
 #include "actors/warehouse.hpp"
 #include "schema/batch.capnp.h"
 #include "store/lake.hpp"
+#include "store/store.hpp"
 #include "store/warehouse.hpp"
 
 namespace weir {
@@ -343,14 +344,11 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   std::filesystem::create_directories(dir, ec);
   if (ec)
     return make_error(errc::store_io, "cannot create store directory " + dir + ": " + ec.message());
-  auto lk = lake::open(dir, cfg.runtime.durable);
-  if (!lk)
-    return lk.error();
-  auto wh = warehouse::open(dir, cfg.runtime.durable);
-  if (!wh)
-    return wh.error();
-  auto lake_ptr = std::make_shared<lake>(std::move(*lk));
-  auto wh_ptr = std::make_shared<warehouse>(std::move(*wh));
+  auto st = open_store(dir, cfg.runtime.durable); // lake and warehouse of one store
+  if (!st)
+    return st.error();
+  auto lake_ptr = std::make_shared<lake>(std::move(st->lk));
+  auto wh_ptr = std::make_shared<warehouse>(std::move(st->wh));
   const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
   auto preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
   if (!preps)
