@@ -399,7 +399,13 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     std::string failure;
     std::optional<record_span> span; ///< the records the failure happened on, if it names them
     std::string span_what;
+    // A damaged store does not heal by restarting: its error ends the run as it is (exit 4).
+    std::optional<caf::error> damage;
     auto note_span = [&](const caf::error& reason) {
+      if (!damage && reason && reason.category() == caf::atom("weir") &&
+          (reason.code() == static_cast<uint8_t>(errc::store_corrupt) ||
+           reason.code() == static_cast<uint8_t>(errc::store_format)))
+        damage = reason;
       if (span)
         return;
       span = record_span_of(reason);
@@ -456,6 +462,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                                   cfg.runtime.mode));
       return total;
     }
+    if (damage)
+      return *damage;
     std::string where = "last good commits:";
     for (const auto& p : cfg.pipelines) {
       auto last = wh_ptr->last_epoch(p.name);

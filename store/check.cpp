@@ -64,9 +64,9 @@ void walk_table(walker& w, lmdb::env& e, const std::string& where, const char* t
       if (n++ > 0 && k <= prev)
         w.problem(at + "key " + lmdb::show_key(k) + " out of order after " + lmdb::show_key(prev));
       prev.assign(k.data(), k.size());
-      std::optional<std::string_view> body = c->value();
+      caf::expected<std::string_view> body = c->value();
       if (!is_meta || (k != "format_version" && k != "kind"))
-        body = lmdb::unseal(k, c->value());
+        body = c->sealed_value();
       if (!body) {
         w.problem(at + "key " + lmdb::show_key(k) + ": checksum mismatch");
         continue;

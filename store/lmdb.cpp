@@ -210,7 +210,7 @@ extern "C" void on_fault(int sig, siginfo_t* info, void* ctx) {
     // Only async-signal-safe calls here.
     write_stderr("weir: store ");
     write_stderr(dir);
-    write_stderr(" is damaged: LMDB read outside its pages (a damaged page; run weir check)\n");
+    write_stderr(" is damaged: a damaged page points outside the file (run weir check)\n");
     ::_exit(4);
   }
   // Not ours: hand it to the handler that was there before, or let the default action happen
@@ -343,7 +343,13 @@ caf::error txn::corrupt(dbi d, std::string_view key, std::string_view what) cons
 }
 
 caf::expected<std::string_view> txn::unsealed(dbi d, std::string_view key, std::string_view value) {
-  auto body = unseal(key, value);
+  std::optional<std::string_view> body;
+  {
+    // A value LMDB found on a damaged page may reach outside the file: reading it to hash it
+    // faults like a read inside LMDB.
+    in_lmdb guard{store_dir()};
+    body = unseal(key, value);
+  }
   if (!body)
     return corrupt(d, key, "checksum mismatch (the value was damaged or does not belong there)");
   return *body;

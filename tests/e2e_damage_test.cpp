@@ -213,7 +213,8 @@ TEST_CASE("a lost warehouse beside a lake with data is refused, and so is a lost
     CHECK_THAT(r.out, Catch::Contains("source ids"));
     auto c = f.check();
     CHECK(c.rc == 4);
-    CHECK_THAT(c.out, Catch::Contains("is missing"));
+    CHECK_THAT(c.out, Catch::Contains("records no store identity"));
+    CHECK_THAT(c.out, Catch::Contains("which the lake does not know"));
   }
 }
 
