@@ -22,19 +22,25 @@ namespace weir::lmdb {
 
 // -- seals ----------------------------------------------------------------------------------------
 
-uint64_t seal_hash(std::string_view key, std::string_view body) {
-  return XXH3_64bits_withSeed(body.data(), body.size(), XXH3_64bits(key.data(), key.size()));
+uint64_t table_seed(std::string_view table) {
+  return XXH3_64bits(table.data(), table.size());
 }
 
-void seal_at(std::string_view key, char* body, size_t n) {
-  codec::put_le64(body + n, seal_hash(key, std::string_view{body, n}));
+uint64_t seal_hash(uint64_t seed, std::string_view key, std::string_view body) {
+  return XXH3_64bits_withSeed(body.data(), body.size(),
+                              XXH3_64bits_withSeed(key.data(), key.size(), seed));
 }
 
-std::optional<std::string_view> unseal(std::string_view key, std::string_view value) {
+void seal_at(uint64_t seed, std::string_view key, char* body, size_t n) {
+  codec::put_le64(body + n, seal_hash(seed, key, std::string_view{body, n}));
+}
+
+std::optional<std::string_view> unseal(uint64_t seed, std::string_view key,
+                                       std::string_view value) {
   if (value.size() < seal_size)
     return std::nullopt;
   auto body = value.substr(0, value.size() - seal_size);
-  if (codec::get_le64(value.data() + body.size()) != seal_hash(key, body))
+  if (codec::get_le64(value.data() + body.size()) != seal_hash(seed, key, body))
     return std::nullopt;
   return body;
 }
@@ -240,6 +246,17 @@ void install_fault_handler() {
   });
 }
 
+/// Reads the last byte of a key or value LMDB handed out, inside the fault guard: its first byte
+/// is on a page in the file, so when its last byte is too, the whole of it is, and later reads
+/// of it (copies, compares, hashes) cannot fault. A damaged page can give a size that reaches
+/// past the file's end.
+void touch(const MDB_val& v) {
+  if (v.mv_size > 0) {
+    volatile char last = static_cast<const char*>(v.mv_data)[v.mv_size - 1];
+    (void)last;
+  }
+}
+
 /// Marks this thread as inside an LMDB call on the environment in `dir` while it lives.
 class in_lmdb {
 public:
@@ -264,6 +281,7 @@ private:
 struct txn::names {
   std::string dir;
   std::vector<std::string> tables;
+  std::vector<uint64_t> seeds; ///< lmdb::table_seed of each table's name
 };
 
 txn::txn(MDB_txn* t, bool read_only, std::shared_lock<std::shared_mutex> lock, names* n)
@@ -318,11 +336,20 @@ caf::expected<dbi> txn::open_dbi(const char* name, bool create) {
   if (rc != MDB_SUCCESS)
     return check(rc, std::string("opening table ") + (name ? name : "(main)"));
   if (names_ != nullptr && name != nullptr) {
-    if (names_->tables.size() <= d)
+    if (names_->tables.size() <= d) {
       names_->tables.resize(d + 1);
+      names_->seeds.resize(d + 1);
+    }
     names_->tables[d] = name;
+    names_->seeds[d] = lmdb::table_seed(name);
   }
   return d;
+}
+
+uint64_t txn::table_seed(dbi d) const {
+  if (names_ != nullptr && d < names_->seeds.size())
+    return names_->seeds[d];
+  return 0;
 }
 
 const char* txn::store_dir() const {
@@ -348,7 +375,7 @@ caf::expected<std::string_view> txn::unsealed(dbi d, std::string_view key, std::
     // A value LMDB found on a damaged page may reach outside the file: reading it to hash it
     // faults like a read inside LMDB.
     in_lmdb guard{store_dir()};
-    body = unseal(key, value);
+    body = unseal(table_seed(d), key, value);
   }
   if (!body)
     return corrupt(d, key, "checksum mismatch (the value was damaged or does not belong there)");
@@ -384,6 +411,8 @@ caf::expected<std::optional<std::string_view>> txn::get(dbi d, std::string_view 
   {
     in_lmdb guard{store_dir()};
     rc = mdb_get(txn_, d, &k, &v);
+    if (rc == MDB_SUCCESS)
+      touch(v);
   }
   if (rc == MDB_NOTFOUND)
     return std::optional<std::string_view>{};
@@ -514,6 +543,10 @@ caf::expected<bool> cursor::move(MDB_cursor_op op, const char* what) {
   {
     in_lmdb guard{txn_->store_dir()};
     rc = mdb_cursor_get(cur_, &key_, &value_, op);
+    if (rc == MDB_SUCCESS) {
+      touch(key_);
+      touch(value_);
+    }
   }
   if (rc == MDB_NOTFOUND)
     return false;

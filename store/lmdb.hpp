@@ -19,8 +19,9 @@
 ///   version, page size, roots within the last page, and the file holds every page up to the
 ///   last one): a file cut short is refused instead of killing the process with SIGBUS;
 /// - "sealed" values (put_sealed, get_sealed, cursor::sealed_value) end in an XXH3-64 of the
-///   value seeded with the XXH3-64 of its key: a damaged value, or a value that moved to another
-///   key, is errc::store_corrupt naming the directory, table and key;
+///   value seeded with the XXH3-64 of its key seeded with that of the table's name: a damaged
+///   value, or a value that moved to another key or table, is errc::store_corrupt naming the
+///   directory, table and key;
 /// - LMDB trusts its pages: a damaged B-tree page makes it trip an assertion (SIGABRT) or read
 ///   outside the map (SIGSEGV, SIGBUS). Both are caught: an assertion callback, and a SIGSEGV/
 ///   SIGBUS handler (installed once per process, chaining to the one before) that acts only
@@ -110,14 +111,19 @@ using dbi = MDB_dbi;
 /// Bytes a sealed value carries after its body.
 constexpr size_t seal_size = 8;
 
-/// The checksum of a sealed value: XXH3-64 of the body, seeded with XXH3-64 of the key.
-uint64_t seal_hash(std::string_view key, std::string_view body);
+/// The seed of a table's seals: XXH3-64 of its name, so that a value (or a whole subtree) that
+/// turns up in another table does not verify there.
+uint64_t table_seed(std::string_view table);
 
-/// Writes the checksum of (key, body[0..n)) at body + n.
-void seal_at(std::string_view key, char* body, size_t n);
+/// The checksum of a sealed value: XXH3-64 of the body, seeded with XXH3-64 of the key, seeded
+/// with the table's seed.
+uint64_t seal_hash(uint64_t seed, std::string_view key, std::string_view body);
+
+/// Writes the checksum of (seed, key, body[0..n)) at body + n.
+void seal_at(uint64_t seed, std::string_view key, char* body, size_t n);
 
 /// The body of a sealed value when its checksum matches, nullopt when not.
-std::optional<std::string_view> unseal(std::string_view key, std::string_view value);
+std::optional<std::string_view> unseal(uint64_t seed, std::string_view key, std::string_view value);
 
 /// A key for a message: as text when printable, as hex otherwise (cut after 64 bytes).
 std::string show_key(std::string_view key);
@@ -167,7 +173,7 @@ public:
     if (!dst)
       return std::move(dst.error());
     fill(*dst);
-    seal_at(key, *dst, size);
+    seal_at(table_seed(d), key, *dst, size);
     return caf::none;
   }
   /// The verified body of the sealed value under `key`; errc::store_corrupt when its checksum
@@ -182,6 +188,8 @@ public:
   std::string table_name(dbi d) const;
   /// The environment's directory.
   const char* store_dir() const;
+  /// The seal seed of a table (lmdb::table_seed of its name; 0 when opened without a name).
+  uint64_t table_seed(dbi d) const;
   /// Deletes `key`; false if it was not there.
   caf::expected<bool> del(dbi d, std::string_view key);
   /// The number of entries of a table.

@@ -28,9 +28,11 @@ using weir::test::temp_dir;
 
 namespace {
 
-/// The bytes a sealed value holds, computed here from XXH3 directly.
-std::string sealed(std::string_view key, std::string_view body) {
-  uint64_t h = XXH3_64bits_withSeed(body.data(), body.size(), XXH3_64bits(key.data(), key.size()));
+/// The bytes a sealed value of `table` holds, computed here from XXH3 directly.
+std::string sealed(std::string_view table, std::string_view key, std::string_view body) {
+  uint64_t seed = XXH3_64bits(table.data(), table.size());
+  uint64_t h = XXH3_64bits_withSeed(body.data(), body.size(),
+                                    XXH3_64bits_withSeed(key.data(), key.size(), seed));
   std::string out{body};
   char b[8];
   codec::put_le64(b, h);
@@ -91,15 +93,18 @@ TEST_CASE("a sealed value is XXH3 of its body seeded with XXH3 of its key") {
     }));
     return out;
   };
-  CHECK(raw("a") == sealed("a", "hello"));
-  REQUIRE(lmdb::unseal("a", raw("a")));
-  CHECK(*lmdb::unseal("a", raw("a")) == "hello");
-  // A flipped byte, and the same bytes under another key (a moved value), are refused.
+  CHECK(raw("a") == sealed("things", "a", "hello"));
+  const auto seed = lmdb::table_seed("things");
+  REQUIRE(lmdb::unseal(seed, "a", raw("a")));
+  CHECK(*lmdb::unseal(seed, "a", raw("a")) == "hello");
+  // A flipped byte, the same bytes under another key or in another table (a moved value), are
+  // refused.
   std::string flipped = raw("a");
   flipped[1] ^= 0x04;
-  CHECK_FALSE(lmdb::unseal("a", flipped));
-  CHECK_FALSE(lmdb::unseal("b", raw("a")));
-  CHECK_FALSE(lmdb::unseal("a", "short"));
+  CHECK_FALSE(lmdb::unseal(seed, "a", flipped));
+  CHECK_FALSE(lmdb::unseal(seed, "b", raw("a")));
+  CHECK_FALSE(lmdb::unseal(lmdb::table_seed("other"), "a", raw("a")));
+  CHECK_FALSE(lmdb::unseal(seed, "a", "short"));
   e->with_write([&](lmdb::txn& t) { return t.put(*d, "b", raw("a")); });
   auto err = e->with_read([&](lmdb::txn& t) -> caf::error {
     auto v = t.get_sealed(*d, "b");
@@ -244,7 +249,7 @@ TEST_CASE("weir check walks a clean store and names each damage") {
     std::string key(6, '\0');
     lmdb::put_be16(key.data(), 1);
     lmdb::put_be32(key.data() + 2, 42);
-    raw_put(dir.str() + "/warehouse", "offsets", key, sealed(key, std::string(8, '\0')));
+    raw_put(dir.str() + "/warehouse", "offsets", key, sealed("offsets", key, std::string(8, '\0')));
     auto r = check_quietly(dir.str());
     REQUIRE(r);
     REQUIRE(r->problems.size() == 1);
@@ -258,7 +263,7 @@ TEST_CASE("weir check walks a clean store and names each damage") {
     codec::writer w{v};
     w.u32(1);
     w.u32(0);
-    raw_put(dir.str() + "/warehouse", "results", key, sealed(key, v));
+    raw_put(dir.str() + "/warehouse", "results", key, sealed("results", key, v));
     auto r = check_quietly(dir.str());
     REQUIRE(r);
     REQUIRE(r->problems.size() == 1);
