@@ -216,7 +216,7 @@ extern "C" void on_fault(int sig, siginfo_t* info, void* ctx) {
     // Only async-signal-safe calls here.
     write_stderr("weir: store ");
     write_stderr(dir);
-    write_stderr(" is damaged: a damaged page points outside the file (run weir check)\n");
+    write_stderr(" is damaged: a damaged page points outside the file\n");
     ::_exit(4);
   }
   // Not ours: hand it to the handler that was there before, or let the default action happen
