@@ -30,6 +30,7 @@
 #include "schema/batch.capnp.h"
 #include "store/lake.hpp"
 #include "store/lock.hpp"
+#include "store/store.hpp"
 #include "store/warehouse.hpp"
 
 namespace weir {
@@ -489,16 +490,13 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   auto lock = store_lock::acquire(dir);
   if (!lock)
     return lock.error();
-  auto lk = lake::open(dir, cfg.runtime.durable);
-  if (!lk)
-    return lk.error();
-  auto wh = warehouse::open(dir, cfg.runtime.durable);
-  if (!wh)
-    return wh.error();
-  if (auto err = check_definitions(cfg, *wh))
+  auto st = open_store(dir, cfg.runtime.durable); // lake and warehouse of one store
+  if (!st)
+    return st.error();
+  if (auto err = check_definitions(cfg, st->wh))
     return err;
-  auto lake_ptr = std::make_shared<lake>(std::move(*lk));
-  auto wh_ptr = std::make_shared<warehouse>(std::move(*wh));
+  auto lake_ptr = std::make_shared<lake>(std::move(st->lk));
+  auto wh_ptr = std::make_shared<warehouse>(std::move(st->wh));
   const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
   auto preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
   if (!preps)
@@ -550,7 +548,13 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     caf::error fatal;                ///< a failure that a restart would only meet again
     std::optional<record_span> span; ///< the records the failure happened on, if it names them
     std::string span_what;
+    // A damaged store does not heal by restarting: its error ends the run as it is (exit 4).
+    std::optional<caf::error> damage;
     auto note_span = [&](const caf::error& reason) {
+      if (!damage && reason && reason.category() == caf::atom("weir") &&
+          (reason.code() == static_cast<uint8_t>(errc::store_corrupt) ||
+           reason.code() == static_cast<uint8_t>(errc::store_format)))
+        damage = reason;
       if (span)
         return;
       span = record_span_of(reason);
@@ -612,6 +616,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
       }
       return total;
     }
+    if (damage)
+      return *damage;
     std::string where = "last good commits:";
     for (const auto& p : cfg.pipelines) {
       auto last = wh_ptr->last_epoch(p.name);

@@ -23,8 +23,10 @@
 #include "actors/core/fault.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/runtime.hpp"
+#include "cli/check.hpp"
 #include "cli/format.hpp"
 #include "store/lake.hpp"
+#include "store/store.hpp"
 #include "store/warehouse.hpp"
 
 namespace {
@@ -555,12 +557,11 @@ int cmd_query(const std::string& store, const std::string& pipeline, const std::
 int cmd_inspect(const std::string& store) {
   if (auto err = require_store(store))
     return fail(err);
-  auto wh = weir::warehouse::open(store);
-  if (!wh)
-    return fail(wh.error());
-  auto lk = weir::lake::open(store);
-  if (!lk)
-    return fail(lk.error());
+  auto st = weir::open_store(store); // lake and warehouse, checked to be one store
+  if (!st)
+    return fail(st.error());
+  auto* wh = &st->wh;
+  auto* lk = &st->lk;
   std::cout << "store " << store << "\n";
   auto wt = wh->table_counts();
   if (!wt)
@@ -607,6 +608,16 @@ int cmd_inspect(const std::string& store) {
     }
   }
   return exit_ok;
+}
+
+int cmd_check(const std::string& store) {
+  auto clean = weir::cli::run_check(store);
+  if (!clean)
+    return fail(clean.error());
+  if (*clean)
+    return exit_ok;
+  std::cerr << "weir: store " << store << " is damaged (problems above)\n";
+  return exit_store;
 }
 
 int cmd_dead_letters(const std::string& store, const std::string& pipeline,
@@ -760,6 +771,12 @@ int main(int argc, char** argv) {
   dead->add_option("--limit", d_limit, "at most this many (0: all)")->capture_default_str();
   dead->footer(exit_codes_text);
 
+  auto* check = app.add_subcommand("check", "Walk every table of the store, verify checksums, "
+                                            "key shapes, cross-references and identity, and "
+                                            "report (exit 4 when damaged)");
+  check->add_option("--store", store, "store directory")->required();
+  check->footer(exit_codes_text);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -775,5 +792,7 @@ int main(int argc, char** argv) {
     return cmd_inspect(store);
   if (*dead)
     return cmd_dead_letters(store, d_pipeline, d_format, d_limit);
+  if (*check)
+    return cmd_check(store);
   return exit_usage;
 }

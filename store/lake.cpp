@@ -35,18 +35,33 @@ struct chunk_entry {
   uint64_t end() const { return offset + data.size(); }
 };
 
-caf::error decode_chunk(std::string_view key, std::string_view value, chunk_entry& out) {
+/// Decodes the chunk under a cursor without verifying its seal: for prune, which only deletes
+/// chunks already committed past and must not hash every byte of the lake on each epoch.
+caf::error decode_chunk_unverified(const lmdb::cursor& c, chunk_entry& out) {
+  auto key = c.key();
+  auto value = c.value();
   if (key.size() != chunk_key_size)
     return make_error(errc::store_corrupt,
                       "lake chunk key of " + std::to_string(key.size()) + " bytes, expected 12");
-  if (value.size() < lake::chunk_header)
+  if (value.size() < lake::chunk_header + lmdb::seal_size)
     return make_error(errc::store_corrupt, "lake chunk value of " + std::to_string(value.size()) +
                                              " bytes is shorter than its header");
   out.source = lmdb::get_be32(key.data());
   out.offset = lmdb::get_be64(key.data() + 4);
   out.landed = static_cast<int64_t>(codec::get_le64(value.data()));
-  out.data = value.substr(lake::chunk_header);
+  out.data = value.substr(lake::chunk_header, value.size() - lake::chunk_header - lmdb::seal_size);
   return caf::none;
+}
+
+/// Decodes the chunk under a cursor after verifying its seal (key and bytes).
+caf::error decode_chunk(const lmdb::cursor& c, chunk_entry& out) {
+  if (c.key().size() != chunk_key_size)
+    return make_error(errc::store_corrupt, "lake chunk key of " + std::to_string(c.key().size()) +
+                                             " bytes, expected 12");
+  auto body = c.sealed_value();
+  if (!body)
+    return std::move(body.error());
+  return decode_chunk_unverified(c, out);
 }
 
 } // namespace
@@ -105,7 +120,7 @@ caf::expected<uint32_t> lake::source_id(const std::string& source_key) {
   };
   // The common case, a known source, needs no write txn.
   auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
-    auto v = t.get(source_ids_, source_key);
+    auto v = t.get_sealed(source_ids_, source_key);
     if (!v)
       return std::move(v.error());
     return *v ? decode(**v) : caf::none;
@@ -115,7 +130,7 @@ caf::expected<uint32_t> lake::source_id(const std::string& source_key) {
   if (id != 0)
     return id;
   err = env_.with_write([&](lmdb::txn& t) -> caf::error {
-    auto v = t.get(source_ids_, source_key);
+    auto v = t.get_sealed(source_ids_, source_key);
     if (!v)
       return std::move(v.error());
     if (*v) // another thread created it meanwhile
@@ -139,9 +154,9 @@ caf::expected<uint32_t> lake::source_id(const std::string& source_key) {
     codec::put_le32(idv, next);
     char idk[4];
     lmdb::put_be32(idk, next);
-    if (auto perr = t.put(source_ids_, source_key, std::string_view{idv, 4}))
+    if (auto perr = t.put_sealed(source_ids_, source_key, std::string_view{idv, 4}))
       return perr;
-    if (auto perr = t.put(source_keys_, std::string_view{idk, 4}, source_key))
+    if (auto perr = t.put_sealed(source_keys_, std::string_view{idk, 4}, source_key))
       return perr;
     id = next;
     return caf::none;
@@ -164,7 +179,10 @@ caf::expected<std::vector<std::pair<uint32_t, std::string>>> lake::sources() {
         return caf::none;
       if (c->key().size() != 4)
         return make_error(errc::store_corrupt, "lake source_keys key is not 4 bytes");
-      out.emplace_back(lmdb::get_be32(c->key().data()), std::string{c->value()});
+      auto name = c->sealed_value();
+      if (!name)
+        return std::move(name.error());
+      out.emplace_back(lmdb::get_be32(c->key().data()), std::string{*name});
     }
   });
   if (err)
@@ -190,7 +208,7 @@ caf::error lake::append(const std::vector<chunk_ref>& chunks) {
       if (c.source != checked || checked == 0) {
         char idk[4];
         lmdb::put_be32(idk, c.source);
-        auto known = t.get(source_keys_, std::string_view{idk, 4});
+        auto known = t.get_sealed(source_keys_, std::string_view{idk, 4});
         if (!known)
           return std::move(known.error());
         if (!*known)
@@ -199,13 +217,15 @@ caf::error lake::append(const std::vector<chunk_ref>& chunks) {
         checked = c.source;
       }
       chunk_key(key, c.source, c.offset);
-      auto dst =
-        t.reserve(chunks_, std::string_view{key, chunk_key_size}, chunk_header + c.data.size());
-      if (!dst)
-        return std::move(dst.error());
-      codec::put_le64(*dst, static_cast<uint64_t>(landed));
-      if (!c.data.empty())
-        std::memcpy(*dst + chunk_header, c.data.data(), c.data.size());
+      auto perr =
+        t.put_sealed_with(chunks_, std::string_view{key, chunk_key_size},
+                          chunk_header + c.data.size(), [&](char* dst) {
+                            codec::put_le64(dst, static_cast<uint64_t>(landed));
+                            if (!c.data.empty())
+                              std::memcpy(dst + chunk_header, c.data.data(), c.data.size());
+                          });
+      if (perr)
+        return perr;
     }
     // Fault injection: every put is done, mdb_txn_commit is not (a fail aborts the txn).
     if (fault::hit("lake.during_commit"))
@@ -242,7 +262,7 @@ caf::expected<uint64_t> lake::end_offset(uint32_t source) {
     if (!*found)
       return caf::none;
     chunk_entry e;
-    if (auto derr = decode_chunk(c->key(), c->value(), e))
+    if (auto derr = decode_chunk(*c, e))
       return derr;
     if (e.source == source)
       end = e.end();
@@ -279,7 +299,7 @@ caf::error lake::scan(uint32_t source, uint64_t from,
             return std::move(back.error());
           bool use_back = false;
           if (*back) {
-            if (auto derr = decode_chunk(c->key(), c->value(), e))
+            if (auto derr = decode_chunk(*c, e))
               return derr;
             use_back = e.source == source && e.end() > from;
           }
@@ -298,7 +318,7 @@ caf::error lake::scan(uint32_t source, uint64_t from,
           return std::move(found.error());
         if (!*found)
           break;
-        if (auto derr = decode_chunk(c->key(), c->value(), e))
+        if (auto derr = decode_chunk(*c, e))
           return derr;
         if (e.source != source)
           break;
@@ -340,7 +360,7 @@ caf::expected<size_t> lake::prune(uint32_t source, uint64_t below, int64_t lande
         return std::move(found.error());
       if (!*found)
         return caf::none;
-      if (auto derr = decode_chunk(c->key(), c->value(), e))
+      if (auto derr = decode_chunk_unverified(*c, e))
         return derr;
       // A chunk ending at or before `below` starts at or before it; later ones start later.
       if (e.source != source || e.offset > below)

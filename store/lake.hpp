@@ -3,18 +3,22 @@
 /// The raw lake: every source's records, landed durably before anything downstream sees them,
 /// so that an aborted epoch can be replayed from its committed offsets. Lives in DIR/lake.
 ///
-/// Tables:
-/// - meta:        "format_version" (u32 LE), "kind" = "lake"
+/// Tables (every value but meta's format_version and kind ends in a seal, lmdb.hpp):
+/// - meta:        "format_version" (u32 LE), "kind" = "lake", "store_id" (16 bytes, store.hpp)
 /// - source_ids:  source key string -> id (u32 LE)
 /// - source_keys: id (BE32) -> source key string
 /// - chunks:      (source id BE32, offset BE64) -> landed-at (i64 LE, microseconds wall clock)
 ///                + the raw bytes of whole lines
+///
+/// Reads verify the seal of every chunk they hand on; prune deletes committed chunks without
+/// hashing them.
 ///
 /// All member functions may be called from several threads (actors) at once on one object;
 /// LMDB serializes the writers. Callbacks run inside a read txn and must not write to the lake.
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -27,7 +31,8 @@ namespace weir {
 
 class lake {
 public:
-  static constexpr uint32_t format_version = 1;
+  /// 2: values are sealed and the meta table records the store identity.
+  static constexpr uint32_t format_version = 2;
   /// Bytes before the raw data in a chunk value (the landed-at time).
   static constexpr size_t chunk_header = 8;
   static constexpr size_t default_map_size = size_t{256} << 20;
@@ -38,8 +43,8 @@ public:
   static caf::expected<lake> open(const std::string& dir, bool durable = true,
                                   size_t map_size = default_map_size);
 
-  /// Source ids: a stable uint32 (from 1) per source key string (e.g. "pipeline/source:/absolute/path").
-  /// Creates it when new.
+  /// Source ids: a stable uint32 (from 1) per source key string (e.g.
+  /// "pipeline/source:/absolute/path"). Creates it when new.
   caf::expected<uint32_t> source_id(const std::string& source_key);
 
   /// All known sources: id -> key, by id.
@@ -73,6 +78,19 @@ public:
   /// Table name -> entry count, plus "map_size", "map_used" (bytes) and "format_version",
   /// for `weir inspect`.
   caf::expected<std::vector<std::pair<std::string, uint64_t>>> table_counts();
+
+  /// The store identity recorded in the lake (see store.hpp), if any.
+  caf::expected<std::optional<std::string>> identity() { return lmdb::read_identity(env_, meta_); }
+  caf::error record_identity(std::string_view id) { return lmdb::write_identity(env_, meta_, id); }
+
+  /// The environment and its tables by name, for `weir check` (store/check.hpp).
+  lmdb::env& environment() { return env_; }
+  std::vector<std::pair<const char*, lmdb::dbi>> tables() const {
+    return {{"meta", meta_},
+            {"source_ids", source_ids_},
+            {"source_keys", source_keys_},
+            {"chunks", chunks_}};
+  }
 
   const std::string& dir() const { return env_.dir(); }
 

@@ -1,13 +1,180 @@
 #include "store/lmdb.hpp"
 
+#include <cstdio>
 #include <filesystem>
 #include <limits>
 #include <mutex>
 #include <system_error>
 
+#include <fstream>
+#include <vector>
+
+#include <csignal>
+#include <signal.h>
+#include <unistd.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #include "store/codec.hpp"
 
 namespace weir::lmdb {
+
+// -- seals ----------------------------------------------------------------------------------------
+
+uint64_t table_seed(std::string_view table) {
+  return XXH3_64bits(table.data(), table.size());
+}
+
+uint64_t seal_hash(uint64_t seed, std::string_view key, std::string_view body) {
+  return XXH3_64bits_withSeed(body.data(), body.size(),
+                              XXH3_64bits_withSeed(key.data(), key.size(), seed));
+}
+
+void seal_at(uint64_t seed, std::string_view key, char* body, size_t n) {
+  codec::put_le64(body + n, seal_hash(seed, key, std::string_view{body, n}));
+}
+
+std::optional<std::string_view> unseal(uint64_t seed, std::string_view key,
+                                       std::string_view value) {
+  if (value.size() < seal_size)
+    return std::nullopt;
+  auto body = value.substr(0, value.size() - seal_size);
+  if (codec::get_le64(value.data() + body.size()) != seal_hash(seed, key, body))
+    return std::nullopt;
+  return body;
+}
+
+std::string show_key(std::string_view key) {
+  constexpr size_t max_shown = 64;
+  bool text = !key.empty();
+  for (unsigned char c : key)
+    text = text && c >= 0x20 && c < 0x7F;
+  auto shown = key.substr(0, max_shown);
+  std::string out;
+  if (text) {
+    out = "'" + std::string{shown} + "'";
+  } else {
+    static const char digits[] = "0123456789abcdef";
+    out = "0x";
+    for (unsigned char c : shown) {
+      out += digits[c >> 4];
+      out += digits[c & 0xF];
+    }
+  }
+  if (key.size() > max_shown)
+    out += "... (" + std::to_string(key.size()) + " bytes)";
+  return out;
+}
+
+// -- data file check ------------------------------------------------------------------------------
+
+namespace {
+
+/// Where LMDB 0.9 (64-bit) keeps the fields of a meta page: a 16-byte page header, then
+/// MDB_meta {magic u32, version u32, address, mapsize, MDB_db dbs[2] (48 bytes each: pad u32 =
+/// page size in dbs[0], flags u16, depth u16, 4 page counts and entries u64, root u64),
+/// last_pg u64, txnid u64}. The file and the machine share byte order.
+struct meta_layout {
+  static constexpr size_t flags = 10;
+  static constexpr size_t magic = 16;
+  static constexpr size_t version = 20;
+  static constexpr size_t psize = 40;
+  static constexpr size_t root[2] = {80, 128};
+  static constexpr size_t depth[2] = {46, 94};
+  static constexpr size_t last_pg = 136;
+  static constexpr size_t size = 152;
+};
+
+constexpr uint32_t mdb_magic = 0xBEEFC0DE;
+constexpr uint32_t mdb_data_version = 1;
+constexpr uint16_t page_meta = 0x08;
+constexpr uint64_t invalid_page = ~uint64_t{0};
+
+template <class T>
+T field(const char* page, size_t at) {
+  T v;
+  std::memcpy(&v, page + at, sizeof v);
+  return v;
+}
+
+caf::error read_at(std::ifstream& f, uint64_t at, char* out, size_t n, const std::string& path) {
+  f.seekg(static_cast<std::streamoff>(at));
+  if (!f.read(out, static_cast<std::streamsize>(n)))
+    return make_error(errc::store_io, "cannot read " + path);
+  return caf::none;
+}
+
+/// Checks one meta page; `which` (0 or 1) is its page number.
+caf::error check_meta(const char* m, int which, uint64_t psize, uint64_t file_size,
+                      const std::string& path) {
+  auto bad = [&](const std::string& why) {
+    return make_error(errc::store_corrupt, path + ": meta page " + std::to_string(which) + " " +
+                                             why + "; the store is damaged");
+  };
+  if (field<uint32_t>(m, meta_layout::magic) != mdb_magic)
+    return make_error(errc::store_format, path + ": meta page " + std::to_string(which) +
+                                            " has no LMDB magic: not an LMDB file, or damaged");
+  if (field<uint32_t>(m, meta_layout::version) != mdb_data_version)
+    return make_error(errc::store_format,
+                      path + " has LMDB data version " +
+                        std::to_string(field<uint32_t>(m, meta_layout::version)) + ", not 1");
+  if (field<uint64_t>(m, 0) != static_cast<uint64_t>(which) ||
+      !(field<uint16_t>(m, meta_layout::flags) & page_meta))
+    return bad("has a wrong page header");
+  const uint64_t last = field<uint64_t>(m, meta_layout::last_pg);
+  if (last < 1 || last > file_size / psize - 1)
+    return bad("says the file uses pages up to " + std::to_string(last) + " of " +
+               std::to_string(psize) + " bytes, but it holds " + std::to_string(file_size) +
+               " bytes (" + std::to_string(file_size / psize) + " pages): the file was cut short");
+  for (int i = 0; i < 2; ++i) {
+    uint64_t root = field<uint64_t>(m, meta_layout::root[i]);
+    if (root != invalid_page && (root < 2 || root > last))
+      return bad("has a root page " + std::to_string(root) + " outside pages 2.." +
+                 std::to_string(last));
+    if (field<uint16_t>(m, meta_layout::depth[i]) > 64)
+      return bad("has an impossible tree depth");
+  }
+  return caf::none;
+}
+
+} // namespace
+
+caf::error check_data_file(const std::string& dir) {
+  const std::string path = dir + "/data.mdb";
+  std::error_code ec;
+  const uint64_t size = std::filesystem::file_size(path, ec);
+  if (ec || size == 0)
+    return caf::none; // new (LMDB creates it); an unreadable file fails in mdb_env_open
+  auto cut = [&](const std::string& what) {
+    return make_error(errc::store_corrupt, path + " holds " + std::to_string(size) +
+                                             " bytes, less than " + what +
+                                             ": the file was cut short; the store is damaged");
+  };
+  if (size < meta_layout::size)
+    return cut("one meta page");
+  std::ifstream f(path, std::ios::binary);
+  if (!f)
+    return make_error(errc::store_io, "cannot open " + path);
+  char m[2][meta_layout::size];
+  if (auto err = read_at(f, 0, m[0], meta_layout::size, path))
+    return err;
+  if (field<uint32_t>(m[0], meta_layout::magic) != mdb_magic)
+    return make_error(errc::store_format,
+                      path + " has no LMDB magic: not an LMDB file, or its first page is damaged");
+  const uint32_t psize = field<uint32_t>(m[0], meta_layout::psize);
+  if (psize < 512 || psize > 65536 || (psize & (psize - 1)) != 0)
+    return make_error(errc::store_corrupt, path + ": meta page 0 gives a page size of " +
+                                             std::to_string(psize) + "; the store is damaged");
+  if (size < 2 * uint64_t{psize})
+    return cut("its two meta pages");
+  if (auto err = read_at(f, psize, m[1], meta_layout::size, path))
+    return err;
+  for (int i = 0; i < 2; ++i)
+    if (auto err = check_meta(m[i], i, psize, size, path))
+      return err;
+  return caf::none;
+}
 
 caf::error make_mdb_error(int rc, std::string_view what) {
   auto code = errc::store_io;
@@ -21,15 +188,111 @@ caf::error make_mdb_error(int rc, std::string_view what) {
   return make_error(code, std::move(text));
 }
 
+// -- faults inside LMDB ---------------------------------------------------------------------------
+
+namespace {
+
+/// The directory of the environment whose pages this thread is reading inside an LMDB call, or
+/// nullptr outside one. A damaged page can send LMDB's reads anywhere; a SIGSEGV or SIGBUS
+/// inside a call then means a damaged store, not a bug of ours.
+thread_local const char* reading_store = nullptr;
+
+struct sigaction previous_segv;
+struct sigaction previous_bus;
+
+void write_stderr(const char* s) {
+  auto n = std::strlen(s);
+  while (n > 0) {
+    auto w = ::write(2, s, n);
+    if (w <= 0)
+      return;
+    s += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+extern "C" void on_fault(int sig, siginfo_t* info, void* ctx) {
+  if (const char* dir = reading_store) {
+    // Only async-signal-safe calls here.
+    write_stderr("weir: store ");
+    write_stderr(dir);
+    write_stderr(" is damaged: a damaged page points outside the file\n");
+    ::_exit(4);
+  }
+  // Not ours: hand it to the handler that was there before, or let the default action happen
+  // when the instruction faults again.
+  const struct sigaction& prev = sig == SIGSEGV ? previous_segv : previous_bus;
+  if ((prev.sa_flags & SA_SIGINFO) && prev.sa_sigaction != nullptr) {
+    prev.sa_sigaction(sig, info, ctx);
+    return;
+  }
+  if (prev.sa_handler != SIG_DFL && prev.sa_handler != SIG_IGN && prev.sa_handler != nullptr) {
+    prev.sa_handler(sig);
+    return;
+  }
+  ::signal(sig, SIG_DFL);
+}
+
+/// Installs on_fault once per process, keeping the handlers that were there.
+void install_fault_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGSEGV, &sa, &previous_segv);
+    ::sigaction(SIGBUS, &sa, &previous_bus);
+  });
+}
+
+/// Reads the last byte of a key or value LMDB handed out, inside the fault guard: its first byte
+/// is on a page in the file, so when its last byte is too, the whole of it is, and later reads
+/// of it (copies, compares, hashes) cannot fault. A damaged page can give a size that reaches
+/// past the file's end.
+void touch(const MDB_val& v) {
+  if (v.mv_size > 0) {
+    volatile char last = static_cast<const char*>(v.mv_data)[v.mv_size - 1];
+    (void)last;
+  }
+}
+
+/// Marks this thread as inside an LMDB call on the environment in `dir` while it lives.
+class in_lmdb {
+public:
+  explicit in_lmdb(const char* dir)
+    : saved_(reading_store) {
+    reading_store = dir;
+  }
+  ~in_lmdb() { reading_store = saved_; }
+  in_lmdb(const in_lmdb&) = delete;
+  in_lmdb& operator=(const in_lmdb&) = delete;
+
+private:
+  const char* saved_;
+};
+
+} // namespace
+
 // -- txn ------------------------------------------------------------------------------------------
 
-txn::txn(MDB_txn* t, bool read_only, std::shared_lock<std::shared_mutex> lock)
+/// What messages about an environment name: its directory, and its tables by handle (filled
+/// while the tables are opened, in the setup txn, before any other txn runs).
+struct txn::names {
+  std::string dir;
+  std::vector<std::string> tables;
+  std::vector<uint64_t> seeds; ///< lmdb::table_seed of each table's name
+};
+
+txn::txn(MDB_txn* t, bool read_only, std::shared_lock<std::shared_mutex> lock, names* n)
   : txn_(t)
+  , names_(n)
   , read_only_(read_only)
   , lock_(std::move(lock)) {}
 
 txn::txn(txn&& other) noexcept
   : txn_(other.txn_)
+  , names_(other.names_)
   , read_only_(other.read_only_)
   , map_full_(other.map_full_)
   , lock_(std::move(other.lock_)) {
@@ -40,6 +303,7 @@ txn& txn::operator=(txn&& other) noexcept {
   if (this != &other) {
     abort();
     txn_ = other.txn_;
+    names_ = other.names_;
     read_only_ = other.read_only_;
     map_full_ = other.map_full_;
     lock_ = std::move(other.lock_);
@@ -57,21 +321,99 @@ caf::error txn::check(int rc, std::string_view what) {
     return caf::none;
   if (rc == MDB_MAP_FULL)
     map_full_ = true;
-  return make_mdb_error(rc, what);
+  if (names_ == nullptr)
+    return make_mdb_error(rc, what);
+  if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND)
+    return make_mdb_error(rc, "store " + names_->dir +
+                                " is damaged (run weir check): " + std::string{what});
+  return make_mdb_error(rc, std::string{what} + " (" + names_->dir + ")");
 }
 
 caf::expected<dbi> txn::open_dbi(const char* name, bool create) {
   MDB_dbi d = 0;
+  in_lmdb guard{store_dir()};
   int rc = mdb_dbi_open(txn_, name, create ? MDB_CREATE : 0, &d);
   if (rc != MDB_SUCCESS)
     return check(rc, std::string("opening table ") + (name ? name : "(main)"));
+  if (names_ != nullptr && name != nullptr) {
+    if (names_->tables.size() <= d) {
+      names_->tables.resize(d + 1);
+      names_->seeds.resize(d + 1);
+    }
+    names_->tables[d] = name;
+    names_->seeds[d] = lmdb::table_seed(name);
+  }
   return d;
+}
+
+uint64_t txn::table_seed(dbi d) const {
+  if (names_ != nullptr && d < names_->seeds.size())
+    return names_->seeds[d];
+  return 0;
+}
+
+const char* txn::store_dir() const {
+  return names_ != nullptr ? names_->dir.c_str() : "?";
+}
+
+std::string txn::table_name(dbi d) const {
+  if (names_ != nullptr && d < names_->tables.size() && !names_->tables[d].empty())
+    return names_->tables[d];
+  return "#" + std::to_string(d);
+}
+
+caf::error txn::corrupt(dbi d, std::string_view key, std::string_view what) const {
+  std::string text = "store " + (names_ ? names_->dir : std::string{"?"}) + ", table " +
+                     table_name(d) + ", key " + show_key(key) + ": " + std::string{what} +
+                     "; the store is damaged";
+  return make_error(errc::store_corrupt, std::move(text));
+}
+
+caf::expected<std::string_view> txn::unsealed(dbi d, std::string_view key, std::string_view value) {
+  std::optional<std::string_view> body;
+  {
+    // A value LMDB found on a damaged page may reach outside the file: reading it to hash it
+    // faults like a read inside LMDB.
+    in_lmdb guard{store_dir()};
+    body = unseal(table_seed(d), key, value);
+  }
+  if (!body)
+    return corrupt(d, key, "checksum mismatch (the value was damaged or does not belong there)");
+  return *body;
+}
+
+caf::error txn::put_sealed(dbi d, std::string_view key, std::string_view body, unsigned flags) {
+  return put_sealed_with(
+    d, key, body.size(),
+    [&](char* p) {
+      if (!body.empty())
+        std::memcpy(p, body.data(), body.size());
+    },
+    flags);
+}
+
+caf::expected<std::optional<std::string_view>> txn::get_sealed(dbi d, std::string_view key) {
+  auto v = get(d, key);
+  if (!v)
+    return std::move(v.error());
+  if (!*v)
+    return std::optional<std::string_view>{};
+  auto body = unsealed(d, key, **v);
+  if (!body)
+    return std::move(body.error());
+  return std::optional<std::string_view>{*body};
 }
 
 caf::expected<std::optional<std::string_view>> txn::get(dbi d, std::string_view key) {
   MDB_val k = to_val(key);
   MDB_val v{0, nullptr};
-  int rc = mdb_get(txn_, d, &k, &v);
+  int rc = 0;
+  {
+    in_lmdb guard{store_dir()};
+    rc = mdb_get(txn_, d, &k, &v);
+    if (rc == MDB_SUCCESS)
+      touch(v);
+  }
   if (rc == MDB_NOTFOUND)
     return std::optional<std::string_view>{};
   if (rc != MDB_SUCCESS)
@@ -82,13 +424,22 @@ caf::expected<std::optional<std::string_view>> txn::get(dbi d, std::string_view 
 caf::error txn::put(dbi d, std::string_view key, std::string_view value, unsigned flags) {
   MDB_val k = to_val(key);
   MDB_val v = to_val(value);
-  return check(mdb_put(txn_, d, &k, &v, flags), "mdb_put");
+  int rc = 0;
+  {
+    in_lmdb guard{store_dir()};
+    rc = mdb_put(txn_, d, &k, &v, flags);
+  }
+  return check(rc, "mdb_put");
 }
 
-caf::expected<char*> txn::reserve(dbi d, std::string_view key, size_t size) {
+caf::expected<char*> txn::reserve(dbi d, std::string_view key, size_t size, unsigned flags) {
   MDB_val k = to_val(key);
   MDB_val v{size, nullptr};
-  int rc = mdb_put(txn_, d, &k, &v, MDB_RESERVE);
+  int rc = 0;
+  {
+    in_lmdb guard{store_dir()};
+    rc = mdb_put(txn_, d, &k, &v, MDB_RESERVE | flags);
+  }
   if (rc != MDB_SUCCESS)
     return check(rc, "mdb_put (reserve)");
   return static_cast<char*>(v.mv_data);
@@ -96,7 +447,11 @@ caf::expected<char*> txn::reserve(dbi d, std::string_view key, size_t size) {
 
 caf::expected<bool> txn::del(dbi d, std::string_view key) {
   MDB_val k = to_val(key);
-  int rc = mdb_del(txn_, d, &k, nullptr);
+  int rc = 0;
+  {
+    in_lmdb guard{store_dir()};
+    rc = mdb_del(txn_, d, &k, nullptr);
+  }
   if (rc == MDB_NOTFOUND)
     return false;
   if (rc != MDB_SUCCESS)
@@ -106,7 +461,12 @@ caf::expected<bool> txn::del(dbi d, std::string_view key) {
 
 caf::expected<uint64_t> txn::count(dbi d) {
   MDB_stat st;
-  if (auto err = check(mdb_stat(txn_, d, &st), "mdb_stat"))
+  int rc = 0;
+  {
+    in_lmdb guard{store_dir()};
+    rc = mdb_stat(txn_, d, &st);
+  }
+  if (auto err = check(rc, "mdb_stat"))
     return err;
   return static_cast<uint64_t>(st.ms_entries);
 }
@@ -117,7 +477,12 @@ caf::error txn::commit() {
   // mdb_txn_commit frees the txn whether it succeeds or not.
   auto t = txn_;
   txn_ = nullptr;
-  auto err = check(mdb_txn_commit(t), "mdb_txn_commit");
+  int rc = 0;
+  {
+    in_lmdb guard{store_dir()};
+    rc = mdb_txn_commit(t);
+  }
+  auto err = check(rc, "mdb_txn_commit");
   if (lock_.owns_lock())
     lock_.unlock();
   return err;
@@ -140,12 +505,14 @@ caf::expected<cursor> cursor::open(txn& t, dbi d) {
   if (auto err = t.check(mdb_cursor_open(t.get(), d, &raw), "mdb_cursor_open"))
     return err;
   c.txn_ = &t;
+  c.dbi_ = d;
   c.cur_ = raw;
   return c;
 }
 
 cursor::cursor(cursor&& other) noexcept
   : txn_(other.txn_)
+  , dbi_(other.dbi_)
   , cur_(other.cur_)
   , key_(other.key_)
   , value_(other.value_) {
@@ -157,6 +524,7 @@ cursor& cursor::operator=(cursor&& other) noexcept {
     if (cur_ != nullptr)
       mdb_cursor_close(cur_);
     txn_ = other.txn_;
+    dbi_ = other.dbi_;
     cur_ = other.cur_;
     key_ = other.key_;
     value_ = other.value_;
@@ -171,7 +539,15 @@ cursor::~cursor() {
 }
 
 caf::expected<bool> cursor::move(MDB_cursor_op op, const char* what) {
-  int rc = mdb_cursor_get(cur_, &key_, &value_, op);
+  int rc = 0;
+  {
+    in_lmdb guard{txn_->store_dir()};
+    rc = mdb_cursor_get(cur_, &key_, &value_, op);
+    if (rc == MDB_SUCCESS) {
+      touch(key_);
+      touch(value_);
+    }
+  }
   if (rc == MDB_NOTFOUND)
     return false;
   if (rc != MDB_SUCCESS)
@@ -200,8 +576,17 @@ caf::expected<bool> cursor::prev() {
   return move(MDB_PREV, "cursor prev");
 }
 
+caf::expected<std::string_view> cursor::sealed_value() const {
+  return txn_->unsealed(dbi_, key(), value());
+}
+
 caf::error cursor::del() {
-  return txn_->check(mdb_cursor_del(cur_, 0), "mdb_cursor_del");
+  int rc = 0;
+  {
+    in_lmdb guard{txn_->store_dir()};
+    rc = mdb_cursor_del(cur_, 0);
+  }
+  return txn_->check(rc, "mdb_cursor_del");
 }
 
 // -- env ------------------------------------------------------------------------------------------
@@ -209,6 +594,7 @@ caf::error cursor::del() {
 struct env::state {
   MDB_env* handle = nullptr;
   std::string dir;
+  txn::names names;
   /// Every txn holds it shared; growing the map holds it exclusively (lmdb.h: no txn may be
   /// active in the process during mdb_env_set_mapsize).
   std::shared_mutex resize;
@@ -220,6 +606,23 @@ struct env::state {
       mdb_env_close(handle);
   }
 };
+
+namespace {
+
+/// LMDB calls this when it meets a page that cannot be (a damaged store), then calls abort().
+/// The txn that met it cannot be finished, so the process ends here with exit code 4 (store
+/// unusable) and a message naming the store instead of SIGABRT; the environment on disk is as
+/// its last commit left it.
+extern "C" void on_assert(MDB_env* e, const char* msg) {
+  const char* path = nullptr;
+  if (mdb_env_get_path(e, &path) != MDB_SUCCESS || path == nullptr)
+    path = "?";
+  std::fprintf(stderr, "weir: store %s is damaged: LMDB met an impossible page (%s)\n", path, msg);
+  std::fflush(stderr);
+  ::_exit(4);
+}
+
+} // namespace
 
 env::env() = default;
 env::env(env&&) noexcept = default;
@@ -242,6 +645,7 @@ caf::expected<env> env::open(const std::string& dir, const env_options& opts) {
     return make_error(errc::store_io, "cannot create store directory " + dir + ": " + ec.message());
   auto st = std::make_unique<state>();
   st->dir = dir;
+  st->names.dir = dir;
   auto fail = [&](int rc, const char* what) {
     return make_mdb_error(rc, std::string(what) + " (" + dir + ")");
   };
@@ -256,6 +660,11 @@ caf::expected<env> env::open(const std::string& dir, const env_options& opts) {
   unsigned flags = MDB_NOTLS;
   if (!opts.durable)
     flags |= MDB_NOSYNC;
+  if (auto err = check_data_file(dir))
+    return err;
+  // Set only where LMDB is built with assertions (Debian's is); elsewhere there is none to catch.
+  mdb_env_set_assert(st->handle, on_assert);
+  install_fault_handler();
   if (int rc = mdb_env_open(st->handle, dir.c_str(), flags, 0644); rc != MDB_SUCCESS)
     return fail(rc, "mdb_env_open");
   // Clears reader slots left behind by processes that died with a read txn open; stale slots
@@ -302,11 +711,15 @@ caf::expected<txn> env::begin(bool read_only, size_t* map_size_seen) {
   for (;;) {
     std::shared_lock<std::shared_mutex> lock{state_->resize};
     MDB_txn* raw = nullptr;
-    int rc = mdb_txn_begin(state_->handle, nullptr, read_only ? MDB_RDONLY : 0, &raw);
+    int rc = 0;
+    {
+      in_lmdb guard{state_->dir.c_str()};
+      rc = mdb_txn_begin(state_->handle, nullptr, read_only ? MDB_RDONLY : 0, &raw);
+    }
     if (rc == MDB_SUCCESS) {
       if (map_size_seen != nullptr)
         *map_size_seen = state_->map_size;
-      return txn{raw, read_only, std::move(lock)};
+      return txn{raw, read_only, std::move(lock), &state_->names};
     }
     if (rc != MDB_MAP_RESIZED)
       return make_mdb_error(rc, "mdb_txn_begin (" + state_->dir + ")");
@@ -447,6 +860,27 @@ env::table_report(const std::vector<std::pair<const char*, dbi>>& tables, uint32
   out.emplace_back("map_used", *used);
   out.emplace_back("format_version", version);
   return out;
+}
+
+// -- identity -------------------------------------------------------------------------------------
+
+caf::expected<std::optional<std::string>> read_identity(env& e, dbi meta) {
+  std::optional<std::string> out;
+  auto err = e.with_read([&](txn& t) -> caf::error {
+    auto v = t.get_sealed(meta, "store_id");
+    if (!v)
+      return std::move(v.error());
+    if (*v)
+      out = std::string{**v};
+    return caf::none;
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::error write_identity(env& e, dbi meta, std::string_view id) {
+  return e.with_write([&](txn& t) { return t.put_sealed(meta, "store_id", id); });
 }
 
 } // namespace weir::lmdb

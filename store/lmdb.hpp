@@ -13,6 +13,22 @@
 ///   its own read txn forever).
 ///
 /// Keys are big-endian so that LMDB's bytewise order is numeric order; helpers are below.
+///
+/// Damage is refused, never half-read:
+/// - before an environment is mapped, its data.mdb is checked against its two meta pages (magic,
+///   version, page size, roots within the last page, and the file holds every page up to the
+///   last one): a file cut short is refused instead of killing the process with SIGBUS;
+/// - "sealed" values (put_sealed, get_sealed, cursor::sealed_value) end in an XXH3-64 of the
+///   value seeded with the XXH3-64 of its key seeded with that of the table's name: a damaged
+///   value, or a value that moved to another key or table, is errc::store_corrupt naming the
+///   directory, table and key;
+/// - LMDB trusts its pages: a damaged B-tree page makes it trip an assertion (SIGABRT) or read
+///   outside the map (SIGSEGV, SIGBUS). Both are caught: an assertion callback, and a SIGSEGV/
+///   SIGBUS handler (installed once per process, chaining to the one before) that acts only
+///   while the faulting thread is inside an LMDB call of this layer. They print a message naming
+///   the directory and end the process with exit code 4 (store unusable): the txn that met the
+///   page cannot be finished, so this is the one exit from inside the store layer; the files on
+///   disk stay as their last commit left them.
 
 #include <cstddef>
 #include <cstdint>
@@ -92,6 +108,30 @@ caf::error make_mdb_error(int rc, std::string_view what);
 
 using dbi = MDB_dbi;
 
+/// Bytes a sealed value carries after its body.
+constexpr size_t seal_size = 8;
+
+/// The seed of a table's seals: XXH3-64 of its name, so that a value (or a whole subtree) that
+/// turns up in another table does not verify there.
+uint64_t table_seed(std::string_view table);
+
+/// The checksum of a sealed value: XXH3-64 of the body, seeded with XXH3-64 of the key, seeded
+/// with the table's seed.
+uint64_t seal_hash(uint64_t seed, std::string_view key, std::string_view body);
+
+/// Writes the checksum of (seed, key, body[0..n)) at body + n.
+void seal_at(uint64_t seed, std::string_view key, char* body, size_t n);
+
+/// The body of a sealed value when its checksum matches, nullopt when not.
+std::optional<std::string_view> unseal(uint64_t seed, std::string_view key, std::string_view value);
+
+/// A key for a message: as text when printable, as hex otherwise (cut after 64 bytes).
+std::string show_key(std::string_view key);
+
+/// Checks DIR/data.mdb against its meta pages before it is mapped (see the top of this file).
+/// A missing or empty file is fine (a new environment).
+caf::error check_data_file(const std::string& dir);
+
 class env;
 class cursor;
 
@@ -121,7 +161,35 @@ public:
   caf::error put(dbi d, std::string_view key, std::string_view value, unsigned flags = 0);
   /// Reserves `size` bytes for the value of `key` and returns where to write them: saves a
   /// copy for big values.
-  caf::expected<char*> reserve(dbi d, std::string_view key, size_t size);
+  caf::expected<char*> reserve(dbi d, std::string_view key, size_t size, unsigned flags = 0);
+
+  /// Writes `body` and its seal under `key`.
+  caf::error put_sealed(dbi d, std::string_view key, std::string_view body, unsigned flags = 0);
+  /// Reserves `size` bytes of body for `key`, lets fill(char*) write them, then seals them.
+  template <class Fill>
+  caf::error put_sealed_with(dbi d, std::string_view key, size_t size, Fill&& fill,
+                             unsigned flags = 0) {
+    auto dst = reserve(d, key, size + seal_size, flags);
+    if (!dst)
+      return std::move(dst.error());
+    fill(*dst);
+    seal_at(table_seed(d), key, *dst, size);
+    return caf::none;
+  }
+  /// The verified body of the sealed value under `key`; errc::store_corrupt when its checksum
+  /// does not match.
+  caf::expected<std::optional<std::string_view>> get_sealed(dbi d, std::string_view key);
+  /// The body of a sealed `value` stored under `key` in table d, or errc::store_corrupt.
+  caf::expected<std::string_view> unsealed(dbi d, std::string_view key, std::string_view value);
+
+  /// errc::store_corrupt naming the directory, the table and the key: "`what`".
+  caf::error corrupt(dbi d, std::string_view key, std::string_view what) const;
+  /// The name a table was opened with.
+  std::string table_name(dbi d) const;
+  /// The environment's directory.
+  const char* store_dir() const;
+  /// The seal seed of a table (lmdb::table_seed of its name; 0 when opened without a name).
+  uint64_t table_seed(dbi d) const;
   /// Deletes `key`; false if it was not there.
   caf::expected<bool> del(dbi d, std::string_view key);
   /// The number of entries of a table.
@@ -135,9 +203,11 @@ public:
 
 private:
   friend class env;
-  txn(MDB_txn* t, bool read_only, std::shared_lock<std::shared_mutex> lock);
+  struct names;
+  txn(MDB_txn* t, bool read_only, std::shared_lock<std::shared_mutex> lock, names* n);
 
   MDB_txn* txn_ = nullptr;
+  names* names_ = nullptr; ///< the environment's directory and table names, for messages
   bool read_only_ = false;
   bool map_full_ = false;
   std::shared_lock<std::shared_mutex> lock_; ///< keeps the map from being resized under us
@@ -167,11 +237,14 @@ public:
   /// The current entry; valid until the cursor moves or the txn writes.
   std::string_view key() const { return to_view(key_); }
   std::string_view value() const { return to_view(value_); }
+  /// The verified body of a sealed current value, or errc::store_corrupt.
+  caf::expected<std::string_view> sealed_value() const;
 
 private:
   caf::expected<bool> move(MDB_cursor_op op, const char* what);
 
   txn* txn_ = nullptr;
+  dbi dbi_ = 0;
   MDB_cursor* cur_ = nullptr;
   MDB_val key_{0, nullptr};
   MDB_val value_{0, nullptr};
@@ -242,5 +315,10 @@ private:
 /// ("lake", "warehouse") is recorded too so that one store is not opened as another.
 caf::error check_format(txn& t, dbi meta, const std::string& dir, std::string_view kind,
                         uint32_t version);
+
+/// The store identity recorded under "store_id" in table `meta` (sealed), if any.
+caf::expected<std::optional<std::string>> read_identity(env& e, dbi meta);
+/// Records the store identity under "store_id" in table `meta`.
+caf::error write_identity(env& e, dbi meta, std::string_view id);
 
 } // namespace weir::lmdb

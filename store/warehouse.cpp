@@ -60,7 +60,7 @@ caf::expected<std::optional<pipeline_info>> find_pipeline(lmdb::txn& t, lmdb::db
                                                           const std::string& name) {
   if (name.empty())
     return std::optional<pipeline_info>{};
-  auto v = t.get(d, name);
+  auto v = t.get_sealed(d, name);
   if (!v)
     return std::move(v.error());
   if (!*v)
@@ -73,7 +73,7 @@ caf::expected<std::optional<pipeline_info>> find_pipeline(lmdb::txn& t, lmdb::db
 
 caf::expected<uint64_t> read_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key,
                                  const char* what) {
-  auto v = t.get(d, key);
+  auto v = t.get_sealed(d, key);
   if (!v)
     return std::move(v.error());
   if (!*v)
@@ -86,7 +86,7 @@ caf::expected<uint64_t> read_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key
 caf::error write_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key, uint64_t value) {
   char b[8];
   codec::put_le64(b, value);
-  return t.put(d, key, std::string_view{b, 8});
+  return t.put_sealed(d, key, std::string_view{b, 8});
 }
 
 /// Result rows written by every commit of a pipeline (late updates count again).
@@ -223,7 +223,10 @@ caf::error walk_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
 template <class F>
 caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
   return walk_pipeline(t, d, pid, [&](lmdb::cursor& c) -> caf::expected<bool> {
-    if (auto err = fn(c.key().substr(2), c.value()))
+    auto body = c.sealed_value();
+    if (!body)
+      return std::move(body.error());
+    if (auto err = fn(c.key().substr(2), *body))
       return err;
     return true;
   });
@@ -329,7 +332,7 @@ warehouse::register_pipeline(const std::string& name, const std::vector<std::str
       info.definition = definition;
     }
     encode_pipeline(info, buf);
-    return t.put(pipelines_, name, buf);
+    return t.put_sealed(pipelines_, name, buf);
   });
   if (err)
     return err;
@@ -362,7 +365,10 @@ caf::expected<std::vector<pipeline_info>> warehouse::pipelines() {
       if (!*found)
         return caf::none;
       pipeline_info p;
-      if (auto derr = decode_pipeline(c->key(), c->value(), p))
+      auto body = c->sealed_value();
+      if (!body)
+        return std::move(body.error());
+      if (auto derr = decode_pipeline(c->key(), *body, p))
         return derr;
       out.push_back(std::move(p));
     }
@@ -432,7 +438,7 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       for (const auto& d : c.dead_letters) {
         lmdb::put_be64(dk + 2, next++);
         encode_dead_letter(d, val);
-        if (auto perr = t.put(dead_letters_, std::string_view{dk, 10}, val))
+        if (auto perr = t.put_sealed(dead_letters_, std::string_view{dk, 10}, val))
           return perr;
       }
       if (auto perr = write_u64(t, counters_, ckey, next))
@@ -490,12 +496,12 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       first = false;
       if (fresh) {
         encode_result_value(r, row.long_key, val);
-        if (auto perr = t.put(results_, sorted_key, val, MDB_APPEND))
+        if (auto perr = t.put_sealed(results_, sorted_key, val, MDB_APPEND))
           return perr;
         continue;
       }
       key = sorted_key;
-      auto old = t.get(results_, key);
+      auto old = t.get_sealed(results_, key);
       if (!old)
         return std::move(old.error());
       if (*old) {
@@ -508,7 +514,7 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
           continue;
       }
       encode_result_value(r, row.long_key, val);
-      if (auto perr = t.put(results_, key, val))
+      if (auto perr = t.put_sealed(results_, key, val))
         return perr;
     }
     // Operator state replaces what was there.
@@ -516,7 +522,7 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
     lmdb::put_be16(sk, pid);
     for (const auto& [partition, blob] : c.states) {
       lmdb::put_be32(sk + 2, partition);
-      if (auto perr = t.put(state_, std::string_view{sk, 6}, blob))
+      if (auto perr = t.put_sealed(state_, std::string_view{sk, 6}, blob))
         return perr;
     }
     // Dedupe ids: the ids an epoch adds are one segment under (pipeline, epoch), so an epoch
@@ -529,17 +535,18 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       int64_t newest = std::numeric_limits<int64_t>::min();
       for (const auto& [id, time] : c.dedupe_added)
         newest = std::max(newest, time);
-      auto out = t.reserve(dedupe_, std::string_view{xk, 10}, 8 + 16 * c.dedupe_added.size());
-      if (!out)
-        return std::move(out.error());
-      char* p = *out;
-      codec::put_le64(p, static_cast<uint64_t>(newest));
-      p += 8;
-      for (const auto& [id, time] : c.dedupe_added) {
-        codec::put_le64(p, id);
-        codec::put_le64(p + 8, static_cast<uint64_t>(time));
-        p += 16;
-      }
+      auto perr = t.put_sealed_with(dedupe_, std::string_view{xk, 10},
+                                    8 + 16 * c.dedupe_added.size(), [&](char* p) {
+                                      codec::put_le64(p, static_cast<uint64_t>(newest));
+                                      p += 8;
+                                      for (const auto& [id, time] : c.dedupe_added) {
+                                        codec::put_le64(p, id);
+                                        codec::put_le64(p + 8, static_cast<uint64_t>(time));
+                                        p += 16;
+                                      }
+                                    });
+      if (perr)
+        return perr;
     }
     if (c.dedupe_expire_before != std::numeric_limits<int64_t>::min()) {
       auto ckey = dedupe_cutoff_key(pid);
@@ -552,7 +559,10 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       // Segments come in epoch order and mostly in time order: delete expired ones from the
       // oldest on and stop at the first live one (a later expired one goes at a later commit).
       auto derr = walk_pipeline(t, dedupe_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
-        auto v = cur.value();
+        auto body = cur.sealed_value();
+        if (!body)
+          return std::move(body.error());
+        auto v = *body;
         if (v.size() < 8 || (v.size() - 8) % 16 != 0)
           return corrupt("a dedupe segment");
         if (static_cast<int64_t>(codec::get_le64(v.data())) >= cut)
@@ -717,14 +727,23 @@ caf::error warehouse::query(const result_query& q,
         start_key = after_key;
     }
     window_result row;
+    std::string previous;
     for (auto more = c->seek(start_key);; more = c->next()) {
       if (!more)
         return std::move(more.error());
       if (!*more)
         return caf::none;
+      // Every row the scan meets is verified, also the ones it skips or stops at: a damaged
+      // key could otherwise hide rows (end the scan early or fail a filter) without a word.
       auto k = c->key();
+      auto body = c->sealed_value();
+      if (!body)
+        return std::move(body.error());
       if (k.size() < result_prefix)
-        return corrupt("a results key");
+        return t.corrupt(results_, k, "a results key shorter than its prefix");
+      if (!previous.empty() && k <= previous)
+        return t.corrupt(results_, k, "results out of key order");
+      previous.assign(k.data(), k.size());
       if (lmdb::get_be16(k.data()) != pid)
         return caf::none;
       timestamp start = lmdb::get_be64_signed(k.data() + 2);
@@ -738,7 +757,7 @@ caf::error warehouse::query(const result_query& q,
         continue;
       if (!after_key.empty() && k <= std::string_view{after_key})
         continue;
-      if (auto derr = decode_result(k, c->value(), max_key, row))
+      if (auto derr = decode_result(k, *body, max_key, row))
         return derr;
       if (q.key && row.key != *q.key)
         continue; // a long key sharing prefix and hash
@@ -763,7 +782,10 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
         return std::move(found.error());
       if (!*found)
         break;
-      if (auto derr = decode_pipeline(pc->key(), pc->value(), p))
+      auto body = pc->sealed_value();
+      if (!body)
+        return std::move(body.error());
+      if (auto derr = decode_pipeline(pc->key(), *body, p))
         return derr;
       names.emplace_back(p.id, p.name);
     }
@@ -803,7 +825,10 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
         named = true;
       }
       row.seq = lmdb::get_be64(k.data() + 2);
-      if (auto derr = decode_dead_letter(c->value(), row.letter))
+      auto body = c->sealed_value();
+      if (!body)
+        return std::move(body.error());
+      if (auto derr = decode_dead_letter(*body, row.letter))
         return derr;
       if (!fn(row))
         return caf::none;

@@ -4,8 +4,9 @@
 /// last epoch ended (source offsets, operator state, dedupe ids), plus dead letters. Lives in
 /// DIR/warehouse. One `commit` is one LMDB write txn, so readers see whole epochs only.
 ///
-/// Tables (keys big-endian, values little-endian):
-/// - meta:         "format_version" (u32), "kind" = "warehouse"
+/// Tables (keys big-endian, values little-endian; every value but meta's format_version and kind
+/// ends in a seal of key and value, lmdb.hpp, verified whenever it is read):
+/// - meta:         "format_version" (u32), "kind" = "warehouse", "store_id" (store.hpp)
 /// - pipelines:    name -> id u16, window text, aggregate names
 /// - counters:     "next_pipeline_id" -> u64; "dead_letter_seq/<id>" -> next sequence (u64);
 ///                 "windows/<id>" -> result rows committed so far (u64)
@@ -82,7 +83,8 @@ struct result_query {
 
 class warehouse {
 public:
-  static constexpr uint32_t format_version = 1;
+  /// 2: values are sealed and the meta table records the store identity.
+  static constexpr uint32_t format_version = 2;
   static constexpr size_t default_map_size = size_t{256} << 20;
   /// Dead-letter raw text is kept whole up to this many bytes, then cut with a marker.
   static constexpr size_t max_dead_letter_raw = size_t{64} << 10;
@@ -137,6 +139,18 @@ public:
   /// Table name -> entry count, plus "map_size", "map_used" (bytes) and "format_version",
   /// for `weir inspect`.
   caf::expected<std::vector<std::pair<std::string, uint64_t>>> table_counts();
+
+  /// The store identity recorded in the warehouse (see store.hpp), if any.
+  caf::expected<std::optional<std::string>> identity() { return lmdb::read_identity(env_, meta_); }
+  caf::error record_identity(std::string_view id) { return lmdb::write_identity(env_, meta_, id); }
+
+  /// The environment and its tables by name, for `weir check` (store/check.hpp).
+  lmdb::env& environment() { return env_; }
+  std::vector<std::pair<const char*, lmdb::dbi>> tables() const {
+    return {{"meta", meta_},       {"pipelines", pipelines_}, {"counters", counters_},
+            {"offsets", offsets_}, {"epochs", epochs_},       {"results", results_},
+            {"state", state_},     {"dedupe", dedupe_},       {"dead_letters", dead_letters_}};
+  }
 
   const std::string& dir() const { return env_.dir(); }
 

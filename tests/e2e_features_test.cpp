@@ -35,6 +35,7 @@
 
 #include "store/codec.hpp"
 #include "store/lmdb.hpp"
+#include "store/warehouse.hpp"
 
 namespace fs = std::filesystem;
 
@@ -1719,7 +1720,7 @@ TEST_CASE("a store of an unknown format version is refused with exit code 4", "[
       CHECK(x.out.find("format version") != std::string::npos);
     }
     // Refusing changed nothing: put the version back and everything is as before.
-    set_format_version(wh, 1);
+    set_format_version(wh, weir::warehouse::format_version);
     auto after = weir_cmd("query --store " + q(store) + " --pipeline p --format csv");
     CHECK(after.rc == 0);
     CHECK(after.out == before.out);

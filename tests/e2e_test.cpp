@@ -298,7 +298,7 @@ TEST_CASE("a pipeline actor that fails stops the run with an error and commits n
       for (auto f = c->first(); f && *f; f = c->next())
         keys.emplace_back(c->key());
       for (auto& k : keys)
-        if (auto err = t.put(*d, k, "garbage", 0))
+        if (auto err = t.put_sealed(*d, k, "garbage")) // checksum right, blob wrong
           return err;
       return caf::none;
     });
@@ -308,7 +308,9 @@ TEST_CASE("a pipeline actor that fails stops the run with an error and commits n
   std::ofstream(dir.path / "in.csv", std::ios::app) << iso(1717300000) << ",k1,2.5\n";
   auto r2 = run(weir_bin + " run " + (dir.path / "p.toml").string());
   INFO(r2.out);
-  CHECK(r2.rc == 4); // a damaged store: exit 4 at once, no restarts
+  // State that does not decode is a damaged store: the run ends at once with exit code 4
+  // (restarting cannot heal it).
+  CHECK(r2.rc == 4);
   CHECK(r2.out.find("state") != std::string::npos);
   auto after = run(weir_bin + " inspect --store " + (dir.path / "store").string());
   // Nothing was committed: same epoch, offsets and results as before the failed run.

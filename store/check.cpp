@@ -1,0 +1,311 @@
+#include "store/check.hpp"
+
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "store/codec.hpp"
+#include "store/lake.hpp"
+#include "store/lmdb.hpp"
+#include "store/store.hpp"
+#include "store/warehouse.hpp"
+
+namespace weir {
+
+namespace {
+
+/// Problems printed one by one; the rest are counted.
+constexpr size_t max_shown = 100;
+/// A table walk gives up after this many problems in it (a wrecked table says enough).
+constexpr size_t max_per_table = 1000;
+
+/// What one entry check says: empty when the entry is fine.
+using entry_check = std::function<std::string(std::string_view key, std::string_view body)>;
+
+struct walker {
+  const std::function<void(const std::string&)>& line;
+  check_report& report;
+
+  void problem(const std::string& text) {
+    report.problems.push_back(text);
+    if (report.problems.size() <= max_shown)
+      line("  problem: " + text);
+  }
+};
+
+std::string count_line(const std::string& name, uint64_t n, size_t problems) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "  %-14s %12llu entries%s", name.c_str(),
+                static_cast<unsigned long long>(n), problems ? "  DAMAGED" : "");
+  return buf;
+}
+
+/// Walks table d of e in key order: order, seal (all but meta's unsealed format_version and
+/// kind), fn per entry, and the entry count against LMDB's.
+void walk_table(walker& w, lmdb::env& e, const std::string& where, const char* table, lmdb::dbi d,
+                const entry_check& fn) {
+  const std::string at = where + ", table " + table + ": ";
+  const bool is_meta = std::string_view{table} == "meta";
+  const size_t before = w.report.problems.size();
+  uint64_t n = 0;
+  auto err = e.with_read([&](lmdb::txn& t) -> caf::error {
+    auto c = lmdb::cursor::open(t, d);
+    if (!c)
+      return std::move(c.error());
+    std::string prev;
+    for (auto more = c->first();; more = c->next()) {
+      if (!more)
+        return std::move(more.error());
+      if (!*more || w.report.problems.size() - before >= max_per_table)
+        break;
+      auto k = c->key();
+      if (n++ > 0 && k <= prev)
+        w.problem(at + "key " + lmdb::show_key(k) + " out of order after " + lmdb::show_key(prev));
+      prev.assign(k.data(), k.size());
+      caf::expected<std::string_view> body = c->value();
+      if (!is_meta || (k != "format_version" && k != "kind"))
+        body = c->sealed_value();
+      if (!body) {
+        w.problem(at + "key " + lmdb::show_key(k) + ": checksum mismatch");
+        continue;
+      }
+      if (auto why = fn(k, *body); !why.empty())
+        w.problem(at + "key " + lmdb::show_key(k) + ": " + why);
+    }
+    auto recorded = t.count(d);
+    if (!recorded)
+      return std::move(recorded.error());
+    if (*recorded != n && w.report.problems.size() - before < max_per_table)
+      w.problem(at + "walked " + std::to_string(n) + " entries but LMDB records " +
+                std::to_string(*recorded) + " (pages lost or damaged)");
+    return caf::none;
+  });
+  if (err)
+    w.problem(at + "walk stopped: " + render(err));
+  w.report.entries += n;
+  w.line(count_line(table, n, w.report.problems.size() - before));
+}
+
+std::string expect_size(std::string_view v, size_t n, const char* what) {
+  if (v.size() == n)
+    return {};
+  return std::string{what} + " of " + std::to_string(v.size()) + " bytes, expected " +
+         std::to_string(n);
+}
+
+entry_check meta_check(std::string_view kind) {
+  return [kind](std::string_view k, std::string_view v) -> std::string {
+    if (k == "format_version")
+      return expect_size(v, 4, "format version");
+    if (k == "kind")
+      return v == kind ? "" : "kind '" + std::string{v} + "', expected '" + std::string{kind} + "'";
+    if (k == "store_id")
+      return expect_size(v, 16, "store identity");
+    return "an unknown meta key";
+  };
+}
+
+/// What the lake walk learns for the warehouse walk.
+struct lake_facts {
+  std::map<uint32_t, std::string> sources;
+  std::optional<std::string> identity;
+  uint64_t chunks = 0;
+};
+
+void walk_lake(walker& w, lake& lk, lake_facts& facts) {
+  auto& e = lk.environment();
+  const std::string where = "lake " + lk.dir();
+  auto tables = lk.tables();
+  auto id = lk.identity();
+  if (id)
+    facts.identity = *id;
+  walk_table(w, e, where, "meta", tables[0].second, meta_check("lake"));
+  walk_table(w, e, where, "source_keys", tables[2].second,
+             [&](std::string_view k, std::string_view v) -> std::string {
+               if (k.size() != 4)
+                 return "a source id key of " + std::to_string(k.size()) + " bytes";
+               facts.sources[lmdb::get_be32(k.data())] = std::string{v};
+               return {};
+             });
+  walk_table(w, e, where, "source_ids", tables[1].second,
+             [&](std::string_view k, std::string_view v) -> std::string {
+               if (v.size() != 4)
+                 return expect_size(v, 4, "a source id");
+               auto it = facts.sources.find(codec::get_le32(v.data()));
+               if (it == facts.sources.end() || it->second != k)
+                 return "source id " + std::to_string(codec::get_le32(v.data())) +
+                        " does not map back to this source in source_keys";
+               return {};
+             });
+  walk_table(w, e, where, "chunks", tables[3].second,
+             [&](std::string_view k, std::string_view v) -> std::string {
+               ++facts.chunks;
+               if (k.size() != 12)
+                 return "a chunk key of " + std::to_string(k.size()) + " bytes, expected 12";
+               if (v.size() < lake::chunk_header)
+                 return "a chunk shorter than its header";
+               if (!facts.sources.count(lmdb::get_be32(k.data())))
+                 return "a chunk of unknown source id " + std::to_string(lmdb::get_be32(k.data()));
+               return {};
+             });
+}
+
+/// Pipeline ids with their aggregate count, from the pipelines table.
+using pipeline_ids = std::map<uint16_t, uint32_t>;
+
+std::string check_pipeline(std::string_view v, pipeline_ids& ids) {
+  codec::reader r{v};
+  uint16_t id = 0;
+  std::string_view window;
+  uint32_t n = 0;
+  if (!r.u16(id) || !r.str(window) || !r.u32(n) || n > r.remaining() / 4)
+    return "a pipeline that does not decode";
+  for (uint32_t i = 0; i < n; ++i)
+    if (std::string_view a; !r.str(a))
+      return "a pipeline that does not decode";
+  if (!r.done() || id == 0)
+    return "a pipeline that does not decode";
+  if (!ids.emplace(id, n).second)
+    return "a second pipeline with id " + std::to_string(id);
+  return {};
+}
+
+/// Checks that a key starts with a known pipeline id and has `size` bytes (0: at least 18, a
+/// results key).
+std::string check_pid(std::string_view k, size_t size, const pipeline_ids& ids) {
+  if (size ? k.size() != size : k.size() < 2 + 8 + 8)
+    return "a key of " + std::to_string(k.size()) + " bytes";
+  if (!ids.count(lmdb::get_be16(k.data())))
+    return "a row of unknown pipeline id " + std::to_string(lmdb::get_be16(k.data()));
+  return {};
+}
+
+std::string check_result(std::string_view k, std::string_view v, const pipeline_ids& ids) {
+  if (auto why = check_pid(k, 0, ids); !why.empty())
+    return why;
+  codec::reader r{v};
+  uint32_t version = 0;
+  uint32_t n = 0;
+  if (!r.u32(version) || !r.u32(n) || n > r.remaining() / 8)
+    return "a result row that does not decode";
+  if (n != ids.at(lmdb::get_be16(k.data())))
+    return "a result row with " + std::to_string(n) + " values, not one per aggregate";
+  return {};
+}
+
+std::string check_dead_letter(std::string_view k, std::string_view v, const pipeline_ids& ids) {
+  if (auto why = check_pid(k, 10, ids); !why.empty())
+    return why;
+  codec::reader r{v};
+  uint32_t source = 0;
+  uint64_t offset = 0;
+  std::string_view reason;
+  std::string_view raw;
+  if (!r.u32(source) || !r.u64(offset) || !r.str(reason) || !r.str(raw) || !r.done())
+    return "a dead letter that does not decode";
+  return {};
+}
+
+void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
+  auto& e = wh.environment();
+  const std::string where = "warehouse " + wh.dir();
+  std::map<std::string, lmdb::dbi> t;
+  for (auto& [name, d] : wh.tables())
+    t[name] = d;
+  pipeline_ids ids;
+  walk_table(w, e, where, "meta", t["meta"], meta_check("warehouse"));
+  walk_table(w, e, where, "pipelines", t["pipelines"],
+             [&](std::string_view, std::string_view v) { return check_pipeline(v, ids); });
+  walk_table(w, e, where, "counters", t["counters"],
+             [](std::string_view, std::string_view v) { return expect_size(v, 8, "a counter"); });
+  walk_table(w, e, where, "epochs", t["epochs"], [&](std::string_view k, std::string_view v) {
+    auto why = check_pid(k, 2, ids);
+    return why.empty() ? expect_size(v, 8, "an epoch") : why;
+  });
+  walk_table(w, e, where, "offsets", t["offsets"], [&](std::string_view k, std::string_view v) {
+    auto why = check_pid(k, 6, ids);
+    if (why.empty())
+      why = expect_size(v, 8, "an offset");
+    if (why.empty() && lk && !lk->sources.count(lmdb::get_be32(k.data() + 2)))
+      why = "an offset of source id " + std::to_string(lmdb::get_be32(k.data() + 2)) +
+            ", which the lake does not know";
+    return why;
+  });
+  walk_table(w, e, where, "results", t["results"],
+             [&](std::string_view k, std::string_view v) { return check_result(k, v, ids); });
+  walk_table(w, e, where, "state", t["state"],
+             [&](std::string_view k, std::string_view) { return check_pid(k, 6, ids); });
+  walk_table(w, e, where, "dedupe", t["dedupe"], [&](std::string_view k, std::string_view v) {
+    auto why = check_pid(k, 10, ids);
+    if (why.empty() && (v.size() < 8 || (v.size() - 8) % 16 != 0))
+      why = "a dedupe segment of " + std::to_string(v.size()) + " bytes";
+    return why;
+  });
+  walk_table(w, e, where, "dead_letters", t["dead_letters"],
+             [&](std::string_view k, std::string_view v) { return check_dead_letter(k, v, ids); });
+}
+
+void check_identity(walker& w, lake& lk, warehouse& wh, const lake_facts& facts) {
+  auto wid = wh.identity();
+  if (!wid) {
+    w.problem("warehouse " + wh.dir() + ": " + render(wid.error()));
+    return;
+  }
+  if (!facts.identity || !*wid) {
+    w.problem(std::string{!facts.identity ? "the lake " + lk.dir() : "the warehouse " + wh.dir()} +
+              " records no store identity");
+    return;
+  }
+  if (**wid != *facts.identity)
+    w.problem("the lake " + lk.dir() + " belongs to store " + show_identity(*facts.identity) +
+              " but the warehouse " + wh.dir() + " to store " + show_identity(**wid));
+  else
+    w.line("store identity " + show_identity(**wid) + " (lake and warehouse agree)");
+}
+
+} // namespace
+
+caf::expected<check_report> check_store(const std::string& dir,
+                                        const std::function<void(const std::string&)>& line) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const bool has_lake = fs::is_directory(dir + "/lake", ec);
+  const bool has_wh = fs::is_directory(dir + "/warehouse", ec);
+  if (!has_lake && !has_wh)
+    return make_error(errc::bad_input, "no Weir store at " + dir);
+  check_report report;
+  walker w{line, report};
+  line("store " + dir);
+  std::optional<lake> lk;
+  lake_facts facts;
+  if (!has_lake) {
+    w.problem("the lake " + dir + "/lake is missing");
+  } else if (auto l = lake::open(dir); !l) {
+    w.problem("the lake " + dir + "/lake cannot be opened: " + render(l.error()));
+  } else {
+    lk = std::move(*l);
+    line("lake " + lk->dir());
+    walk_lake(w, *lk, facts);
+  }
+  std::optional<warehouse> wh;
+  if (!has_wh) {
+    w.problem("the warehouse " + dir + "/warehouse is missing" +
+              (facts.chunks ? " while the lake holds " + std::to_string(facts.chunks) + " chunks"
+                            : std::string{}));
+  } else if (auto h = warehouse::open(dir); !h) {
+    w.problem("the warehouse " + dir + "/warehouse cannot be opened: " + render(h.error()));
+  } else {
+    wh = std::move(*h);
+    line("warehouse " + wh->dir());
+    walk_warehouse(w, *wh, lk ? &facts : nullptr);
+  }
+  if (lk && wh)
+    check_identity(w, *lk, *wh, facts);
+  if (report.problems.size() > max_shown)
+    line("  ... and " + std::to_string(report.problems.size() - max_shown) + " more problems");
+  return report;
+}
+
+} // namespace weir
