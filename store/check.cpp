@@ -165,6 +165,9 @@ std::string check_pipeline(std::string_view v, pipeline_ids& ids) {
   for (uint32_t i = 0; i < n; ++i)
     if (std::string_view a; !r.str(a))
       return "a pipeline that does not decode";
+  std::string_view definition; // the stored pipeline definition (absent in older rows)
+  if (!r.done() && !r.str(definition))
+    return "a pipeline that does not decode";
   if (!r.done() || id == 0)
     return "a pipeline that does not decode";
   if (!ids.emplace(id, n).second)

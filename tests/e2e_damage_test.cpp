@@ -73,7 +73,7 @@ struct fixture {
     windows = n;
     write_file(dir.path / "in.csv", csv);
     write_file(dir.path / "p.toml", config("store"));
-    auto r = run("run --quiet " + toml());
+    auto r = run("run --quiet --final " + toml());
     INFO(r.out);
     REQUIRE(r.rc == 0);
     auto q = query();

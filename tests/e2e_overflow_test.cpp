@@ -94,7 +94,7 @@ TEST_CASE("epoch times past the year 9999 are dead letters and leave the waterma
   }
   write_file(dir.path / "in.ndjson", text);
   write_file(dir.path / "p.toml", ndjson_config());
-  auto r = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  auto r = run(weir_bin + " run --final " + (dir.path / "p.toml").string());
   INFO(r.out);
   REQUIRE(r.rc == 0);
   CHECK_THAT(r.out, Catch::Matches("[\\s\\S]*late \\(dead letter\\) +0\n[\\s\\S]*"));
@@ -149,7 +149,7 @@ TEST_CASE("query --format json stays valid JSON when a sum overflows to infinity
   text += "{\"ts\": 1717200000000, \"k\": \"plain\", \"v\": 0.1}\n";
   write_file(dir.path / "in.ndjson", text);
   write_file(dir.path / "p.toml", ndjson_config());
-  auto r = run(weir_bin + " run " + (dir.path / "p.toml").string());
+  auto r = run(weir_bin + " run --final " + (dir.path / "p.toml").string());
   INFO(r.out);
   REQUIRE(r.rc == 0);
   auto q = run(weir_bin + " query --store " + (dir.path / "store").string() +
