@@ -22,9 +22,10 @@ namespace weir::test {
 /// by the destructor if still running, so a failing test leaves nothing behind.
 class background {
 public:
-  /// Runs args[0] (a path) with args; stdin from `in` (e.g. a fifo the test writes to).
+  /// Runs args[0] (a path) with args; stdin from `in` (e.g. a fifo the test writes to);
+  /// WEIR_FAULT set to `fault` when given (docs/faults.md).
   background(const std::vector<std::string>& args, const std::filesystem::path& log,
-             const std::string& in_path = "/dev/null")
+             const std::string& in_path = "/dev/null", const std::string& fault = "")
     : log_(log) {
     std::vector<std::string> a = args;
     std::vector<char*> argv;
@@ -42,6 +43,8 @@ public:
       }
       if (in >= 0)
         ::dup2(in, 0);
+      if (!fault.empty())
+        ::setenv("WEIR_FAULT", fault.c_str(), 1);
       ::execv(argv[0], argv.data());
       ::_exit(127);
     }

@@ -20,6 +20,7 @@
 #include <tuple>
 #include <vector>
 
+#include "tests/background.hpp"
 #include "tests/test_support.hpp"
 
 namespace weir::test {
@@ -46,71 +47,19 @@ inline void sleep_ms(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 }
 
-/// A `weir` process in the background, output to a log file; SIGKILLed by the destructor if
-/// still running, so a failing test leaves nothing behind.
-class weir_process {
+/// `weir ARGS` in the background (tests/background.hpp), with WEIR_FAULT = `fault` if given.
+class weir_process : public weir::test::background {
 public:
   weir_process(const std::vector<std::string>& args, const fs::path& log,
                const std::string& fault = "")
-    : log_(log) {
-    std::vector<std::string> a{weir_bin};
-    a.insert(a.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& s : a)
-      argv.push_back(s.data());
-    argv.push_back(nullptr);
-    std::string log_s = log.string();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int fd = ::open(log_s.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      int in = ::open("/dev/null", O_RDONLY);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::dup2(in, 0);
-      if (!fault.empty())
-        ::setenv("WEIR_FAULT", fault.c_str(), 1);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-  }
-  weir_process(const weir_process&) = delete;
-  weir_process& operator=(const weir_process&) = delete;
-  ~weir_process() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int st = 0;
-      ::waitpid(pid_, &st, 0);
-    }
-  }
-  void signal(int sig) {
-    if (pid_ > 0)
-      ::kill(pid_, sig);
-  }
-  /// The exit code (128 + signal when killed by one), or -1 when still running after `secs`.
-  int wait(double secs) {
-    auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(secs);
-    while (pid_ > 0) {
-      int st = 0;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-      }
-      if (std::chrono::steady_clock::now() > until)
-        return -1;
-      sleep_ms(10);
-    }
-    return -1;
-  }
-  std::string log() const {
-    std::ifstream f(log_, std::ios::binary);
-    std::ostringstream s;
-    s << f.rdbuf();
-    return s.str();
-  }
+    : background(with_binary(args), log, "/dev/null", fault) {}
 
 private:
-  pid_t pid_ = -1;
-  fs::path log_;
+  static std::vector<std::string> with_binary(const std::vector<std::string>& args) {
+    std::vector<std::string> a{weir_bin};
+    a.insert(a.end(), args.begin(), args.end());
+    return a;
+  }
 };
 
 /// The config of one pipeline "p" over the csv source `path` (ts,k,v): count and sum of v per
