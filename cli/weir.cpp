@@ -114,16 +114,6 @@ std::string fmt_number(double v) {
   return s;
 }
 
-/// A number for programs (csv): the shortest text that reads back as the same double;
-/// "inf"/"-inf" when infinite, empty when absent (NaN).
-std::string precise_number(double v) {
-  if (std::isnan(v))
-    return "";
-  char buf[32];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  return std::string(buf, r.ptr);
-}
-
 /// The length of the valid UTF-8 sequence at s[i], or 0 when there is none.
 size_t utf8_length(std::string_view s, size_t i) {
   auto c = static_cast<unsigned char>(s[i]);

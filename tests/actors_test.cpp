@@ -348,7 +348,7 @@ TEST_CASE_METHOD(fixture,
   CHECK(std::get<3>(log.commits[0]) == 2);
   CHECK(*whp->last_epoch("t") == 1);
   size_t rows = 0;
-  REQUIRE(!whp->query(result_query{"t", {}, {}, {}}, [&](const window_result& r) {
+  REQUIRE(!whp->query(result_query{"t", {}, {}, {}, {}}, [&](const window_result& r) {
     ++rows;
     CHECK(r.values == std::vector<double>{3.0});
     return true;
@@ -362,7 +362,7 @@ TEST_CASE_METHOD(fixture,
   REQUIRE(log.commits.size() == 2);
   CHECK(std::get<3>(log.commits[1]) == 0);
   rows = 0;
-  REQUIRE(!whp->query(result_query{"t", {}, {}, {}}, [&](const window_result&) {
+  REQUIRE(!whp->query(result_query{"t", {}, {}, {}, {}}, [&](const window_result&) {
     ++rows;
     return true;
   }));
@@ -424,7 +424,7 @@ TEST_CASE_METHOD(fixture, "updater: epochs commit in order, each partition count
   CHECK(std::get<3>(log.commits[1]) == 2);
   CHECK(*whp->last_epoch("t") == 2);
   std::set<std::string> keys;
-  REQUIRE(!whp->query(result_query{"t", {}, {}, {}}, [&](const window_result& r) {
+  REQUIRE(!whp->query(result_query{"t", {}, {}, {}, {}}, [&](const window_result& r) {
     keys.insert(r.key);
     return true;
   }));

@@ -266,7 +266,7 @@ row_t row_of(const window_result& r) {
 
 std::set<row_t> stored_rows(warehouse& wh, const std::string& pipeline) {
   std::set<row_t> out;
-  auto err = wh.query(result_query{pipeline, {}, {}, {}}, [&](const window_result& r) {
+  auto err = wh.query(result_query{pipeline, {}, {}, {}, {}}, [&](const window_result& r) {
     out.insert(row_of(r));
     return true;
   });

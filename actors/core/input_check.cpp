@@ -142,8 +142,9 @@ caf::error reject_guard::check(uint64_t read, uint64_t rejected, bool at_end,
     text += ". They are committed as dead letters (see `weir dead-letters`).";
   else
     text += ". The config probably does not fit the input: the run stopped before committing "
-            "them, so a run with a corrected config processes them (try one with "
-            "`weir run --dry-run`).";
+            "the epoch in flight, so a run with a corrected config processes its records (try "
+            "one with `weir run --dry-run`); records of epochs committed before are dead "
+            "letters.";
   return make_error(errc::too_many_rejects,
                     text + " Set preprocess.max_reject_ratio = 1 to accept such runs.");
 }
