@@ -71,13 +71,19 @@ void encode_result(schema::WindowResult::Builder b, const window_result& w) {
 
 window_result decode_result(schema::WindowResult::Reader r) {
   window_result w;
-  w.key = std::string(as_view(r.getKey()));
-  w.start = r.getStart();
-  w.end = r.getEnd();
-  w.version = r.getVersion();
-  for (auto v : r.getValues())
-    w.values.push_back(v);
+  decode_result(r, w);
   return w;
+}
+
+void decode_result(schema::WindowResult::Reader r, window_result& out) {
+  auto key = as_view(r.getKey());
+  out.key.assign(key.data(), key.size());
+  out.start = r.getStart();
+  out.end = r.getEnd();
+  out.version = r.getVersion();
+  out.values.clear();
+  for (auto v : r.getValues())
+    out.values.push_back(v);
 }
 
 void encode_dead_letter(schema::DeadLetter::Builder b, const dead_letter& d) {

@@ -26,6 +26,8 @@ frame encode_event_batch(uint32_t partition, timestamp watermark, const event_co
 /// A window result or a dead letter into its schema struct and back.
 void encode_result(schema::WindowResult::Builder b, const window_result& w);
 window_result decode_result(schema::WindowResult::Reader r);
+/// The same into `out`, reusing its key and values buffers.
+void decode_result(schema::WindowResult::Reader r, window_result& out);
 void encode_dead_letter(schema::DeadLetter::Builder b, const dead_letter& d);
 dead_letter decode_dead_letter(schema::DeadLetter::Reader r);
 

@@ -49,23 +49,18 @@ bool ship(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t se
   return true;
 }
 
-uint64_t rejected_total(const preprocess_counters& k) {
-  uint64_t n = 0;
-  for (const auto& [_, c] : k.rejected)
-    n += c;
-  return n;
-}
-
 } // namespace
 
 caf::error preprocess_state::check_rejects() const {
   const auto& k = pre->counters();
-  std::string example;
-  if (!epoch_dead_letters.empty()) {
-    const auto& d = epoch_dead_letters.back();
-    example = "offset " + std::to_string(d.offset) + ": " + d.reason;
-  }
-  return guard->check(k.read, rejected_total(k), false, example);
+  const auto rejected = total_rejected(k.rejected);
+  auto err = guard->check(k.read, rejected, false);
+  if (!err || epoch_dead_letters.empty())
+    return err;
+  // Only a run that stops pays for the example in its message.
+  const auto& d = epoch_dead_letters.back();
+  return guard->check(k.read, rejected, false,
+                      "offset " + std::to_string(d.offset) + ": " + d.reason);
 }
 
 std::string wrap_state(timestamp max_time, const std::string& inner) {
@@ -125,7 +120,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
     }
   }
   st.guard.emplace(cfg.name, cfg.preprocess.max_reject_ratio);
-  st.guard->start(st.pre->counters().read, rejected_total(st.pre->counters()));
+  st.guard->start(st.pre->counters().read, total_rejected(st.pre->counters().rejected));
   for (auto [source, index] : restore.bindings) {
     st.pre->bind_source(source, index);
     st.bound.insert(source);

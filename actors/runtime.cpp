@@ -62,17 +62,13 @@ struct system_config : caf::actor_system_config {
 } // namespace
 
 caf::error check_reject_ratio(const weir_config& cfg, const std::vector<run_stats>& stats) {
-  for (const auto& s : stats) {
-    uint64_t rejected = 0;
-    for (const auto& [_, n] : s.rejected)
-      rejected += n;
+  for (const auto& s : stats)
     for (const auto& p : cfg.pipelines)
       if (p.name == s.pipeline) {
         reject_guard guard{p.name, p.preprocess.max_reject_ratio};
-        if (auto err = guard.check(s.read, rejected, true))
+        if (auto err = guard.check(s.read, total_rejected(s.rejected), true))
           return err;
       }
-  }
   return caf::none;
 }
 
@@ -477,9 +473,10 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   if (dir.empty())
     return make_error(errc::bad_config, "no store directory: give --store or set store");
   if (opts.threads > max_threads())
-    return make_error(errc::bad_config, "threads: " + std::to_string(opts.threads) +
+    return make_error(errc::bad_config, "--threads " + std::to_string(opts.threads) +
                                           " is more than this machine can use (at most " +
-                                          std::to_string(max_threads()) + ")");
+                                          std::to_string(max_threads()) +
+                                          ": 8 per core, at least 64)");
   if (auto err = check_inputs(cfg))
     return err;
   std::error_code ec;
@@ -545,16 +542,14 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     auto gen = spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr);
     std::vector<run_stats> stats;
     std::string failure;
-    caf::error fatal;                ///< a failure that a restart would only meet again
+    /// The first failure that a restart would only meet again (a damaged store, bad input, too
+    /// many rejects), also when it comes while the generation is taken down: it ends the run.
+    caf::error fatal;
     std::optional<record_span> span; ///< the records the failure happened on, if it names them
     std::string span_what;
-    // A damaged store does not heal by restarting: its error ends the run as it is (exit 4).
-    std::optional<caf::error> damage;
     auto note_span = [&](const caf::error& reason) {
-      if (!damage && reason && reason.category() == caf::atom("weir") &&
-          (reason.code() == static_cast<uint8_t>(errc::store_corrupt) ||
-           reason.code() == static_cast<uint8_t>(errc::store_format)))
-        damage = reason;
+      if (!fatal && reason && is_fatal(reason))
+        fatal = reason;
       if (span)
         return;
       span = record_span_of(reason);
@@ -580,8 +575,6 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
           note_span(dm.reason);
           if (dm.reason && dm.reason != caf::exit_reason::user_shutdown && failure.empty()) {
             failure = "a pipeline actor failed: " + render(dm.reason);
-            if (is_fatal(dm.reason))
-              fatal = dm.reason;
             done = true;
           }
         },
@@ -609,22 +602,20 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     if (failure.empty()) {
       std::vector<run_stats> total;
       for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
-        total.push_back(summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr,
-                                  cfg.runtime.mode));
+        total.push_back(
+          summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr, cfg.runtime.mode));
         total.back().windows_open = open_windows(cfg.pipelines[i], *wh_ptr);
         total.back().resume_offsets = resume_points(cfg.pipelines[i].name, *lake_ptr, *wh_ptr);
       }
       return total;
     }
-    if (damage)
-      return *damage;
+    if (fatal)
+      return fatal;
     std::string where = "last good commits:";
     for (const auto& p : cfg.pipelines) {
       auto last = wh_ptr->last_epoch(p.name);
       where += " " + p.name + " epoch " + (last ? std::to_string(*last) : "?");
     }
-    if (fatal)
-      return fatal;
     if (stop_wanted())
       return make_error(errc::internal, failure + "; stopped; " + where);
     bool budgeted = true;
@@ -709,18 +700,8 @@ caf::error decode_page(const frame& f, query_answer& a) {
       a.aggregates.emplace_back(n.cStr(), n.size());
     auto rows = q.getRows();
     a.rows.resize(rows.size());
-    for (unsigned i = 0; i < rows.size(); ++i) {
-      auto w = rows[i];
-      auto& out = a.rows[i];
-      auto key = as_view(w.getKey());
-      out.key.assign(key.data(), key.size());
-      out.start = w.getStart();
-      out.end = w.getEnd();
-      out.version = w.getVersion();
-      out.values.clear();
-      for (auto v : w.getValues())
-        out.values.push_back(v);
-    }
+    for (unsigned i = 0; i < rows.size(); ++i)
+      decode_result(rows[i], a.rows[i]);
   });
 }
 

@@ -21,6 +21,7 @@
 #include "actors/core/config.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/fault.hpp"
+#include "actors/core/input_check.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/runtime.hpp"
 #include "cli/check.hpp"
@@ -289,12 +290,6 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   // A bad WEIR_FAULT (docs/faults.md) refuses to run rather than being ignored.
   if (auto err = weir::fault::check_env())
     return fail(err);
-  const size_t max_threads = weir::max_threads();
-  if (threads > max_threads) {
-    std::cerr << "weir: --threads " << threads << " is more than this machine can use (at most "
-              << max_threads << ": 8 per core, at least 64)\n";
-    return exit_usage;
-  }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   weir::run_options opts;
@@ -319,15 +314,12 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
     for (const auto& src : p.sources)
       follows = follows || src.follow;
   const int code = sig != 0 && !follows ? 128 + sig : exit_ok;
-  if (quiet) {
-    if (auto err = weir::check_reject_ratio(*cfg, *res))
-      return fail(err);
-    return code;
-  }
+  // Mostly rejected records fail the run after its summary is printed.
+  const auto rejects = weir::check_reject_ratio(*cfg, *res);
+  if (quiet)
+    return rejects ? fail(rejects) : code;
   for (const auto& s : *res) {
-    uint64_t rejected = 0;
-    for (auto& [_, n] : s.rejected)
-      rejected += n;
+    const uint64_t rejected = weir::total_rejected(s.rejected);
     std::cout << "pipeline " << s.pipeline << "\n";
     std::printf("  events read        %12llu\n", static_cast<unsigned long long>(s.read));
     std::printf("  accepted           %12llu\n", static_cast<unsigned long long>(s.accepted));
@@ -364,9 +356,7 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
     }
   }
   std::fflush(stdout);
-  if (auto err = weir::check_reject_ratio(*cfg, *res))
-    return fail(err);
-  return code;
+  return rejects ? fail(rejects) : code;
 }
 
 /// Refuses to open (and so create) a store that is not there.

@@ -11,6 +11,7 @@
 #include "store/lmdb.hpp"
 #include "store/store.hpp"
 #include "store/warehouse.hpp"
+#include "store/warehouse_rows.hpp"
 
 namespace weir {
 
@@ -155,23 +156,12 @@ void walk_lake(walker& w, lake& lk, lake_facts& facts) {
 /// Pipeline ids with their aggregate count, from the pipelines table.
 using pipeline_ids = std::map<uint16_t, uint32_t>;
 
-std::string check_pipeline(std::string_view v, pipeline_ids& ids) {
-  codec::reader r{v};
-  uint16_t id = 0;
-  std::string_view window;
-  uint32_t n = 0;
-  if (!r.u16(id) || !r.str(window) || !r.u32(n) || n > r.remaining() / 4)
+std::string check_pipeline(std::string_view k, std::string_view v, pipeline_ids& ids) {
+  pipeline_info p;
+  if (decode_pipeline(k, v, p) || p.id == 0)
     return "a pipeline that does not decode";
-  for (uint32_t i = 0; i < n; ++i)
-    if (std::string_view a; !r.str(a))
-      return "a pipeline that does not decode";
-  std::string_view definition; // the stored pipeline definition (absent in older rows)
-  if (!r.done() && !r.str(definition))
-    return "a pipeline that does not decode";
-  if (!r.done() || id == 0)
-    return "a pipeline that does not decode";
-  if (!ids.emplace(id, n).second)
-    return "a second pipeline with id " + std::to_string(id);
+  if (!ids.emplace(p.id, static_cast<uint32_t>(p.aggregates.size())).second)
+    return "a second pipeline with id " + std::to_string(p.id);
   return {};
 }
 
@@ -185,28 +175,23 @@ std::string check_pid(std::string_view k, size_t size, const pipeline_ids& ids) 
   return {};
 }
 
-std::string check_result(std::string_view k, std::string_view v, const pipeline_ids& ids) {
+std::string check_result(std::string_view k, std::string_view v, size_t max_key,
+                         const pipeline_ids& ids, window_result& row) {
   if (auto why = check_pid(k, 0, ids); !why.empty())
     return why;
-  codec::reader r{v};
-  uint32_t version = 0;
-  uint32_t n = 0;
-  if (!r.u32(version) || !r.u32(n) || n > r.remaining() / 8)
+  if (decode_result(k, v, max_key, row))
     return "a result row that does not decode";
+  auto n = row.values.size();
   if (n != ids.at(lmdb::get_be16(k.data())))
     return "a result row with " + std::to_string(n) + " values, not one per aggregate";
   return {};
 }
 
-std::string check_dead_letter(std::string_view k, std::string_view v, const pipeline_ids& ids) {
+std::string check_dead_letter(std::string_view k, std::string_view v, const pipeline_ids& ids,
+                              dead_letter& d) {
   if (auto why = check_pid(k, 10, ids); !why.empty())
     return why;
-  codec::reader r{v};
-  uint32_t source = 0;
-  uint64_t offset = 0;
-  std::string_view reason;
-  std::string_view raw;
-  if (!r.u32(source) || !r.u64(offset) || !r.str(reason) || !r.str(raw) || !r.done())
+  if (decode_dead_letter(v, d))
     return "a dead letter that does not decode";
   return {};
 }
@@ -218,9 +203,11 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   for (auto& [name, d] : wh.tables())
     t[name] = d;
   pipeline_ids ids;
+  window_result row;  // reused by every results row
+  dead_letter letter; // and every dead letter
   walk_table(w, e, where, "meta", t["meta"], meta_check("warehouse"));
   walk_table(w, e, where, "pipelines", t["pipelines"],
-             [&](std::string_view, std::string_view v) { return check_pipeline(v, ids); });
+             [&](std::string_view k, std::string_view v) { return check_pipeline(k, v, ids); });
   walk_table(w, e, where, "counters", t["counters"],
              [](std::string_view, std::string_view v) { return expect_size(v, 8, "a counter"); });
   walk_table(w, e, where, "epochs", t["epochs"], [&](std::string_view k, std::string_view v) {
@@ -236,8 +223,9 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
             ", which the lake does not know";
     return why;
   });
-  walk_table(w, e, where, "results", t["results"],
-             [&](std::string_view k, std::string_view v) { return check_result(k, v, ids); });
+  walk_table(w, e, where, "results", t["results"], [&](std::string_view k, std::string_view v) {
+    return check_result(k, v, e.max_key_size(), ids, row);
+  });
   walk_table(w, e, where, "state", t["state"],
              [&](std::string_view k, std::string_view) { return check_pid(k, 6, ids); });
   walk_table(w, e, where, "dedupe", t["dedupe"], [&](std::string_view k, std::string_view v) {
@@ -246,8 +234,9 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
       why = "a dedupe segment of " + std::to_string(v.size()) + " bytes";
     return why;
   });
-  walk_table(w, e, where, "dead_letters", t["dead_letters"],
-             [&](std::string_view k, std::string_view v) { return check_dead_letter(k, v, ids); });
+  walk_table(
+    w, e, where, "dead_letters", t["dead_letters"],
+    [&](std::string_view k, std::string_view v) { return check_dead_letter(k, v, ids, letter); });
 }
 
 void check_identity(walker& w, lake& lk, warehouse& wh, const lake_facts& facts) {

@@ -1,4 +1,5 @@
 #include "store/warehouse.hpp"
+#include "store/warehouse_rows.hpp"
 
 #include <algorithm>
 #include <limits>
@@ -20,28 +21,6 @@ constexpr size_t key_hash_size = 8;
 
 caf::error corrupt(const std::string& what) {
   return make_error(errc::store_corrupt, "warehouse: " + what + " does not decode");
-}
-
-caf::error decode_pipeline(std::string_view name, std::string_view v, pipeline_info& out) {
-  codec::reader r{v};
-  uint32_t n = 0;
-  out.name.assign(name.data(), name.size());
-  out.aggregates.clear();
-  if (!r.u16(out.id) || !r.str(out.window) || !r.u32(n))
-    return corrupt("pipeline '" + out.name + "'");
-  // Each name needs at least its 4-byte length: bounds n before reserving for it.
-  if (n > r.remaining() / 4)
-    return corrupt("pipeline '" + out.name + "'");
-  out.aggregates.resize(n);
-  for (auto& a : out.aggregates)
-    if (!r.str(a))
-      return corrupt("pipeline '" + out.name + "'");
-  out.definition.clear();
-  if (!r.done() && !r.str(out.definition))
-    return corrupt("pipeline '" + out.name + "'");
-  if (!r.done())
-    return corrupt("pipeline '" + out.name + "'");
-  return caf::none;
 }
 
 void encode_pipeline(const pipeline_info& p, std::string& out) {
@@ -135,33 +114,6 @@ bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string
   return true;
 }
 
-/// Decodes a results row into `row` (reusing its buffers).
-caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
-                         window_result& row) {
-  if (k.size() < result_prefix)
-    return corrupt("a results key");
-  row.start = lmdb::get_be64_signed(k.data() + 2);
-  row.end = lmdb::get_be64_signed(k.data() + 10);
-  codec::reader r{v};
-  uint32_t n = 0;
-  if (!r.u32(row.version) || !r.u32(n) || n > r.remaining() / 8)
-    return corrupt("a results row");
-  row.values.resize(n);
-  for (auto& x : row.values)
-    r.f64(x);
-  if (k.size() == max_key) {
-    std::string_view whole;
-    if (!r.str(whole))
-      return corrupt("a results row (long key)");
-    row.key.assign(whole.data(), whole.size());
-  } else {
-    row.key.assign(k.data() + result_prefix, k.size() - result_prefix);
-  }
-  if (!r.done())
-    return corrupt("a results row");
-  return caf::none;
-}
-
 void encode_result_value(const window_result& r, bool long_key, std::string& out) {
   out.clear();
   codec::writer w{out};
@@ -187,13 +139,6 @@ void encode_dead_letter(const dead_letter& d, std::string& out) {
   w.u32(static_cast<uint32_t>(warehouse::max_dead_letter_raw + marker.size()));
   out.append(d.raw.data(), warehouse::max_dead_letter_raw);
   out += marker;
-}
-
-caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
-  codec::reader r{v};
-  if (!r.u32(d.source) || !r.u64(d.offset) || !r.str(d.reason) || !r.str(d.raw) || !r.done())
-    return corrupt("a dead letter");
-  return caf::none;
 }
 
 /// Moves a cursor over every entry whose key starts with the BE16 id, in key order, calling
@@ -233,6 +178,63 @@ caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
 }
 
 } // namespace
+
+// -- row decoders (store/warehouse_rows.hpp), shared with `weir check` -----------------
+
+caf::error decode_pipeline(std::string_view name, std::string_view v, pipeline_info& out) {
+  codec::reader r{v};
+  uint32_t n = 0;
+  out.name.assign(name.data(), name.size());
+  out.aggregates.clear();
+  if (!r.u16(out.id) || !r.str(out.window) || !r.u32(n))
+    return corrupt("pipeline '" + out.name + "'");
+  // Each name needs at least its 4-byte length: bounds n before reserving for it.
+  if (n > r.remaining() / 4)
+    return corrupt("pipeline '" + out.name + "'");
+  out.aggregates.resize(n);
+  for (auto& a : out.aggregates)
+    if (!r.str(a))
+      return corrupt("pipeline '" + out.name + "'");
+  out.definition.clear();
+  if (!r.done() && !r.str(out.definition))
+    return corrupt("pipeline '" + out.name + "'");
+  if (!r.done())
+    return corrupt("pipeline '" + out.name + "'");
+  return caf::none;
+}
+
+caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
+                         window_result& row) {
+  if (k.size() < result_prefix)
+    return corrupt("a results key");
+  row.start = lmdb::get_be64_signed(k.data() + 2);
+  row.end = lmdb::get_be64_signed(k.data() + 10);
+  codec::reader r{v};
+  uint32_t n = 0;
+  if (!r.u32(row.version) || !r.u32(n) || n > r.remaining() / 8)
+    return corrupt("a results row");
+  row.values.resize(n);
+  for (auto& x : row.values)
+    r.f64(x);
+  if (k.size() == max_key) {
+    std::string_view whole;
+    if (!r.str(whole))
+      return corrupt("a results row (long key)");
+    row.key.assign(whole.data(), whole.size());
+  } else {
+    row.key.assign(k.data() + result_prefix, k.size() - result_prefix);
+  }
+  if (!r.done())
+    return corrupt("a results row");
+  return caf::none;
+}
+
+caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
+  codec::reader r{v};
+  if (!r.u32(d.source) || !r.u64(d.offset) || !r.str(d.reason) || !r.str(d.raw) || !r.done())
+    return corrupt("a dead letter");
+  return caf::none;
+}
 
 template <class F>
 caf::error warehouse::scan_pipeline(const std::string& pipeline, lmdb::dbi d, F&& fn) {

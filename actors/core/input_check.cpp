@@ -116,6 +116,13 @@ caf::error check_csv_header(const pipeline_config& p, size_t source_index,
   return check_columns(pre.input_fields(), *cols, file + " (csv header)");
 }
 
+uint64_t total_rejected(const std::vector<std::pair<std::string, uint64_t>>& rejected) {
+  uint64_t n = 0;
+  for (const auto& [_, count] : rejected)
+    n += count;
+  return n;
+}
+
 void reject_guard::start(uint64_t read, uint64_t rejected) {
   read0_ = read;
   rejected0_ = rejected;

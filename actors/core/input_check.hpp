@@ -5,6 +5,7 @@
 /// one would make every record a dead letter, which must not look like a successful run.
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "actors/core/error.hpp"
@@ -29,6 +30,9 @@ caf::error check_columns(const std::vector<std::string>& inputs,
 /// file, or a followed one whose first line is not complete yet, passes. errc::bad_input when
 /// the file cannot be read.
 caf::error check_csv_header(const pipeline_config& p, size_t source_index, const std::string& file);
+
+/// The number of records rejected, over every reason class.
+uint64_t total_rejected(const std::vector<std::pair<std::string, uint64_t>>& rejected);
 
 /// Tells a run whose records are mostly rejected from one with a few bad records, so that a
 /// config that does not fit its input (a renamed field, the wrong time format) can never look
