@@ -3,6 +3,7 @@
 /// Every typed actor interface of Weir, the atoms they use and the few message types that are
 /// not Cap'n Proto frames. One comment per handler says what it is for.
 
+#include <atomic>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -77,6 +78,16 @@ typename Inspector::result_type inspect(Inspector& f, query_request& x) {
 }
 
 /// What one run of a pipeline did, for the summary `weir run` prints.
+/// What the window state of one pipeline cost over a run, as the updater saw it (for the
+/// summary and the benchmarks).
+struct state_meter {
+  std::atomic<uint64_t> bytes{0};        ///< window-state bytes written: rows, deleted keys, metas
+  std::atomic<uint64_t> epochs{0};       ///< epochs that wrote state
+  std::atomic<uint64_t> peak_memory{0};  ///< the most memory the operators held at an epoch's end
+  std::atomic<uint64_t> rows_at_peak{0}; ///< slices and sessions they held then
+};
+using state_meters = std::vector<state_meter>;
+
 struct run_stats {
   std::string pipeline;
   uint64_t read = 0;
@@ -94,6 +105,10 @@ struct run_stats {
   int64_t epoch_p50_us = 0; ///< epoch latency (start to commit), median
   int64_t epoch_p99_us = 0; ///< epoch latency, 99th percentile
   int64_t epoch_max_us = 0; ///< epoch latency, longest
+  uint64_t state_bytes = 0;  ///< window-state bytes written (see state_meter)
+  uint64_t state_epochs = 0;
+  uint64_t state_memory = 0; ///< peak operator memory
+  uint64_t state_rows = 0;   ///< slices and sessions held at that peak
   /// Where the next run resumes: source (name:path) -> committed offset, at the end of the run.
   std::vector<std::pair<std::string, uint64_t>> resume_offsets;
 };
@@ -103,7 +118,8 @@ typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
   return f(caf::meta::type_name("weir.run_stats"), x.pipeline, x.read, x.accepted, x.filtered,
            x.late, x.late_updates, x.duplicates, x.rejected, x.windows_committed, x.windows_open,
            x.epochs_committed, x.bytes_read, x.restarts, x.epoch_p50_us, x.epoch_p99_us,
-           x.epoch_max_us, x.resume_offsets);
+           x.epoch_max_us, x.state_bytes, x.state_epochs, x.state_memory, x.state_rows,
+           x.resume_offsets);
 }
 
 } // namespace weir

@@ -149,10 +149,17 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       for (size_t i = 0; i < st.fired.size(); ++i)
         encode_result(rs[static_cast<unsigned>(i)], st.fired[i]);
       if (m.checkpoint) {
-        auto snap = st.op->snapshot();
-        c.setState(
-          capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
+        // Only what changed since the last epoch: rows put and deleted, and the meta value.
+        st.op->checkpoint(st.delta);
+        auto data = [](const std::string& s) {
+          return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
+        };
+        c.setState(data(st.delta.meta));
+        c.setStatePuts(data(st.delta.puts));
+        c.setStateDels(data(st.delta.dels));
       }
+      c.setStateMemory(st.op->memory_bytes());
+      c.setStateRows(st.op->slices());
       if (fault::hit("send.contribution")) { // fault injection
         self->quit(fault::injected("send.contribution"));
         return;

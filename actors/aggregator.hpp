@@ -18,10 +18,11 @@ struct aggregator_state {
   std::unique_ptr<window_operator> op;
   aggregate_layout layout;
   std::vector<window_result> fired; ///< reused between epochs
+  state_delta delta;                ///< reused between epochs
 };
 
 /// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from
-/// the last committed epoch (empty for a fresh start). Batches are acked to `preprocess`,
+/// the last committed epoch, as window_operator::snapshot() bytes (empty for a fresh start). Batches are acked to `preprocess`,
 /// contributions go to `updater`.
 aggregator_actor::behavior_type
 aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,

@@ -267,9 +267,14 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
       parts = part_states.size();
     }
     pr.restore.partition_snapshots.resize(parts);
-    for (auto& [part, blob] : part_states)
-      if (part < parts)
-        pr.restore.partition_snapshots[part] = std::move(blob);
+    for (auto& [part, meta] : part_states) {
+      if (part >= parts)
+        continue;
+      auto snap = partition_snapshot(wh, p.name, part, meta);
+      if (!snap)
+        return snap.error();
+      pr.restore.partition_snapshots[part] = std::move(*snap);
+    }
     if (p.preprocess.dedupe) {
       auto ids = wh.dedupe(p.name);
       if (!ids)
@@ -313,7 +318,8 @@ struct generation {
 /// Spawns the pipeline actors from what `prepare` found; the supervisor monitors them all.
 generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& supervisor,
                             const weir_config& cfg, std::vector<prepared> preps,
-                            const std::shared_ptr<lake>& lk, const std::shared_ptr<warehouse>& wh) {
+                            const std::shared_ptr<lake>& lk, const std::shared_ptr<warehouse>& wh,
+                            const std::shared_ptr<state_meters>& meters) {
   generation g;
   std::vector<uint64_t> first_epochs;
   std::vector<std::pair<std::string, size_t>> slots;
@@ -322,7 +328,7 @@ generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& superviso
     slots.emplace_back(cfg.pipelines[i].name, preps[i].restore.partition_snapshots.size());
   }
   auto coord = sys.spawn(coordinator, first_epochs, cfg.runtime, caf::actor{supervisor});
-  auto upd = sys.spawn<caf::detached>(updater, slots, wh, coord, cfg.runtime.mode);
+  auto upd = sys.spawn<caf::detached>(updater, slots, wh, coord, cfg.runtime.mode, meters);
   g.coordinator = caf::actor_cast<caf::actor>(coord);
   g.updater = caf::actor_cast<caf::actor>(upd);
   g.members = {g.coordinator, g.updater};
@@ -371,9 +377,12 @@ uint64_t open_windows(const pipeline_config& p, warehouse& wh) {
   if (!states)
     return 0;
   uint64_t n = 0;
-  for (const auto& [part, blob] : *states) {
+  for (const auto& [part, meta] : *states) {
+    if (part == preprocess_partition || meta.empty())
+      continue;
     window_operator op{p};
-    if (part != preprocess_partition && !blob.empty() && !op.restore(blob))
+    auto snap = partition_snapshot(wh, p.name, part, meta);
+    if (snap && !op.restore(*snap))
       n += op.open_windows();
   }
   return n;
@@ -443,6 +452,19 @@ std::vector<std::pair<std::string, uint64_t>> resume_points(const std::string& n
 }
 
 } // namespace
+
+caf::expected<std::string> partition_snapshot(warehouse& wh, const std::string& pipeline,
+                                              uint32_t part, std::string_view meta) {
+  if (meta.empty())
+    return std::string{};
+  std::string snap = window_operator::snapshot_of(meta);
+  auto err = wh.window_rows(pipeline, part, [&](std::string_view k, std::string_view v) {
+    window_operator::append_row(snap, k, v);
+  });
+  if (err)
+    return err;
+  return snap;
+}
 
 caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                                                     const run_options& opts) {
@@ -514,6 +536,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   // more), then restarts them from the last committed epoch after a backoff that doubles with
   // each restart, until the restart budget is spent.
   caf::scoped_actor supervisor{sys};
+  auto meters = std::make_shared<state_meters>(cfg.pipelines.size());
   std::vector<tally> tallies(cfg.pipelines.size());
   for (size_t i = 0; i < tallies.size(); ++i) {
     const auto& name = cfg.pipelines[i].name;
@@ -539,7 +562,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   for (;;) {
     for (size_t i = 0; i < preps->size(); ++i)
       (*preps)[i].restore.quarantined = tracker.of(static_cast<uint32_t>(i));
-    auto gen = spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr);
+    auto gen =
+      spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr, meters);
     std::vector<run_stats> stats;
     std::string failure;
     /// The first failure that a restart would only meet again (a damaged store, bad input, too
@@ -605,6 +629,11 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
         total.push_back(
           summarize(cfg.pipelines[i].name, stats, tallies[i], restarts, *wh_ptr, cfg.runtime.mode));
         total.back().windows_open = open_windows(cfg.pipelines[i], *wh_ptr);
+        const auto& m = (*meters)[i];
+        total.back().state_bytes = m.bytes;
+        total.back().state_epochs = m.epochs;
+        total.back().state_memory = m.peak_memory;
+        total.back().state_rows = m.rows_at_peak;
         total.back().resume_offsets = resume_points(cfg.pipelines[i].name, *lake_ptr, *wh_ptr);
       }
       return total;

@@ -40,6 +40,9 @@ caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const f
       for (auto w : a.getResults())
         c.results.push_back(decode_result(w));
       c.states.emplace_back(a.getPartition(), std::string(as_view(a.getState())));
+      if (a.hasStatePuts() || a.hasStateDels())
+        c.windows.push_back({a.getPartition(), std::string(as_view(a.getStatePuts())),
+                             std::string(as_view(a.getStateDels()))});
     });
     if (err)
       return err;
@@ -66,12 +69,36 @@ std::pair<uint64_t, uint32_t> epoch_of_agg(const frame& f) {
   return out;
 }
 
+/// Adds one committed epoch to the pipeline's state meter: bytes of window state written, and the
+/// operators' memory at the epoch's end (all partitions together).
+void meter_epoch(state_meter& m, const epoch_commit& c, const std::vector<frame>& aggs) {
+  uint64_t bytes = 0;
+  for (const auto& w : c.windows)
+    bytes += w.puts.size() + w.dels.size();
+  for (const auto& [partition, blob] : c.states)
+    bytes += blob.size();
+  uint64_t memory = 0;
+  uint64_t rows = 0;
+  for (const auto& f : aggs)
+    decode_frame(f, [&](frame_reader& r) {
+      auto a = r.root<schema::AggregatorEpoch>();
+      memory += a.getStateMemory();
+      rows += a.getStateRows();
+    });
+  m.bytes += bytes;
+  m.epochs += 1;
+  if (memory > m.peak_memory) {
+    m.peak_memory = memory;
+    m.rows_at_peak = rows;
+  }
+}
+
 } // namespace
 
 updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_state> self,
                                      std::vector<std::pair<std::string, size_t>> pipelines,
                                      std::shared_ptr<warehouse> wh, coordinator_actor coordinator,
-                                     commit_mode mode) {
+                                     commit_mode mode, std::shared_ptr<state_meters> meters) {
   for (auto& [name, parts] : pipelines) {
     updater_state::pipeline_slot s;
     s.name = name;
@@ -81,7 +108,7 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
     self->state.pipelines.push_back(std::move(s));
   }
   // Commits epoch e of pipeline i (every contribution is there); false when the actor failed.
-  auto commit_one = [self, wh, coordinator, mode](uint32_t i, uint64_t e,
+  auto commit_one = [self, wh, coordinator, mode, meters](uint32_t i, uint64_t e,
                                                   updater_state::pending_epoch& p) {
     auto& slot = self->state.pipelines[i];
     uint8_t kind = 0;
@@ -99,6 +126,7 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
       c->without_epoch = true;
       c->offsets.clear();
       c->states.clear();
+      c->windows.clear();
       c->dedupe_added.clear();
       c->dedupe_expire_before = min_timestamp;
     }
@@ -111,6 +139,8 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
       self->quit(ok.error());
       return false;
     }
+    if (mode == commit_mode::exactly_once && meters && i < meters->size())
+      meter_epoch((*meters)[i], *c, p.aggs);
     spdlog::info("pipeline {} epoch {} committed: {} windows, {} dead letters, {:.1f} ms",
                  slot.name, e, windows, c->dead_letters.size(), ms.count());
     self->send(coordinator, committed_atom::value, i, e, kind,

@@ -340,6 +340,14 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
                 static_cast<unsigned long long>(s.epochs_committed));
     std::printf("  epoch latency      p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
                 s.epoch_p50_us / 1e3, s.epoch_p99_us / 1e3, s.epoch_max_us / 1e3);
+    if (s.state_epochs > 0)
+      std::printf("  state written      %12llu bytes   (%llu per epoch)\n",
+                  static_cast<unsigned long long>(s.state_bytes),
+                  static_cast<unsigned long long>(s.state_bytes / s.state_epochs));
+    if (s.state_rows > 0)
+      std::printf("  state per window   %12.0f bytes   (peak %llu open windows)\n",
+                  static_cast<double>(s.state_memory) / static_cast<double>(s.state_rows),
+                  static_cast<unsigned long long>(s.state_rows));
     if (s.restarts > 0)
       std::printf("  restarts           %12u\n", s.restarts);
     if (dry_run)

@@ -90,7 +90,11 @@ struct AggregatorEpoch {
   epoch @0 :UInt64;
   partition @1 :UInt32;
   results @2 :List(WindowResult);
-  state @3 :Data;           # snapshot of open windows
+  state @3 :Data;           # the operator's meta value (watermark, row count)
+  statePuts @4 :Data;       # window-state rows changed this epoch (see window_operator.hpp)
+  stateDels @5 :Data;       # window-state row keys deleted this epoch
+  stateMemory @6 :UInt64;   # bytes of memory the operator's state holds
+  stateRows @7 :UInt64;     # slices and sessions it holds
 }
 
 # The answer of the warehouse actor to a query.

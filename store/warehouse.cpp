@@ -1,4 +1,6 @@
 #include "store/warehouse.hpp"
+
+#include "actors/core/window_operator.hpp"
 #include "store/warehouse_rows.hpp"
 
 #include <algorithm>
@@ -272,7 +274,7 @@ caf::expected<warehouse> warehouse::open(const std::string& dir, bool durable, s
     std::pair<const char*, lmdb::dbi*> tables[] = {
       {"pipelines", &w.pipelines_}, {"counters", &w.counters_},        {"offsets", &w.offsets_},
       {"epochs", &w.epochs_},       {"results", &w.results_},          {"state", &w.state_},
-      {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_}};
+      {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_}, {"windows", &w.windows_}};
     for (auto& [name, slot] : tables) {
       auto d = t.open_dbi(name, true);
       if (!d)
@@ -519,6 +521,8 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       if (auto perr = t.put_sealed(results_, key, val))
         return perr;
     }
+    if (auto werr = write_window_rows(t, pid, c))
+      return werr;
     // Operator state replaces what was there.
     char sk[6];
     lmdb::put_be16(sk, pid);
@@ -656,6 +660,101 @@ warehouse::states(const std::string& pipeline) {
   if (err)
     return err;
   return out;
+}
+
+namespace {
+
+constexpr size_t window_prefix = 6; ///< pipeline BE16, partition BE32
+
+/// The LMDB key of a window-state row; false when the row key is too long and was cut to its
+/// first bytes plus a hash (the value then carries it whole).
+bool window_row_key(uint16_t pid, uint32_t partition, std::string_view row, size_t max_key,
+                    std::string& out) {
+  out.resize(window_prefix);
+  lmdb::put_be16(out.data(), pid);
+  lmdb::put_be32(out.data() + 2, partition);
+  if (window_prefix + row.size() < max_key) {
+    out.append(row.data(), row.size());
+    return false;
+  }
+  out.append(row.data(), max_key - window_prefix - key_hash_size);
+  char h[key_hash_size];
+  lmdb::put_be64(h, XXH3_64bits(row.data(), row.size()));
+  out.append(h, key_hash_size);
+  return true;
+}
+
+} // namespace
+
+/// One epoch's window-state changes: deletes, then puts, so that a row deleted and written again
+/// in one epoch (a session whose start moved onto a merged one's) ends up written.
+caf::error warehouse::write_window_rows(lmdb::txn& t, uint16_t pid, const epoch_commit& c) {
+  const size_t max_key = env_.max_key_size();
+  std::string key;
+  std::string val;
+  caf::error err;
+  for (const auto& part : c.windows) {
+    bool ok = for_each_key(part.dels, [&](std::string_view row) {
+      window_row_key(pid, part.partition, row, max_key, key);
+      if (!err) {
+        auto gone = t.del(windows_, key);
+        if (!gone)
+          err = std::move(gone.error());
+      }
+    });
+    ok = ok && for_each_row(part.puts, [&](std::string_view row, std::string_view v) {
+      val.clear();
+      if (window_row_key(pid, part.partition, row, max_key, key)) {
+        val.push_back(1);
+        binary::writer{val}.bytes(row);
+      } else {
+        val.push_back(0);
+      }
+      val.append(v.data(), v.size());
+      if (!err)
+        err = t.put_sealed(windows_, key, val);
+    });
+    if (err)
+      return err;
+    if (!ok)
+      return make_error(errc::internal, "malformed window-state rows");
+  }
+  return caf::none;
+}
+
+caf::error
+warehouse::window_rows(const std::string& pipeline, uint32_t partition,
+                       const std::function<void(std::string_view, std::string_view)>& fn) {
+  return env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    char prefix[window_prefix];
+    lmdb::put_be16(prefix, (*found)->id);
+    lmdb::put_be32(prefix + 2, partition);
+    const std::string_view want{prefix, window_prefix};
+    auto c = lmdb::cursor::open(t, windows_);
+    if (!c)
+      return std::move(c.error());
+    for (auto at = c->seek(want); at && *at; at = c->next()) {
+      if (c->key().substr(0, window_prefix) != want)
+        return caf::none;
+      auto body = c->sealed_value();
+      if (!body)
+        return std::move(body.error());
+      binary::reader in{*body};
+      auto flag = in.u8();
+      std::string_view row = c->key().substr(window_prefix);
+      if (flag == 1)
+        row = in.bytes();
+      if (!in.ok() || flag > 1)
+        return t.corrupt(windows_, c->key(), "a window-state row");
+      fn(row, body->substr(body->size() - in.remaining()));
+    }
+    return caf::none;
+  });
 }
 
 caf::expected<std::vector<std::pair<uint64_t, int64_t>>>
@@ -847,7 +946,8 @@ caf::expected<std::vector<std::pair<std::string, uint64_t>>> warehouse::table_co
                             {"offsets", offsets_},
                             {"pipelines", pipelines_},
                             {"results", results_},
-                            {"state", state_}},
+                            {"state", state_},
+                            {"windows", windows_}},
                            format_version);
 }
 

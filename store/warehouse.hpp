@@ -18,6 +18,11 @@
 /// - dedupe:       (pipeline BE16, epoch BE64) -> newest time i64, then (id u64, time i64)...:
 ///                 the ids one epoch added; counters "dedupe_cutoff/<id>" holds the expiry
 /// - dead_letters: (pipeline BE16, sequence BE64) -> source u32, offset u64, reason, raw
+/// - windows:      (pipeline BE16, partition BE32, row key) -> u8 0, value; the keyed state of
+///                 the window operators (a row per slice or session, see window_operator.hpp).
+///                 A row key too long for LMDB is stored under its first bytes plus an XXH3-64
+///                 of it, with u8 1, the whole row key (varint length first), value.
+///                 The partition's entry in `state` is the operator's meta value.
 ///
 /// Result keys longer than an LMDB key allows (over 492 bytes) are stored under their first
 /// 485 bytes plus a 64-bit hash of the whole key; such keys sort by that prefix, then in an
@@ -61,6 +66,14 @@ struct epoch_commit {
                                                           ///< row only if its version is >= the
                                                           ///< stored one
   std::vector<std::pair<uint32_t, std::string>> states;   ///< partition -> blob (replaces)
+  /// Per partition, the window-state rows an epoch changed: deletes first, then puts (packed as
+  /// in state_delta: varint-length row keys, and values for puts).
+  struct window_rows {
+    uint32_t partition = 0;
+    std::string puts;
+    std::string dels;
+  };
+  std::vector<window_rows> windows;
   std::vector<std::pair<uint64_t, int64_t>> dedupe_added; ///< id -> event time (one segment)
   /// Ids with an event time below this are expired from now on (the cutoff only moves up).
   timestamp dedupe_expire_before = min_timestamp;
@@ -84,7 +97,8 @@ struct result_query {
 class warehouse {
 public:
   /// 2: values are sealed and the meta table records the store identity.
-  static constexpr uint32_t format_version = 2;
+  /// 3: window-operator state is keyed rows in `windows`, written incrementally.
+  static constexpr uint32_t format_version = 3;
   static constexpr size_t default_map_size = size_t{256} << 20;
   /// Dead-letter raw text is kept whole up to this many bytes, then cut with a marker.
   static constexpr size_t max_dead_letter_raw = size_t{64} << 10;
@@ -121,6 +135,10 @@ public:
   caf::expected<std::vector<std::pair<uint32_t, uint64_t>>> offsets(const std::string& pipeline);
   /// Committed state blobs by partition.
   caf::expected<std::vector<std::pair<uint32_t, std::string>>> states(const std::string& pipeline);
+  /// Calls fn(row key, value) for every window-state row of one partition, in row-key order
+  /// (one read txn).
+  caf::error window_rows(const std::string& pipeline, uint32_t partition,
+                         const std::function<void(std::string_view, std::string_view)>& fn);
   /// Remembered event ids by id: per id the greatest event time committed for it, leaving out
   /// ids below the expiry cutoff.
   caf::expected<std::vector<std::pair<uint64_t, int64_t>>> dedupe(const std::string& pipeline);
@@ -149,7 +167,8 @@ public:
   std::vector<std::pair<const char*, lmdb::dbi>> tables() const {
     return {{"meta", meta_},       {"pipelines", pipelines_}, {"counters", counters_},
             {"offsets", offsets_}, {"epochs", epochs_},       {"results", results_},
-            {"state", state_},     {"dedupe", dedupe_},       {"dead_letters", dead_letters_}};
+            {"state", state_},     {"dedupe", dedupe_},       {"dead_letters", dead_letters_},
+            {"windows", windows_}};
   }
 
   const std::string& dir() const { return env_.dir(); }
@@ -176,6 +195,9 @@ private:
   lmdb::dbi state_ = 0;
   lmdb::dbi dedupe_ = 0;
   lmdb::dbi dead_letters_ = 0;
+  lmdb::dbi windows_ = 0;
+
+  caf::error write_window_rows(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
 };
 
 } // namespace weir

@@ -307,7 +307,7 @@ TEST_CASE_METHOD(fixture,
   REQUIRE(whp->register_pipeline("t", {"count"}, "tumbling 10s"));
   auto coord = sys.spawn(fake_coordinator, &log);
   auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp, coord,
-                       commit_mode::exactly_once);
+                       commit_mode::exactly_once, std::shared_ptr<state_meters>{});
   auto pre_frame = [](uint64_t e) {
     capnp::MallocMessageBuilder mb;
     auto c = mb.initRoot<schema::PreprocessEpoch>();
@@ -384,7 +384,7 @@ TEST_CASE_METHOD(fixture, "updater: epochs commit in order, each partition count
   REQUIRE(whp->register_pipeline("t", {"count"}, "tumbling 10s"));
   auto coord = sys.spawn(fake_coordinator, &log);
   auto upd = sys.spawn(updater, std::vector<std::pair<std::string, size_t>>{{"t", 2}}, whp, coord,
-                       commit_mode::exactly_once);
+                       commit_mode::exactly_once, std::shared_ptr<state_meters>{});
   auto pre = [](uint64_t e) {
     capnp::MallocMessageBuilder mb;
     mb.initRoot<schema::PreprocessEpoch>().setEpoch(e);

@@ -37,6 +37,7 @@
 #include "actors/core/preprocessor.hpp"
 #include "actors/frame.hpp"
 #include "actors/preprocess.hpp"
+#include "actors/runtime.hpp"
 #include "actors/updater.hpp"
 #include "schema/batch.capnp.h"
 #include "store/warehouse.hpp"
@@ -102,7 +103,7 @@ struct store {
 updater_actor spawn_updater(world& w, std::vector<std::pair<std::string, size_t>> slots,
                             std::shared_ptr<warehouse> wh, coordinator_actor coord) {
   return w.track(w.sys.spawn(updater, std::move(slots), std::move(wh), std::move(coord),
-                             commit_mode::exactly_once));
+                             commit_mode::exactly_once, std::shared_ptr<state_meters>{}));
 }
 
 /// The commit logs at info level: hundreds of property cases would drown the report.
@@ -517,9 +518,9 @@ restored prepare_like(warehouse& wh, const pipeline_config& cfg) {
   // The partition count never changes here: a store holding another count is a test bug.
   RC_ASSERT(part_states.empty() || part_states.size() == parts);
   r.restore.partition_snapshots.resize(parts);
-  for (auto& [part, blob] : part_states)
+  for (auto& [part, meta] : part_states)
     if (part < parts)
-      r.restore.partition_snapshots[part] = std::move(blob);
+      r.restore.partition_snapshots[part] = value_of(partition_snapshot(wh, cfg.name, part, meta));
   r.restore.dedupe = value_of(wh.dedupe(cfg.name));
   r.restore.bindings.emplace_back(source_id, 0);
   return r;

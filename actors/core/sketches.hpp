@@ -84,6 +84,8 @@ public:
   /// The exact count while `exact()`, the HyperLogLog estimate after.
   double estimate() const;
   bool exact() const { return registers_.empty(); }
+  /// Heap memory held (the exact set or the registers).
+  size_t heap_bytes() const { return table_.capacity() * 8 + registers_.capacity(); }
   /// Back to empty; keeps the exact set's memory for reuse, frees the registers.
   void clear();
 
@@ -128,6 +130,10 @@ public:
   double quantile(double q) const;
   uint64_t count() const { return count_; }
   void clear();
+  /// Heap memory held by the bucket stores.
+  size_t heap_bytes() const {
+    return (positive_.counts.capacity() + negative_.counts.capacity()) * sizeof(uint64_t);
+  }
 
   void serialize(std::string& out) const;
   caf::error deserialize(std::string_view bytes);

@@ -1,8 +1,9 @@
 #pragma once
 
 /// The logic of one window-aggregator partition: event-time windows per key, their aggregates,
-/// firing on the watermark, late records and snapshots. No actor code: the aggregator actor
-/// feeds batches in, calls advance() with the watermark and ships the results.
+/// firing on the watermark, late records and keyed, incremental state. No actor code: the
+/// aggregator actor feeds batches in, calls advance() with the watermark, ships the results and
+/// the state that changed.
 ///
 /// Semantics
 /// ---------
@@ -24,9 +25,10 @@
 ///   (w is "late" for it); it still goes to its other windows.
 /// - session: the record is late if W_r >= t + gap + allowed_lateness (the session it would
 ///   start alone has already fired); late records are dropped. Sessions that have fired by W_r
-///   (end + allowed_lateness <= W_r) no longer take records nor merge, even when advance() has
-///   not yet emitted them.
+///   (end + allowed_lateness <= W_r) no longer take records nor merge.
 /// Records late for all their windows are normally dead-lettered upstream; here they are skipped.
+/// To decide this exactly, a record whose wm_before passes the due time of a window fires that
+/// window first (the results wait for the next advance(), which returns them in order).
 ///
 /// late = update (tumbling and sliding; sessions behave as dead_letter): a fired window is
 /// retained until W >= e + allowed_lateness + update_horizon. A late record for a window with
@@ -46,9 +48,27 @@
 ///
 /// Results of one advance() or flush() are ordered by (end, start, key bytes).
 ///
-/// Cost: keys are interned once (open addressing on the key hash, key bytes compared on a hit);
-/// window accumulators live in pooled flat arrays indexed by window id, so a record allocates
-/// only when it opens a new (key, window) or grows a distinct/quantile structure.
+/// Slices
+/// ------
+/// Tumbling and sliding windows are kept as slices of gcd(size, slide): a record updates the one
+/// slice that holds it, and a window's result combines its slices when it fires (a tumbling
+/// window is one slice). Sums are added up slice by slice in start order, the same way every
+/// time, so results do not depend on when the windows fire.
+///
+/// Memory and cost
+/// ---------------
+/// Aggregates over one field share their accumulator (sum and avg of `amount` keep one sum and
+/// one count). Keys are interned once (open addressing on the key hash, key bytes in one arena);
+/// a key's slices (or sessions) form a list sorted by start; a min-heap holds each key's next
+/// due time, so firing costs what fires, not what is held. Nothing is allocated per record unless
+/// it opens a new (key, slice) or grows a distinct/quantile structure.
+///
+/// State
+/// -----
+/// The state is a set of rows, one per slice or session (and, with late = update, one per key
+/// that holds fired windows), plus a small meta value (watermark, configuration fingerprint,
+/// row count). checkpoint() returns what changed since the previous checkpoint: rows to put and
+/// rows to delete (what fired, expired or merged away); snapshot() returns all of it.
 
 #include <cstddef>
 #include <cstdint>
@@ -63,6 +83,54 @@
 
 namespace weir {
 
+/// What one partition's state changed by, since the previous checkpoint. Rows are (row key,
+/// value) pairs; a row key is the window start (8 bytes, big-endian, sign-flipped) followed by
+/// the key bytes, so rows sort by start, then key. `puts` holds (varint length, row key, varint
+/// length, value) entries, `dels` holds (varint length, row key) entries.
+struct state_delta {
+  std::string meta;
+  std::string puts;
+  std::string dels;
+  size_t put_count = 0;
+  size_t del_count = 0;
+
+  void clear() {
+    meta.clear();
+    puts.clear();
+    dels.clear();
+    put_count = 0;
+    del_count = 0;
+  }
+};
+
+/// Calls fn(row key, value) for each put of a delta (or of a snapshot's rows); false when the
+/// buffer is malformed.
+template <class F>
+bool for_each_row(std::string_view rows, F&& fn) {
+  binary::reader in{rows};
+  while (in.ok() && in.remaining() > 0) {
+    auto k = in.bytes();
+    auto v = in.bytes();
+    if (!in.ok())
+      return false;
+    fn(k, v);
+  }
+  return in.ok();
+}
+
+/// Calls fn(row key) for each delete of a delta; false when the buffer is malformed.
+template <class F>
+bool for_each_key(std::string_view keys, F&& fn) {
+  binary::reader in{keys};
+  while (in.ok() && in.remaining() > 0) {
+    auto k = in.bytes();
+    if (!in.ok())
+      return false;
+    fn(k);
+  }
+  return in.ok();
+}
+
 class window_operator {
 public:
   /// Takes the window and aggregate parts of `cfg`, which is assumed valid (size, slide and
@@ -74,8 +142,9 @@ public:
   void process(const event_view& batch);
 
   /// Fires every window with end + allowed_lateness <= watermark (appends results to `out`,
-  /// ordered by (end, start, key)), re-emits dirty retained windows, drops expired retained
-  /// ones. A watermark below the current one changes nothing.
+  /// ordered by (end, start, key), together with those fired while processing), re-emits
+  /// dirty retained windows, drops expired retained ones. A watermark below the current one
+  /// changes nothing but returns what is pending.
   void advance(timestamp watermark, std::vector<window_result>& out);
 
   /// End of a bounded input: fires every open window (and dirty retained ones). Returns the
@@ -83,7 +152,12 @@ public:
   /// watermark if higher), so that later records for those windows count as late.
   timestamp flush(std::vector<window_result>& out);
 
-  /// Full state (open and retained windows with their accumulators, keys, watermark) as bytes.
+  /// The rows changed since the previous checkpoint (or since construction or restore), and the
+  /// meta value; marks them as stored. Call it after advance(), when nothing is pending.
+  void checkpoint(state_delta& out);
+
+  /// The whole state as bytes: the meta value and every row. Not canonical across histories
+  /// (rows come in key-slot order), but restore() of it behaves exactly like this operator.
   std::string snapshot() const;
 
   /// Replaces the state with a snapshot of an operator built from the same config (the window
@@ -92,116 +166,224 @@ public:
   /// errc::store_corrupt and leave the state unchanged.
   caf::error restore(std::string_view bytes);
 
-  /// Windows not fired yet (retained fired windows do not count).
-  size_t open_windows() const { return open_; }
+  /// The beginning of snapshot bytes with this meta value; append_row() adds the rows.
+  static std::string snapshot_of(std::string_view meta);
+  static void append_row(std::string& snapshot, std::string_view row_key, std::string_view value);
+
+  /// Restores from stored rows: restore_begin(meta), restore_row() per row in any order, then
+  /// restore_end(), which checks the row count against the meta value. On an error the operator
+  /// is left empty (construct a new one to try again).
+  caf::error restore_begin(std::string_view meta);
+  caf::error restore_row(std::string_view row_key, std::string_view value);
+  caf::error restore_end();
+
+  /// Windows not fired yet (retained fired windows do not count). Walks the state.
+  size_t open_windows() const;
+  /// Slices and sessions held (rows of state, not counting per-key rows).
+  size_t slices() const { return live_windows_; }
+  /// Bytes of memory the state holds (vector capacities, key arena, sketches).
+  size_t memory_bytes() const;
 
   timestamp watermark() const { return watermark_; }
 
 private:
-  /// A window of one key. Its accumulator is row `id` of the pooled arrays.
+  /// A slice (tumbling, sliding) or a session of one key. Its accumulator is row `id` of the
+  /// pooled arrays; a session's end is in ends_[id].
   struct window {
     timestamp start = 0;
-    timestamp end = 0;
     uint32_t key = 0;
-    uint32_t version = 0; ///< last emitted version; 0 while not fired
-    bool dirty = false;   ///< fired, then updated by a late record
+    uint32_t next = 0;  ///< next window of the key (by start for slices), npos at the end
+    uint32_t flags = 0; ///< w_changed, w_stored
   };
 
-  /// Per key, its windows: sorted by start for tumbling/sliding, in no order for sessions.
-  struct window_ref {
-    timestamp start;
-    uint32_t id;
+  /// A fired window kept for late updates (late = update): its end and last emitted version
+  /// (0: never emitted, opened by a late record).
+  struct fired {
+    timestamp end = 0;
+    uint32_t version = 0;
+    bool dirty = false;
+    /// While its last emission is still in pending_ (round == round_): where it is there, so
+    /// that a late record before the next advance() updates that result instead of adding a
+    /// second version to the same output.
+    uint32_t pending = 0;
+    uint32_t round = 0;
   };
 
   struct key_entry {
     uint64_t hash = 0;
-    std::string bytes;
-    std::vector<window_ref> windows;
+    timestamp due = 0;  ///< the due time of its entry in the heap (max_timestamp: none)
+    uint32_t off = 0;   ///< key bytes in arena_
+    uint32_t len = 0;
+    uint32_t head = 0;  ///< first window, npos when none; slices newest first
+    uint32_t gen = 0;   ///< counts reuses of the slot, to tell stale heap entries
+    uint32_t flags = 0; ///< k_changed, k_stored, k_dirty (late = update)
+    uint32_t fired = 0; ///< index into fired_ + 1 (late = update), 0: none
   };
 
-  /// Precomputed per aggregate: where its input and its accumulator are.
+  struct heap_entry {
+    timestamp due;
+    uint32_t key;
+    uint32_t gen;
+  };
+
+  /// Where an aggregate's accumulator is, within one row of acc_.
   struct agg_slot {
     agg_fn fn;
-    bool count_records;
-    int value_col;
-    int hash_col;
-    uint32_t acc;    ///< first double of its accumulator within a row
-    uint32_t sketch; ///< index among the distinct or quantile sketches of a row
-    double q;
+    int32_t n = -1;   ///< records, or non-NaN values of the field
+    int32_t val = -1; ///< sum, min or max
+    int value_col = -1;
+    int hash_col = -1;
+    uint32_t sketch = 0; ///< index among the distinct or quantile sketches of a row
+    double q = 0.5;
   };
 
-  /// One entry of the firing list of a scan.
-  struct emission {
-    timestamp end;
-    timestamp start;
-    uint32_t key;
-    uint32_t id;
+  /// The accumulators of one value column (shared by every aggregate over that field).
+  struct column_acc {
+    int value_col;
+    int32_t n = -1;
+    int32_t sum = -1;
+    int32_t min = -1;
+    int32_t max = -1;
   };
 
   struct table_entry {
-    uint64_t hash = 0;
+    uint32_t tag = 0;  ///< high bits of the hash
     uint32_t slot = 0; ///< key slot + 1; 0 marks a free bucket
   };
 
   static constexpr uint32_t npos = UINT32_MAX;
+  static constexpr uint32_t w_changed = 1;
+  static constexpr uint32_t w_stored = 2;
+  static constexpr uint32_t k_changed = 1;
+  static constexpr uint32_t k_stored = 2;
+  static constexpr uint32_t k_dirty = 4;
+  static constexpr uint32_t k_live = 8;
+
+  void build_layout(const std::vector<aggregate_config>& aggs);
 
   // keys
+  std::string_view key_bytes(uint32_t k) const { return {arena_.data() + keys_[k].off, keys_[k].len}; }
   size_t home_of(uint64_t hash) const;
   uint32_t find_key(uint64_t hash, std::string_view bytes) const;
   uint32_t intern_key(uint64_t hash, std::string_view bytes);
   void release_key(uint32_t k);
   void grow_table();
+  void compact_arena();
+  void schedule(uint32_t k, timestamp due);
+  void mark_key(uint32_t k, uint32_t flag);
 
   // windows
-  uint32_t new_window(uint32_t k, timestamp start, timestamp end);
+  uint32_t new_window(uint32_t k, timestamp start);
   void free_window(uint32_t id);
-  uint32_t find_window(const key_entry& k, timestamp start) const;
+  void touch(uint32_t id);
   uint32_t find_or_open(uint32_t k, timestamp start);
   void add_record(uint32_t id, const event_view& b, size_t r);
-  void merge_into(uint32_t into, uint32_t from);
-  void fill_values(uint32_t id, std::vector<double>& values) const;
+  void merge_into(double* into, distinct_counter* d, quantile_sketch* q, uint32_t from);
+  void fill_values(const double* acc, const distinct_counter* d, const quantile_sketch* q,
+                   std::vector<double>& values) const;
+  void collect_slices(uint32_t k);
 
-  // per kind
+  // grid (tumbling, sliding)
+  timestamp slice_of(timestamp t) const;
+  timestamp first_end(timestamp slice) const;
+  timestamp last_end(timestamp slice) const;
+  timestamp grid_end_below(timestamp w) const;
+
+  // records
+  void catch_up(timestamp wm_before);
+  void move_to(timestamp w);
+  void set_fired_through(timestamp e);
   void process_fixed(const event_view& b);
   void process_session(const event_view& b);
-  void late_update(uint64_t hash, std::string_view key, timestamp start, timestamp end,
-                   timestamp w, const event_view& b, size_t r);
+  void mark_fired_dirty(uint32_t k, timestamp slice);
+  timestamp next_due_fixed(uint32_t k) const;
+  timestamp next_due_session(uint32_t k) const;
 
-  void scan(bool fire_all, std::vector<window_result>& out, timestamp* fired_max);
+  // firing
+  void fire(timestamp w);
+  void fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, timestamp w);
+  void fire_session_key(uint32_t k, timestamp w);
+  void emit_dirty(uint32_t k);
+  /// Emits window [end - size, end) of key k from the slices ids_[a, b); returns the index of
+  /// the result in pending_.
+  uint32_t emit_slices(uint32_t k, timestamp end, size_t a, size_t b, uint32_t version);
+  /// Appends a result of key k with the values in combined_values_.
+  void emit_values(uint32_t k, timestamp start, timestamp end, uint32_t version);
+  void take_pending(std::vector<window_result>& out);
+  std::vector<fired>& fired_of(uint32_t k);
+  void drop_key_if_empty(uint32_t k);
+
+  // state rows
+  void write_row_key(std::string& out, timestamp start, uint32_t k) const;
+  void encode_window(std::string& out, uint32_t id) const;
+  void encode_key_row(std::string& out, uint32_t k) const;
+  void note_deleted(timestamp start, uint32_t k);
+  std::string encode_meta(uint64_t rows) const;
 
   // config
   window_config win_;
   std::vector<aggregate_config> agg_cfg_; ///< to build the operator restore() fills
   std::vector<agg_slot> aggs_;
+  std::vector<column_acc> cols_;
+  int32_t records_ = -1;
   size_t value_width_ = 0;
   size_t hash_width_ = 0;
   size_t acc_width_ = 0;
   size_t distinct_width_ = 0;
   size_t quantile_width_ = 0;
-  std::vector<uint8_t> fingerprint_; ///< window kind and aggregate functions, for restore()
+  std::vector<double> acc_init_;
+  std::string fingerprint_; ///< window kind and aggregate functions, for restore()
+  bool fixed_ = true;
+  bool retain_ = false;     ///< late = update on tumbling or sliding windows
+  int64_t step_ = 0;        ///< slide (tumbling: size)
+  int64_t slice_ = 0;       ///< gcd(size, step)
 
   // state
   timestamp watermark_ = min_timestamp;
-  /// No window needs attention before this watermark (a lower bound, made exact by scans).
-  timestamp next_due_ = max_timestamp;
-  size_t open_ = 0;
-  size_t dirty_ = 0;
+  /// Tumbling/sliding: every window ending at or before this has been fired (largest grid end
+  /// with end + lateness <= watermark_); min_timestamp while none.
+  timestamp fired_through_ = min_timestamp;
+  timestamp next_grid_ = min_timestamp; ///< the watermark that moves fired_through_ next
+  size_t live_windows_ = 0;
+  uint64_t rows_stored_ = 0;
+  uint64_t rows_expected_ = 0; ///< restore: the row count of the meta value
+  uint64_t rows_restored_ = 0;
+  uint32_t round_ = 1;          ///< counts advance() and flush() calls, see fired::round
 
   std::vector<key_entry> keys_;
   std::vector<uint32_t> free_keys_;
   std::vector<table_entry> table_;
   size_t table_used_ = 0;
+  std::string arena_;
+  size_t arena_dead_ = 0;
+  std::vector<heap_entry> heap_;
 
   std::vector<window> windows_;
+  std::vector<timestamp> ends_; ///< sessions only
   std::vector<uint32_t> free_windows_;
   std::vector<double> acc_;
-  std::vector<double> acc_init_;
   std::vector<distinct_counter> distinct_;
   std::vector<quantile_sketch> quantiles_;
+  std::vector<std::vector<fired>> fired_; ///< late = update: fired windows per key
+  std::vector<uint32_t> free_fired_;
+
+  // changes since the last checkpoint
+  std::vector<uint32_t> changed_;      ///< window ids (may repeat; w_changed tells)
+  std::vector<uint32_t> changed_keys_; ///< key slots with k_changed
+  std::string deleted_;                ///< row keys to delete
+  size_t deleted_count_ = 0;
+  std::vector<uint32_t> dirty_keys_;   ///< keys with k_dirty
+
+  // results fired but not yet returned by advance()
+  std::vector<window_result> pending_;
 
   // scratch, reused between calls
-  std::vector<emission> emit_;
-  std::vector<uint32_t> merge_;
+  std::vector<uint32_t> ids_;
+  std::vector<double> combined_;
+  std::vector<double> combined_values_;
+  std::vector<distinct_counter> tmp_distinct_;
+  std::vector<quantile_sketch> tmp_quantiles_;
+  mutable std::string row_;
 };
 
 } // namespace weir
