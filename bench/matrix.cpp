@@ -305,6 +305,13 @@ child_result run_child(const std::vector<std::string>& argv, const std::string& 
   return r;
 }
 
+/// How a child process ended, for an error message.
+std::string how(int status) {
+  if (WIFSIGNALED(status))
+    return std::string("killed by signal ") + strsignal(WTERMSIG(status));
+  return "exit code " + std::to_string(WEXITSTATUS(status));
+}
+
 /// The last lines of a file, for an error message.
 std::string tail(const std::string& path, size_t lines) {
   std::ifstream in(path);
@@ -396,8 +403,7 @@ bool measure(row_run& rr, measurement& m) {
   const std::string out = rr.dir + "/summary.txt", err = rr.dir + "/stderr.txt";
   child_result c = run_child(weir_args(rr), out, err);
   if (!c.ok()) {
-    rr.error = "weir run failed (status " + std::to_string(c.status) + "), its stderr ends:\n" +
-               tail(err, 8);
+    rr.error = "weir run failed (" + how(c.status) + "), its stderr ends:\n" + tail(err, 8);
     return false;
   }
   m.secs = c.secs;
@@ -417,13 +423,14 @@ void profile(row_run& rr) {
     argv.push_back(a);
   child_result c = run_child(argv, rr.dir + "/perf-summary.txt", err);
   if (!c.ok()) {
-    std::printf("%-13s perf record failed (status %d; perf_event_paranoid and container "
+    std::printf("%-13s perf record failed (%s; perf_event_paranoid and container "
                 "seccomp rules can forbid it):\n%s",
-                rr.r.name.c_str(), c.status, tail(err, 6).c_str());
+                rr.r.name.c_str(), how(c.status).c_str(), tail(err, 6).c_str());
     return;
   }
   const std::string report = rr.dir + "/perf-report.txt";
-  c = run_child({"/usr/bin/perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none"},
+  c = run_child({"/usr/bin/perf", "report", "-i", data, "--no-children", "--stdio", "-g", "none",
+                 "--sort", "dso,sym"},
                 report, err);
   if (!c.ok()) {
     std::printf("%-13s perf report failed:\n%s", rr.r.name.c_str(), tail(err, 6).c_str());
@@ -438,7 +445,7 @@ void profile(row_run& rr) {
     size_t i = line.find_first_not_of(' ');
     if (i != std::string::npos && std::isdigit(static_cast<unsigned char>(line[i])) &&
         line.find('%') != std::string::npos) {
-      top << line << "\n";
+      top << line.substr(0, 200) << "\n"; // long template names are cut
       ++n;
     }
   }
