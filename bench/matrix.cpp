@@ -47,7 +47,7 @@ struct target {
 
 struct row {
   std::string name;
-  std::string what; ///< one line for --help and the README
+  std::string what; ///< the workload in one line, printed when the row starts
   workload w;
   window_spec win;
   std::string aggregates; ///< the [[pipeline.aggregate]] tables
@@ -350,6 +350,7 @@ struct row_run {
 /// Writes the row's input and config once and computes what the runs must report.
 bool prepare(row_run& rr) {
   fs::create_directories(rr.dir);
+  std::printf("%-13s %s\n", rr.r.name.c_str(), rr.r.what.c_str());
   workload w = rr.r.w;
   w.events = rr.opts.events;
   auto t0 = std::chrono::steady_clock::now();
@@ -413,6 +414,23 @@ bool measure(row_run& rr, measurement& m) {
   return rr.error.empty();
 }
 
+/// The first 15 symbol lines of a `perf report --stdio` output, into `path`.
+void write_top_symbols(const std::string& report, const std::string& path,
+                       const std::string& name) {
+  std::ifstream in(report);
+  std::ofstream top(path);
+  top << "# " << name << ": top 15 of perf report --no-children (self time)\n";
+  std::string line;
+  for (int n = 0; n < 15 && std::getline(in, line);) {
+    size_t i = line.find_first_not_of(' ');
+    if (i != std::string::npos && std::isdigit(static_cast<unsigned char>(line[i])) &&
+        line.find('%') != std::string::npos) {
+      top << line.substr(0, 200) << "\n"; // long template names are cut
+      ++n;
+    }
+  }
+}
+
 /// The top symbols of `perf report --no-children` for one more run of the row under
 /// `perf record -g`, into DIR/perf-ROW.txt; says why when perf cannot run.
 void profile(row_run& rr) {
@@ -436,19 +454,8 @@ void profile(row_run& rr) {
     std::printf("%-13s perf report failed:\n%s", rr.r.name.c_str(), tail(err, 6).c_str());
     return;
   }
-  std::ifstream in(report);
   const std::string path = rr.opts.dir + "/perf-" + rr.r.name + ".txt";
-  std::ofstream top(path);
-  top << "# " << rr.r.name << ": top 15 of perf report --no-children (self time)\n";
-  std::string line;
-  for (int n = 0; n < 15 && std::getline(in, line);) {
-    size_t i = line.find_first_not_of(' ');
-    if (i != std::string::npos && std::isdigit(static_cast<unsigned char>(line[i])) &&
-        line.find('%') != std::string::npos) {
-      top << line.substr(0, 200) << "\n"; // long template names are cut
-      ++n;
-    }
-  }
+  write_top_symbols(report, path, rr.r.name);
   std::printf("%-13s perf: %s\n", rr.r.name.c_str(), path.c_str());
   fs::remove(data);
 }
