@@ -19,6 +19,9 @@
 // EPS events per second (in bursts every 10 ms) while `weir run` is going; a second after the
 // last one it gets SIGTERM. This is the steady state of a stream at the default commit interval
 // and is where the epoch commit latency is measured.
+//
+// --matrix runs the benchmark matrix instead (matrix.hpp, bench/README.md): six workloads, one
+// table of throughput, epoch latency, state written, peak RSS and a target per row.
 
 #include <algorithm>
 #include <chrono>
@@ -38,6 +41,7 @@
 #include <CLI/CLI.hpp>
 
 #include "generate.hpp"
+#include "matrix.hpp"
 
 namespace fs = std::filesystem;
 
@@ -76,6 +80,27 @@ int time_queries(const std::string& weir_bin, const std::string& dir) {
   return 0;
 }
 
+/// --matrix: runs the matrix in `dir` (or a new temporary directory, removed afterwards unless
+/// `keep` or `perf`, whose reports live there).
+int run_matrix_command(uint64_t events, int runs, std::string dir, bool keep, bool perf,
+                       const std::string& weir_bin, const std::vector<std::string>& rows) {
+  if (runs < 1) {
+    std::fprintf(stderr, "--runs must be at least 1\n");
+    return 2;
+  }
+  const bool temporary = dir.empty();
+  if (temporary)
+    dir = (fs::temp_directory_path() / ("weir-bench-" + std::to_string(::getpid()))).string();
+  fs::create_directories(dir);
+  weir::bench::matrix_options opts{weir_bin, dir, rows, events, runs, perf, keep};
+  const int rc = weir::bench::run_matrix(opts);
+  if (temporary && !keep && !perf)
+    fs::remove_all(dir);
+  else
+    std::printf("work directory: %s\n", dir.c_str());
+  return rc;
+}
+
 int main(int argc, char** argv) {
   weir::bench::workload w;
   std::string weir_bin = WEIR_BINARY;
@@ -104,7 +129,23 @@ int main(int argc, char** argv) {
   app.add_flag("--compare", compare,
                "time each round in three modes (exactly-once, --no-exactly-once, --dry-run) and "
                "report the cost of exactly-once");
+  bool matrix = false;
+  app.add_flag("--matrix", matrix,
+               "run the benchmark matrix (each row durable, exactly-once, --final) and print its "
+               "table; --events, --runs, --dir and --keep apply, --keys and --span-days do not");
+  std::vector<std::string> rows;
+  std::string row_names;
+  for (const auto& name : weir::bench::matrix_row_names())
+    row_names += (row_names.empty() ? "" : ", ") + name;
+  app.add_option("--row", rows, "matrix rows to run (repeatable or comma list): " + row_names)
+    ->delimiter(',');
+  bool perf = false;
+  app.add_flag("--perf", perf,
+               "matrix: one more run per row under `perf record -g`; its top 15 symbols (self "
+               "time) go to DIR/perf-ROW.txt");
   CLI11_PARSE(app, argc, argv);
+  if (matrix || !rows.empty())
+    return run_matrix_command(w.events, runs, dir, keep, perf, weir_bin, rows);
   w.span = static_cast<int64_t>(span_days * 86400);
   if (w.span <= 0) {
     std::fprintf(stderr, "--span-days must be positive\n");

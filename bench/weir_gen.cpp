@@ -19,6 +19,12 @@ int main(int argc, char** argv) {
   app.add_option("--disorder", w.disorder, "share of out-of-order events")->capture_default_str();
   app.add_option("--max-shift", w.max_shift, "max seconds an event is late")->capture_default_str();
   app.add_option("--seed", w.seed, "random seed")->capture_default_str();
+  app.add_option("--late-share", w.late_share, "share of events moved far back (late)")
+    ->capture_default_str();
+  app.add_option("--late-shift", w.late_shift, "seconds a late event is moved back")
+    ->capture_default_str();
+  app.add_option("--cards", w.cards, "values of an extra card column (0: no column)")
+    ->capture_default_str();
   app.add_option("--out", out, "output file (- for stdout)")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   w.span = static_cast<int64_t>(span_days * 86400);
