@@ -243,7 +243,6 @@ void window_operator::release_key(uint32_t k) {
         e.head = npos;
         e.due = max_timestamp;
         e.flags = 0;
-        ++e.gen;
         if (e.fired != 0) {
           fired_[e.fired - 1].clear();
           free_fired_.push_back(e.fired - 1);
@@ -287,7 +286,7 @@ void window_operator::schedule(uint32_t k, timestamp due) {
   if (due >= e.due)
     return;
   e.due = due;
-  heap_.push_back({due, k, e.gen});
+  heap_.push_back({due, k});
   std::push_heap(heap_.begin(), heap_.end(),
                  [](const heap_entry& x, const heap_entry& y) { return x.due > y.due; });
 }
@@ -671,7 +670,7 @@ void window_operator::fire(timestamp w) {
     const heap_entry e = heap_.back();
     heap_.pop_back();
     auto& key = keys_[e.key];
-    if (!(key.flags & k_live) || key.gen != e.gen || key.due != e.due)
+    if (!(key.flags & k_live) || key.due != e.due)
       continue; // stale: the key was released, or has an earlier entry that was handled
     key.due = max_timestamp;
     if (fixed_)
@@ -872,11 +871,17 @@ void window_operator::emit_dirty(uint32_t k) {
 }
 
 void window_operator::take_pending(std::vector<window_result>& out) {
-  std::sort(pending_.begin(), pending_.end(), [](const window_result& x, const window_result& y) {
+  // Sorts indexes rather than the results themselves: cheaper to move.
+  ids_.resize(pending_.size());
+  std::iota(ids_.begin(), ids_.end(), 0u);
+  std::sort(ids_.begin(), ids_.end(), [this](uint32_t a, uint32_t b) {
+    const auto& x = pending_[a];
+    const auto& y = pending_[b];
     return std::tie(x.end, x.start, x.key) < std::tie(y.end, y.start, y.key);
   });
-  for (auto& r : pending_)
-    out.push_back(std::move(r));
+  out.reserve(out.size() + pending_.size());
+  for (uint32_t i : ids_)
+    out.push_back(std::move(pending_[i]));
   pending_.clear();
   ++round_;
 }
