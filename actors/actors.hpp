@@ -83,8 +83,8 @@ typename Inspector::result_type inspect(Inspector& f, query_request& x) {
 struct state_meter {
   std::atomic<uint64_t> bytes{0};        ///< window-state bytes written: rows, deleted keys, metas
   std::atomic<uint64_t> epochs{0};       ///< epochs that wrote state
-  std::atomic<uint64_t> peak_memory{0};  ///< the most memory the operators held at an epoch's end
-  std::atomic<uint64_t> rows_at_peak{0}; ///< slices and sessions they held then
+  std::atomic<uint64_t> rows_at_peak{0}; ///< the most slices and sessions held at an epoch's end
+  std::atomic<uint64_t> peak_memory{0};  ///< the operators' memory then
 };
 using state_meters = std::vector<state_meter>;
 

@@ -87,9 +87,11 @@ void meter_epoch(state_meter& m, const epoch_commit& c, const std::vector<frame>
     });
   m.bytes += bytes;
   m.epochs += 1;
-  if (memory > m.peak_memory) {
-    m.peak_memory = memory;
+  // Memory per window is judged where the most windows are held (vectors keep their capacity
+  // after windows fire, so a later, emptier epoch would overstate it).
+  if (rows > m.rows_at_peak) {
     m.rows_at_peak = rows;
+    m.peak_memory = memory;
   }
 }
 

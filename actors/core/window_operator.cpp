@@ -29,7 +29,18 @@ timestamp sat_add(timestamp a, int64_t b) {
 
 using wide = __int128;
 
+/// Floor division; b > 0. In 64 bits while a fits (every time the formats can express does),
+/// in 128 bits otherwise, so that no configuration overflows.
 wide floor_div(wide a, wide b) {
+  constexpr wide lim = wide{1} << 62;
+  if (a > -lim && a < lim && b < lim) {
+    auto x = static_cast<int64_t>(a);
+    auto y = static_cast<int64_t>(b);
+    int64_t q = x / y;
+    if ((x % y) != 0 && ((x < 0) != (y < 0)))
+      --q;
+    return q;
+  }
   wide q = a / b;
   if ((a % b) != 0 && ((a < 0) != (b < 0)))
     --q;
@@ -716,21 +727,19 @@ void window_operator::fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, tim
       e += step_;
     }
   }
-  // Drop the slices whose windows have all fired (and, retained, passed the horizon).
+  // Drop the slices whose windows have all fired (and, retained, passed the horizon): the
+  // oldest ones, a prefix of ids_ and the tail of the key's list.
   const int64_t keep = win_.allowed_lateness + (retain_ ? win_.update_horizon : 0);
-  uint32_t prev = npos;
-  for (uint32_t id = keys_[k].head; id != npos;) {
-    const uint32_t next = windows_[id].next;
-    if (sat_add(last_end(windows_[id].start), keep) <= w) {
-      if (prev == npos)
-        keys_[k].head = next;
-      else
-        windows_[prev].next = next;
-      free_window(id);
-    } else {
-      prev = id;
-    }
-    id = next;
+  size_t dropped = 0;
+  while (dropped < n && sat_add(last_end(start(dropped)), keep) <= w)
+    ++dropped;
+  if (dropped > 0) {
+    if (dropped == n)
+      keys_[k].head = npos;
+    else
+      windows_[ids_[dropped]].next = npos;
+    for (size_t i = 0; i < dropped; ++i)
+      free_window(ids_[i]);
   }
   if (retain_ && keys_[k].fired != 0) {
     auto& list = fired_[keys_[k].fired - 1];
@@ -742,7 +751,7 @@ void window_operator::fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, tim
       mark_key(k, k_changed);
     }
   }
-  auto next = next_due_fixed(k);
+  auto next = next_due_fixed(k, ids_.data() + dropped, n - dropped);
   if (next == max_timestamp)
     drop_key_if_empty(k);
   else
@@ -751,20 +760,22 @@ void window_operator::fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, tim
 
 /// When key k next needs a look, given fired_through_ (a fired window that will never be
 /// emitted, a slice that will expire, a retained window that will pass the horizon).
-timestamp window_operator::next_due_fixed(uint32_t k) const {
+timestamp window_operator::next_due_fixed(uint32_t k, const uint32_t* ids, size_t n) const {
   const int64_t lateness = win_.allowed_lateness;
   timestamp next = max_timestamp;
-  for (uint32_t id = keys_[k].head; id != npos; id = windows_[id].next) {
-    const timestamp s = windows_[id].start;
+  // Window ends grow with the slice start: the oldest slice with a window left decides.
+  for (size_t i = 0; i < n; ++i) {
+    const timestamp s = windows_[ids[i]].start;
     const timestamp last = last_end(s);
+    if (retain_ && i == 0)
+      next = std::min(next, sat_add(sat_add(last, lateness), win_.update_horizon));
     if (last > fired_through_) {
       timestamp e = first_end(s);
       if (fired_through_ != min_timestamp)
         e = std::max(e, fired_through_ + step_);
       next = std::min(next, sat_add(e, lateness));
+      break;
     }
-    if (retain_)
-      next = std::min(next, sat_add(sat_add(last, lateness), win_.update_horizon));
   }
   if (retain_ && keys_[k].fired != 0 && !fired_[keys_[k].fired - 1].empty())
     next = std::min(next, sat_add(sat_add(fired_[keys_[k].fired - 1].front().end, lateness),
@@ -871,17 +882,28 @@ void window_operator::emit_dirty(uint32_t k) {
 }
 
 void window_operator::take_pending(std::vector<window_result>& out) {
-  // Sorts indexes rather than the results themselves: cheaper to move.
-  ids_.resize(pending_.size());
-  std::iota(ids_.begin(), ids_.end(), 0u);
-  std::sort(ids_.begin(), ids_.end(), [this](uint32_t a, uint32_t b) {
-    const auto& x = pending_[a];
-    const auto& y = pending_[b];
-    return std::tie(x.end, x.start, x.key) < std::tie(y.end, y.start, y.key);
+  // Sorts small entries rather than the results: (end, start, the key's first 8 bytes) decide
+  // without touching the key most of the time.
+  order_.resize(pending_.size());
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    const auto& r = pending_[i];
+    uint64_t prefix = 0;
+    for (size_t j = 0; j < 8; ++j)
+      prefix = (prefix << 8) | (j < r.key.size() ? static_cast<uint8_t>(r.key[j]) : 0);
+    order_[i] = {r.end, r.start, prefix, static_cast<uint32_t>(i)};
+  }
+  std::sort(order_.begin(), order_.end(), [this](const sort_entry& x, const sort_entry& y) {
+    if (x.end != y.end)
+      return x.end < y.end;
+    if (x.start != y.start)
+      return x.start < y.start;
+    if (x.prefix != y.prefix)
+      return x.prefix < y.prefix;
+    return pending_[x.index].key < pending_[y.index].key;
   });
   out.reserve(out.size() + pending_.size());
-  for (uint32_t i : ids_)
-    out.push_back(std::move(pending_[i]));
+  for (const auto& e : order_)
+    out.push_back(std::move(pending_[e.index]));
   pending_.clear();
   ++round_;
 }
@@ -1182,7 +1204,13 @@ caf::error window_operator::restore_end() {
     if (!(keys_[k].flags & k_live))
       continue;
     keys_[k].flags &= ~k_changed;
-    auto next = fixed_ ? next_due_fixed(k) : next_due_session(k);
+    timestamp next;
+    if (fixed_) {
+      collect_slices(k);
+      next = next_due_fixed(k, ids_.data(), ids_.size());
+    } else {
+      next = next_due_session(k);
+    }
     if (next != max_timestamp)
       schedule(k, next);
   }

@@ -298,7 +298,8 @@ private:
   void process_fixed(const event_view& b);
   void process_session(const event_view& b);
   void mark_fired_dirty(uint32_t k, timestamp slice);
-  timestamp next_due_fixed(uint32_t k) const;
+  /// `ids`: the key's slices, oldest first.
+  timestamp next_due_fixed(uint32_t k, const uint32_t* ids, size_t n) const;
   timestamp next_due_session(uint32_t k) const;
 
   // firing
@@ -380,6 +381,13 @@ private:
   std::vector<window_result> pending_;
 
   // scratch, reused between calls
+  struct sort_entry {
+    timestamp end;
+    timestamp start;
+    uint64_t prefix;
+    uint32_t index;
+  };
+  std::vector<sort_entry> order_;
   std::vector<uint32_t> ids_;
   std::vector<double> combined_;
   std::vector<double> combined_values_;
