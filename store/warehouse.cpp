@@ -141,6 +141,50 @@ void encode_dead_letter(const dead_letter& d, std::string& out) {
   out += marker;
 }
 
+/// Where one result's stored key lies in a shared key buffer.
+struct keyed_row {
+  size_t at;
+  uint32_t len;
+  uint32_t index;
+  bool long_key;
+};
+
+/// The stored keys of `results` in one buffer `keys`, as rows sorted by key. Stable: of two
+/// rows for one window in a commit, the later one wins, as it would unsorted.
+std::vector<keyed_row> sorted_result_keys(uint16_t pid, const std::vector<window_result>& results,
+                                          size_t max_key, std::string& keys) {
+  std::string key;
+  keys.reserve(results.size() * (result_prefix + 16));
+  std::vector<keyed_row> keyed;
+  keyed.reserve(results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
+    keyed.push_back(
+      {keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i), long_key});
+    keys += key;
+  }
+  auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
+  // Rows usually come as a few runs already in order (one per partition): check first.
+  auto less = [&view](const keyed_row& x, const keyed_row& y) { return view(x) < view(y); };
+  if (!std::is_sorted(keyed.begin(), keyed.end(), less))
+    std::stable_sort(keyed.begin(), keyed.end(), less);
+  return keyed;
+}
+
+/// The greatest key of table d, if it has any.
+caf::expected<std::optional<std::string>> last_key(lmdb::txn& t, lmdb::dbi d) {
+  auto cur = lmdb::cursor::open(t, d);
+  if (!cur)
+    return std::move(cur.error());
+  auto found = cur->last();
+  if (!found)
+    return std::move(found.error());
+  if (!*found)
+    return std::optional<std::string>{};
+  return std::optional<std::string>{std::string{cur->key()}};
+}
+
 /// Moves a cursor over every entry whose key starts with the BE16 id, in key order, calling
 /// fn(cursor) at each; fn returns false to stop (it may delete the entry it is at).
 template <class F>
@@ -391,11 +435,9 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       return make_error(errc::internal, "result of pipeline '" + c.pipeline + "' ends (" +
                                           std::to_string(r.end) + ") before it starts (" +
                                           std::to_string(r.start) + ")");
-  const size_t max_key = env_.max_key_size();
   bool applied = false;
-  std::string key;
-  std::string val;
-  window_result stored;
+  // Exactly-once rests on this: every step writes inside the one txn, so an epoch lands whole
+  // (with its last_epoch) or not at all.
   auto err = env_.with_write([&](lmdb::txn& t) -> caf::error {
     applied = false;
     auto found = find_pipeline(t, pipelines_, c.pipeline);
@@ -405,180 +447,21 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       return make_error(errc::bad_config, "commit for pipeline '" + c.pipeline + "', which store " +
                                             env_.dir() + " does not know");
     const uint16_t pid = (*found)->id;
-    char ek[2];
-    lmdb::put_be16(ek, pid);
-    auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
-    if (!last)
-      return std::move(last.error());
-    if (!c.without_epoch && c.epoch <= *last)
+    auto fresh = write_epoch(t, pid, c);
+    if (!fresh)
+      return std::move(fresh.error());
+    if (!*fresh)
       return caf::none; // a replay of a committed epoch: nothing to do
-    // Source offsets.
-    char ok[6];
-    lmdb::put_be16(ok, pid);
-    for (const auto& [source, offset] : c.offsets) {
-      lmdb::put_be32(ok + 2, source);
-      if (auto perr = write_u64(t, offsets_, std::string_view{ok, 6}, offset))
-        return perr;
-    }
-    if (!c.results.empty()) {
-      auto wkey = windows_counter_key(pid);
-      auto n = read_u64(t, counters_, wkey, "a windows counter");
-      if (!n)
-        return std::move(n.error());
-      if (auto perr = write_u64(t, counters_, wkey, *n + c.results.size()))
-        return perr;
-    }
-    // Dead letters continue the pipeline's sequence.
-    if (!c.dead_letters.empty()) {
-      auto ckey = seq_counter_key(pid);
-      auto seq = read_u64(t, counters_, ckey, "a dead-letter counter");
-      if (!seq)
-        return std::move(seq.error());
-      uint64_t next = *seq == 0 ? 1 : *seq;
-      char dk[10];
-      lmdb::put_be16(dk, pid);
-      for (const auto& d : c.dead_letters) {
-        lmdb::put_be64(dk + 2, next++);
-        encode_dead_letter(d, val);
-        if (auto perr = t.put_sealed(dead_letters_, std::string_view{dk, 10}, val))
-          return perr;
-      }
-      if (auto perr = write_u64(t, counters_, ckey, next))
-        return perr;
-    }
-    // Results: upserts that never go back to an older version. They are written in key order;
-    // rows past the table's current end (the usual case: windows fire in time order) are
-    // appended without a lookup.
-    // The keys of a commit go into one buffer (no allocation per row) and are sorted as views.
-    struct keyed_row {
-      size_t at;
-      uint32_t len;
-      uint32_t index;
-      bool long_key;
-    };
-    std::string keys;
-    keys.reserve(c.results.size() * (result_prefix + 16));
-    std::vector<keyed_row> keyed;
-    keyed.reserve(c.results.size());
-    for (size_t i = 0; i < c.results.size(); ++i) {
-      const auto& r = c.results[i];
-      bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
-      keyed.push_back(
-        {keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i), long_key});
-      keys += key;
-    }
-    auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
-    // Stable: of two rows for one window in a commit, the later one wins, as it would unsorted.
-    // Rows usually come as a few runs already in order (one per partition): check first.
-    auto less = [&view](const keyed_row& x, const keyed_row& y) { return view(x) < view(y); };
-    if (!std::is_sorted(keyed.begin(), keyed.end(), less))
-      std::stable_sort(keyed.begin(), keyed.end(), less);
-    std::string table_end;
-    bool table_empty = true;
-    {
-      auto cur = lmdb::cursor::open(t, results_);
-      if (!cur)
-        return std::move(cur.error());
-      auto found = cur->last();
-      if (!found)
-        return std::move(found.error());
-      if (*found) {
-        table_end = std::string{cur->key()};
-        table_empty = false;
-      }
-    }
-    std::string_view previous;
-    bool first = true;
-    for (const auto& row : keyed) {
-      const auto sorted_key = view(row);
-      const auto& r = c.results[row.index];
-      const bool fresh =
-        (table_empty || sorted_key > table_end) && (first || sorted_key != previous);
-      previous = sorted_key;
-      first = false;
-      if (fresh) {
-        encode_result_value(r, row.long_key, val);
-        if (auto perr = t.put_sealed(results_, sorted_key, val, MDB_APPEND))
-          return perr;
-        continue;
-      }
-      key = sorted_key;
-      auto old = t.get_sealed(results_, key);
-      if (!old)
-        return std::move(old.error());
-      if (*old) {
-        if (auto derr = decode_result(key, **old, max_key, stored))
-          return derr;
-        if (stored.key != r.key)
-          return make_error(errc::store_corrupt, "warehouse: two result keys of pipeline '" +
-                                                   c.pipeline + "' share a stored key");
-        if (r.version < stored.version)
-          continue;
-      }
-      encode_result_value(r, row.long_key, val);
-      if (auto perr = t.put_sealed(results_, key, val))
-        return perr;
-    }
-    // Operator state replaces what was there.
-    char sk[6];
-    lmdb::put_be16(sk, pid);
-    for (const auto& [partition, blob] : c.states) {
-      lmdb::put_be32(sk + 2, partition);
-      if (auto perr = t.put_sealed(state_, std::string_view{sk, 6}, blob))
-        return perr;
-    }
-    // Dedupe ids: the ids an epoch adds are one segment under (pipeline, epoch), so an epoch
-    // costs one write however many events it has. Ids with a time below the cutoff are expired:
-    // reads skip them, and a segment whose newest id is below it is deleted.
-    if (!c.dedupe_added.empty()) {
-      char xk[10];
-      lmdb::put_be16(xk, pid);
-      lmdb::put_be64(xk + 2, c.epoch);
-      int64_t newest = std::numeric_limits<int64_t>::min();
-      for (const auto& [id, time] : c.dedupe_added)
-        newest = std::max(newest, time);
-      auto perr = t.put_sealed_with(dedupe_, std::string_view{xk, 10},
-                                    8 + 16 * c.dedupe_added.size(), [&](char* p) {
-                                      codec::put_le64(p, static_cast<uint64_t>(newest));
-                                      p += 8;
-                                      for (const auto& [id, time] : c.dedupe_added) {
-                                        codec::put_le64(p, id);
-                                        codec::put_le64(p + 8, static_cast<uint64_t>(time));
-                                        p += 16;
-                                      }
-                                    });
-      if (perr)
-        return perr;
-    }
-    if (c.dedupe_expire_before != std::numeric_limits<int64_t>::min()) {
-      auto ckey = dedupe_cutoff_key(pid);
-      auto old_cut = read_u64(t, counters_, ckey, "a dedupe cutoff");
-      if (!old_cut)
-        return std::move(old_cut.error());
-      int64_t cut = std::max(c.dedupe_expire_before, cutoff_of(*old_cut));
-      if (auto perr = write_u64(t, counters_, ckey, cutoff_bits(cut)))
-        return perr;
-      // Segments come in epoch order and mostly in time order: delete expired ones from the
-      // oldest on and stop at the first live one (a later expired one goes at a later commit).
-      auto derr = walk_pipeline(t, dedupe_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
-        auto body = cur.sealed_value();
-        if (!body)
-          return std::move(body.error());
-        auto v = *body;
-        if (v.size() < 8 || (v.size() - 8) % 16 != 0)
-          return corrupt("a dedupe segment");
-        if (static_cast<int64_t>(codec::get_le64(v.data())) >= cut)
-          return false;
-        if (auto err = cur.del())
-          return err;
-        return true;
-      });
-      if (derr)
-        return derr;
-    }
-    if (!c.without_epoch)
-      if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
-        return perr;
+    if (auto e = write_offsets(t, pid, c.offsets))
+      return e;
+    if (auto e = write_dead_letters(t, pid, c.dead_letters))
+      return e;
+    if (auto e = write_results(t, pid, c.pipeline, c.results))
+      return e;
+    if (auto e = write_states(t, pid, c.states))
+      return e;
+    if (auto e = write_dedupe(t, pid, c))
+      return e;
     // Fault injection: the whole epoch is written, mdb_txn_commit is not (a fail aborts it).
     if (fault::hit("epoch.during_commit"))
       return fault::injected("epoch.during_commit");
@@ -590,6 +473,176 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
   if (fault::hit("epoch.after_commit")) // fault injection: the epoch is durable
     return fault::injected("epoch.after_commit");
   return applied;
+}
+
+caf::expected<bool> warehouse::write_epoch(lmdb::txn& t, uint16_t pid, const epoch_commit& c) {
+  char ek[2];
+  lmdb::put_be16(ek, pid);
+  auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
+  if (!last)
+    return std::move(last.error());
+  if (c.without_epoch)
+    return true;
+  if (c.epoch <= *last)
+    return false;
+  if (auto err = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
+    return err;
+  return true;
+}
+
+caf::error warehouse::write_offsets(lmdb::txn& t, uint16_t pid,
+                                    const std::vector<std::pair<uint32_t, uint64_t>>& offsets) {
+  char ok[6];
+  lmdb::put_be16(ok, pid);
+  for (const auto& [source, offset] : offsets) {
+    lmdb::put_be32(ok + 2, source);
+    if (auto err = write_u64(t, offsets_, std::string_view{ok, 6}, offset))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::write_dead_letters(lmdb::txn& t, uint16_t pid,
+                                         const std::vector<dead_letter>& letters) {
+  if (letters.empty())
+    return caf::none;
+  // Dead letters continue the pipeline's sequence.
+  auto ckey = seq_counter_key(pid);
+  auto seq = read_u64(t, counters_, ckey, "a dead-letter counter");
+  if (!seq)
+    return std::move(seq.error());
+  uint64_t next = *seq == 0 ? 1 : *seq;
+  char dk[10];
+  lmdb::put_be16(dk, pid);
+  std::string val;
+  for (const auto& d : letters) {
+    lmdb::put_be64(dk + 2, next++);
+    encode_dead_letter(d, val);
+    if (auto err = t.put_sealed(dead_letters_, std::string_view{dk, 10}, val))
+      return err;
+  }
+  return write_u64(t, counters_, ckey, next);
+}
+
+caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
+                                    const std::vector<window_result>& results) {
+  if (results.empty())
+    return caf::none;
+  auto wkey = windows_counter_key(pid);
+  auto n = read_u64(t, counters_, wkey, "a windows counter");
+  if (!n)
+    return std::move(n.error());
+  if (auto err = write_u64(t, counters_, wkey, *n + results.size()))
+    return err;
+  // Upserts that never go back to an older version, written in key order; rows past the
+  // table's current end (the usual case: windows fire in time order) are appended without a
+  // lookup. The keys go into one buffer (no allocation per row) and are sorted as views.
+  const size_t max_key = env_.max_key_size();
+  std::string keys;
+  auto keyed = sorted_result_keys(pid, results, max_key, keys);
+  auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
+  auto table_end = last_key(t, results_);
+  if (!table_end)
+    return std::move(table_end.error());
+  std::string key;
+  std::string val;
+  window_result stored;
+  std::string_view previous;
+  bool first = true;
+  for (const auto& row : keyed) {
+    const auto sorted_key = view(row);
+    const auto& r = results[row.index];
+    const bool fresh =
+      (!*table_end || sorted_key > **table_end) && (first || sorted_key != previous);
+    previous = sorted_key;
+    first = false;
+    if (fresh) {
+      encode_result_value(r, row.long_key, val);
+      if (auto err = t.put_sealed(results_, sorted_key, val, MDB_APPEND))
+        return err;
+      continue;
+    }
+    key = sorted_key;
+    auto old = t.get_sealed(results_, key);
+    if (!old)
+      return std::move(old.error());
+    if (*old) {
+      if (auto err = decode_result(key, **old, max_key, stored))
+        return err;
+      if (stored.key != r.key)
+        return make_error(errc::store_corrupt, "warehouse: two result keys of pipeline '" +
+                                                 pipeline + "' share a stored key");
+      if (r.version < stored.version)
+        continue;
+    }
+    encode_result_value(r, row.long_key, val);
+    if (auto err = t.put_sealed(results_, key, val))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::write_states(lmdb::txn& t, uint16_t pid,
+                                   const std::vector<std::pair<uint32_t, std::string>>& states) {
+  // Operator state replaces what was there.
+  char sk[6];
+  lmdb::put_be16(sk, pid);
+  for (const auto& [partition, blob] : states) {
+    lmdb::put_be32(sk + 2, partition);
+    if (auto err = t.put_sealed(state_, std::string_view{sk, 6}, blob))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::write_dedupe(lmdb::txn& t, uint16_t pid, const epoch_commit& c) {
+  // The ids an epoch adds are one segment under (pipeline, epoch), so an epoch costs one write
+  // however many events it has. Ids with a time below the cutoff are expired: reads skip them,
+  // and a segment whose newest id is below it is deleted.
+  if (!c.dedupe_added.empty()) {
+    char xk[10];
+    lmdb::put_be16(xk, pid);
+    lmdb::put_be64(xk + 2, c.epoch);
+    int64_t newest = std::numeric_limits<int64_t>::min();
+    for (const auto& [id, time] : c.dedupe_added)
+      newest = std::max(newest, time);
+    auto err = t.put_sealed_with(dedupe_, std::string_view{xk, 10}, 8 + 16 * c.dedupe_added.size(),
+                                 [&](char* p) {
+                                   codec::put_le64(p, static_cast<uint64_t>(newest));
+                                   p += 8;
+                                   for (const auto& [id, time] : c.dedupe_added) {
+                                     codec::put_le64(p, id);
+                                     codec::put_le64(p + 8, static_cast<uint64_t>(time));
+                                     p += 16;
+                                   }
+                                 });
+    if (err)
+      return err;
+  }
+  if (c.dedupe_expire_before == std::numeric_limits<int64_t>::min())
+    return caf::none;
+  auto ckey = dedupe_cutoff_key(pid);
+  auto old_cut = read_u64(t, counters_, ckey, "a dedupe cutoff");
+  if (!old_cut)
+    return std::move(old_cut.error());
+  int64_t cut = std::max(c.dedupe_expire_before, cutoff_of(*old_cut));
+  if (auto err = write_u64(t, counters_, ckey, cutoff_bits(cut)))
+    return err;
+  // Segments come in epoch order and mostly in time order: delete expired ones from the oldest
+  // on and stop at the first live one (a later expired one goes at a later commit).
+  return walk_pipeline(t, dedupe_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
+    auto body = cur.sealed_value();
+    if (!body)
+      return std::move(body.error());
+    auto v = *body;
+    if (v.size() < 8 || (v.size() - 8) % 16 != 0)
+      return corrupt("a dedupe segment");
+    if (static_cast<int64_t>(codec::get_le64(v.data())) >= cut)
+      return false;
+    if (auto err = cur.del())
+      return err;
+    return true;
+  });
 }
 
 template <class KeyOf>

@@ -155,6 +155,23 @@ public:
   const std::string& dir() const { return env_.dir(); }
 
 private:
+  // The steps of `commit`, one per table, in the order it runs them inside its one write txn.
+  // A step writes its part of the epoch under pipeline id `pid`.
+
+  /// Checks c.epoch against the last committed epoch and records it: false for a replay of a
+  /// committed epoch (nothing else may then be written).
+  caf::expected<bool> write_epoch(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
+  caf::error write_offsets(lmdb::txn& t, uint16_t pid,
+                           const std::vector<std::pair<uint32_t, uint64_t>>& offsets);
+  caf::error write_dead_letters(lmdb::txn& t, uint16_t pid,
+                                const std::vector<dead_letter>& letters);
+  caf::error write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
+                           const std::vector<window_result>& results);
+  caf::error write_states(lmdb::txn& t, uint16_t pid,
+                          const std::vector<std::pair<uint32_t, std::string>>& states);
+  /// The ids the epoch added, and the expiry of old ones.
+  caf::error write_dedupe(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
+
   /// Runs fn(key after the pipeline prefix, value) over the entries of `pipeline` in table d,
   /// in one read txn.
   template <class F>
