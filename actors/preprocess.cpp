@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/aggregator.hpp"
+#include "actors/core/codec.hpp"
 #include "actors/core/fault.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
@@ -65,20 +66,19 @@ caf::error preprocess_state::check_rejects() const {
 
 std::string wrap_state(timestamp max_time, const std::string& inner) {
   std::string out;
-  out.push_back(static_cast<char>(preprocess_state_version));
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<char>((static_cast<uint64_t>(max_time) >> (8 * i)) & 0xFF));
-  out += inner;
+  codec::writer w{out};
+  w.u8(preprocess_state_version);
+  w.i64(max_time);
+  w.raw(inner);
   return out;
 }
 
 caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_view& inner) {
-  if (blob.size() < 9 || static_cast<uint8_t>(blob[0]) != preprocess_state_version)
+  codec::reader r{blob};
+  const auto version = r.u8();
+  max_time = r.i64();
+  if (!r.ok() || version != preprocess_state_version)
     return make_error(errc::store_corrupt, "preprocess state of an unknown format");
-  uint64_t x = 0;
-  for (int i = 0; i < 8; ++i)
-    x |= static_cast<uint64_t>(static_cast<uint8_t>(blob[1 + i])) << (8 * i);
-  max_time = static_cast<timestamp>(x);
   inner = blob.substr(9);
   return caf::none;
 }

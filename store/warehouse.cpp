@@ -9,8 +9,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "actors/core/codec.hpp"
 #include "actors/core/fault.hpp"
-#include "store/codec.hpp"
 
 namespace weir {
 
@@ -99,9 +99,9 @@ int64_t cutoff_of(uint64_t bits) {
 bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string_view key,
                        size_t max_key, std::string& out) {
   out.resize(result_prefix);
-  lmdb::put_be16(out.data(), pid);
-  lmdb::put_be64_signed(out.data() + 2, start);
-  lmdb::put_be64_signed(out.data() + 10, end);
+  codec::put_be16(out.data(), pid);
+  codec::put_be64_signed(out.data() + 2, start);
+  codec::put_be64_signed(out.data() + 10, end);
   size_t room = max_key - result_prefix;
   if (key.size() < room) {
     out.append(key.data(), key.size());
@@ -109,7 +109,7 @@ bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string
   }
   out.append(key.data(), room - key_hash_size);
   char h[key_hash_size];
-  lmdb::put_be64(h, XXH3_64bits(key.data(), key.size()));
+  codec::put_be64(h, XXH3_64bits(key.data(), key.size()));
   out.append(h, key_hash_size);
   return true;
 }
@@ -193,7 +193,7 @@ caf::error walk_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
   if (!c)
     return std::move(c.error());
   char prefix[2];
-  lmdb::put_be16(prefix, pid);
+  codec::put_be16(prefix, pid);
   std::string_view p{prefix, 2};
   for (auto found = c->seek(p);; found = c->next()) {
     if (!found)
@@ -227,21 +227,17 @@ caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
 
 caf::error decode_pipeline(std::string_view name, std::string_view v, pipeline_info& out) {
   codec::reader r{v};
-  uint32_t n = 0;
   out.name.assign(name.data(), name.size());
-  out.aggregates.clear();
-  if (!r.u16(out.id) || !r.str(out.window) || !r.u32(n))
-    return corrupt("pipeline '" + out.name + "'");
+  out.id = r.u16();
+  out.window = r.str();
+  const uint32_t n = r.u32();
   // Each name needs at least its 4-byte length: bounds n before reserving for it.
-  if (n > r.remaining() / 4)
+  if (!r.ok() || n > r.remaining() / 4)
     return corrupt("pipeline '" + out.name + "'");
   out.aggregates.resize(n);
   for (auto& a : out.aggregates)
-    if (!r.str(a))
-      return corrupt("pipeline '" + out.name + "'");
-  out.definition.clear();
-  if (!r.done() && !r.str(out.definition))
-    return corrupt("pipeline '" + out.name + "'");
+    a = r.str();
+  out.definition = r.done() ? std::string_view{} : r.str();
   if (!r.done())
     return corrupt("pipeline '" + out.name + "'");
   return caf::none;
@@ -251,18 +247,19 @@ caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
                          window_result& row) {
   if (k.size() < result_prefix)
     return corrupt("a results key");
-  row.start = lmdb::get_be64_signed(k.data() + 2);
-  row.end = lmdb::get_be64_signed(k.data() + 10);
+  row.start = codec::get_be64_signed(k.data() + 2);
+  row.end = codec::get_be64_signed(k.data() + 10);
   codec::reader r{v};
-  uint32_t n = 0;
-  if (!r.u32(row.version) || !r.u32(n) || n > r.remaining() / 8)
+  row.version = r.u32();
+  const uint32_t n = r.u32();
+  if (!r.ok() || n > r.remaining() / 8)
     return corrupt("a results row");
   row.values.resize(n);
   for (auto& x : row.values)
-    r.f64(x);
+    x = r.f64();
   if (k.size() == max_key) {
-    std::string_view whole;
-    if (!r.str(whole))
+    std::string_view whole = r.str();
+    if (!r.ok())
       return corrupt("a results row (long key)");
     row.key.assign(whole.data(), whole.size());
   } else {
@@ -275,7 +272,11 @@ caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
 
 caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
   codec::reader r{v};
-  if (!r.u32(d.source) || !r.u64(d.offset) || !r.str(d.reason) || !r.str(d.raw) || !r.done())
+  d.source = r.u32();
+  d.offset = r.u64();
+  d.reason = r.str();
+  d.raw = r.str();
+  if (!r.done())
     return corrupt("a dead letter");
   return caf::none;
 }
@@ -477,7 +478,7 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
 
 caf::expected<bool> warehouse::write_epoch(lmdb::txn& t, uint16_t pid, const epoch_commit& c) {
   char ek[2];
-  lmdb::put_be16(ek, pid);
+  codec::put_be16(ek, pid);
   auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
   if (!last)
     return std::move(last.error());
@@ -493,9 +494,9 @@ caf::expected<bool> warehouse::write_epoch(lmdb::txn& t, uint16_t pid, const epo
 caf::error warehouse::write_offsets(lmdb::txn& t, uint16_t pid,
                                     const std::vector<std::pair<uint32_t, uint64_t>>& offsets) {
   char ok[6];
-  lmdb::put_be16(ok, pid);
+  codec::put_be16(ok, pid);
   for (const auto& [source, offset] : offsets) {
-    lmdb::put_be32(ok + 2, source);
+    codec::put_be32(ok + 2, source);
     if (auto err = write_u64(t, offsets_, std::string_view{ok, 6}, offset))
       return err;
   }
@@ -513,10 +514,10 @@ caf::error warehouse::write_dead_letters(lmdb::txn& t, uint16_t pid,
     return std::move(seq.error());
   uint64_t next = *seq == 0 ? 1 : *seq;
   char dk[10];
-  lmdb::put_be16(dk, pid);
+  codec::put_be16(dk, pid);
   std::string val;
   for (const auto& d : letters) {
-    lmdb::put_be64(dk + 2, next++);
+    codec::put_be64(dk + 2, next++);
     encode_dead_letter(d, val);
     if (auto err = t.put_sealed(dead_letters_, std::string_view{dk, 10}, val))
       return err;
@@ -586,9 +587,9 @@ caf::error warehouse::write_states(lmdb::txn& t, uint16_t pid,
                                    const std::vector<std::pair<uint32_t, std::string>>& states) {
   // Operator state replaces what was there.
   char sk[6];
-  lmdb::put_be16(sk, pid);
+  codec::put_be16(sk, pid);
   for (const auto& [partition, blob] : states) {
-    lmdb::put_be32(sk + 2, partition);
+    codec::put_be32(sk + 2, partition);
     if (auto err = t.put_sealed(state_, std::string_view{sk, 6}, blob))
       return err;
   }
@@ -601,8 +602,8 @@ caf::error warehouse::write_dedupe(lmdb::txn& t, uint16_t pid, const epoch_commi
   // and a segment whose newest id is below it is deleted.
   if (!c.dedupe_added.empty()) {
     char xk[10];
-    lmdb::put_be16(xk, pid);
-    lmdb::put_be64(xk + 2, c.epoch);
+    codec::put_be16(xk, pid);
+    codec::put_be64(xk + 2, c.epoch);
     int64_t newest = std::numeric_limits<int64_t>::min();
     for (const auto& [id, time] : c.dedupe_added)
       newest = std::max(newest, time);
@@ -671,7 +672,7 @@ caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
     pipeline, epochs_,
     [](uint16_t pid) {
       std::string k(2, '\0');
-      lmdb::put_be16(k.data(), pid);
+      codec::put_be16(k.data(), pid);
       return k;
     },
     "an epoch");
@@ -688,7 +689,7 @@ warehouse::offsets(const std::string& pipeline) {
     scan_pipeline(pipeline, offsets_, [&](std::string_view k, std::string_view v) -> caf::error {
       if (k.size() != 4 || v.size() != 8)
         return corrupt("an offset");
-      out.emplace_back(lmdb::get_be32(k.data()), codec::get_le64(v.data()));
+      out.emplace_back(codec::get_be32(k.data()), codec::get_le64(v.data()));
       return caf::none;
     });
   if (err)
@@ -703,7 +704,7 @@ warehouse::states(const std::string& pipeline) {
     scan_pipeline(pipeline, state_, [&](std::string_view k, std::string_view v) -> caf::error {
       if (k.size() != 4)
         return corrupt("a state key");
-      out.emplace_back(lmdb::get_be32(k.data()), std::string{v});
+      out.emplace_back(codec::get_be32(k.data()), std::string{v});
       return caf::none;
     });
   if (err)
@@ -772,8 +773,8 @@ caf::error warehouse::query(const result_query& q,
     if (!c)
       return std::move(c.error());
     std::string start_key(10, '\0');
-    lmdb::put_be16(start_key.data(), pid);
-    lmdb::put_be64_signed(start_key.data() + 2, q.from ? *q.from : min_timestamp);
+    codec::put_be16(start_key.data(), pid);
+    codec::put_be64_signed(start_key.data() + 2, q.from ? *q.from : min_timestamp);
     // Resuming after a row: from its own key (skipped below) when that is further on.
     std::string after_key;
     if (q.after) {
@@ -799,10 +800,10 @@ caf::error warehouse::query(const result_query& q,
       if (!previous.empty() && k <= previous)
         return t.corrupt(results_, k, "results out of key order");
       previous.assign(k.data(), k.size());
-      if (lmdb::get_be16(k.data()) != pid)
+      if (codec::get_be16(k.data()) != pid)
         return caf::none;
-      timestamp start = lmdb::get_be64_signed(k.data() + 2);
-      timestamp end = lmdb::get_be64_signed(k.data() + 10);
+      timestamp start = codec::get_be64_signed(k.data() + 2);
+      timestamp end = codec::get_be64_signed(k.data() + 10);
       // Rows are in start order and no row ends before it starts: past `to`, nothing fits.
       if (q.to && start > *q.to)
         return caf::none;
@@ -856,8 +857,8 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
     if (!c)
       return std::move(c.error());
     char start[10];
-    lmdb::put_be16(start, only ? *only : 0);
-    lmdb::put_be64(start + 2, only && after_seq < UINT64_MAX ? after_seq + 1 : 0);
+    codec::put_be16(start, only ? *only : 0);
+    codec::put_be64(start + 2, only && after_seq < UINT64_MAX ? after_seq + 1 : 0);
     dead_letter_row row;
     uint16_t row_pid = 0;
     bool named = false;
@@ -869,7 +870,7 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
       auto k = c->key();
       if (k.size() != 10)
         return corrupt("a dead-letter key");
-      uint16_t pid = lmdb::get_be16(k.data());
+      uint16_t pid = codec::get_be16(k.data());
       if (only && pid != *only)
         return caf::none;
       if (!named || pid != row_pid) {
@@ -879,7 +880,7 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
         row_pid = pid;
         named = true;
       }
-      row.seq = lmdb::get_be64(k.data() + 2);
+      row.seq = codec::get_be64(k.data() + 2);
       auto body = c->sealed_value();
       if (!body)
         return std::move(body.error());

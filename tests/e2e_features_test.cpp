@@ -33,7 +33,7 @@
 #include <tuple>
 #include <vector>
 
-#include "store/codec.hpp"
+#include "actors/core/codec.hpp"
 #include "store/lmdb.hpp"
 #include "store/warehouse.hpp"
 

@@ -11,6 +11,7 @@
 #include <simdjson.h>
 #include <xxhash.h>
 
+#include "actors/core/codec.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/expr.hpp"
 #include "actors/core/fault.hpp"
@@ -1088,36 +1089,6 @@ namespace {
 // source its name (u16 length + bytes) and largest accepted event time (i64); little endian.
 // "WPP2" had no sources; "WPP1" held the watermark alone.
 
-void put_u64(std::string& out, uint64_t x) {
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<char>((x >> (8 * i)) & 0xff));
-}
-
-struct snapshot_reader {
-  std::string_view in;
-  bool ok = true;
-  uint64_t u(size_t width) {
-    if (in.size() < width) {
-      ok = false;
-      return 0;
-    }
-    uint64_t x = 0;
-    for (size_t i = 0; i < width; ++i)
-      x |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
-    in.remove_prefix(width);
-    return x;
-  }
-  std::string text(size_t n) {
-    if (in.size() < n) {
-      ok = false;
-      return {};
-    }
-    std::string s{in.substr(0, n)};
-    in.remove_prefix(n);
-    return s;
-  }
-};
-
 /// A snapshot's content; `has_sources` is false for the formats before per-source watermarks.
 struct snapshot_content {
   timestamp wm = min_timestamp;
@@ -1126,13 +1097,11 @@ struct snapshot_content {
   std::vector<std::pair<std::string, timestamp>> sources; ///< name -> largest event time
 };
 
-std::string text_field(std::string_view s) {
+/// A name: u16 length (cut at 64 KiB), then its bytes.
+void put_text(codec::writer& w, std::string_view s) {
   auto len = static_cast<uint16_t>(std::min<size_t>(s.size(), 0xffff));
-  std::string out;
-  out.push_back(static_cast<char>(len & 0xff));
-  out.push_back(static_cast<char>(len >> 8));
-  out.append(s.substr(0, len));
-  return out;
+  w.u16(len);
+  w.raw(s.substr(0, len));
 }
 
 caf::error parse_snapshot(std::string_view blob, snapshot_content& out) {
@@ -1143,31 +1112,31 @@ caf::error parse_snapshot(std::string_view blob, snapshot_content& out) {
   const auto tag = blob.substr(0, 4);
   if (blob.size() < 12 || (tag != "WPP1" && tag != "WPP2" && tag != "WPP3"))
     return bad();
-  snapshot_reader r{blob.substr(4)};
+  codec::reader r{blob.substr(4)};
   out = snapshot_content{};
-  out.wm = static_cast<timestamp>(r.u(8));
+  out.wm = r.i64();
   auto& c = out.counters;
   if (tag != "WPP1") {
     for (auto* x : {&c.read, &c.accepted, &c.filtered, &c.late, &c.late_updates, &c.duplicates,
                     &c.bytes})
-      *x = r.u(8);
-    auto n = r.u(4);
-    for (uint64_t i = 0; r.ok && i < n; ++i) {
-      auto name = r.text(static_cast<size_t>(r.u(2)));
-      auto count = r.u(8);
+      *x = r.u64();
+    auto n = r.u32();
+    for (uint64_t i = 0; r.ok() && i < n; ++i) {
+      std::string name{r.take(r.u16())};
+      auto count = r.u64();
       c.rejected.emplace_back(std::move(name), count);
     }
   }
   if (tag == "WPP3") {
     out.has_sources = true;
-    auto n = r.u(4);
-    for (uint64_t i = 0; r.ok && i < n; ++i) {
-      auto name = r.text(static_cast<size_t>(r.u(2)));
-      auto t = static_cast<timestamp>(r.u(8));
+    auto n = r.u32();
+    for (uint64_t i = 0; r.ok() && i < n; ++i) {
+      std::string name{r.take(r.u16())};
+      auto t = r.i64();
       out.sources.emplace_back(std::move(name), t);
     }
   }
-  if (!r.ok || !r.in.empty())
+  if (!r.done())
     return bad();
   return {};
 }
@@ -1176,25 +1145,23 @@ caf::error parse_snapshot(std::string_view blob, snapshot_content& out) {
 
 std::string preprocessor::snapshot() const {
   std::string out = "WPP3";
-  put_u64(out, static_cast<uint64_t>(d_->wm));
+  codec::writer w{out};
+  w.i64(d_->wm);
   const auto& c = d_->counters;
   for (auto x : {c.read, c.accepted, c.filtered, c.late, c.late_updates, c.duplicates, c.bytes})
-    put_u64(out, x);
-  auto n = static_cast<uint32_t>(c.rejected.size());
-  for (int i = 0; i < 4; ++i)
-    out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    w.u64(x);
+  w.u32(static_cast<uint32_t>(c.rejected.size()));
   for (const auto& [name, count] : c.rejected) {
-    out += text_field(name);
-    put_u64(out, count);
+    put_text(w, name);
+    w.u64(count);
   }
   const auto& ws = d_->wm_sources;
   const auto& sc = d_->cfg.sources;
-  auto m = static_cast<uint32_t>(std::min(ws.size(), sc.size()));
-  for (int i = 0; i < 4; ++i)
-    out.push_back(static_cast<char>((m >> (8 * i)) & 0xff));
+  auto m = std::min(ws.size(), sc.size());
+  w.u32(static_cast<uint32_t>(m));
   for (size_t i = 0; i < m; ++i) {
-    out += text_field(sc[i].name);
-    put_u64(out, static_cast<uint64_t>(ws[i].max_time));
+    put_text(w, sc[i].name);
+    w.i64(ws[i].max_time);
   }
   return out;
 }
