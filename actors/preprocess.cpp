@@ -29,8 +29,7 @@ int64_t floor_div(int64_t a, int64_t b) {
 bool ship(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t seq,
           const record_span& origin, const aggregate_layout& layout, size_t& sent) {
   auto& st = self->state;
-  for (auto& d : st.pre->dead_letters())
-    st.epoch_dead_letters.push_back(std::move(d));
+  st.epoch_dead_letters.append(st.pre->dead_letters());
   for (size_t p = 0; p < st.partitions.size(); ++p) {
     auto& cols = st.pre->partition(p);
     if (cols.size() == 0)
@@ -59,9 +58,9 @@ caf::error preprocess_state::check_rejects() const {
   if (!err || epoch_dead_letters.empty())
     return err;
   // Only a run that stops pays for the example in its message.
-  const auto& d = epoch_dead_letters.back();
+  const auto d = epoch_dead_letters.back();
   return guard->check(k.read, rejected, false,
-                      "offset " + std::to_string(d.offset) + ": " + d.reason);
+                      "offset " + std::to_string(d.offset) + ": " + std::string{d.reason});
 }
 
 std::string wrap_state(timestamp max_time, const std::string& inner) {
@@ -270,9 +269,9 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         offs[static_cast<unsigned>(i)].setSource(m.offsets[i].first);
         offs[static_cast<unsigned>(i)].setOffset(m.offsets[i].second);
       }
-      auto dls = c.initDeadLetters(static_cast<unsigned>(st.epoch_dead_letters.size()));
-      for (size_t i = 0; i < st.epoch_dead_letters.size(); ++i)
-        encode_dead_letter(dls[static_cast<unsigned>(i)], st.epoch_dead_letters[i]);
+      auto dls = st.epoch_dead_letters.bytes();
+      c.setDeadLetterPack(
+        capnp::Data::Reader(reinterpret_cast<const kj::byte*>(dls.data()), dls.size()));
       st.epoch_dead_letters.clear();
       std::vector<std::pair<uint64_t, int64_t>> added;
       std::vector<uint64_t> expired;

@@ -68,6 +68,19 @@ caf::error write_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key, uint64_t v
   return t.put_sealed(d, key, std::string_view{b, 8});
 }
 
+/// Adds n to the counter under `key` (a missing one starts at `start`) and returns the value
+/// it had.
+caf::expected<uint64_t> add_to_counter(lmdb::txn& t, lmdb::dbi d, const std::string& key,
+                                       uint64_t n, uint64_t start = 0) {
+  auto old = read_u64(t, d, key, "a counter");
+  if (!old)
+    return old;
+  const uint64_t from = *old == 0 ? start : *old;
+  if (auto err = write_u64(t, d, key, from + n))
+    return err;
+  return from;
+}
+
 /// Result rows written by every commit of a pipeline (late updates count again).
 std::string windows_counter_key(uint16_t pid) {
   return "windows/" + std::to_string(pid);
@@ -123,22 +136,6 @@ void encode_result_value(const window_result& r, bool long_key, std::string& out
     w.f64(x);
   if (long_key)
     w.str(r.key);
-}
-
-void encode_dead_letter(const dead_letter& d, std::string& out) {
-  out.clear();
-  codec::writer w{out};
-  w.u32(d.source);
-  w.u64(d.offset);
-  w.str(d.reason);
-  if (d.raw.size() <= warehouse::max_dead_letter_raw) {
-    w.str(d.raw);
-    return;
-  }
-  std::string marker = " [weir: cut here, " + std::to_string(d.raw.size()) + " bytes in all]";
-  w.u32(static_cast<uint32_t>(warehouse::max_dead_letter_raw + marker.size()));
-  out.append(d.raw.data(), warehouse::max_dead_letter_raw);
-  out += marker;
 }
 
 /// Where one result's stored key lies in a shared key buffer.
@@ -271,13 +268,13 @@ caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
 }
 
 caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
-  codec::reader r{v};
-  d.source = r.u32();
-  d.offset = r.u64();
-  d.reason = r.str();
-  d.raw = r.str();
-  if (!r.done())
+  dead_letter_view x;
+  if (!read_dead_letter(v, x) || !v.empty())
     return corrupt("a dead letter");
+  d.source = x.source;
+  d.offset = x.offset;
+  d.reason.assign(x.reason.data(), x.reason.size());
+  d.raw.assign(x.raw.data(), x.raw.size());
   return caf::none;
 }
 
@@ -504,37 +501,36 @@ caf::error warehouse::write_offsets(lmdb::txn& t, uint16_t pid,
 }
 
 caf::error warehouse::write_dead_letters(lmdb::txn& t, uint16_t pid,
-                                         const std::vector<dead_letter>& letters) {
+                                         const dead_letter_pack& letters) {
   if (letters.empty())
     return caf::none;
   // Dead letters continue the pipeline's sequence.
-  auto ckey = seq_counter_key(pid);
-  auto seq = read_u64(t, counters_, ckey, "a dead-letter counter");
-  if (!seq)
-    return std::move(seq.error());
-  uint64_t next = *seq == 0 ? 1 : *seq;
+  auto first = add_to_counter(t, counters_, seq_counter_key(pid), letters.size(), 1);
+  if (!first)
+    return std::move(first.error());
   char dk[10];
   codec::put_be16(dk, pid);
-  std::string val;
-  for (const auto& d : letters) {
-    codec::put_be64(dk + 2, next++);
-    encode_dead_letter(d, val);
-    if (auto err = t.put_sealed(dead_letters_, std::string_view{dk, 10}, val))
+  codec::put_be64(dk + 2, *first);
+  // Keys rise with the sequence: past the table's end (the usual case, unless a pipeline with
+  // a greater id has dead letters) every one is appended without a lookup.
+  auto table_end = last_key(t, dead_letters_);
+  if (!table_end)
+    return std::move(table_end.error());
+  const unsigned flags = !*table_end || std::string_view{dk, 10} > **table_end ? MDB_APPEND : 0u;
+  for (size_t i = 0; i < letters.size(); ++i) {
+    codec::put_be64(dk + 2, *first + i);
+    if (auto err = t.put_sealed(dead_letters_, std::string_view{dk, 10}, letters.entry(i), flags))
       return err;
   }
-  return write_u64(t, counters_, ckey, next);
+  return caf::none;
 }
 
 caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
                                     const std::vector<window_result>& results) {
   if (results.empty())
     return caf::none;
-  auto wkey = windows_counter_key(pid);
-  auto n = read_u64(t, counters_, wkey, "a windows counter");
-  if (!n)
+  if (auto n = add_to_counter(t, counters_, windows_counter_key(pid), results.size()); !n)
     return std::move(n.error());
-  if (auto err = write_u64(t, counters_, wkey, *n + results.size()))
-    return err;
   // Upserts that never go back to an older version, written in key order; rows past the
   // table's current end (the usual case: windows fire in time order) are appended without a
   // lookup. The keys go into one buffer (no allocation per row) and are sorted as views.

@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/core/dead_letters.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/types.hpp"
 #include "store/lmdb.hpp"
@@ -56,10 +57,10 @@ struct epoch_commit {
   /// `epoch` is ignored, last_epoch stays as it is.
   bool without_epoch = false;
   std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< source id -> offset reached
-  std::vector<dead_letter> dead_letters;
-  std::vector<window_result> results;                     ///< upserts: a row replaces the stored
-                                                          ///< row only if its version is >= the
-                                                          ///< stored one
+  dead_letter_pack dead_letters;      ///< in order: they take the next sequence numbers
+  std::vector<window_result> results; ///< upserts: a row replaces the stored
+                                      ///< row only if its version is >= the
+                                      ///< stored one
   std::vector<std::pair<uint32_t, std::string>> states;   ///< partition -> blob (replaces)
   std::vector<std::pair<uint64_t, int64_t>> dedupe_added; ///< id -> event time (one segment)
   /// Ids with an event time below this are expired from now on (the cutoff only moves up).
@@ -87,7 +88,7 @@ public:
   static constexpr uint32_t format_version = 2;
   static constexpr size_t default_map_size = size_t{256} << 20;
   /// Dead-letter raw text is kept whole up to this many bytes, then cut with a marker.
-  static constexpr size_t max_dead_letter_raw = size_t{64} << 10;
+  static constexpr size_t max_dead_letter_raw = dead_letter_pack::max_raw;
   /// The partition under which the preprocess stage keeps its state.
   static constexpr uint32_t preprocess_partition = 0xFFFFFFFF;
 
@@ -163,8 +164,7 @@ private:
   caf::expected<bool> write_epoch(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
   caf::error write_offsets(lmdb::txn& t, uint16_t pid,
                            const std::vector<std::pair<uint32_t, uint64_t>>& offsets);
-  caf::error write_dead_letters(lmdb::txn& t, uint16_t pid,
-                                const std::vector<dead_letter>& letters);
+  caf::error write_dead_letters(lmdb::txn& t, uint16_t pid, const dead_letter_pack& letters);
   caf::error write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
                            const std::vector<window_result>& results);
   caf::error write_states(lmdb::txn& t, uint16_t pid,

@@ -21,7 +21,6 @@ namespace weir {
 
 namespace {
 
-constexpr size_t max_raw_bytes = 64 * 1024;      ///< raw text kept of a dead letter
 constexpr size_t max_long_line_raw = 1024;       ///< raw text kept of a too long line
 constexpr size_t max_value_in_reason = 256;      ///< value text quoted in a reason
 
@@ -255,7 +254,7 @@ struct preprocessor::impl {
   simdjson::dom::parser json;
 
   std::vector<event_columns> parts;
-  std::vector<dead_letter> dead;
+  dead_letter_pack dead;
   preprocess_counters counters;
   std::array<int, static_cast<size_t>(reject::count_)> reject_pos;
 
@@ -489,27 +488,49 @@ struct preprocessor::impl {
 
   // -- dead letters ---------------------------------------------------------------------------
 
-  void dead_letter_raw(uint64_t off, std::string_view line, std::string reason,
-                       size_t cut = max_raw_bytes) {
-    dead_letter d;
-    d.offset = off;
-    d.source = current_source;
-    d.raw.assign(line.substr(0, cut));
-    d.reason = std::move(reason);
-    dead.push_back(std::move(d));
+  /// Raw text longer than dead_letter_pack::max_raw is cut there, with a marker; `cut` keeps
+  /// less (the head of a long line).
+  void dead_letter_raw(uint64_t off, std::string_view line, std::string_view reason,
+                       size_t cut = std::string_view::npos) {
+    dead.add(current_source, off, reason, line.substr(0, cut));
   }
 
-  void reject_line(reject r, uint64_t off, std::string_view line, std::string reason,
-                   size_t cut = max_raw_bytes) {
+  void reject_line(reject r, uint64_t off, std::string_view line, std::string_view reason,
+                   size_t cut = std::string_view::npos) {
     auto i = static_cast<size_t>(r);
     if (reject_pos[i] < 0) {
       reject_pos[i] = static_cast<int>(counters.rejected.size());
       counters.rejected.emplace_back(reject_names[i], 0);
     }
     ++counters.rejected[static_cast<size_t>(reject_pos[i])].second;
-    dead_letter_raw(off, line, std::move(reason), cut);
+    dead_letter_raw(off, line, reason, cut);
   }
 
+  /// Why a record is late, built in a reused buffer: a run where most records are late makes
+  /// millions of these. The watermark's text is kept while the watermark stays.
+  std::string_view late_reason(timestamp start, timestamp end, timestamp w) {
+    const auto& wc = cfg.window;
+    if (w != reason_wm || reason_wm_text.empty()) {
+      reason_wm = w;
+      reason_wm_text.clear();
+      append_time(reason_wm_text, w);
+    }
+    reason_buf.clear();
+    const bool too_late = wc.late == late_policy::update && wc.kind != window_kind::session;
+    reason_buf += too_late ? "too late: window [" : "late: window [";
+    append_time(reason_buf, start);
+    reason_buf += ", ";
+    append_time(reason_buf, end);
+    reason_buf += ") closed at watermark ";
+    reason_buf += reason_wm_text;
+    if (too_late)
+      reason_buf += ", past the update horizon";
+    return reason_buf;
+  }
+
+  std::string reason_buf;
+  timestamp reason_wm = min_timestamp;
+  std::string reason_wm_text;
   uint32_t current_source = 0;
 
   // -- per line -------------------------------------------------------------------------------
@@ -838,13 +859,7 @@ struct preprocessor::impl {
                                 && w < sat_add(closes, wc.update_horizon);
         if (!can_update) {
           ++counters.late;
-          std::string window = "[" + format_time(start) + ", " + format_time(end) + ")";
-          return dead_letter_raw(off, line,
-                                 wc.late == late_policy::update && wc.kind != window_kind::session
-                                   ? "too late: window " + window + " closed at watermark "
-                                       + format_time(w) + ", past the update horizon"
-                                   : "late: window " + window + " closed at watermark "
-                                       + format_time(w));
+          return dead_letter_raw(off, line, late_reason(start, end, w));
         }
         update = true;
       }
@@ -1045,7 +1060,7 @@ event_columns& preprocessor::partition(size_t p) { return d_->parts[p]; }
 
 size_t preprocessor::partitions() const { return d_->nparts; }
 
-std::vector<dead_letter>& preprocessor::dead_letters() { return d_->dead; }
+const dead_letter_pack& preprocessor::dead_letters() const { return d_->dead; }
 
 void preprocessor::clear_outputs() {
   for (auto& p : d_->parts)
