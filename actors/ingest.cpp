@@ -13,6 +13,7 @@
 #include <capnp/message.h>
 #include <spdlog/spdlog.h>
 
+#include "actors/core/codec.hpp"
 #include "actors/core/fault.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
@@ -39,18 +40,6 @@ constexpr size_t long_marker_header = 16;
 /// The lake key of a source's long-line markers: the source key with this suffix.
 constexpr const char* long_line_key_suffix = "#long-lines";
 
-void put_u64(std::string& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-
-uint64_t get_u64(std::string_view in) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i)
-    v |= static_cast<uint64_t>(static_cast<unsigned char>(in[static_cast<size_t>(i)])) << (8 * i);
-  return v;
-}
-
 /// One over-long line as the lake keeps it: not its bytes, a marker at its offset in a side
 /// source (the source's lake key + "#long-lines"), so that a replay gives the same dead letter.
 struct long_marker {
@@ -62,8 +51,8 @@ struct long_marker {
 bool decode_long_marker(std::string_view data, long_marker& m) {
   if (data.size() < long_marker_header)
     return false;
-  m.span = get_u64(data);
-  m.length = get_u64(data.substr(8));
+  m.span = codec::get_le64(data.data());
+  m.length = codec::get_le64(data.data() + 8);
   m.head = data.substr(long_marker_header);
   return m.span > 0;
 }
@@ -444,9 +433,10 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       k.head.resize(m.length);
     m.head = k.head;
     std::string marker;
-    put_u64(marker, m.span);
-    put_u64(marker, m.length);
-    marker.append(k.head);
+    codec::writer w{marker};
+    w.u64(m.span);
+    w.u64(m.length);
+    w.raw(k.head);
     if (rt.mode == commit_mode::exactly_once) {
       if (auto err = lk->append({{s.long_id, k.start, marker}})) {
         self->quit(err);

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/aggregator.hpp"
+#include "actors/core/codec.hpp"
 #include "actors/core/fault.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
@@ -28,8 +29,7 @@ int64_t floor_div(int64_t a, int64_t b) {
 bool ship(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t seq,
           const record_span& origin, const aggregate_layout& layout, size_t& sent) {
   auto& st = self->state;
-  for (auto& d : st.pre->dead_letters())
-    st.epoch_dead_letters.push_back(std::move(d));
+  st.epoch_dead_letters.append(st.pre->dead_letters());
   for (size_t p = 0; p < st.partitions.size(); ++p) {
     auto& cols = st.pre->partition(p);
     if (cols.size() == 0)
@@ -58,27 +58,26 @@ caf::error preprocess_state::check_rejects() const {
   if (!err || epoch_dead_letters.empty())
     return err;
   // Only a run that stops pays for the example in its message.
-  const auto& d = epoch_dead_letters.back();
+  const auto d = epoch_dead_letters.back();
   return guard->check(k.read, rejected, false,
-                      "offset " + std::to_string(d.offset) + ": " + d.reason);
+                      "offset " + std::to_string(d.offset) + ": " + std::string{d.reason});
 }
 
 std::string wrap_state(timestamp max_time, const std::string& inner) {
   std::string out;
-  out.push_back(static_cast<char>(preprocess_state_version));
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<char>((static_cast<uint64_t>(max_time) >> (8 * i)) & 0xFF));
-  out += inner;
+  codec::writer w{out};
+  w.u8(preprocess_state_version);
+  w.i64(max_time);
+  w.raw(inner);
   return out;
 }
 
 caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_view& inner) {
-  if (blob.size() < 9 || static_cast<uint8_t>(blob[0]) != preprocess_state_version)
+  codec::reader r{blob};
+  const auto version = r.u8();
+  max_time = r.i64();
+  if (!r.ok() || version != preprocess_state_version)
     return make_error(errc::store_corrupt, "preprocess state of an unknown format");
-  uint64_t x = 0;
-  for (int i = 0; i < 8; ++i)
-    x |= static_cast<uint64_t>(static_cast<uint8_t>(blob[1 + i])) << (8 * i);
-  max_time = static_cast<timestamp>(x);
   inner = blob.substr(9);
   return caf::none;
 }
@@ -270,9 +269,9 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         offs[static_cast<unsigned>(i)].setSource(m.offsets[i].first);
         offs[static_cast<unsigned>(i)].setOffset(m.offsets[i].second);
       }
-      auto dls = c.initDeadLetters(static_cast<unsigned>(st.epoch_dead_letters.size()));
-      for (size_t i = 0; i < st.epoch_dead_letters.size(); ++i)
-        encode_dead_letter(dls[static_cast<unsigned>(i)], st.epoch_dead_letters[i]);
+      auto dls = st.epoch_dead_letters.bytes();
+      c.setDeadLetterPack(
+        capnp::Data::Reader(reinterpret_cast<const kj::byte*>(dls.data()), dls.size()));
       st.epoch_dead_letters.clear();
       std::vector<std::pair<uint64_t, int64_t>> added;
       std::vector<uint64_t> expired;

@@ -27,7 +27,7 @@ struct preprocess_state {
   std::set<uint32_t> bound;                ///< sources bound to their configured source
   std::map<uint64_t, size_t> pending;      ///< chunk seq -> partition acks outstanding
   std::map<uint64_t, ingest_actor> ack_to; ///< chunk seq -> who sent it
-  std::vector<dead_letter> epoch_dead_letters;
+  dead_letter_pack epoch_dead_letters;
   timestamp max_time = min_timestamp; ///< largest accepted event time, ever
   quarantine quarantined;             ///< suspect chunks and poison lines (from the supervisor)
   std::optional<reject_guard> guard;  ///< stops a run whose records are mostly rejected

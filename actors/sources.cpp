@@ -15,24 +15,13 @@
 #include <spdlog/spdlog.h>
 #include <xxhash.h>
 
+#include "actors/core/codec.hpp"
+
 namespace weir {
 
 namespace {
 
 constexpr size_t record_size = 8 + 8 + 4 + 8 + 1;
-
-void put(std::string& out, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i)
-    out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
-}
-
-uint64_t get(std::string_view in, size_t at, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i)
-    v |= static_cast<uint64_t>(static_cast<unsigned char>(in[at + static_cast<size_t>(i)]))
-         << (8 * i);
-  return v;
-}
 
 /// The fingerprint of the first `len` bytes of fd; false when it has fewer.
 bool fingerprint(int fd, uint32_t len, uint64_t& fp) {
@@ -55,12 +44,13 @@ caf::expected<std::map<uint32_t, file_identity>> load_generations(lake& lk, uint
   std::map<uint32_t, file_identity> out;
   auto err = lk.scan(files_id, 0, [&](uint64_t g, std::string_view d) {
     if (d.size() >= record_size) {
+      codec::reader r{d};
       file_identity id;
-      id.dev = get(d, 0, 8);
-      id.ino = get(d, 8, 8);
-      id.fp_len = static_cast<uint32_t>(get(d, 16, 4));
-      id.fp = get(d, 20, 8);
-      id.finished = d[28] != 0;
+      id.dev = r.u64();
+      id.ino = r.u64();
+      id.fp_len = r.u32();
+      id.fp = r.u64();
+      id.finished = r.u8() != 0;
       out[static_cast<uint32_t>(g)] = id;
     }
     return true;
@@ -261,11 +251,12 @@ caf::error save_generation(lake& lk, uint32_t files_id, uint32_t g, const file_i
   if (files_id == 0)
     return caf::none; // identities are not kept (a run without exactly-once)
   std::string rec;
-  put(rec, id.dev, 8);
-  put(rec, id.ino, 8);
-  put(rec, id.fp_len, 4);
-  put(rec, id.fp, 8);
-  rec.push_back(id.finished ? 1 : 0);
+  codec::writer w{rec};
+  w.u64(id.dev);
+  w.u64(id.ino);
+  w.u32(id.fp_len);
+  w.u64(id.fp);
+  w.u8(id.finished ? 1 : 0);
   return lk.append({{files_id, g, rec}});
 }
 

@@ -22,8 +22,9 @@ caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const f
     kind = p.getKind();
     for (auto o : p.getOffsets())
       c.offsets.emplace_back(o.getSource(), o.getOffset());
-    for (auto d : p.getDeadLetters())
-      c.dead_letters.push_back(decode_dead_letter(d));
+    if (!c.dead_letters.assign(as_view(p.getDeadLetterPack())))
+      throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                          kj::str("dead letters that do not decode"));
     for (auto d : p.getDedupeAdded())
       c.dedupe_added.emplace_back(d.getId(), d.getTime());
     c.dedupe_expire_before = p.getDedupeExpireBefore();
@@ -157,8 +158,8 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
     auto& slot = self->state.pipelines[i];
     while (!slot.epochs.empty()) {
       auto it = slot.epochs.begin();
-      if (it->first > slot.next || !it->second.pre
-          || it->second.partitions.size() < slot.partitions)
+      if (it->first > slot.next || !it->second.pre ||
+          it->second.partitions.size() < slot.partitions)
         return;
       if (!commit_one(i, it->first, it->second))
         return;

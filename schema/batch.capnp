@@ -74,7 +74,7 @@ struct DedupeEntry {
 struct PreprocessEpoch {
   epoch @0 :UInt64;
   offsets @1 :List(SourceOffset);
-  deadLetters @2 :List(DeadLetter);
+  deadLetters @2 :List(DeadLetter);  # no longer filled: see deadLetterPack
   dedupeAdded @3 :List(DedupeEntry);
   dedupeExpired @4 :List(UInt64);
   state @5 :Data;           # watermark and counters
@@ -83,6 +83,8 @@ struct PreprocessEpoch {
   dedupeExpireBefore @8 :Int64 = -9223372036854775808;
                             # ids with an event time below this are expired (dedupeExpired is
                             # no longer filled: the store expires by time)
+  deadLetterPack @9 :Data;  # the epoch's dead letters, packed one after the other in the
+                            # layout of actors/core/dead_letters.hpp (one blob, read in place)
 }
 
 # What one window-aggregator partition contributes to epoch e: fired results and its state.

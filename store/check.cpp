@@ -6,7 +6,7 @@
 #include <optional>
 #include <set>
 
-#include "store/codec.hpp"
+#include "actors/core/codec.hpp"
 #include "store/lake.hpp"
 #include "store/lmdb.hpp"
 #include "store/store.hpp"
@@ -127,7 +127,7 @@ void walk_lake(walker& w, lake& lk, lake_facts& facts) {
              [&](std::string_view k, std::string_view v) -> std::string {
                if (k.size() != 4)
                  return "a source id key of " + std::to_string(k.size()) + " bytes";
-               facts.sources[lmdb::get_be32(k.data())] = std::string{v};
+               facts.sources[codec::get_be32(k.data())] = std::string{v};
                return {};
              });
   walk_table(w, e, where, "source_ids", tables[1].second,
@@ -147,8 +147,8 @@ void walk_lake(walker& w, lake& lk, lake_facts& facts) {
                  return "a chunk key of " + std::to_string(k.size()) + " bytes, expected 12";
                if (v.size() < lake::chunk_header)
                  return "a chunk shorter than its header";
-               if (!facts.sources.count(lmdb::get_be32(k.data())))
-                 return "a chunk of unknown source id " + std::to_string(lmdb::get_be32(k.data()));
+               if (!facts.sources.count(codec::get_be32(k.data())))
+                 return "a chunk of unknown source id " + std::to_string(codec::get_be32(k.data()));
                return {};
              });
 }
@@ -170,8 +170,8 @@ std::string check_pipeline(std::string_view k, std::string_view v, pipeline_ids&
 std::string check_pid(std::string_view k, size_t size, const pipeline_ids& ids) {
   if (size ? k.size() != size : k.size() < 2 + 8 + 8)
     return "a key of " + std::to_string(k.size()) + " bytes";
-  if (!ids.count(lmdb::get_be16(k.data())))
-    return "a row of unknown pipeline id " + std::to_string(lmdb::get_be16(k.data()));
+  if (!ids.count(codec::get_be16(k.data())))
+    return "a row of unknown pipeline id " + std::to_string(codec::get_be16(k.data()));
   return {};
 }
 
@@ -182,7 +182,7 @@ std::string check_result(std::string_view k, std::string_view v, size_t max_key,
   if (decode_result(k, v, max_key, row))
     return "a result row that does not decode";
   auto n = row.values.size();
-  if (n != ids.at(lmdb::get_be16(k.data())))
+  if (n != ids.at(codec::get_be16(k.data())))
     return "a result row with " + std::to_string(n) + " values, not one per aggregate";
   return {};
 }
@@ -218,8 +218,8 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
     auto why = check_pid(k, 6, ids);
     if (why.empty())
       why = expect_size(v, 8, "an offset");
-    if (why.empty() && lk && !lk->sources.count(lmdb::get_be32(k.data() + 2)))
-      why = "an offset of source id " + std::to_string(lmdb::get_be32(k.data() + 2)) +
+    if (why.empty() && lk && !lk->sources.count(codec::get_be32(k.data() + 2)))
+      why = "an offset of source id " + std::to_string(codec::get_be32(k.data() + 2)) +
             ", which the lake does not know";
     return why;
   });

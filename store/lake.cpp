@@ -4,8 +4,8 @@
 #include <cstring>
 #include <limits>
 
+#include "actors/core/codec.hpp"
 #include "actors/core/fault.hpp"
-#include "store/codec.hpp"
 
 namespace weir {
 
@@ -17,8 +17,8 @@ constexpr size_t scan_slice_chunks = 1024;
 constexpr size_t scan_slice_bytes = size_t{16} << 20;
 
 void chunk_key(char* out, uint32_t source, uint64_t offset) {
-  lmdb::put_be32(out, source);
-  lmdb::put_be64(out + 4, offset);
+  codec::put_be32(out, source);
+  codec::put_be64(out + 4, offset);
 }
 
 int64_t now_us() {
@@ -46,8 +46,8 @@ caf::error decode_chunk_unverified(const lmdb::cursor& c, chunk_entry& out) {
   if (value.size() < lake::chunk_header + lmdb::seal_size)
     return make_error(errc::store_corrupt, "lake chunk value of " + std::to_string(value.size()) +
                                              " bytes is shorter than its header");
-  out.source = lmdb::get_be32(key.data());
-  out.offset = lmdb::get_be64(key.data() + 4);
+  out.source = codec::get_be32(key.data());
+  out.offset = codec::get_be64(key.data() + 4);
   out.landed = static_cast<int64_t>(codec::get_le64(value.data()));
   out.data = value.substr(lake::chunk_header, value.size() - lake::chunk_header - lmdb::seal_size);
   return caf::none;
@@ -145,7 +145,7 @@ caf::expected<uint32_t> lake::source_id(const std::string& source_key) {
     if (*found) {
       if (c->key().size() != 4)
         return make_error(errc::store_corrupt, "lake source_keys key is not 4 bytes");
-      uint32_t last = lmdb::get_be32(c->key().data());
+      uint32_t last = codec::get_be32(c->key().data());
       if (last == std::numeric_limits<uint32_t>::max())
         return make_error(errc::store_io, "lake has run out of source ids");
       next = last + 1;
@@ -153,7 +153,7 @@ caf::expected<uint32_t> lake::source_id(const std::string& source_key) {
     char idv[4];
     codec::put_le32(idv, next);
     char idk[4];
-    lmdb::put_be32(idk, next);
+    codec::put_be32(idk, next);
     if (auto perr = t.put_sealed(source_ids_, source_key, std::string_view{idv, 4}))
       return perr;
     if (auto perr = t.put_sealed(source_keys_, std::string_view{idk, 4}, source_key))
@@ -182,7 +182,7 @@ caf::expected<std::vector<std::pair<uint32_t, std::string>>> lake::sources() {
       auto name = c->sealed_value();
       if (!name)
         return std::move(name.error());
-      out.emplace_back(lmdb::get_be32(c->key().data()), std::string{*name});
+      out.emplace_back(codec::get_be32(c->key().data()), std::string{*name});
     }
   });
   if (err)
@@ -207,7 +207,7 @@ caf::error lake::append(const std::vector<chunk_ref>& chunks) {
     for (const auto& c : chunks) {
       if (c.source != checked || checked == 0) {
         char idk[4];
-        lmdb::put_be32(idk, c.source);
+        codec::put_be32(idk, c.source);
         auto known = t.get_sealed(source_keys_, std::string_view{idk, 4});
         if (!known)
           return std::move(known.error());

@@ -16,7 +16,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#include "store/codec.hpp"
+#include "actors/core/codec.hpp"
 
 namespace weir::lmdb {
 

@@ -12,7 +12,7 @@
 ///   inside a txn must therefore never start a write on the same environment (it could wait on
 ///   its own read txn forever).
 ///
-/// Keys are big-endian so that LMDB's bytewise order is numeric order; helpers are below.
+/// Keys are big-endian so that LMDB's bytewise order is numeric order (actors/core/codec.hpp).
 ///
 /// Damage is refused, never half-read:
 /// - before an environment is mapped, its data.mdb is checked against its two meta pages (magic,
@@ -42,54 +42,10 @@
 
 #include <lmdb.h>
 
+#include "actors/core/codec.hpp"
 #include "actors/core/error.hpp"
 
 namespace weir::lmdb {
-
-// -- key encoding ---------------------------------------------------------------------------------
-
-inline void put_be16(char* p, uint16_t v) {
-  p[0] = static_cast<char>(v >> 8);
-  p[1] = static_cast<char>(v);
-}
-
-inline void put_be32(char* p, uint32_t v) {
-  for (int i = 3; i >= 0; --i, v >>= 8)
-    p[i] = static_cast<char>(v & 0xFF);
-}
-
-inline void put_be64(char* p, uint64_t v) {
-  for (int i = 7; i >= 0; --i, v >>= 8)
-    p[i] = static_cast<char>(v & 0xFF);
-}
-
-inline uint16_t get_be16(const char* p) {
-  return static_cast<uint16_t>((static_cast<uint8_t>(p[0]) << 8) | static_cast<uint8_t>(p[1]));
-}
-
-inline uint32_t get_be32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i)
-    v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-
-inline uint64_t get_be64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i)
-    v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-
-/// Signed values: flipping the sign bit maps INT64_MIN..INT64_MAX onto 0..UINT64_MAX in order,
-/// so negative timestamps sort before positive ones.
-inline void put_be64_signed(char* p, int64_t v) {
-  put_be64(p, static_cast<uint64_t>(v) ^ (uint64_t{1} << 63));
-}
-
-inline int64_t get_be64_signed(const char* p) {
-  return static_cast<int64_t>(get_be64(p) ^ (uint64_t{1} << 63));
-}
 
 // -- values and errors ----------------------------------------------------------------------------
 

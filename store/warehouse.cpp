@@ -11,8 +11,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "actors/core/codec.hpp"
 #include "actors/core/fault.hpp"
-#include "store/codec.hpp"
 
 namespace weir {
 
@@ -70,6 +70,19 @@ caf::error write_u64(lmdb::txn& t, lmdb::dbi d, std::string_view key, uint64_t v
   return t.put_sealed(d, key, std::string_view{b, 8});
 }
 
+/// Adds n to the counter under `key` (a missing one starts at `start`) and returns the value
+/// it had.
+caf::expected<uint64_t> add_to_counter(lmdb::txn& t, lmdb::dbi d, const std::string& key,
+                                       uint64_t n, uint64_t start = 0) {
+  auto old = read_u64(t, d, key, "a counter");
+  if (!old)
+    return old;
+  const uint64_t from = *old == 0 ? start : *old;
+  if (auto err = write_u64(t, d, key, from + n))
+    return err;
+  return from;
+}
+
 /// Result rows written by every commit of a pipeline (late updates count again).
 std::string windows_counter_key(uint16_t pid) {
   return "windows/" + std::to_string(pid);
@@ -101,9 +114,9 @@ int64_t cutoff_of(uint64_t bits) {
 bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string_view key,
                        size_t max_key, std::string& out) {
   out.resize(result_prefix);
-  lmdb::put_be16(out.data(), pid);
-  lmdb::put_be64_signed(out.data() + 2, start);
-  lmdb::put_be64_signed(out.data() + 10, end);
+  codec::put_be16(out.data(), pid);
+  codec::put_be64_signed(out.data() + 2, start);
+  codec::put_be64_signed(out.data() + 10, end);
   size_t room = max_key - result_prefix;
   if (key.size() < room) {
     out.append(key.data(), key.size());
@@ -111,7 +124,7 @@ bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string
   }
   out.append(key.data(), room - key_hash_size);
   char h[key_hash_size];
-  lmdb::put_be64(h, XXH3_64bits(key.data(), key.size()));
+  codec::put_be64(h, XXH3_64bits(key.data(), key.size()));
   out.append(h, key_hash_size);
   return true;
 }
@@ -127,20 +140,48 @@ void encode_result_value(const window_result& r, bool long_key, std::string& out
     w.str(r.key);
 }
 
-void encode_dead_letter(const dead_letter& d, std::string& out) {
-  out.clear();
-  codec::writer w{out};
-  w.u32(d.source);
-  w.u64(d.offset);
-  w.str(d.reason);
-  if (d.raw.size() <= warehouse::max_dead_letter_raw) {
-    w.str(d.raw);
-    return;
+/// Where one result's stored key lies in a shared key buffer.
+struct keyed_row {
+  size_t at;
+  uint32_t len;
+  uint32_t index;
+  bool long_key;
+};
+
+/// The stored keys of `results` in one buffer `keys`, as rows sorted by key. Stable: of two
+/// rows for one window in a commit, the later one wins, as it would unsorted.
+std::vector<keyed_row> sorted_result_keys(uint16_t pid, const std::vector<window_result>& results,
+                                          size_t max_key, std::string& keys) {
+  std::string key;
+  keys.reserve(results.size() * (result_prefix + 16));
+  std::vector<keyed_row> keyed;
+  keyed.reserve(results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
+    keyed.push_back(
+      {keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i), long_key});
+    keys += key;
   }
-  std::string marker = " [weir: cut here, " + std::to_string(d.raw.size()) + " bytes in all]";
-  w.u32(static_cast<uint32_t>(warehouse::max_dead_letter_raw + marker.size()));
-  out.append(d.raw.data(), warehouse::max_dead_letter_raw);
-  out += marker;
+  auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
+  // Rows usually come as a few runs already in order (one per partition): check first.
+  auto less = [&view](const keyed_row& x, const keyed_row& y) { return view(x) < view(y); };
+  if (!std::is_sorted(keyed.begin(), keyed.end(), less))
+    std::stable_sort(keyed.begin(), keyed.end(), less);
+  return keyed;
+}
+
+/// The greatest key of table d, if it has any.
+caf::expected<std::optional<std::string>> last_key(lmdb::txn& t, lmdb::dbi d) {
+  auto cur = lmdb::cursor::open(t, d);
+  if (!cur)
+    return std::move(cur.error());
+  auto found = cur->last();
+  if (!found)
+    return std::move(found.error());
+  if (!*found)
+    return std::optional<std::string>{};
+  return std::optional<std::string>{std::string{cur->key()}};
 }
 
 /// Moves a cursor over every entry whose key starts with the BE16 id, in key order, calling
@@ -151,7 +192,7 @@ caf::error walk_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
   if (!c)
     return std::move(c.error());
   char prefix[2];
-  lmdb::put_be16(prefix, pid);
+  codec::put_be16(prefix, pid);
   std::string_view p{prefix, 2};
   for (auto found = c->seek(p);; found = c->next()) {
     if (!found)
@@ -185,21 +226,17 @@ caf::error for_pipeline(lmdb::txn& t, lmdb::dbi d, uint16_t pid, F&& fn) {
 
 caf::error decode_pipeline(std::string_view name, std::string_view v, pipeline_info& out) {
   codec::reader r{v};
-  uint32_t n = 0;
   out.name.assign(name.data(), name.size());
-  out.aggregates.clear();
-  if (!r.u16(out.id) || !r.str(out.window) || !r.u32(n))
-    return corrupt("pipeline '" + out.name + "'");
+  out.id = r.u16();
+  out.window = r.str();
+  const uint32_t n = r.u32();
   // Each name needs at least its 4-byte length: bounds n before reserving for it.
-  if (n > r.remaining() / 4)
+  if (!r.ok() || n > r.remaining() / 4)
     return corrupt("pipeline '" + out.name + "'");
   out.aggregates.resize(n);
   for (auto& a : out.aggregates)
-    if (!r.str(a))
-      return corrupt("pipeline '" + out.name + "'");
-  out.definition.clear();
-  if (!r.done() && !r.str(out.definition))
-    return corrupt("pipeline '" + out.name + "'");
+    a = r.str();
+  out.definition = r.done() ? std::string_view{} : r.str();
   if (!r.done())
     return corrupt("pipeline '" + out.name + "'");
   return caf::none;
@@ -209,18 +246,19 @@ caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
                          window_result& row) {
   if (k.size() < result_prefix)
     return corrupt("a results key");
-  row.start = lmdb::get_be64_signed(k.data() + 2);
-  row.end = lmdb::get_be64_signed(k.data() + 10);
+  row.start = codec::get_be64_signed(k.data() + 2);
+  row.end = codec::get_be64_signed(k.data() + 10);
   codec::reader r{v};
-  uint32_t n = 0;
-  if (!r.u32(row.version) || !r.u32(n) || n > r.remaining() / 8)
+  row.version = r.u32();
+  const uint32_t n = r.u32();
+  if (!r.ok() || n > r.remaining() / 8)
     return corrupt("a results row");
   row.values.resize(n);
   for (auto& x : row.values)
-    r.f64(x);
+    x = r.f64();
   if (k.size() == max_key) {
-    std::string_view whole;
-    if (!r.str(whole))
+    std::string_view whole = r.str();
+    if (!r.ok())
       return corrupt("a results row (long key)");
     row.key.assign(whole.data(), whole.size());
   } else {
@@ -232,9 +270,13 @@ caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
 }
 
 caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
-  codec::reader r{v};
-  if (!r.u32(d.source) || !r.u64(d.offset) || !r.str(d.reason) || !r.str(d.raw) || !r.done())
+  dead_letter_view x;
+  if (!read_dead_letter(v, x) || !v.empty())
     return corrupt("a dead letter");
+  d.source = x.source;
+  d.offset = x.offset;
+  d.reason.assign(x.reason.data(), x.reason.size());
+  d.raw.assign(x.raw.data(), x.raw.size());
   return caf::none;
 }
 
@@ -393,11 +435,9 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       return make_error(errc::internal, "result of pipeline '" + c.pipeline + "' ends (" +
                                           std::to_string(r.end) + ") before it starts (" +
                                           std::to_string(r.start) + ")");
-  const size_t max_key = env_.max_key_size();
   bool applied = false;
-  std::string key;
-  std::string val;
-  window_result stored;
+  // Exactly-once rests on this: every step writes inside the one txn, so an epoch lands whole
+  // (with its last_epoch) or not at all.
   auto err = env_.with_write([&](lmdb::txn& t) -> caf::error {
     applied = false;
     auto found = find_pipeline(t, pipelines_, c.pipeline);
@@ -407,182 +447,23 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       return make_error(errc::bad_config, "commit for pipeline '" + c.pipeline + "', which store " +
                                             env_.dir() + " does not know");
     const uint16_t pid = (*found)->id;
-    char ek[2];
-    lmdb::put_be16(ek, pid);
-    auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
-    if (!last)
-      return std::move(last.error());
-    if (!c.without_epoch && c.epoch <= *last)
+    auto fresh = write_epoch(t, pid, c);
+    if (!fresh)
+      return std::move(fresh.error());
+    if (!*fresh)
       return caf::none; // a replay of a committed epoch: nothing to do
-    // Source offsets.
-    char ok[6];
-    lmdb::put_be16(ok, pid);
-    for (const auto& [source, offset] : c.offsets) {
-      lmdb::put_be32(ok + 2, source);
-      if (auto perr = write_u64(t, offsets_, std::string_view{ok, 6}, offset))
-        return perr;
-    }
-    if (!c.results.empty()) {
-      auto wkey = windows_counter_key(pid);
-      auto n = read_u64(t, counters_, wkey, "a windows counter");
-      if (!n)
-        return std::move(n.error());
-      if (auto perr = write_u64(t, counters_, wkey, *n + c.results.size()))
-        return perr;
-    }
-    // Dead letters continue the pipeline's sequence.
-    if (!c.dead_letters.empty()) {
-      auto ckey = seq_counter_key(pid);
-      auto seq = read_u64(t, counters_, ckey, "a dead-letter counter");
-      if (!seq)
-        return std::move(seq.error());
-      uint64_t next = *seq == 0 ? 1 : *seq;
-      char dk[10];
-      lmdb::put_be16(dk, pid);
-      for (const auto& d : c.dead_letters) {
-        lmdb::put_be64(dk + 2, next++);
-        encode_dead_letter(d, val);
-        if (auto perr = t.put_sealed(dead_letters_, std::string_view{dk, 10}, val))
-          return perr;
-      }
-      if (auto perr = write_u64(t, counters_, ckey, next))
-        return perr;
-    }
-    // Results: upserts that never go back to an older version. They are written in key order;
-    // rows past the table's current end (the usual case: windows fire in time order) are
-    // appended without a lookup.
-    // The keys of a commit go into one buffer (no allocation per row) and are sorted as views.
-    struct keyed_row {
-      size_t at;
-      uint32_t len;
-      uint32_t index;
-      bool long_key;
-    };
-    std::string keys;
-    keys.reserve(c.results.size() * (result_prefix + 16));
-    std::vector<keyed_row> keyed;
-    keyed.reserve(c.results.size());
-    for (size_t i = 0; i < c.results.size(); ++i) {
-      const auto& r = c.results[i];
-      bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
-      keyed.push_back(
-        {keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i), long_key});
-      keys += key;
-    }
-    auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
-    // Stable: of two rows for one window in a commit, the later one wins, as it would unsorted.
-    // Rows usually come as a few runs already in order (one per partition): check first.
-    auto less = [&view](const keyed_row& x, const keyed_row& y) { return view(x) < view(y); };
-    if (!std::is_sorted(keyed.begin(), keyed.end(), less))
-      std::stable_sort(keyed.begin(), keyed.end(), less);
-    std::string table_end;
-    bool table_empty = true;
-    {
-      auto cur = lmdb::cursor::open(t, results_);
-      if (!cur)
-        return std::move(cur.error());
-      auto found = cur->last();
-      if (!found)
-        return std::move(found.error());
-      if (*found) {
-        table_end = std::string{cur->key()};
-        table_empty = false;
-      }
-    }
-    std::string_view previous;
-    bool first = true;
-    for (const auto& row : keyed) {
-      const auto sorted_key = view(row);
-      const auto& r = c.results[row.index];
-      const bool fresh =
-        (table_empty || sorted_key > table_end) && (first || sorted_key != previous);
-      previous = sorted_key;
-      first = false;
-      if (fresh) {
-        encode_result_value(r, row.long_key, val);
-        if (auto perr = t.put_sealed(results_, sorted_key, val, MDB_APPEND))
-          return perr;
-        continue;
-      }
-      key = sorted_key;
-      auto old = t.get_sealed(results_, key);
-      if (!old)
-        return std::move(old.error());
-      if (*old) {
-        if (auto derr = decode_result(key, **old, max_key, stored))
-          return derr;
-        if (stored.key != r.key)
-          return make_error(errc::store_corrupt, "warehouse: two result keys of pipeline '" +
-                                                   c.pipeline + "' share a stored key");
-        if (r.version < stored.version)
-          continue;
-      }
-      encode_result_value(r, row.long_key, val);
-      if (auto perr = t.put_sealed(results_, key, val))
-        return perr;
-    }
-    if (auto werr = write_window_rows(t, pid, c))
-      return werr;
-    // Operator state replaces what was there.
-    char sk[6];
-    lmdb::put_be16(sk, pid);
-    for (const auto& [partition, blob] : c.states) {
-      lmdb::put_be32(sk + 2, partition);
-      if (auto perr = t.put_sealed(state_, std::string_view{sk, 6}, blob))
-        return perr;
-    }
-    // Dedupe ids: the ids an epoch adds are one segment under (pipeline, epoch), so an epoch
-    // costs one write however many events it has. Ids with a time below the cutoff are expired:
-    // reads skip them, and a segment whose newest id is below it is deleted.
-    if (!c.dedupe_added.empty()) {
-      char xk[10];
-      lmdb::put_be16(xk, pid);
-      lmdb::put_be64(xk + 2, c.epoch);
-      int64_t newest = std::numeric_limits<int64_t>::min();
-      for (const auto& [id, time] : c.dedupe_added)
-        newest = std::max(newest, time);
-      auto perr = t.put_sealed_with(dedupe_, std::string_view{xk, 10},
-                                    8 + 16 * c.dedupe_added.size(), [&](char* p) {
-                                      codec::put_le64(p, static_cast<uint64_t>(newest));
-                                      p += 8;
-                                      for (const auto& [id, time] : c.dedupe_added) {
-                                        codec::put_le64(p, id);
-                                        codec::put_le64(p + 8, static_cast<uint64_t>(time));
-                                        p += 16;
-                                      }
-                                    });
-      if (perr)
-        return perr;
-    }
-    if (c.dedupe_expire_before != std::numeric_limits<int64_t>::min()) {
-      auto ckey = dedupe_cutoff_key(pid);
-      auto old_cut = read_u64(t, counters_, ckey, "a dedupe cutoff");
-      if (!old_cut)
-        return std::move(old_cut.error());
-      int64_t cut = std::max(c.dedupe_expire_before, cutoff_of(*old_cut));
-      if (auto perr = write_u64(t, counters_, ckey, cutoff_bits(cut)))
-        return perr;
-      // Segments come in epoch order and mostly in time order: delete expired ones from the
-      // oldest on and stop at the first live one (a later expired one goes at a later commit).
-      auto derr = walk_pipeline(t, dedupe_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
-        auto body = cur.sealed_value();
-        if (!body)
-          return std::move(body.error());
-        auto v = *body;
-        if (v.size() < 8 || (v.size() - 8) % 16 != 0)
-          return corrupt("a dedupe segment");
-        if (static_cast<int64_t>(codec::get_le64(v.data())) >= cut)
-          return false;
-        if (auto err = cur.del())
-          return err;
-        return true;
-      });
-      if (derr)
-        return derr;
-    }
-    if (!c.without_epoch)
-      if (auto perr = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
-        return perr;
+    if (auto e = write_offsets(t, pid, c.offsets))
+      return e;
+    if (auto e = write_dead_letters(t, pid, c.dead_letters))
+      return e;
+    if (auto e = write_results(t, pid, c.pipeline, c.results))
+      return e;
+    if (auto e = write_window_rows(t, pid, c))
+      return e;
+    if (auto e = write_states(t, pid, c.states))
+      return e;
+    if (auto e = write_dedupe(t, pid, c))
+      return e;
     // Fault injection: the whole epoch is written, mdb_txn_commit is not (a fail aborts it).
     if (fault::hit("epoch.during_commit"))
       return fault::injected("epoch.during_commit");
@@ -594,6 +475,175 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
   if (fault::hit("epoch.after_commit")) // fault injection: the epoch is durable
     return fault::injected("epoch.after_commit");
   return applied;
+}
+
+caf::expected<bool> warehouse::write_epoch(lmdb::txn& t, uint16_t pid, const epoch_commit& c) {
+  char ek[2];
+  codec::put_be16(ek, pid);
+  auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
+  if (!last)
+    return std::move(last.error());
+  if (c.without_epoch)
+    return true;
+  if (c.epoch <= *last)
+    return false;
+  if (auto err = write_u64(t, epochs_, std::string_view{ek, 2}, c.epoch))
+    return err;
+  return true;
+}
+
+caf::error warehouse::write_offsets(lmdb::txn& t, uint16_t pid,
+                                    const std::vector<std::pair<uint32_t, uint64_t>>& offsets) {
+  char ok[6];
+  codec::put_be16(ok, pid);
+  for (const auto& [source, offset] : offsets) {
+    codec::put_be32(ok + 2, source);
+    if (auto err = write_u64(t, offsets_, std::string_view{ok, 6}, offset))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::write_dead_letters(lmdb::txn& t, uint16_t pid,
+                                         const dead_letter_pack& letters) {
+  if (letters.empty())
+    return caf::none;
+  // Dead letters continue the pipeline's sequence.
+  auto first = add_to_counter(t, counters_, seq_counter_key(pid), letters.size(), 1);
+  if (!first)
+    return std::move(first.error());
+  char dk[10];
+  codec::put_be16(dk, pid);
+  codec::put_be64(dk + 2, *first);
+  // Keys rise with the sequence: past the table's end (the usual case, unless a pipeline with
+  // a greater id has dead letters) every one is appended without a lookup.
+  auto table_end = last_key(t, dead_letters_);
+  if (!table_end)
+    return std::move(table_end.error());
+  const unsigned flags = !*table_end || std::string_view{dk, 10} > **table_end ? MDB_APPEND : 0u;
+  for (size_t i = 0; i < letters.size(); ++i) {
+    codec::put_be64(dk + 2, *first + i);
+    if (auto err = t.put_sealed(dead_letters_, std::string_view{dk, 10}, letters.entry(i), flags))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
+                                    const std::vector<window_result>& results) {
+  if (results.empty())
+    return caf::none;
+  if (auto n = add_to_counter(t, counters_, windows_counter_key(pid), results.size()); !n)
+    return std::move(n.error());
+  // Upserts that never go back to an older version, written in key order; rows past the
+  // table's current end (the usual case: windows fire in time order) are appended without a
+  // lookup. The keys go into one buffer (no allocation per row) and are sorted as views.
+  const size_t max_key = env_.max_key_size();
+  std::string keys;
+  auto keyed = sorted_result_keys(pid, results, max_key, keys);
+  auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
+  auto table_end = last_key(t, results_);
+  if (!table_end)
+    return std::move(table_end.error());
+  std::string key;
+  std::string val;
+  window_result stored;
+  std::string_view previous;
+  bool first = true;
+  for (const auto& row : keyed) {
+    const auto sorted_key = view(row);
+    const auto& r = results[row.index];
+    const bool fresh =
+      (!*table_end || sorted_key > **table_end) && (first || sorted_key != previous);
+    previous = sorted_key;
+    first = false;
+    if (fresh) {
+      encode_result_value(r, row.long_key, val);
+      if (auto err = t.put_sealed(results_, sorted_key, val, MDB_APPEND))
+        return err;
+      continue;
+    }
+    key = sorted_key;
+    auto old = t.get_sealed(results_, key);
+    if (!old)
+      return std::move(old.error());
+    if (*old) {
+      if (auto err = decode_result(key, **old, max_key, stored))
+        return err;
+      if (stored.key != r.key)
+        return make_error(errc::store_corrupt, "warehouse: two result keys of pipeline '" +
+                                                 pipeline + "' share a stored key");
+      if (r.version < stored.version)
+        continue;
+    }
+    encode_result_value(r, row.long_key, val);
+    if (auto err = t.put_sealed(results_, key, val))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::write_states(lmdb::txn& t, uint16_t pid,
+                                   const std::vector<std::pair<uint32_t, std::string>>& states) {
+  // Operator state replaces what was there.
+  char sk[6];
+  codec::put_be16(sk, pid);
+  for (const auto& [partition, blob] : states) {
+    codec::put_be32(sk + 2, partition);
+    if (auto err = t.put_sealed(state_, std::string_view{sk, 6}, blob))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::write_dedupe(lmdb::txn& t, uint16_t pid, const epoch_commit& c) {
+  // The ids an epoch adds are one segment under (pipeline, epoch), so an epoch costs one write
+  // however many events it has. Ids with a time below the cutoff are expired: reads skip them,
+  // and a segment whose newest id is below it is deleted.
+  if (!c.dedupe_added.empty()) {
+    char xk[10];
+    codec::put_be16(xk, pid);
+    codec::put_be64(xk + 2, c.epoch);
+    int64_t newest = std::numeric_limits<int64_t>::min();
+    for (const auto& [id, time] : c.dedupe_added)
+      newest = std::max(newest, time);
+    auto err = t.put_sealed_with(dedupe_, std::string_view{xk, 10}, 8 + 16 * c.dedupe_added.size(),
+                                 [&](char* p) {
+                                   codec::put_le64(p, static_cast<uint64_t>(newest));
+                                   p += 8;
+                                   for (const auto& [id, time] : c.dedupe_added) {
+                                     codec::put_le64(p, id);
+                                     codec::put_le64(p + 8, static_cast<uint64_t>(time));
+                                     p += 16;
+                                   }
+                                 });
+    if (err)
+      return err;
+  }
+  if (c.dedupe_expire_before == std::numeric_limits<int64_t>::min())
+    return caf::none;
+  auto ckey = dedupe_cutoff_key(pid);
+  auto old_cut = read_u64(t, counters_, ckey, "a dedupe cutoff");
+  if (!old_cut)
+    return std::move(old_cut.error());
+  int64_t cut = std::max(c.dedupe_expire_before, cutoff_of(*old_cut));
+  if (auto err = write_u64(t, counters_, ckey, cutoff_bits(cut)))
+    return err;
+  // Segments come in epoch order and mostly in time order: delete expired ones from the oldest
+  // on and stop at the first live one (a later expired one goes at a later commit).
+  return walk_pipeline(t, dedupe_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
+    auto body = cur.sealed_value();
+    if (!body)
+      return std::move(body.error());
+    auto v = *body;
+    if (v.size() < 8 || (v.size() - 8) % 16 != 0)
+      return corrupt("a dedupe segment");
+    if (static_cast<int64_t>(codec::get_le64(v.data())) >= cut)
+      return false;
+    if (auto err = cur.del())
+      return err;
+    return true;
+  });
 }
 
 template <class KeyOf>
@@ -622,7 +672,7 @@ caf::expected<uint64_t> warehouse::last_epoch(const std::string& pipeline) {
     pipeline, epochs_,
     [](uint16_t pid) {
       std::string k(2, '\0');
-      lmdb::put_be16(k.data(), pid);
+      codec::put_be16(k.data(), pid);
       return k;
     },
     "an epoch");
@@ -639,7 +689,7 @@ warehouse::offsets(const std::string& pipeline) {
     scan_pipeline(pipeline, offsets_, [&](std::string_view k, std::string_view v) -> caf::error {
       if (k.size() != 4 || v.size() != 8)
         return corrupt("an offset");
-      out.emplace_back(lmdb::get_be32(k.data()), codec::get_le64(v.data()));
+      out.emplace_back(codec::get_be32(k.data()), codec::get_le64(v.data()));
       return caf::none;
     });
   if (err)
@@ -654,7 +704,7 @@ warehouse::states(const std::string& pipeline) {
     scan_pipeline(pipeline, state_, [&](std::string_view k, std::string_view v) -> caf::error {
       if (k.size() != 4)
         return corrupt("a state key");
-      out.emplace_back(lmdb::get_be32(k.data()), std::string{v});
+      out.emplace_back(codec::get_be32(k.data()), std::string{v});
       return caf::none;
     });
   if (err)
@@ -671,15 +721,15 @@ constexpr size_t window_prefix = 6; ///< pipeline BE16, partition BE32
 bool window_row_key(uint16_t pid, uint32_t partition, std::string_view row, size_t max_key,
                     std::string& out) {
   out.resize(window_prefix);
-  lmdb::put_be16(out.data(), pid);
-  lmdb::put_be32(out.data() + 2, partition);
+  codec::put_be16(out.data(), pid);
+  codec::put_be32(out.data() + 2, partition);
   if (window_prefix + row.size() < max_key) {
     out.append(row.data(), row.size());
     return false;
   }
   out.append(row.data(), max_key - window_prefix - key_hash_size);
   char h[key_hash_size];
-  lmdb::put_be64(h, XXH3_64bits(row.data(), row.size()));
+  codec::put_be64(h, XXH3_64bits(row.data(), row.size()));
   out.append(h, key_hash_size);
   return true;
 }
@@ -732,8 +782,8 @@ warehouse::window_rows(const std::string& pipeline, uint32_t partition,
     if (!*found)
       return caf::none;
     char prefix[window_prefix];
-    lmdb::put_be16(prefix, (*found)->id);
-    lmdb::put_be32(prefix + 2, partition);
+    codec::put_be16(prefix, (*found)->id);
+    codec::put_be32(prefix + 2, partition);
     const std::string_view want{prefix, window_prefix};
     auto c = lmdb::cursor::open(t, windows_);
     if (!c)
@@ -818,8 +868,8 @@ caf::error warehouse::query(const result_query& q,
     if (!c)
       return std::move(c.error());
     std::string start_key(10, '\0');
-    lmdb::put_be16(start_key.data(), pid);
-    lmdb::put_be64_signed(start_key.data() + 2, q.from ? *q.from : min_timestamp);
+    codec::put_be16(start_key.data(), pid);
+    codec::put_be64_signed(start_key.data() + 2, q.from ? *q.from : min_timestamp);
     // Resuming after a row: from its own key (skipped below) when that is further on.
     std::string after_key;
     if (q.after) {
@@ -845,10 +895,10 @@ caf::error warehouse::query(const result_query& q,
       if (!previous.empty() && k <= previous)
         return t.corrupt(results_, k, "results out of key order");
       previous.assign(k.data(), k.size());
-      if (lmdb::get_be16(k.data()) != pid)
+      if (codec::get_be16(k.data()) != pid)
         return caf::none;
-      timestamp start = lmdb::get_be64_signed(k.data() + 2);
-      timestamp end = lmdb::get_be64_signed(k.data() + 10);
+      timestamp start = codec::get_be64_signed(k.data() + 2);
+      timestamp end = codec::get_be64_signed(k.data() + 10);
       // Rows are in start order and no row ends before it starts: past `to`, nothing fits.
       if (q.to && start > *q.to)
         return caf::none;
@@ -902,8 +952,8 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
     if (!c)
       return std::move(c.error());
     char start[10];
-    lmdb::put_be16(start, only ? *only : 0);
-    lmdb::put_be64(start + 2, only && after_seq < UINT64_MAX ? after_seq + 1 : 0);
+    codec::put_be16(start, only ? *only : 0);
+    codec::put_be64(start + 2, only && after_seq < UINT64_MAX ? after_seq + 1 : 0);
     dead_letter_row row;
     uint16_t row_pid = 0;
     bool named = false;
@@ -915,7 +965,7 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
       auto k = c->key();
       if (k.size() != 10)
         return corrupt("a dead-letter key");
-      uint16_t pid = lmdb::get_be16(k.data());
+      uint16_t pid = codec::get_be16(k.data());
       if (only && pid != *only)
         return caf::none;
       if (!named || pid != row_pid) {
@@ -925,7 +975,7 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
         row_pid = pid;
         named = true;
       }
-      row.seq = lmdb::get_be64(k.data() + 2);
+      row.seq = codec::get_be64(k.data() + 2);
       auto body = c->sealed_value();
       if (!body)
         return std::move(body.error());

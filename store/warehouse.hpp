@@ -39,6 +39,7 @@
 #include <utility>
 #include <vector>
 
+#include "actors/core/dead_letters.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/types.hpp"
 #include "store/lmdb.hpp"
@@ -61,10 +62,10 @@ struct epoch_commit {
   /// `epoch` is ignored, last_epoch stays as it is.
   bool without_epoch = false;
   std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< source id -> offset reached
-  std::vector<dead_letter> dead_letters;
-  std::vector<window_result> results;                     ///< upserts: a row replaces the stored
-                                                          ///< row only if its version is >= the
-                                                          ///< stored one
+  dead_letter_pack dead_letters;      ///< in order: they take the next sequence numbers
+  std::vector<window_result> results; ///< upserts: a row replaces the stored
+                                      ///< row only if its version is >= the
+                                      ///< stored one
   std::vector<std::pair<uint32_t, std::string>> states;   ///< partition -> blob (replaces)
   /// Per partition, the window-state rows an epoch changed: deletes first, then puts (packed as
   /// in state_delta: varint-length row keys, and values for puts).
@@ -101,7 +102,7 @@ public:
   static constexpr uint32_t format_version = 3;
   static constexpr size_t default_map_size = size_t{256} << 20;
   /// Dead-letter raw text is kept whole up to this many bytes, then cut with a marker.
-  static constexpr size_t max_dead_letter_raw = size_t{64} << 10;
+  static constexpr size_t max_dead_letter_raw = dead_letter_pack::max_raw;
   /// The partition under which the preprocess stage keeps its state.
   static constexpr uint32_t preprocess_partition = 0xFFFFFFFF;
 
@@ -174,6 +175,22 @@ public:
   const std::string& dir() const { return env_.dir(); }
 
 private:
+  // The steps of `commit`, one per table, in the order it runs them inside its one write txn.
+  // A step writes its part of the epoch under pipeline id `pid`.
+
+  /// Checks c.epoch against the last committed epoch and records it: false for a replay of a
+  /// committed epoch (nothing else may then be written).
+  caf::expected<bool> write_epoch(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
+  caf::error write_offsets(lmdb::txn& t, uint16_t pid,
+                           const std::vector<std::pair<uint32_t, uint64_t>>& offsets);
+  caf::error write_dead_letters(lmdb::txn& t, uint16_t pid, const dead_letter_pack& letters);
+  caf::error write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
+                           const std::vector<window_result>& results);
+  caf::error write_states(lmdb::txn& t, uint16_t pid,
+                          const std::vector<std::pair<uint32_t, std::string>>& states);
+  /// The ids the epoch added, and the expiry of old ones.
+  caf::error write_dedupe(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
+
   /// Runs fn(key after the pipeline prefix, value) over the entries of `pipeline` in table d,
   /// in one read txn.
   template <class F>

@@ -315,10 +315,10 @@ TEST_CASE_METHOD(fixture,
     auto o = c.initOffsets(1);
     o[0].setSource(1);
     o[0].setOffset(100 * e);
-    auto d = c.initDeadLetters(1);
-    d[0].setSource(1);
-    d[0].setOffset(7);
-    d[0].setReason("bad number in field x: 'q'");
+    dead_letter_pack d;
+    d.add(1, 7, "bad number in field x: 'q'", "");
+    c.setDeadLetterPack(
+      capnp::Data::Reader(reinterpret_cast<const kj::byte*>(d.bytes().data()), d.bytes().size()));
     return to_frame(mb);
   };
   auto agg_frame = [](uint64_t e, uint32_t p, int64_t start) {
@@ -543,9 +543,11 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
     auto p = r.root<schema::PreprocessEpoch>();
     CHECK(p.getFinal());
     CHECK(p.getOffsets()[0].getOffset() == data.size());
-    for (auto d : p.getDeadLetters()) {
+    dead_letter_pack pack;
+    REQUIRE(pack.assign(as_view(p.getDeadLetterPack())));
+    for (auto d : pack) {
       ++letters;
-      CHECK(std::string(as_view(d.getRaw())).find("oops") != std::string::npos);
+      CHECK(d.raw.find("oops") != std::string_view::npos);
     }
   }));
   CHECK(letters == 1);

@@ -224,9 +224,11 @@ frame pre_frame(const epoch_spec& x) {
     offs[i].setSource(x.offsets[i].first);
     offs[i].setOffset(x.offsets[i].second);
   }
-  auto dls = c.initDeadLetters(static_cast<unsigned>(x.letters.size()));
-  for (unsigned i = 0; i < x.letters.size(); ++i)
-    encode_dead_letter(dls[i], x.letters[i]);
+  dead_letter_pack letters;
+  for (const auto& d : x.letters)
+    letters.push_back(d);
+  const std::string packed{letters.bytes()};
+  c.setDeadLetterPack(data_of(packed));
   auto ids = c.initDedupeAdded(static_cast<unsigned>(x.dedupe.size()));
   for (unsigned i = 0; i < x.dedupe.size(); ++i) {
     ids[i].setId(x.dedupe[i].first);

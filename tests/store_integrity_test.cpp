@@ -9,7 +9,7 @@
 #include <string>
 
 #include "store/check.hpp"
-#include "store/codec.hpp"
+#include "actors/core/codec.hpp"
 #include "store/lake.hpp"
 #include "store/lmdb.hpp"
 #include "store/store.hpp"
@@ -236,7 +236,7 @@ TEST_CASE("weir check walks a clean store and names each damage") {
 
   SECTION("a damaged result") {
     std::string key(2, '\0');
-    lmdb::put_be16(key.data(), 1);
+    codec::put_be16(key.data(), 1);
     key += std::string(16, '\x80') + "k9";
     raw_put(dir.str() + "/warehouse", "results", key, "garbage of some length");
     auto r = check_quietly(dir.str());
@@ -247,8 +247,8 @@ TEST_CASE("weir check walks a clean store and names each damage") {
   }
   SECTION("an offset of a source the lake does not know, sealed as the store would") {
     std::string key(6, '\0');
-    lmdb::put_be16(key.data(), 1);
-    lmdb::put_be32(key.data() + 2, 42);
+    codec::put_be16(key.data(), 1);
+    codec::put_be32(key.data() + 2, 42);
     raw_put(dir.str() + "/warehouse", "offsets", key, sealed("offsets", key, std::string(8, '\0')));
     auto r = check_quietly(dir.str());
     REQUIRE(r);
@@ -257,7 +257,7 @@ TEST_CASE("weir check walks a clean store and names each damage") {
   }
   SECTION("a result row of a pipeline that does not exist") {
     std::string key(2, '\0');
-    lmdb::put_be16(key.data(), 9);
+    codec::put_be16(key.data(), 9);
     key += std::string(16, '\x80') + "k";
     std::string v;
     codec::writer w{v};

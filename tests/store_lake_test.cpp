@@ -15,7 +15,7 @@
 
 #include "tests/raw_lmdb.hpp"
 #include "tests/test_support.hpp"
-#include "store/codec.hpp"
+#include "actors/core/codec.hpp"
 #include "store/lake.hpp"
 
 using namespace weir;
@@ -396,8 +396,8 @@ TEST_CASE("lake: unknown format version and damaged chunks are refused", "[lake]
   }
   // A chunk value shorter than its header: a bounds-checked error, not a crash.
   char key[12];
-  lmdb::put_be32(key, s);
-  lmdb::put_be64(key + 4, 100);
+  codec::put_be32(key, s);
+  codec::put_be64(key + 4, 100);
   raw_put(dir.str() + "/lake", "chunks", std::string_view{key, 12}, "abc");
   {
     auto l = lake::open(dir.str());

@@ -13,9 +13,9 @@
 #include <thread>
 #include <vector>
 
-#include "tests/test_support.hpp"
-#include "store/codec.hpp"
+#include "actors/core/codec.hpp"
 #include "store/lmdb.hpp"
+#include "tests/test_support.hpp"
 
 using namespace weir;
 namespace fs = std::filesystem;
@@ -29,19 +29,19 @@ using weir::test::has_code;
 
 std::string be64s(int64_t v) {
   char b[8];
-  lmdb::put_be64_signed(b, v);
+  codec::put_be64_signed(b, v);
   return {b, 8};
 }
 
 std::string be64(uint64_t v) {
   char b[8];
-  lmdb::put_be64(b, v);
+  codec::put_be64(b, v);
   return {b, 8};
 }
 
 std::string be32(uint32_t v) {
   char b[4];
-  lmdb::put_be32(b, v);
+  codec::put_be32(b, v);
   return {b, 4};
 }
 
@@ -71,7 +71,7 @@ TEST_CASE("big-endian keys sort like the numbers they encode", "[lmdb]") {
   for (int i = 0; i < 2000; ++i)
     xs.push_back(static_cast<int64_t>(rng()) >> (rng() % 64));
   for (size_t i = 0; i < xs.size(); ++i) {
-    CHECK(lmdb::get_be64_signed(be64s(xs[i]).data()) == xs[i]);
+    CHECK(codec::get_be64_signed(be64s(xs[i]).data()) == xs[i]);
     for (size_t j : {i, (i * 7 + 3) % xs.size(), (i * 13 + 1) % xs.size()}) {
       int c = bytes_cmp(be64s(xs[i]), be64s(xs[j]));
       INFO(xs[i] << " vs " << xs[j]);
@@ -82,16 +82,16 @@ TEST_CASE("big-endian keys sort like the numbers they encode", "[lmdb]") {
   for (int i = 0; i < 2000; ++i) {
     uint64_t a = rng() >> (rng() % 64);
     uint64_t b = rng() >> (rng() % 64);
-    CHECK(lmdb::get_be64(be64(a).data()) == a);
+    CHECK(codec::get_be64(be64(a).data()) == a);
     CHECK((bytes_cmp(be64(a), be64(b)) < 0) == (a < b));
     auto a32 = static_cast<uint32_t>(a);
     auto b32 = static_cast<uint32_t>(b);
-    CHECK(lmdb::get_be32(be32(a32).data()) == a32);
+    CHECK(codec::get_be32(be32(a32).data()) == a32);
     CHECK((bytes_cmp(be32(a32), be32(b32)) < 0) == (a32 < b32));
     auto a16 = static_cast<uint16_t>(a);
     char buf[2];
-    lmdb::put_be16(buf, a16);
-    CHECK(lmdb::get_be16(buf) == a16);
+    codec::put_be16(buf, a16);
+    CHECK(codec::get_be16(buf) == a16);
   }
   // Spot checks of the exact bytes, computed by hand.
   CHECK(be64s(0) == std::string("\x80\0\0\0\0\0\0\0", 8));
@@ -130,7 +130,7 @@ TEST_CASE("LMDB cursor order equals numeric order, negative timestamps included"
     REQUIRE(c);
     for (auto more = c->first(); more && *more; more = c->next()) {
       REQUIRE(c->key().size() == 8);
-      auto x = lmdb::get_be64_signed(c->key().data());
+      auto x = codec::get_be64_signed(c->key().data());
       CHECK(c->value() == std::to_string(x));
       seen.push_back(x);
     }
@@ -216,7 +216,7 @@ TEST_CASE("txn: commit, abort on error, get/put/del/reserve/count, cursor seek",
     auto c = lmdb::cursor::open(t, d);
     REQUIRE(c);
     for (auto more = c->seek(be32(0)); more && *more;) {
-      if (c->key().size() == 4 && lmdb::get_be32(c->key().data()) % 3 == 0)
+      if (c->key().size() == 4 && codec::get_be32(c->key().data()) % 3 == 0)
         REQUIRE(!c->del());
       more = c->next();
     }
@@ -426,30 +426,40 @@ TEST_CASE("format version: recorded when new, checked when known, refused otherw
 TEST_CASE("codec reader refuses truncated values", "[lmdb]") {
   std::string buf;
   codec::writer w{buf};
+  w.u8(0x7F);
   w.u16(0xBEEF);
   w.u32(0xDEADBEEF);
   w.u64(0x0123456789ABCDEFull);
   w.i64(-5);
   w.f64(2.5);
+  w.varint(300);
+  w.bytes("varint-prefixed");
   w.str("hello");
   for (size_t cut = 0; cut <= buf.size(); ++cut) {
     codec::reader r{std::string_view{buf}.substr(0, cut)};
-    uint16_t a = 0;
-    uint32_t b = 0;
-    uint64_t c = 0;
-    int64_t d = 0;
-    double f = 0;
-    std::string s;
-    bool ok = r.u16(a) && r.u32(b) && r.u64(c) && r.i64(d) && r.f64(f) && r.str(s);
-    CHECK(ok == (cut == buf.size()));
-    if (ok) {
+    auto a8 = r.u8();
+    auto a = r.u16();
+    auto b = r.u32();
+    auto c = r.u64();
+    auto d = r.i64();
+    auto f = r.f64();
+    auto v = r.varint();
+    std::string bytes{r.bytes()};
+    std::string s{r.str()};
+    CHECK(r.ok() == (cut == buf.size()));
+    CHECK(r.done() == (cut == buf.size()));
+    if (r.ok()) {
+      CHECK(a8 == 0x7F);
       CHECK(a == 0xBEEF);
       CHECK(b == 0xDEADBEEF);
       CHECK(c == 0x0123456789ABCDEFull);
       CHECK(d == -5);
       CHECK(f == 2.5);
+      CHECK(v == 300);
+      CHECK(bytes == "varint-prefixed");
       CHECK(s == "hello");
-      CHECK(r.done());
+    } else {
+      CHECK(r.remaining() == 0);
     }
   }
   // A length prefix larger than what follows.
@@ -457,7 +467,25 @@ TEST_CASE("codec reader refuses truncated values", "[lmdb]") {
   codec::writer{lying}.u32(1000);
   lying += "abc";
   codec::reader r{lying};
-  std::string s;
-  CHECK(!r.str(s));
-  CHECK(r.remaining() == lying.size());
+  CHECK(r.str().empty());
+  CHECK(!r.ok());
+  CHECK(r.u8() == 0); // failed reads stay failed
+}
+
+TEST_CASE("codec numbers: little-endian values, big-endian keys, byte by byte", "[lmdb]") {
+  char b[8];
+  codec::put_le64(b, 0x0102030405060708ull);
+  CHECK(std::string(b, 8) == std::string("\x08\x07\x06\x05\x04\x03\x02\x01", 8));
+  codec::put_be64(b, 0x0102030405060708ull);
+  CHECK(std::string(b, 8) == std::string("\x01\x02\x03\x04\x05\x06\x07\x08", 8));
+  codec::put_be16(b, 0x0102);
+  CHECK(std::string(b, 2) == "\x01\x02");
+  codec::put_le32(b, 0x01020304);
+  CHECK(std::string(b, 4) == "\x04\x03\x02\x01");
+  CHECK(codec::get_le32(b) == 0x01020304);
+  std::string out;
+  codec::writer w{out};
+  w.u16(0x0102);
+  w.varint(300); // 0xAC 0x02
+  CHECK(out == "\x02\x01\xAC\x02");
 }

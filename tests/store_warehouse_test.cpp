@@ -16,7 +16,7 @@
 
 #include "tests/raw_lmdb.hpp"
 #include "tests/test_support.hpp"
-#include "store/codec.hpp"
+#include "actors/core/codec.hpp"
 #include "store/warehouse.hpp"
 
 using namespace weir;
@@ -521,9 +521,9 @@ TEST_CASE("warehouse: unknown format version and damaged rows are refused", "[wa
   }
   // Truncate the row's value: 1 double announced as 2.
   char key[2 + 8 + 8 + 1];
-  lmdb::put_be16(key, 1);
-  lmdb::put_be64_signed(key + 2, 0);
-  lmdb::put_be64_signed(key + 10, 10);
+  codec::put_be16(key, 1);
+  codec::put_be64_signed(key + 2, 0);
+  codec::put_be64_signed(key + 10, 10);
   key[18] = 'k';
   std::string value;
   codec::writer wr{value};

@@ -11,6 +11,7 @@
 #include <simdjson.h>
 #include <xxhash.h>
 
+#include "actors/core/codec.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/expr.hpp"
 #include "actors/core/fault.hpp"
@@ -20,7 +21,6 @@ namespace weir {
 
 namespace {
 
-constexpr size_t max_raw_bytes = 64 * 1024;      ///< raw text kept of a dead letter
 constexpr size_t max_long_line_raw = 1024;       ///< raw text kept of a too long line
 constexpr size_t max_value_in_reason = 256;      ///< value text quoted in a reason
 
@@ -254,7 +254,7 @@ struct preprocessor::impl {
   simdjson::dom::parser json;
 
   std::vector<event_columns> parts;
-  std::vector<dead_letter> dead;
+  dead_letter_pack dead;
   preprocess_counters counters;
   std::array<int, static_cast<size_t>(reject::count_)> reject_pos;
 
@@ -488,27 +488,49 @@ struct preprocessor::impl {
 
   // -- dead letters ---------------------------------------------------------------------------
 
-  void dead_letter_raw(uint64_t off, std::string_view line, std::string reason,
-                       size_t cut = max_raw_bytes) {
-    dead_letter d;
-    d.offset = off;
-    d.source = current_source;
-    d.raw.assign(line.substr(0, cut));
-    d.reason = std::move(reason);
-    dead.push_back(std::move(d));
+  /// Raw text longer than dead_letter_pack::max_raw is cut there, with a marker; `cut` keeps
+  /// less (the head of a long line).
+  void dead_letter_raw(uint64_t off, std::string_view line, std::string_view reason,
+                       size_t cut = std::string_view::npos) {
+    dead.add(current_source, off, reason, line.substr(0, cut));
   }
 
-  void reject_line(reject r, uint64_t off, std::string_view line, std::string reason,
-                   size_t cut = max_raw_bytes) {
+  void reject_line(reject r, uint64_t off, std::string_view line, std::string_view reason,
+                   size_t cut = std::string_view::npos) {
     auto i = static_cast<size_t>(r);
     if (reject_pos[i] < 0) {
       reject_pos[i] = static_cast<int>(counters.rejected.size());
       counters.rejected.emplace_back(reject_names[i], 0);
     }
     ++counters.rejected[static_cast<size_t>(reject_pos[i])].second;
-    dead_letter_raw(off, line, std::move(reason), cut);
+    dead_letter_raw(off, line, reason, cut);
   }
 
+  /// Why a record is late, built in a reused buffer: a run where most records are late makes
+  /// millions of these. The watermark's text is kept while the watermark stays.
+  std::string_view late_reason(timestamp start, timestamp end, timestamp w) {
+    const auto& wc = cfg.window;
+    if (w != reason_wm || reason_wm_text.empty()) {
+      reason_wm = w;
+      reason_wm_text.clear();
+      append_time(reason_wm_text, w);
+    }
+    reason_buf.clear();
+    const bool too_late = wc.late == late_policy::update && wc.kind != window_kind::session;
+    reason_buf += too_late ? "too late: window [" : "late: window [";
+    append_time(reason_buf, start);
+    reason_buf += ", ";
+    append_time(reason_buf, end);
+    reason_buf += ") closed at watermark ";
+    reason_buf += reason_wm_text;
+    if (too_late)
+      reason_buf += ", past the update horizon";
+    return reason_buf;
+  }
+
+  std::string reason_buf;
+  timestamp reason_wm = min_timestamp;
+  std::string reason_wm_text;
   uint32_t current_source = 0;
 
   // -- per line -------------------------------------------------------------------------------
@@ -837,13 +859,7 @@ struct preprocessor::impl {
                                 && w < sat_add(closes, wc.update_horizon);
         if (!can_update) {
           ++counters.late;
-          std::string window = "[" + format_time(start) + ", " + format_time(end) + ")";
-          return dead_letter_raw(off, line,
-                                 wc.late == late_policy::update && wc.kind != window_kind::session
-                                   ? "too late: window " + window + " closed at watermark "
-                                       + format_time(w) + ", past the update horizon"
-                                   : "late: window " + window + " closed at watermark "
-                                       + format_time(w));
+          return dead_letter_raw(off, line, late_reason(start, end, w));
         }
         update = true;
       }
@@ -1044,7 +1060,7 @@ event_columns& preprocessor::partition(size_t p) { return d_->parts[p]; }
 
 size_t preprocessor::partitions() const { return d_->nparts; }
 
-std::vector<dead_letter>& preprocessor::dead_letters() { return d_->dead; }
+const dead_letter_pack& preprocessor::dead_letters() const { return d_->dead; }
 
 void preprocessor::clear_outputs() {
   for (auto& p : d_->parts)
@@ -1088,36 +1104,6 @@ namespace {
 // source its name (u16 length + bytes) and largest accepted event time (i64); little endian.
 // "WPP2" had no sources; "WPP1" held the watermark alone.
 
-void put_u64(std::string& out, uint64_t x) {
-  for (int i = 0; i < 8; ++i)
-    out.push_back(static_cast<char>((x >> (8 * i)) & 0xff));
-}
-
-struct snapshot_reader {
-  std::string_view in;
-  bool ok = true;
-  uint64_t u(size_t width) {
-    if (in.size() < width) {
-      ok = false;
-      return 0;
-    }
-    uint64_t x = 0;
-    for (size_t i = 0; i < width; ++i)
-      x |= static_cast<uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
-    in.remove_prefix(width);
-    return x;
-  }
-  std::string text(size_t n) {
-    if (in.size() < n) {
-      ok = false;
-      return {};
-    }
-    std::string s{in.substr(0, n)};
-    in.remove_prefix(n);
-    return s;
-  }
-};
-
 /// A snapshot's content; `has_sources` is false for the formats before per-source watermarks.
 struct snapshot_content {
   timestamp wm = min_timestamp;
@@ -1126,13 +1112,11 @@ struct snapshot_content {
   std::vector<std::pair<std::string, timestamp>> sources; ///< name -> largest event time
 };
 
-std::string text_field(std::string_view s) {
+/// A name: u16 length (cut at 64 KiB), then its bytes.
+void put_text(codec::writer& w, std::string_view s) {
   auto len = static_cast<uint16_t>(std::min<size_t>(s.size(), 0xffff));
-  std::string out;
-  out.push_back(static_cast<char>(len & 0xff));
-  out.push_back(static_cast<char>(len >> 8));
-  out.append(s.substr(0, len));
-  return out;
+  w.u16(len);
+  w.raw(s.substr(0, len));
 }
 
 caf::error parse_snapshot(std::string_view blob, snapshot_content& out) {
@@ -1143,31 +1127,31 @@ caf::error parse_snapshot(std::string_view blob, snapshot_content& out) {
   const auto tag = blob.substr(0, 4);
   if (blob.size() < 12 || (tag != "WPP1" && tag != "WPP2" && tag != "WPP3"))
     return bad();
-  snapshot_reader r{blob.substr(4)};
+  codec::reader r{blob.substr(4)};
   out = snapshot_content{};
-  out.wm = static_cast<timestamp>(r.u(8));
+  out.wm = r.i64();
   auto& c = out.counters;
   if (tag != "WPP1") {
     for (auto* x : {&c.read, &c.accepted, &c.filtered, &c.late, &c.late_updates, &c.duplicates,
                     &c.bytes})
-      *x = r.u(8);
-    auto n = r.u(4);
-    for (uint64_t i = 0; r.ok && i < n; ++i) {
-      auto name = r.text(static_cast<size_t>(r.u(2)));
-      auto count = r.u(8);
+      *x = r.u64();
+    auto n = r.u32();
+    for (uint64_t i = 0; r.ok() && i < n; ++i) {
+      std::string name{r.take(r.u16())};
+      auto count = r.u64();
       c.rejected.emplace_back(std::move(name), count);
     }
   }
   if (tag == "WPP3") {
     out.has_sources = true;
-    auto n = r.u(4);
-    for (uint64_t i = 0; r.ok && i < n; ++i) {
-      auto name = r.text(static_cast<size_t>(r.u(2)));
-      auto t = static_cast<timestamp>(r.u(8));
+    auto n = r.u32();
+    for (uint64_t i = 0; r.ok() && i < n; ++i) {
+      std::string name{r.take(r.u16())};
+      auto t = r.i64();
       out.sources.emplace_back(std::move(name), t);
     }
   }
-  if (!r.ok || !r.in.empty())
+  if (!r.done())
     return bad();
   return {};
 }
@@ -1176,25 +1160,23 @@ caf::error parse_snapshot(std::string_view blob, snapshot_content& out) {
 
 std::string preprocessor::snapshot() const {
   std::string out = "WPP3";
-  put_u64(out, static_cast<uint64_t>(d_->wm));
+  codec::writer w{out};
+  w.i64(d_->wm);
   const auto& c = d_->counters;
   for (auto x : {c.read, c.accepted, c.filtered, c.late, c.late_updates, c.duplicates, c.bytes})
-    put_u64(out, x);
-  auto n = static_cast<uint32_t>(c.rejected.size());
-  for (int i = 0; i < 4; ++i)
-    out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    w.u64(x);
+  w.u32(static_cast<uint32_t>(c.rejected.size()));
   for (const auto& [name, count] : c.rejected) {
-    out += text_field(name);
-    put_u64(out, count);
+    put_text(w, name);
+    w.u64(count);
   }
   const auto& ws = d_->wm_sources;
   const auto& sc = d_->cfg.sources;
-  auto m = static_cast<uint32_t>(std::min(ws.size(), sc.size()));
-  for (int i = 0; i < 4; ++i)
-    out.push_back(static_cast<char>((m >> (8 * i)) & 0xff));
+  auto m = std::min(ws.size(), sc.size());
+  w.u32(static_cast<uint32_t>(m));
   for (size_t i = 0; i < m; ++i) {
-    out += text_field(sc[i].name);
-    put_u64(out, static_cast<uint64_t>(ws[i].max_time));
+    put_text(w, sc[i].name);
+    w.i64(ws[i].max_time);
   }
   return out;
 }

@@ -31,6 +31,7 @@
 
 #include <caf/error.hpp>
 
+#include "actors/core/dead_letters.hpp"
 #include "actors/core/types.hpp"
 
 namespace weir {
@@ -96,7 +97,7 @@ public:
   event_columns& partition(size_t p);
   size_t partitions() const;
   /// Rejected records since clear_outputs().
-  std::vector<dead_letter>& dead_letters();
+  const dead_letter_pack& dead_letters() const;
   void clear_outputs();
 
   /// The pipeline's watermark W (min_timestamp before any record). Each configured source

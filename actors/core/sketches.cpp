@@ -9,109 +9,6 @@
 
 namespace weir {
 
-// -- binary codec ------------------------------------------------------------------
-
-namespace binary {
-
-void writer::u32(uint32_t x) {
-  for (int i = 0; i < 4; ++i)
-    out_.push_back(static_cast<char>((x >> (8 * i)) & 0xff));
-}
-
-void writer::u64(uint64_t x) {
-  for (int i = 0; i < 8; ++i)
-    out_.push_back(static_cast<char>((x >> (8 * i)) & 0xff));
-}
-
-void writer::f64(double x) {
-  uint64_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  u64(bits);
-}
-
-void writer::varint(uint64_t x) {
-  while (x >= 0x80) {
-    out_.push_back(static_cast<char>((x & 0x7f) | 0x80));
-    x >>= 7;
-  }
-  out_.push_back(static_cast<char>(x));
-}
-
-void writer::bytes(std::string_view x) {
-  varint(x.size());
-  out_.append(x.data(), x.size());
-}
-
-bool reader::need(size_t n) {
-  if (!ok_ || static_cast<size_t>(end_ - p_) < n) {
-    ok_ = false;
-    return false;
-  }
-  return true;
-}
-
-uint8_t reader::u8() {
-  if (!need(1))
-    return 0;
-  return static_cast<uint8_t>(*p_++);
-}
-
-uint32_t reader::u32() {
-  if (!need(4))
-    return 0;
-  uint32_t x = 0;
-  for (int i = 0; i < 4; ++i)
-    x |= static_cast<uint32_t>(static_cast<uint8_t>(p_[i])) << (8 * i);
-  p_ += 4;
-  return x;
-}
-
-uint64_t reader::u64() {
-  if (!need(8))
-    return 0;
-  uint64_t x = 0;
-  for (int i = 0; i < 8; ++i)
-    x |= static_cast<uint64_t>(static_cast<uint8_t>(p_[i])) << (8 * i);
-  p_ += 8;
-  return x;
-}
-
-double reader::f64() {
-  uint64_t bits = u64();
-  double x;
-  std::memcpy(&x, &bits, sizeof x);
-  return x;
-}
-
-uint64_t reader::varint() {
-  uint64_t x = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (!need(1))
-      return 0;
-    auto b = static_cast<uint8_t>(*p_++);
-    if (shift == 63 && b > 1) // would not fit in 64 bits
-      break;
-    x |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if ((b & 0x80) == 0)
-      return x;
-  }
-  ok_ = false;
-  return 0;
-}
-
-std::string_view reader::bytes() {
-  uint64_t n = varint();
-  if (!ok_ || n > remaining()) {
-    ok_ = false;
-    return {};
-  }
-  std::string_view result{p_, static_cast<size_t>(n)};
-  p_ += n;
-  return result;
-}
-
-} // namespace binary
-
 // -- distinct_counter ---------------------------------------------------------------
 
 namespace {
@@ -343,15 +240,14 @@ caf::error distinct_counter::deserialize(std::string_view bytes) {
 
 namespace {
 
-const double dd_gamma = (1.0 + quantile_sketch::relative_accuracy)
-                        / (1.0 - quantile_sketch::relative_accuracy);
+const double dd_gamma =
+  (1.0 + quantile_sketch::relative_accuracy) / (1.0 - quantile_sketch::relative_accuracy);
 const double dd_inv_log_gamma = 1.0 / std::log(dd_gamma);
 const double dd_log_gamma = std::log(dd_gamma);
 /// The bucket of the largest finite double plus one: infinities are counted there.
-const int32_t dd_max_index
-  = static_cast<int32_t>(std::ceil(std::log(std::numeric_limits<double>::max())
-                                   * dd_inv_log_gamma))
-    + 1;
+const int32_t dd_max_index =
+  static_cast<int32_t>(std::ceil(std::log(std::numeric_limits<double>::max()) * dd_inv_log_gamma)) +
+  1;
 /// Generous sanity bounds for decoded stores (valid indexes lie within about +-35500).
 constexpr int64_t dd_index_bound = 1 << 20;
 
@@ -510,8 +406,8 @@ bool quantile_sketch::read_from(binary::reader& in) {
     int64_t offset = in.i64();
     uint64_t n = in.varint();
     // Each count takes at least one byte, which bounds the allocation by the input size.
-    if (!in.ok() || n > in.remaining() || offset < -dd_index_bound || offset > dd_index_bound
-        || static_cast<int64_t>(n) > dd_index_bound)
+    if (!in.ok() || n > in.remaining() || offset < -dd_index_bound || offset > dd_index_bound ||
+        static_cast<int64_t>(n) > dd_index_bound)
       return bad();
     s->offset = static_cast<int32_t>(offset);
     s->counts.resize(n);
@@ -522,8 +418,8 @@ bool quantile_sketch::read_from(binary::reader& in) {
         return bad();
     }
   }
-  if (!in.ok() || positive_.total + negative_.total + zero_ != count || std::isnan(min_)
-      || std::isnan(max_) || (count > 0 && min_ > max_))
+  if (!in.ok() || positive_.total + negative_.total + zero_ != count || std::isnan(min_) ||
+      std::isnan(max_) || (count > 0 && min_ > max_))
     return bad();
   count_ = count;
   return true;

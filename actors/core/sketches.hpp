@@ -2,8 +2,8 @@
 
 /// Approximate aggregates whose exact form would need memory proportional to the input:
 /// `distinct_counter` (exact set, then HyperLogLog) and `quantile_sketch` (DDSketch). Both merge
-/// (session windows merge their accumulators) and serialize into the operator snapshots, so a
-/// small bounds-checked binary codec lives here too.
+/// (session windows merge their accumulators) and serialize into the operator snapshots
+/// (actors/core/codec.hpp).
 
 #include <cstddef>
 #include <cstdint>
@@ -13,54 +13,12 @@
 
 #include <caf/error.hpp>
 
+#include "actors/core/codec.hpp"
+
 namespace weir {
 
-namespace binary {
-
-/// Appends little-endian fixed-width integers, doubles and LEB128 varints to a string. The
-/// snapshot formats are built from these so that they do not depend on the host's byte order.
-class writer {
-public:
-  explicit writer(std::string& out) : out_(out) {}
-  void u8(uint8_t x) { out_.push_back(static_cast<char>(x)); }
-  void u32(uint32_t x);
-  void u64(uint64_t x);
-  void i64(int64_t x) { u64(static_cast<uint64_t>(x)); }
-  void f64(double x);
-  void varint(uint64_t x);
-  /// A varint length followed by the bytes.
-  void bytes(std::string_view x);
-
-private:
-  std::string& out_;
-};
-
-/// Reads what `writer` wrote. Every read is bounds-checked: past the end (or on a malformed
-/// varint) the reader enters a sticky failed state and returns zeros, so that decoders can read
-/// a whole structure and check `ok()` once, without ever touching memory outside the input.
-class reader {
-public:
-  explicit reader(std::string_view in) : p_(in.data()), end_(in.data() + in.size()) {}
-  uint8_t u8();
-  uint32_t u32();
-  uint64_t u64();
-  int64_t i64() { return static_cast<int64_t>(u64()); }
-  double f64();
-  uint64_t varint();
-  /// A varint length followed by that many bytes; empty view on failure.
-  std::string_view bytes();
-  bool ok() const { return ok_; }
-  void fail() { ok_ = false; }
-  size_t remaining() const { return ok_ ? static_cast<size_t>(end_ - p_) : 0; }
-
-private:
-  bool need(size_t n);
-  const char* p_;
-  const char* end_;
-  bool ok_ = true;
-};
-
-} // namespace binary
+/// The snapshot codec under the name the operators use (actors/core/codec.hpp).
+namespace binary = codec;
 
 /// Counts distinct 64-bit hashes. Up to `exact_limit` distinct hashes it keeps them all (an
 /// open-addressing set) and is exact; past that it switches to HyperLogLog with precision 14

@@ -176,7 +176,8 @@ bool parse_epoch(std::string_view s, int64_t unit, timestamp& out, const char*& 
   return true;
 }
 
-void append_digits(std::string& out, int64_t v, int width) {
+/// Writes v in at least `width` digits at p; returns the end.
+char* put_digits(char* p, int64_t v, int width) {
   char buf[24];
   int n = 0;
   do {
@@ -184,9 +185,10 @@ void append_digits(std::string& out, int64_t v, int width) {
     v /= 10;
   } while (v > 0);
   for (int i = n; i < width; ++i)
-    out.push_back('0');
+    *p++ = '0';
   while (n > 0)
-    out.push_back(buf[--n]);
+    *p++ = buf[--n];
+  return p;
 }
 
 } // namespace
@@ -206,7 +208,7 @@ bool parse_time(std::string_view s, time_format f, timestamp& out) {
   return parse_time(s, f, out, reason);
 }
 
-std::string format_time(timestamp t) {
+void append_time(std::string& out, timestamp t) {
   // Floor division so that times before 1970 get a positive fraction within their second.
   int64_t secs = t / us_per_s;
   int64_t frac = t % us_per_s;
@@ -224,33 +226,39 @@ std::string format_time(timestamp t) {
   unsigned m = 0;
   unsigned d = 0;
   civil_from_days(days, y, m, d);
-  std::string out;
-  out.reserve(32);
+  char buf[64];
+  char* p = buf;
   if (y < 0) {
-    out.push_back('-');
+    *p++ = '-';
     y = -y;
   }
-  append_digits(out, y, 4);
-  out.push_back('-');
-  append_digits(out, m, 2);
-  out.push_back('-');
-  append_digits(out, d, 2);
-  out.push_back('T');
-  append_digits(out, sod / 3600, 2);
-  out.push_back(':');
-  append_digits(out, sod / 60 % 60, 2);
-  out.push_back(':');
-  append_digits(out, sod % 60, 2);
+  p = put_digits(p, y, 4);
+  *p++ = '-';
+  p = put_digits(p, m, 2);
+  *p++ = '-';
+  p = put_digits(p, d, 2);
+  *p++ = 'T';
+  p = put_digits(p, sod / 3600, 2);
+  *p++ = ':';
+  p = put_digits(p, sod / 60 % 60, 2);
+  *p++ = ':';
+  p = put_digits(p, sod % 60, 2);
   if (frac != 0) {
-    out.push_back('.');
+    *p++ = '.';
     int width = 6;
     while (frac % 10 == 0) {
       frac /= 10;
       --width;
     }
-    append_digits(out, frac, width);
+    p = put_digits(p, frac, width);
   }
-  out.push_back('Z');
+  *p++ = 'Z';
+  out.append(buf, static_cast<size_t>(p - buf));
+}
+
+std::string format_time(timestamp t) {
+  std::string out;
+  append_time(out, t);
   return out;
 }
 

@@ -63,6 +63,8 @@ bool parse_time(std::string_view s, time_format f, timestamp& out);
 /// Formats `t` as `YYYY-MM-DDThh:mm:ssZ`, with a fraction (trailing zeros dropped) only when
 /// `t` is not a whole second. Years outside 0000-9999 print with as many digits as needed.
 std::string format_time(timestamp t);
+/// Appends format_time(t) to `out` (no allocation of its own).
+void append_time(std::string& out, timestamp t);
 
 /// Parses a non-negative duration: an integer followed by `us`, `ms`, `s`, `m`, `h` or `d`, or a
 /// bare integer of milliseconds. Rejects anything above max_duration.

@@ -55,19 +55,6 @@ timestamp clamp(wide x) {
   return static_cast<timestamp>(x);
 }
 
-void put_start(char* p, timestamp start) {
-  uint64_t v = static_cast<uint64_t>(start) ^ (uint64_t{1} << 63);
-  for (int i = 7; i >= 0; --i, v >>= 8)
-    p[i] = static_cast<char>(v & 0xFF);
-}
-
-timestamp get_start(const char* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i)
-    v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return static_cast<timestamp>(v ^ (uint64_t{1} << 63));
-}
-
 caf::error corrupt(const char* what) {
   return make_error(errc::store_corrupt, std::string{"window state: "} + what);
 }
@@ -940,7 +927,7 @@ void window_operator::write_row_key(std::string& out, timestamp start, uint32_t 
   const auto key = key_bytes(k);
   w.varint(8 + key.size());
   char b[8];
-  put_start(b, start);
+  codec::put_be64_signed(b, start);
   out.append(b, 8);
   out.append(key.data(), key.size());
 }
@@ -1122,7 +1109,7 @@ caf::error window_operator::restore_begin(std::string_view meta) {
 caf::error window_operator::restore_row(std::string_view row_key, std::string_view value) {
   if (row_key.size() < 8)
     return corrupt("short row key");
-  const timestamp start = get_start(row_key.data());
+  const timestamp start = codec::get_be64_signed(row_key.data());
   const std::string_view key = row_key.substr(8);
   binary::reader in{value};
   const uint64_t hash = in.u64();
