@@ -237,6 +237,17 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   walk_table(
     w, e, where, "dead_letters", t["dead_letters"],
     [&](std::string_view k, std::string_view v) { return check_dead_letter(k, v, ids, letter); });
+  // Window-state rows: pipeline, partition, start, key; a flag byte says whether the value
+  // carries the whole row key (too long for an LMDB key).
+  walk_table(w, e, where, "windows", t["windows"], [&](std::string_view k, std::string_view v) {
+    if (k.size() < 2 + 4 + 8)
+      return "a key of " + std::to_string(k.size()) + " bytes";
+    if (!ids.count(codec::get_be16(k.data())))
+      return "a row of unknown pipeline id " + std::to_string(codec::get_be16(k.data()));
+    if (v.empty() || static_cast<uint8_t>(v[0]) > 1)
+      return std::string{"a window-state row with a bad flag"};
+    return std::string{};
+  });
 }
 
 void check_identity(walker& w, lake& lk, warehouse& wh, const lake_facts& facts) {

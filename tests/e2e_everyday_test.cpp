@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <random>
 #include <sstream>
 #include <string>
@@ -88,6 +89,17 @@ std::map<std::pair<std::string, std::string>, double> hourly_sums(const std::str
 }
 
 const int64_t t0 = 1717200000; // 2024-06-01T00:00:00Z
+
+/// The number after `name` on its line of `out` (a run summary or `weir inspect`), -1 if none.
+long long value_after(const std::string& out, const std::string& name) {
+  std::istringstream in{out};
+  for (std::string line; std::getline(in, line);) {
+    auto at = line.find_first_not_of(' ');
+    if (at != std::string::npos && line.compare(at, name.size() + 1, name + " ") == 0)
+      return std::stoll(line.substr(at + name.size()));
+  }
+  return -1;
+}
 
 } // namespace
 
@@ -422,4 +434,43 @@ TEST_CASE("exit codes: an interrupted bounded run, an unreadable source, a missi
   r = weir_cmd("run " + q(other.path / "p.toml"));
   CHECK(r.rc == 3);
   CHECK(!fs::exists(other.path / "store"));
+}
+
+TEST_CASE("open windows are rows of the store: one per window, written as they change",
+          "[e2e][state]") {
+  temp_dir dir;
+  const fs::path input = dir.path / "in.csv";
+  // 3 hours of 300 keys: the last hour's windows stay open (no --final).
+  auto rows = csv_rows(6000, t0, 3, 300, 11);
+  write_file(input, "ts,k,amount\n" + rows);
+  write_file(dir.path / "p.toml", config("in.csv"));
+  auto r = weir_cmd("run " + q(dir.path / "p.toml"));
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  // Independently: the keys seen in the last hour whose window the watermark left open.
+  std::set<std::string> last_hour;
+  std::string last = iso(t0 + 2 * 3600).substr(0, 13);
+  std::istringstream in{rows};
+  for (std::string line; std::getline(in, line);)
+    if (line.substr(0, 13) == last)
+      last_hour.insert(split(line, ',')[1]);
+  auto open = value_after(r.out, "windows open");
+  CHECK(open == static_cast<long long>(last_hour.size()));
+  CHECK(r.out.find("state written") != std::string::npos);
+  CHECK(r.out.find("state per window") != std::string::npos);
+  auto inspect = weir_cmd("inspect --store " + q(dir.path / "store"));
+  REQUIRE(inspect.rc == 0);
+  CHECK(value_after(inspect.out, "windows") == open);
+  auto check = weir_cmd("check --store " + q(dir.path / "store"));
+  INFO(check.out);
+  CHECK(check.rc == 0);
+  CHECK(check.out.find("windows") != std::string::npos);
+  // --final fires them from the stored rows, and the store holds none afterwards.
+  auto fin = weir_cmd("run --final " + q(dir.path / "p.toml"));
+  REQUIRE(fin.rc == 0);
+  auto after = weir_cmd("inspect --store " + q(dir.path / "store"));
+  CHECK(value_after(after.out, "windows") == 0);
+  auto sums = hourly_sums(rows);
+  CHECK(value_after(fin.out, "windows committed") == static_cast<long long>(last_hour.size()));
+  CHECK(sums.size() > last_hour.size());
 }
