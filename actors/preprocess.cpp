@@ -269,10 +269,11 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         offs[static_cast<unsigned>(i)].setSource(m.offsets[i].first);
         offs[static_cast<unsigned>(i)].setOffset(m.offsets[i].second);
       }
-      auto dls = st.epoch_dead_letters.bytes();
-      c.setDeadLetterPack(
-        capnp::Data::Reader(reinterpret_cast<const kj::byte*>(dls.data()), dls.size()));
-      st.epoch_dead_letters.clear();
+      // Referenced in place, not copied (they may be many MiB): the pack stays as it is until
+      // the message is serialized below.
+      if (auto dls = st.epoch_dead_letters.padded_bytes(); !dls.empty())
+        c.adoptDeadLetterPack(mb.getOrphanage().referenceExternalData(
+          capnp::Data::Reader(reinterpret_cast<const kj::byte*>(dls.data()), dls.size())));
       std::vector<std::pair<uint64_t, int64_t>> added;
       std::vector<uint64_t> expired;
       st.pre->take_dedupe_delta(added, expired);
@@ -295,6 +296,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         return;
       }
       self->send(updater, pre_epoch_atom::value, st.pipeline, to_frame(mb));
+      st.epoch_dead_letters.clear();
       const auto& k = st.pre->counters();
       run_stats s;
       s.pipeline = st.cfg.name;

@@ -2077,9 +2077,10 @@ TEST_CASE("dead letters - thousands of late records of one epoch come out whole 
       std::string raw = line.size() <= keep ? line
                                             : line.substr(0, keep) + " [weir: cut here, " +
                                                 std::to_string(line.size()) + " bytes in all]";
-      want.push_back({csv.size(), "late: window [" + iso(start) + ", " + iso(end) +
-                                    ") closed at watermark " + iso(newest),
-                      raw});
+      want.push_back(
+        {csv.size(),
+         "late: window [" + iso(start) + ", " + iso(end) + ") closed at watermark " + iso(newest),
+         raw});
     } else {
       newest = std::max(newest, t);
     }
@@ -2093,8 +2094,8 @@ TEST_CASE("dead letters - thousands of late records of one epoch come out whole 
              "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"k\"]\n  measures = [\"amount\"]\n\n"
              "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n\n"
              "  [[pipeline.aggregate]]\n  fn = \"count\"\n");
-  auto r = weir_cmd("run " + q(dir.path / "p.toml") + " --store " + q(dir.path / "store") +
-                    " --final");
+  auto r =
+    weir_cmd("run " + q(dir.path / "p.toml") + " --store " + q(dir.path / "store") + " --final");
   INFO(r.out);
   REQUIRE(r.rc == 0);
   const auto late_at = r.out.find("late (dead letter)");

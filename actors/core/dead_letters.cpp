@@ -69,6 +69,13 @@ void dead_letter_pack::clear() {
   starts_.clear();
 }
 
+std::string_view dead_letter_pack::padded_bytes() {
+  const size_t size = buf_.size();
+  buf_.resize((size + 7) / 8 * 8 + 8, '\0'); // zeros written, then the size goes back
+  buf_.resize(size);
+  return buf_;
+}
+
 std::string_view dead_letter_pack::entry(size_t i) const {
   const size_t end = i + 1 < starts_.size() ? starts_[i + 1] : buf_.size();
   return std::string_view{buf_}.substr(starts_[i], end - starts_[i]);

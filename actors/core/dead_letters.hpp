@@ -53,6 +53,9 @@ public:
   bool empty() const { return starts_.empty(); }
   /// Every dead letter, packed: what `assign` takes.
   std::string_view bytes() const { return buf_; }
+  /// bytes(), followed in memory by zeros up to the next multiple of 8: what a Cap'n Proto
+  /// message may reference in place (Orphanage::referenceExternalData) instead of copying.
+  std::string_view padded_bytes();
   /// The packed bytes of dead letter i: a dead_letters value without its seal.
   std::string_view entry(size_t i) const;
   dead_letter_view operator[](size_t i) const;

@@ -178,6 +178,11 @@ bool parse_epoch(std::string_view s, int64_t unit, timestamp& out, const char*& 
 
 /// Writes v in at least `width` digits at p; returns the end.
 char* put_digits(char* p, int64_t v, int width) {
+  if (width == 2 && v < 100) { // the usual fields, without a loop
+    p[0] = static_cast<char>('0' + v / 10);
+    p[1] = static_cast<char>('0' + v % 10);
+    return p + 2;
+  }
   char buf[24];
   int n = 0;
   do {
