@@ -22,6 +22,11 @@ namespace weir {
 
 namespace {
 
+/// The epoch being read holds max_epoch_bytes of input: reading waits for the next epoch.
+bool epoch_full(const ingest_state& st, const runtime_config& rt) {
+  return rt.max_epoch_bytes > 0 && st.bytes_since_marker >= rt.max_epoch_bytes;
+}
+
 using source_run = ingest_state::source_run;
 
 int64_t wall_us() {
@@ -412,13 +417,14 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     ++st.inflight;
     self->send(next, chunk_atom::value, ++st.seq, to_frame(mb));
     s.pos = offset + (lm.span > 0 ? lm.span : data.size());
-    if (rt.commit_events > 0) {
+    if (rt.commit_events > 0)
       st.lines_since_marker +=
         lm.span > 0 ? 1 : static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
-      if (st.lines_since_marker >= rt.commit_events && !st.epoch_asked) {
-        st.epoch_asked = true;
-        self->send(coordinator, epoch_atom::value, st.pipeline);
-      }
+    st.bytes_since_marker += data.size();
+    if (!st.epoch_asked && ((rt.commit_events > 0 && st.lines_since_marker >= rt.commit_events)
+                            || epoch_full(st, rt))) {
+      st.epoch_asked = true;
+      self->send(coordinator, epoch_atom::value, st.pipeline);
     }
   };
   // Lands the marker of the long line streamed past (its bytes are not landed: a replay gives
@@ -591,15 +597,16 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     return false;
   };
   const size_t max_inflight = std::max<size_t>(1, rt.max_inflight_batches);
-  auto pump = [self, next_chunk, coordinator, max_inflight]() {
+  auto pump = [self, next_chunk, coordinator, max_inflight, rt]() {
     auto& st = self->state;
     if (st.finished)
       return;
-    while (st.inflight < max_inflight && !st.stopping) {
+    while (st.inflight < max_inflight && !st.stopping && !epoch_full(st, rt)) {
       if (!next_chunk())
         break;
     }
-    if (st.inflight >= max_inflight || st.stopping)
+    // A full epoch waits for its marker (the epoch_atom handler pumps again).
+    if (st.inflight >= max_inflight || st.stopping || epoch_full(st, rt))
       return;
     bool all_done = true;
     for (auto& s : st.sources)
@@ -634,7 +641,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
         --st.inflight;
       pump();
     },
-    [self, next, rt](epoch_atom, uint64_t e) {
+    [self, next, rt, pump](epoch_atom, uint64_t e) {
       auto& st = self->state;
       if (st.finished)
         return;
@@ -652,9 +659,12 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
         m.kind = static_cast<uint8_t>(rt.final_flush ? marker_kind::final : marker_kind::stop);
       st.finished = m.kind != static_cast<uint8_t>(marker_kind::normal);
       st.lines_since_marker = 0;
+      st.bytes_since_marker = 0;
       st.epoch_asked = false;
       st.epoch_offsets[e] = m.offsets;
       self->send(next, marker_atom::value, std::move(m));
+      if (!st.finished)
+        pump(); // reading may have waited for this epoch
     },
     [self, lk, rt](committed_atom, uint64_t e) {
       auto& st = self->state;

@@ -55,6 +55,7 @@ struct ingest_state {
   bool finished = false; ///< a stop or final marker went out
   bool follow = false;
   uint64_t lines_since_marker = 0; ///< for commit_events
+  uint64_t bytes_since_marker = 0; ///< for max_epoch_bytes
   bool epoch_asked = false;
   std::map<uint64_t, std::vector<std::pair<uint32_t, uint64_t>>> epoch_offsets;
   ~ingest_state();

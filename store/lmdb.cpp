@@ -105,6 +105,9 @@ caf::error read_at(std::ifstream& f, uint64_t at, char* out, size_t n, const std
   return caf::none;
 }
 
+/// Pages at the end of the allocated range that a commit may leave unwritten (loose pages).
+constexpr uint64_t unwritten_slack = 64;
+
 /// Checks one meta page; `which` (0 or 1) is its page number.
 caf::error check_meta(const char* m, int which, uint64_t psize, uint64_t file_size,
                       const std::string& path) {
@@ -122,16 +125,24 @@ caf::error check_meta(const char* m, int which, uint64_t psize, uint64_t file_si
   if (field<uint64_t>(m, 0) != static_cast<uint64_t>(which) ||
       !(field<uint16_t>(m, meta_layout::flags) & page_meta))
     return bad("has a wrong page header");
+  // The last page number may lie a little past the end of the file: pages a commit allocated
+  // and freed again (LMDB's loose pages) are never written. More than that, or a tree root past
+  // the end (roots are always written), is a file cut short.
   const uint64_t last = field<uint64_t>(m, meta_layout::last_pg);
-  if (last < 1 || last > file_size / psize - 1)
+  const uint64_t pages = file_size / psize;
+  if (last < 1 || last > pages - 1 + unwritten_slack)
     return bad("says the file uses pages up to " + std::to_string(last) + " of " +
                std::to_string(psize) + " bytes, but it holds " + std::to_string(file_size) +
-               " bytes (" + std::to_string(file_size / psize) + " pages): the file was cut short");
+               " bytes (" + std::to_string(pages) + " pages): the file was cut short");
   for (int i = 0; i < 2; ++i) {
     uint64_t root = field<uint64_t>(m, meta_layout::root[i]);
     if (root != invalid_page && (root < 2 || root > last))
       return bad("has a root page " + std::to_string(root) + " outside pages 2.." +
                  std::to_string(last));
+    if (root != invalid_page && root >= pages)
+      return bad("has a root page " + std::to_string(root) + " of " + std::to_string(psize) +
+                 " bytes, but the file holds " + std::to_string(file_size) + " bytes (" +
+                 std::to_string(pages) + " pages): the file was cut short");
     if (field<uint16_t>(m, meta_layout::depth[i]) > 64)
       return bad("has an impossible tree depth");
   }

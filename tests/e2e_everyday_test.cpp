@@ -467,8 +467,10 @@ TEST_CASE("open windows are rows of the store: one per window, written as they c
   CHECK(check.out.find("windows") != std::string::npos);
   // --final fires them from the stored rows, and the store holds none afterwards.
   auto fin = weir_cmd("run --final " + q(dir.path / "p.toml"));
+  INFO(fin.out);
   REQUIRE(fin.rc == 0);
   auto after = weir_cmd("inspect --store " + q(dir.path / "store"));
+  INFO(after.out);
   CHECK(value_after(after.out, "windows") == 0);
   auto sums = hourly_sums(rows);
   CHECK(value_after(fin.out, "windows committed") == static_cast<long long>(last_hour.size()));

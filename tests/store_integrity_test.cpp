@@ -41,8 +41,8 @@ std::string sealed(std::string_view table, std::string_view key, std::string_vie
 
 caf::error write_some(lmdb::env& e, lmdb::dbi d) {
   return e.with_write([&](lmdb::txn& t) -> caf::error {
-    for (int i = 0; i < 2000; ++i)
-      if (auto err = t.put_sealed(d, "key" + std::to_string(1000 + i), std::string(100, 'v')))
+    for (int i = 0; i < 6000; ++i)
+      if (auto err = t.put_sealed(d, "key" + std::to_string(10000 + i), std::string(100, 'v')))
         return err;
     return caf::none;
   });
@@ -131,7 +131,10 @@ TEST_CASE("a data file shorter than its meta pages say is refused before it is m
   const auto size = fs::file_size(file);
   REQUIRE(size > 16 * 4096);
   CHECK(!lmdb::check_data_file(dir.str()));
-  for (uintmax_t cut : {uintmax_t{100}, uintmax_t{4096}, uintmax_t{8192}, size - 4096}) {
+  // A commit may leave a few freed pages at the end unwritten, so a cut is judged by the
+  // roots and by more than 64 missing pages.
+  REQUIRE(size > 80 * 4096);
+  for (uintmax_t cut : {uintmax_t{100}, uintmax_t{4096}, uintmax_t{8192}, size - 70 * 4096}) {
     INFO(cut);
     fs::resize_file(file, cut);
     auto err = lmdb::check_data_file(dir.str());

@@ -663,7 +663,7 @@ pipeline_config read_pipeline(const toml::table& t, const std::string& key,
 weir_config read_root(const toml::table& root, const std::string& file) {
   table_reader r{root,
                  "",
-                 {"store", "commit_interval", "commit_events", "batch_bytes",
+                 {"store", "commit_interval", "commit_events", "max_epoch_bytes", "batch_bytes",
                   "max_inflight_batches", "lake_retention", "durable", "restart_budget",
                   "restart_backoff", "restart_backoff_max", "record_retries",
                   "max_poison_records", "pipeline"}};
@@ -678,6 +678,8 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   if (rt.commit_interval <= 0)
     fail(*r.get("commit_interval"), "commit_interval", "must be greater than zero");
   rt.commit_events = static_cast<uint64_t>(r.get_count("commit_events", 0));
+  rt.max_epoch_bytes =
+    static_cast<uint64_t>(r.get_count("max_epoch_bytes", static_cast<long long>(rt.max_epoch_bytes)));
   rt.batch_bytes = static_cast<size_t>(r.get_count("batch_bytes", rt.batch_bytes, 1LL << 30));
   if (rt.batch_bytes == 0)
     fail(*r.get("batch_bytes"), "batch_bytes", "must be at least 1");

@@ -139,6 +139,10 @@ struct runtime_config {
   std::string store;                 ///< default store directory (relative to the config file)
   int64_t commit_interval = 100 * us_per_ms;
   uint64_t commit_events = 0;        ///< also start an epoch after this many events (0: off)
+  /// Ingest reads at most this many raw bytes into one epoch and then waits for the next one:
+  /// when commits fall behind (a backfill), epochs stay this size instead of growing with the
+  /// commit time, which bounds memory and epoch latency (0: off).
+  uint64_t max_epoch_bytes = 8 << 20;
   size_t batch_bytes = 1 << 20;      ///< raw bytes per ingest batch
   size_t max_inflight_batches = 4;   ///< flow control: batches in flight per pipeline
   int64_t lake_retention = 0;        ///< keep committed raw chunks this long (0: prune at once)
