@@ -591,6 +591,28 @@ caf::expected<std::string_view> cursor::sealed_value() const {
   return txn_->unsealed(dbi_, key(), value());
 }
 
+caf::expected<bool> cursor::find(std::string_view key) {
+  key_ = to_val(key);
+  return move(MDB_SET_KEY, "cursor find");
+}
+
+caf::error cursor::put_sealed(std::string_view key, std::string_view body) {
+  MDB_val k = to_val(key);
+  MDB_val v{body.size() + seal_size, nullptr};
+  int rc = 0;
+  {
+    in_lmdb guard{txn_->store_dir()};
+    rc = mdb_cursor_put(cur_, &k, &v, MDB_RESERVE);
+  }
+  if (rc != MDB_SUCCESS)
+    return txn_->check(rc, "mdb_cursor_put");
+  auto* p = static_cast<char*>(v.mv_data);
+  if (!body.empty())
+    std::memcpy(p, body.data(), body.size());
+  seal_at(txn_->table_seed(dbi_), key, p, body.size());
+  return caf::none;
+}
+
 caf::error cursor::del() {
   int rc = 0;
   {

@@ -189,6 +189,11 @@ public:
   caf::expected<bool> prev();
   /// Deletes the entry under the cursor; a following next() moves to the entry after it.
   caf::error del();
+  /// Positions on `key` exactly; false when it is not there. From a positioned cursor, a key on
+  /// the same page is found without a search from the root: in key order, one page at a time.
+  caf::expected<bool> find(std::string_view key);
+  /// Writes `body` and its seal under `key` through the cursor (cheap in key order, as find()).
+  caf::error put_sealed(std::string_view key, std::string_view body);
 
   /// The current entry; valid until the cursor moves or the txn writes.
   std::string_view key() const { return to_view(key_); }

@@ -976,6 +976,39 @@ std::string window_operator::encode_meta(uint64_t rows) const {
   return out;
 }
 
+namespace {
+
+/// Rewrites packed entries (a varint-length row key, and with `with_value` a varint-length value)
+/// in row-key order, so that the store writes them one page after the other.
+void sort_rows(std::string& rows, bool with_value, std::string& scratch) {
+  struct entry {
+    std::string_view key;
+    std::string_view whole;
+  };
+  std::vector<entry> entries;
+  binary::reader in{rows};
+  while (in.ok() && in.remaining() > 0) {
+    const char* from = rows.data() + (rows.size() - in.remaining());
+    auto k = in.bytes();
+    if (with_value)
+      in.bytes();
+    const char* to = rows.data() + (rows.size() - in.remaining());
+    entries.push_back({k, {from, static_cast<size_t>(to - from)}});
+  }
+  if (std::is_sorted(entries.begin(), entries.end(),
+                     [](const entry& x, const entry& y) { return x.key < y.key; }))
+    return;
+  std::sort(entries.begin(), entries.end(),
+            [](const entry& x, const entry& y) { return x.key < y.key; });
+  scratch.clear();
+  scratch.reserve(rows.size());
+  for (const auto& e : entries)
+    scratch.append(e.whole.data(), e.whole.size());
+  rows.swap(scratch);
+}
+
+} // namespace
+
 void window_operator::checkpoint(state_delta& out) {
   out.clear();
   for (uint32_t id : changed_) {
@@ -1017,6 +1050,8 @@ void window_operator::checkpoint(state_delta& out) {
   deleted_.clear();
   out.del_count = deleted_count_;
   deleted_count_ = 0;
+  sort_rows(out.puts, true, row_);
+  sort_rows(out.dels, false, row_);
   out.meta = encode_meta(rows_stored_);
 }
 
