@@ -105,7 +105,7 @@ struct run_stats {
   int64_t epoch_p50_us = 0; ///< epoch latency (start to commit), median
   int64_t epoch_p99_us = 0; ///< epoch latency, 99th percentile
   int64_t epoch_max_us = 0; ///< epoch latency, longest
-  uint64_t state_bytes = 0;  ///< window-state bytes written (see state_meter)
+  uint64_t state_bytes = 0; ///< window-state bytes written (see state_meter)
   uint64_t state_epochs = 0;
   uint64_t state_memory = 0; ///< peak operator memory
   uint64_t state_rows = 0;   ///< slices and sessions held at that peak

@@ -22,8 +22,8 @@ struct aggregator_state {
 };
 
 /// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from
-/// the last committed epoch, as window_operator::snapshot() bytes (empty for a fresh start). Batches are acked to `preprocess`,
-/// contributions go to `updater`.
+/// the last committed epoch, as window_operator::snapshot() bytes (empty for a fresh start).
+/// Batches are acked to `preprocess`, contributions go to `updater`.
 aggregator_actor::behavior_type
 aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,
            uint32_t partition, pipeline_config cfg, std::string snapshot,

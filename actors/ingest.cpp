@@ -421,8 +421,8 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       st.lines_since_marker +=
         lm.span > 0 ? 1 : static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));
     st.bytes_since_marker += data.size();
-    if (!st.epoch_asked && ((rt.commit_events > 0 && st.lines_since_marker >= rt.commit_events)
-                            || epoch_full(st, rt))) {
+    if (!st.epoch_asked && ((rt.commit_events > 0 && st.lines_since_marker >= rt.commit_events) ||
+                            epoch_full(st, rt))) {
       st.epoch_asked = true;
       self->send(coordinator, epoch_atom::value, st.pipeline);
     }

@@ -562,8 +562,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   for (;;) {
     for (size_t i = 0; i < preps->size(); ++i)
       (*preps)[i].restore.quarantined = tracker.of(static_cast<uint32_t>(i));
-    auto gen =
-      spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr, meters);
+    auto gen = spawn_generation(sys, supervisor, cfg, std::move(*preps), lake_ptr, wh_ptr, meters);
     std::vector<run_stats> stats;
     std::string failure;
     /// The first failure that a restart would only meet again (a damaged store, bad input, too

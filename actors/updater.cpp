@@ -112,7 +112,7 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
   }
   // Commits epoch e of pipeline i (every contribution is there); false when the actor failed.
   auto commit_one = [self, wh, coordinator, mode, meters](uint32_t i, uint64_t e,
-                                                  updater_state::pending_epoch& p) {
+                                                          updater_state::pending_epoch& p) {
     auto& slot = self->state.pipelines[i];
     uint8_t kind = 0;
     auto c = assemble_commit(slot.name, *p.pre, p.aggs, kind);

@@ -38,8 +38,7 @@ struct updater_state {
 updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_state> self,
                                      std::vector<std::pair<std::string, size_t>> pipelines,
                                      std::shared_ptr<warehouse> wh, coordinator_actor coordinator,
-                                     commit_mode mode,
-                                     std::shared_ptr<state_meters> meters);
+                                     commit_mode mode, std::shared_ptr<state_meters> meters);
 
 /// Turns one epoch's contributions into the commit the warehouse applies.
 caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,

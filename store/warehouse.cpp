@@ -1,6 +1,6 @@
 #include "store/warehouse.hpp"
 
-#include "actors/core/window_operator.hpp"
+#include "actors/core/state_rows.hpp"
 #include "store/warehouse_rows.hpp"
 
 #include <algorithm>
@@ -314,8 +314,8 @@ caf::expected<warehouse> warehouse::open(const std::string& dir, bool durable, s
       return ferr;
     w.meta_ = *meta;
     std::pair<const char*, lmdb::dbi*> tables[] = {
-      {"pipelines", &w.pipelines_}, {"counters", &w.counters_},        {"offsets", &w.offsets_},
-      {"epochs", &w.epochs_},       {"results", &w.results_},          {"state", &w.state_},
+      {"pipelines", &w.pipelines_}, {"counters", &w.counters_},         {"offsets", &w.offsets_},
+      {"epochs", &w.epochs_},       {"results", &w.results_},           {"state", &w.state_},
       {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_}, {"windows", &w.windows_}};
     for (auto& [name, slot] : tables) {
       auto d = t.open_dbi(name, true);
@@ -760,17 +760,17 @@ caf::error warehouse::write_window_rows(lmdb::txn& t, uint16_t pid, const epoch_
         err = cur->del();
     });
     ok = ok && for_each_row(part.puts, [&](std::string_view row, std::string_view v) {
-      val.clear();
-      if (window_row_key(pid, part.partition, row, max_key, key)) {
-        val.push_back(1);
-        binary::writer{val}.bytes(row);
-      } else {
-        val.push_back(0);
-      }
-      val.append(v.data(), v.size());
-      if (!err)
-        err = cur->put_sealed(key, val);
-    });
+           val.clear();
+           if (window_row_key(pid, part.partition, row, max_key, key)) {
+             val.push_back(1);
+             codec::writer{val}.bytes(row);
+           } else {
+             val.push_back(0);
+           }
+           val.append(v.data(), v.size());
+           if (!err)
+             err = cur->put_sealed(key, val);
+         });
     if (err)
       return err;
     if (!ok)
@@ -801,7 +801,7 @@ warehouse::window_rows(const std::string& pipeline, uint32_t partition,
       auto body = c->sealed_value();
       if (!body)
         return std::move(body.error());
-      binary::reader in{*body};
+      codec::reader in{*body};
       auto flag = in.u8();
       std::string_view row = c->key().substr(window_prefix);
       if (flag == 1)

@@ -66,7 +66,7 @@ struct epoch_commit {
   std::vector<window_result> results; ///< upserts: a row replaces the stored
                                       ///< row only if its version is >= the
                                       ///< stored one
-  std::vector<std::pair<uint32_t, std::string>> states;   ///< partition -> blob (replaces)
+  std::vector<std::pair<uint32_t, std::string>> states; ///< partition -> blob (replaces)
   /// Per partition, the window-state rows an epoch changed: deletes first, then puts (packed as
   /// in state_delta: varint-length row keys, and values for puts).
   struct window_rows {

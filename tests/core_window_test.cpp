@@ -38,10 +38,10 @@ struct rec {
 /// The aggregates every randomized test computes, with the field each one reads.
 std::vector<aggregate_config> all_aggregates() {
   return {
-    {agg_fn::count, "", "n", 0.5},         {agg_fn::count, "a", "na", 0.5},
-    {agg_fn::sum, "a", "sum_a", 0.5},      {agg_fn::avg, "b", "avg_b", 0.5},
-    {agg_fn::min, "a", "min_a", 0.5},      {agg_fn::max, "b", "max_b", 0.5},
-    {agg_fn::distinct, "h", "dist", 0.5},  {agg_fn::quantile, "a", "p90_a", 0.9},
+    {agg_fn::count, "", "n", 0.5},        {agg_fn::count, "a", "na", 0.5},
+    {agg_fn::sum, "a", "sum_a", 0.5},     {agg_fn::avg, "b", "avg_b", 0.5},
+    {agg_fn::min, "a", "min_a", 0.5},     {agg_fn::max, "b", "max_b", 0.5},
+    {agg_fn::distinct, "h", "dist", 0.5}, {agg_fn::quantile, "a", "p90_a", 0.9},
     {agg_fn::quantile, "b", "p0_b", 0.0},
   };
 }
@@ -98,7 +98,8 @@ struct reference {
   int64_t wm = min_timestamp;
   std::vector<int64_t> wm_before;
 
-  explicit reference(window_config cfg) : w(cfg) {}
+  explicit reference(window_config cfg)
+    : w(cfg) {}
 
   void add(const rec& r) {
     size_t idx = records.size();
@@ -273,8 +274,9 @@ window_config random_window(std::mt19937_64& rng, window_kind kind, late_policy 
 }
 
 std::vector<rec> random_records(std::mt19937_64& rng, size_t n, bool colliding_hashes) {
-  std::vector<std::string> keys{"k0", "k1", "k2", std::string{"x"} + key_separator + "y", "",
-                                "a long key that is longer than a small string buffer"};
+  std::vector<std::string> keys{"k0", "k1",
+                                "k2", std::string{"x"} + key_separator + "y",
+                                "",   "a long key that is longer than a small string buffer"};
   std::uniform_int_distribution<int> pct(0, 99);
   std::uniform_int_distribution<size_t> pick_key(0, keys.size() - 1);
   std::uniform_int_distribution<int> small(-100, 100);
@@ -536,8 +538,8 @@ TEST_CASE("lateness exactly at end + allowed lateness") {
   c.add(3, min_timestamp, 1);
   c.op->advance(14, c.out);
   CHECK(c.out.empty());
-  c.add(4, 14, 2);  // W = e + L - 1: still counts
-  c.add(5, 15, 4);  // W = e + L: late, skipped
+  c.add(4, 14, 2); // W = e + L - 1: still counts
+  c.add(5, 15, 4); // W = e + L: late, skipped
   c.op->advance(15, c.out);
   REQUIRE(c.out.size() == 1);
   CHECK(c.out[0].values == std::vector<double>{2, 3});
@@ -589,7 +591,7 @@ TEST_CASE("late = update re-emits a dirty window until the horizon") {
   CHECK(c.out[1].values == std::vector<double>{3, 7});
   c.op->advance(13, c.out); // nothing dirty: nothing emitted
   CHECK(c.out.size() == 2);
-  c.add(4, 29, 8); // 29 < 10 + 0 + 20: still retained
+  c.add(4, 29, 8);  // 29 < 10 + 0 + 20: still retained
   c.add(5, 30, 16); // 30 >= 30: gone, skipped
   c.op->advance(30, c.out);
   REQUIRE(c.out.size() == 3);

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <string>
 
-#include "store/check.hpp"
 #include "actors/core/codec.hpp"
+#include "store/check.hpp"
 #include "store/lake.hpp"
 #include "store/lmdb.hpp"
 #include "store/store.hpp"

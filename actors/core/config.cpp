@@ -18,58 +18,80 @@ namespace weir {
 
 const char* to_string(agg_fn x) {
   switch (x) {
-    case agg_fn::count: return "count";
-    case agg_fn::sum: return "sum";
-    case agg_fn::avg: return "avg";
-    case agg_fn::min: return "min";
-    case agg_fn::max: return "max";
-    case agg_fn::distinct: return "distinct";
-    case agg_fn::quantile: return "quantile";
+    case agg_fn::count:
+      return "count";
+    case agg_fn::sum:
+      return "sum";
+    case agg_fn::avg:
+      return "avg";
+    case agg_fn::min:
+      return "min";
+    case agg_fn::max:
+      return "max";
+    case agg_fn::distinct:
+      return "distinct";
+    case agg_fn::quantile:
+      return "quantile";
   }
   return "?";
 }
 
 const char* to_string(window_kind x) {
   switch (x) {
-    case window_kind::tumbling: return "tumbling";
-    case window_kind::sliding: return "sliding";
-    case window_kind::session: return "session";
+    case window_kind::tumbling:
+      return "tumbling";
+    case window_kind::sliding:
+      return "sliding";
+    case window_kind::session:
+      return "session";
   }
   return "?";
 }
 
 const char* to_string(time_format x) {
   switch (x) {
-    case time_format::iso8601: return "iso8601";
-    case time_format::epoch_s: return "epoch_s";
-    case time_format::epoch_ms: return "epoch_ms";
-    case time_format::epoch_us: return "epoch_us";
+    case time_format::iso8601:
+      return "iso8601";
+    case time_format::epoch_s:
+      return "epoch_s";
+    case time_format::epoch_ms:
+      return "epoch_ms";
+    case time_format::epoch_us:
+      return "epoch_us";
   }
   return "?";
 }
 
 const char* to_string(value_type x) {
   switch (x) {
-    case value_type::string: return "string";
-    case value_type::int64: return "int";
-    case value_type::float64: return "float";
-    case value_type::time: return "time";
+    case value_type::string:
+      return "string";
+    case value_type::int64:
+      return "int";
+    case value_type::float64:
+      return "float";
+    case value_type::time:
+      return "time";
   }
   return "?";
 }
 
 const char* to_string(source_format x) {
   switch (x) {
-    case source_format::csv: return "csv";
-    case source_format::ndjson: return "ndjson";
+    case source_format::csv:
+      return "csv";
+    case source_format::ndjson:
+      return "ndjson";
   }
   return "?";
 }
 
 const char* to_string(late_policy x) {
   switch (x) {
-    case late_policy::dead_letter: return "dead-letter";
-    case late_policy::update: return "update";
+    case late_policy::dead_letter:
+      return "dead-letter";
+    case late_policy::update:
+      return "update";
   }
   return "?";
 }
@@ -97,7 +119,9 @@ uint32_t line_of(const toml::node& n) {
   fail(line_of(n), std::move(key), std::move(message));
 }
 
-std::string in_quotes(std::string_view s) { return "\"" + std::string{s} + "\""; }
+std::string in_quotes(std::string_view s) {
+  return "\"" + std::string{s} + "\"";
+}
 
 std::string join(std::initializer_list<const char*> xs) {
   std::string out;
@@ -113,8 +137,8 @@ bool valid_name(std::string_view s) {
   if (s.empty())
     return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'
-           || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   });
 }
 
@@ -122,11 +146,12 @@ bool valid_name(std::string_view s) {
 class table_reader {
 public:
   table_reader(const toml::table& t, std::string path, std::initializer_list<const char*> allowed)
-    : t_(t), path_(std::move(path)) {
+    : t_(t)
+    , path_(std::move(path)) {
     for (auto&& [k, v] : t) {
       const std::string_view name = k.str(); // a lambda cannot capture a binding in C++17
-      bool ok = std::any_of(allowed.begin(), allowed.end(),
-                            [&](const char* a) { return name == a; });
+      bool ok =
+        std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return name == a; });
       if (!ok)
         fail(v, key(k.str()), "unknown key; allowed: " + join(allowed));
     }
@@ -232,8 +257,8 @@ public:
       return out;
     }
     if (!n->is_array())
-      fail(*n, key(k), single ? "expected a string or an array of strings"
-                              : "expected an array of strings");
+      fail(*n, key(k),
+           single ? "expected a string or an array of strings" : "expected an array of strings");
     const auto& a = *n->as_array();
     for (size_t i = 0; i < a.size(); ++i) {
       const auto& e = *a.get(i);
@@ -313,7 +338,8 @@ std::string index_key(const std::string& base, std::string_view k, size_t i) {
 
 source_config read_source(const toml::table& t, const std::string& key, size_t index,
                           const std::string& dir) {
-  table_reader r{t, key,
+  table_reader r{t,
+                 key,
                  {"name", "path", "format", "follow", "header", "delimiter", "quote", "columns",
                   "max_line_bytes", "idle_timeout"}};
   source_config s;
@@ -333,8 +359,8 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
   s.format = static_cast<source_format>(r.get_choice("format", {"csv", "ndjson"}, def_format));
   s.follow = r.get_bool("follow", false);
   s.idle_timeout = r.get_duration("idle_timeout", s.follow ? 30 * us_per_s : 0);
-  s.max_line_bytes = static_cast<size_t>(r.get_count("max_line_bytes", s.max_line_bytes,
-                                                     int64_t{1} << 30));
+  s.max_line_bytes =
+    static_cast<size_t>(r.get_count("max_line_bytes", s.max_line_bytes, int64_t{1} << 30));
   if (s.max_line_bytes == 0)
     fail(*r.get("max_line_bytes"), r.key("max_line_bytes"), "must be at least 1");
   if (s.format == source_format::ndjson) {
@@ -387,15 +413,15 @@ void check_known(const field_names& f, const toml::node& n, const std::string& k
                  const std::string& name) {
   if (!f.known(name))
     fail(n, key,
-         "unknown field " + in_quotes(name)
-           + "; fields are declared in fields (time, event_id, key, measures, attributes) or "
-             "preprocess.derive");
+         "unknown field " + in_quotes(name) +
+           "; fields are declared in fields (time, event_id, key, measures, attributes) or "
+           "preprocess.derive");
 }
 
 void read_fields(const table_reader& r, pipeline_config& p, field_names& names) {
   const auto& t = *r.get_table("fields", true);
-  table_reader f{t, r.key("fields"),
-                 {"event_id", "time", "time_format", "key", "measures", "attributes"}};
+  table_reader f{
+    t, r.key("fields"), {"event_id", "time", "time_format", "key", "measures", "attributes"}};
   auto& m = p.fields;
   m.event_id = f.get_string("event_id", {});
   if (f.has("event_id") && m.event_id.empty())
@@ -429,9 +455,10 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
   const auto* t = r.get_table("preprocess", false);
   if (t == nullptr)
     return;
-  table_reader x{*t, r.key("preprocess"),
-                 {"required", "types", "filters", "rename", "derive", "dedupe",
-                  "dedupe_horizon", "max_reject_ratio"}};
+  table_reader x{*t,
+                 r.key("preprocess"),
+                 {"required", "types", "filters", "rename", "derive", "dedupe", "dedupe_horizon",
+                  "max_reject_ratio"}};
   if (auto ratio = x.get_number("max_reject_ratio")) {
     if (!(*ratio >= 0.0 && *ratio <= 1.0))
       fail(*x.get("max_reject_ratio"), x.key("max_reject_ratio"), "must be between 0 and 1");
@@ -470,8 +497,8 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
     for (const auto& in : prog->inputs())
       if (!names.known(in))
         fail(*d.get("expr"), d.key("expr"),
-             "unknown field " + in_quotes(in)
-               + " (an input must be a declared field or an earlier derived field)");
+             "unknown field " + in_quotes(in) +
+               " (an input must be a declared field or an earlier derived field)");
     names.derived.insert(dc.name);
     pp.derive.push_back(std::move(dc));
   }
@@ -534,12 +561,12 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
 
 void read_window(const table_reader& r, pipeline_config& p) {
   const auto& t = *r.get_table("window", true);
-  table_reader w{t, r.key("window"),
-                 {"kind", "size", "slide", "gap", "offset", "out_of_orderness",
-                  "allowed_lateness", "late", "update_horizon"}};
+  table_reader w{t,
+                 r.key("window"),
+                 {"kind", "size", "slide", "gap", "offset", "out_of_orderness", "allowed_lateness",
+                  "late", "update_horizon"}};
   auto& wc = p.window;
-  wc.kind =
-    static_cast<window_kind>(w.get_choice("kind", {"tumbling", "sliding", "session"}, 0));
+  wc.kind = static_cast<window_kind>(w.get_choice("kind", {"tumbling", "sliding", "session"}, 0));
   auto not_for = [&](const char* k) {
     if (auto n = w.get(k))
       fail(*n, w.key(k), std::string{"is not a setting of "} + to_string(wc.kind) + " windows");
@@ -547,8 +574,8 @@ void read_window(const table_reader& r, pipeline_config& p) {
   auto positive = [&](const char* k) {
     auto v = w.get_duration(k, 0);
     if (!w.has(k))
-      fail(w.line(), w.key(k), std::string{"missing required key for "} + to_string(wc.kind)
-                                 + " windows");
+      fail(w.line(), w.key(k),
+           std::string{"missing required key for "} + to_string(wc.kind) + " windows");
     if (v <= 0)
       fail(*w.get(k), w.key(k), "must be greater than zero");
     return v;
@@ -582,9 +609,8 @@ void read_window(const table_reader& r, pipeline_config& p) {
     fail(*w.get("late"), w.key("late"), "update is not possible with session windows");
   if (wc.late != late_policy::update && w.has("update_horizon"))
     fail(*w.get("update_horizon"), w.key("update_horizon"), "only with late = \"update\"");
-  wc.update_horizon = wc.late == late_policy::update
-                        ? w.get_duration("update_horizon", 86400 * us_per_s)
-                        : 0;
+  wc.update_horizon =
+    wc.late == late_policy::update ? w.get_duration("update_horizon", 86400 * us_per_s) : 0;
 }
 
 void read_aggregates(const table_reader& r, pipeline_config& p, const field_names& names) {
@@ -597,8 +623,8 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
     table_reader a{*aggs[i], key, {"fn", "field", "name", "q"}};
     aggregate_config ac;
     a.require("fn");
-    ac.fn = static_cast<agg_fn>(a.get_choice(
-      "fn", {"count", "sum", "avg", "min", "max", "distinct", "quantile"}, 0));
+    ac.fn = static_cast<agg_fn>(
+      a.get_choice("fn", {"count", "sum", "avg", "min", "max", "distinct", "quantile"}, 0));
     ac.field = a.get_string("field", {});
     if (a.has("field") && ac.field.empty())
       fail(*a.get("field"), a.key("field"), "must not be empty");
@@ -609,8 +635,8 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
       bool numeric_fn = ac.fn != agg_fn::count && ac.fn != agg_fn::distinct;
       if (numeric_fn && !names.numeric(ac.field))
         fail(*a.get("field"), a.key("field"),
-             std::string{to_string(ac.fn)} + " needs a numeric field (a measure or a derived "
-               + "field); " + in_quotes(ac.field) + " is neither");
+             std::string{to_string(ac.fn)} + " needs a numeric field (a measure or a derived " +
+               "field); " + in_quotes(ac.field) + " is neither");
     }
     if (ac.fn == agg_fn::quantile) {
       ac.q = a.get_number("q").value_or(0.5);
@@ -619,12 +645,11 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
     } else if (a.has("q")) {
       fail(*a.get("q"), a.key("q"), "only for quantile");
     }
-    ac.name = a.get_string("name", ac.field.empty()
-                                     ? std::string{"count"}
-                                     : std::string{to_string(ac.fn)} + "_" + ac.field);
+    ac.name =
+      a.get_string("name", ac.field.empty() ? std::string{"count"}
+                                            : std::string{to_string(ac.fn)} + "_" + ac.field);
     if (!valid_name(ac.name))
-      fail(a.has("name") ? *a.get("name") : *aggs[i], a.key("name"),
-           "must match [A-Za-z0-9_.-]+");
+      fail(a.has("name") ? *a.get("name") : *aggs[i], a.key("name"), "must match [A-Za-z0-9_.-]+");
     if (!seen.insert(ac.name).second)
       fail(a.has("name") ? *a.get("name") : *aggs[i], a.key("name"),
            "duplicate aggregate name " + in_quotes(ac.name));
@@ -634,13 +659,14 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
 
 pipeline_config read_pipeline(const toml::table& t, const std::string& key,
                               const std::string& dir) {
-  table_reader r{t, key,
-                 {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate"}};
+  table_reader r{
+    t, key, {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate"}};
   pipeline_config p;
   p.name = r.req_string("name");
   if (!valid_name(p.name))
     fail(*r.get("name"), r.key("name"), "must match [A-Za-z0-9_.-]+");
-  p.partitions = static_cast<size_t>(r.get_count("partitions", 0, static_cast<int64_t>(max_partitions)));
+  p.partitions =
+    static_cast<size_t>(r.get_count("partitions", 0, static_cast<int64_t>(max_partitions)));
   auto sources = r.get_tables("source");
   if (sources.empty())
     fail(r.line(), r.key("source"), "a pipeline needs at least one [[pipeline.source]]");
@@ -665,8 +691,8 @@ weir_config read_root(const toml::table& root, const std::string& file) {
                  "",
                  {"store", "commit_interval", "commit_events", "max_epoch_bytes", "batch_bytes",
                   "max_inflight_batches", "lake_retention", "durable", "restart_budget",
-                  "restart_backoff", "restart_backoff_max", "record_retries",
-                  "max_poison_records", "pipeline"}};
+                  "restart_backoff", "restart_backoff_max", "record_retries", "max_poison_records",
+                  "pipeline"}};
   auto dir = std::filesystem::path{file}.parent_path().string();
   weir_config c;
   c.file = file;
@@ -678,8 +704,8 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   if (rt.commit_interval <= 0)
     fail(*r.get("commit_interval"), "commit_interval", "must be greater than zero");
   rt.commit_events = static_cast<uint64_t>(r.get_count("commit_events", 0));
-  rt.max_epoch_bytes =
-    static_cast<uint64_t>(r.get_count("max_epoch_bytes", static_cast<long long>(rt.max_epoch_bytes)));
+  rt.max_epoch_bytes = static_cast<uint64_t>(
+    r.get_count("max_epoch_bytes", static_cast<long long>(rt.max_epoch_bytes)));
   rt.batch_bytes = static_cast<size_t>(r.get_count("batch_bytes", rt.batch_bytes, 1LL << 30));
   if (rt.batch_bytes == 0)
     fail(*r.get("batch_bytes"), "batch_bytes", "must be at least 1");
@@ -721,8 +747,8 @@ caf::expected<weir_config> parse_config(std::string_view text, const std::string
     return read_root(root, path);
   } catch (const toml::parse_error& e) {
     auto line = e.source().begin.line == 0 ? 1 : e.source().begin.line;
-    return make_error(errc::bad_config, path + ":" + std::to_string(line)
-                                          + ": syntax: " + std::string{e.description()});
+    return make_error(errc::bad_config, path + ":" + std::to_string(line) +
+                                          ": syntax: " + std::string{e.description()});
   } catch (const config_failure& e) {
     return make_error(errc::bad_config,
                       path + ":" + std::to_string(e.line) + ": " + e.key + ": " + e.message);

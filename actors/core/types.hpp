@@ -36,24 +36,24 @@ enum class late_policy : uint8_t { dead_letter, update };
 enum class agg_fn : uint8_t { count, sum, avg, min, max, distinct, quantile };
 
 struct source_config {
-  std::string name;           ///< unique within its pipeline
-  std::string path;           ///< a file, a glob, or "-" for stdin
+  std::string name; ///< unique within its pipeline
+  std::string path; ///< a file, a glob, or "-" for stdin
   source_format format = source_format::csv;
-  bool follow = false;        ///< tail the file(s) until SIGINT/SIGTERM
+  bool follow = false; ///< tail the file(s) until SIGINT/SIGTERM
   /// Nothing new from this source for this long (wall clock): it stops holding the pipeline's
   /// watermark back until it moves again. 0: never (the default of bounded sources; 30 s when
   /// follow = true).
   int64_t idle_timeout = 0;
-  bool header = true;         ///< csv: the first line of each file names the columns
-  char delimiter = ',';       ///< csv
-  char quote = '"';           ///< csv
+  bool header = true;               ///< csv: the first line of each file names the columns
+  char delimiter = ',';             ///< csv
+  char quote = '"';                 ///< csv
   std::vector<std::string> columns; ///< csv without header: the column names, in order
   size_t max_line_bytes = 1 << 20;  ///< longer lines are dead-lettered
 };
 
 struct field_mapping {
-  std::string event_id;       ///< empty: the event id is source + offset (no dedupe possible)
-  std::string time;           ///< the event-time field
+  std::string event_id; ///< empty: the event id is source + offset (no dedupe possible)
+  std::string time;     ///< the event-time field
   time_format time_fmt = time_format::iso8601;
   std::vector<std::string> key;        ///< one or more fields; joined with key_separator
   std::vector<std::string> measures;   ///< numeric fields
@@ -63,11 +63,11 @@ struct field_mapping {
 /// Keeps a record when every condition given holds. Numeric conditions parse the field.
 struct filter_config {
   std::string field;
-  std::optional<double> min;          ///< inclusive
-  std::optional<double> max;          ///< inclusive
-  std::optional<std::string> eq;      ///< text equality
-  std::optional<std::string> ne;      ///< text inequality
-  std::vector<std::string> in;        ///< text is one of these (when not empty)
+  std::optional<double> min;     ///< inclusive
+  std::optional<double> max;     ///< inclusive
+  std::optional<std::string> eq; ///< text equality
+  std::optional<std::string> ne; ///< text inequality
+  std::vector<std::string> in;   ///< text is one of these (when not empty)
 };
 
 /// A derived numeric field: `expr` is arithmetic (+ - * / parentheses, numbers, field names).
@@ -77,13 +77,13 @@ struct derive_config {
 };
 
 struct preprocess_config {
-  std::vector<std::string> required;                       ///< must be present and non-empty
-  std::vector<std::pair<std::string, value_type>> types;   ///< must parse as this type
+  std::vector<std::string> required;                     ///< must be present and non-empty
+  std::vector<std::pair<std::string, value_type>> types; ///< must parse as this type
   std::vector<filter_config> filters;
   std::vector<std::pair<std::string, std::string>> rename; ///< input name -> new name
   std::vector<derive_config> derive;
-  bool dedupe = false;               ///< by event id (needs fields.event_id)
-  int64_t dedupe_horizon = 0;        ///< event-time span an id is remembered for
+  bool dedupe = false;        ///< by event id (needs fields.event_id)
+  int64_t dedupe_horizon = 0; ///< event-time span an id is remembered for
   /// A run stops (exit 1) when more than this share of its records is rejected: checked once
   /// reject_sample records are read, and at the end of the input.
   double max_reject_ratio = 0.5;
@@ -96,21 +96,21 @@ constexpr size_t max_partitions = 1024;
 
 struct window_config {
   window_kind kind = window_kind::tumbling;
-  int64_t size = 0;                  ///< tumbling and sliding
-  int64_t slide = 0;                 ///< sliding (hop); tumbling: equals size
-  int64_t gap = 0;                   ///< session
-  int64_t offset = 0;                ///< alignment of tumbling/sliding windows
-  int64_t out_of_orderness = 0;      ///< watermark = max event time seen - out_of_orderness
-  int64_t allowed_lateness = 0;      ///< a window fires when watermark >= end + allowed_lateness
+  int64_t size = 0;             ///< tumbling and sliding
+  int64_t slide = 0;            ///< sliding (hop); tumbling: equals size
+  int64_t gap = 0;              ///< session
+  int64_t offset = 0;           ///< alignment of tumbling/sliding windows
+  int64_t out_of_orderness = 0; ///< watermark = max event time seen - out_of_orderness
+  int64_t allowed_lateness = 0; ///< a window fires when watermark >= end + allowed_lateness
   late_policy late = late_policy::dead_letter;
-  int64_t update_horizon = 0;        ///< late=update: how long after firing a window stays open
+  int64_t update_horizon = 0; ///< late=update: how long after firing a window stays open
 };
 
 struct aggregate_config {
   agg_fn fn = agg_fn::count;
-  std::string field;                 ///< empty for count of records
-  std::string name;                  ///< output column name
-  double q = 0.5;                    ///< quantile: which one, in [0, 1]
+  std::string field; ///< empty for count of records
+  std::string name;  ///< output column name
+  double q = 0.5;    ///< quantile: which one, in [0, 1]
 };
 
 struct pipeline_config {
@@ -120,7 +120,7 @@ struct pipeline_config {
   preprocess_config preprocess;
   window_config window;
   std::vector<aggregate_config> aggregates;
-  size_t partitions = 0;             ///< window-aggregator partitions; 0 = number of cores
+  size_t partitions = 0; ///< window-aggregator partitions; 0 = number of cores
 };
 
 /// What an epoch writes (docs/architecture.md, "Commit modes").
@@ -136,20 +136,20 @@ enum class commit_mode : uint8_t {
 };
 
 struct runtime_config {
-  std::string store;                 ///< default store directory (relative to the config file)
+  std::string store; ///< default store directory (relative to the config file)
   int64_t commit_interval = 100 * us_per_ms;
-  uint64_t commit_events = 0;        ///< also start an epoch after this many events (0: off)
+  uint64_t commit_events = 0; ///< also start an epoch after this many events (0: off)
   /// Ingest reads at most this many raw bytes into one epoch and then waits for the next one:
   /// when commits fall behind (a backfill), epochs stay this size instead of growing with the
   /// commit time, which bounds memory and epoch latency (0: off).
   uint64_t max_epoch_bytes = 8 << 20;
-  size_t batch_bytes = 1 << 20;      ///< raw bytes per ingest batch
-  size_t max_inflight_batches = 4;   ///< flow control: batches in flight per pipeline
-  int64_t lake_retention = 0;        ///< keep committed raw chunks this long (0: prune at once)
-  bool durable = true;               ///< fsync every commit (false: risk of losing last commits)
-  uint32_t restart_budget = 3;       ///< restarts of a failed run before it gives up
-  int64_t restart_backoff = 100 * us_per_ms;     ///< wait before the first restart; doubles
-  int64_t restart_backoff_max = 10 * us_per_s;   ///< longest wait between restarts
+  size_t batch_bytes = 1 << 20;    ///< raw bytes per ingest batch
+  size_t max_inflight_batches = 4; ///< flow control: batches in flight per pipeline
+  int64_t lake_retention = 0;      ///< keep committed raw chunks this long (0: prune at once)
+  bool durable = true;             ///< fsync every commit (false: risk of losing last commits)
+  uint32_t restart_budget = 3;     ///< restarts of a failed run before it gives up
+  int64_t restart_backoff = 100 * us_per_ms;   ///< wait before the first restart; doubles
+  int64_t restart_backoff_max = 10 * us_per_s; ///< longest wait between restarts
   /// A chunk, then a line, whose processing throws is retried this many times; a line that
   /// still fails is a poison record: it goes to dead letters (docs/architecture.md).
   uint32_t record_retries = 1;
@@ -162,7 +162,7 @@ struct runtime_config {
 };
 
 struct weir_config {
-  std::string file;                  ///< the config file it was read from
+  std::string file; ///< the config file it was read from
   runtime_config runtime;
   std::vector<pipeline_config> pipelines;
 };
@@ -199,9 +199,9 @@ inline aggregate_layout make_layout(const std::vector<aggregate_config>& aggs) {
 /// `values[r * value_width + i]` (NaN when the record lacks it); likewise `hashes`.
 struct event_columns {
   std::vector<int64_t> time;
-  std::vector<int64_t> wm_before;   ///< the watermark just before this record was seen
+  std::vector<int64_t> wm_before; ///< the watermark just before this record was seen
   std::vector<uint64_t> key_hash;
-  std::vector<uint32_t> key_end;    ///< key r is key_bytes[key_end[r-1] (0 for r=0), key_end[r])
+  std::vector<uint32_t> key_end; ///< key r is key_bytes[key_end[r-1] (0 for r=0), key_end[r])
   std::string key_bytes;
   std::vector<double> values;
   std::vector<uint64_t> hashes;
@@ -261,14 +261,14 @@ struct window_result {
   timestamp start = 0;
   timestamp end = 0;
   uint32_t version = 1;
-  std::vector<double> values;        ///< one per aggregate, in config order
+  std::vector<double> values; ///< one per aggregate, in config order
 };
 
 /// A record that was not accepted, with why.
 struct dead_letter {
-  uint32_t source = 0;               ///< source id (from the lake's source table)
-  uint64_t offset = 0;               ///< byte offset of the record in its source
-  std::string raw;                   ///< the record's text (cut to a bounded length)
+  uint32_t source = 0; ///< source id (from the lake's source table)
+  uint64_t offset = 0; ///< byte offset of the record in its source
+  std::string raw;     ///< the record's text (cut to a bounded length)
   std::string reason;
 };
 

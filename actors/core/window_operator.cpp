@@ -62,7 +62,8 @@ caf::error corrupt(const char* what) {
 } // namespace
 
 window_operator::window_operator(const pipeline_config& cfg)
-  : win_(cfg.window), agg_cfg_(cfg.aggregates) {
+  : win_(cfg.window)
+  , agg_cfg_(cfg.aggregates) {
   fixed_ = win_.kind != window_kind::session;
   retain_ = fixed_ && win_.late == late_policy::update;
   if (fixed_) {
@@ -105,6 +106,14 @@ void window_operator::build_layout(const std::vector<aggregate_config>& aggs) {
     cols_.back().n = alloc(0.0);
     return cols_.back();
   };
+  // The accumulator `member` of aggregate i's field (made once per field), with its count.
+  auto shared = [&](size_t i, int32_t column_acc::*member, double init, agg_slot& s) {
+    auto& c = column(i);
+    if (c.*member < 0)
+      c.*member = alloc(init);
+    s.n = c.n;
+    s.val = c.*member;
+  };
   constexpr double inf = std::numeric_limits<double>::infinity();
   for (size_t i = 0; i < aggs.size(); ++i) {
     agg_slot s;
@@ -123,32 +132,21 @@ void window_operator::build_layout(const std::vector<aggregate_config>& aggs) {
         }
         break;
       case agg_fn::sum:
-      case agg_fn::avg: {
-        auto& c = column(i);
-        if (c.sum < 0)
-          c.sum = alloc(0.0);
-        s.n = c.n;
-        s.val = c.sum;
+      case agg_fn::avg:
+        shared(i, &column_acc::sum, 0.0, s);
         break;
-      }
-      case agg_fn::min: {
-        auto& c = column(i);
-        if (c.min < 0)
-          c.min = alloc(inf);
-        s.n = c.n;
-        s.val = c.min;
+      case agg_fn::min:
+        shared(i, &column_acc::min, inf, s);
         break;
-      }
-      case agg_fn::max: {
-        auto& c = column(i);
-        if (c.max < 0)
-          c.max = alloc(-inf);
-        s.n = c.n;
-        s.val = c.max;
+      case agg_fn::max:
+        shared(i, &column_acc::max, -inf, s);
         break;
-      }
-      case agg_fn::distinct: s.sketch = static_cast<uint32_t>(distinct_width_++); break;
-      case agg_fn::quantile: s.sketch = static_cast<uint32_t>(quantile_width_++); break;
+      case agg_fn::distinct:
+        s.sketch = static_cast<uint32_t>(distinct_width_++);
+        break;
+      case agg_fn::quantile:
+        s.sketch = static_cast<uint32_t>(quantile_width_++);
+        break;
     }
     aggs_.push_back(s);
   }
@@ -447,13 +445,23 @@ void window_operator::fill_values(const double* a, const distinct_counter* d,
   for (size_t i = 0; i < aggs_.size(); ++i) {
     const auto& s = aggs_[i];
     switch (s.fn) {
-      case agg_fn::count: values[i] = a[s.n]; break;
+      case agg_fn::count:
+        values[i] = a[s.n];
+        break;
       case agg_fn::sum:
       case agg_fn::min:
-      case agg_fn::max: values[i] = a[s.n] > 0 ? a[s.val] : nan; break;
-      case agg_fn::avg: values[i] = a[s.n] > 0 ? a[s.val] / a[s.n] : nan; break;
-      case agg_fn::distinct: values[i] = d[s.sketch].estimate(); break;
-      case agg_fn::quantile: values[i] = q[s.sketch].quantile(s.q); break;
+      case agg_fn::max:
+        values[i] = a[s.n] > 0 ? a[s.val] : nan;
+        break;
+      case agg_fn::avg:
+        values[i] = a[s.n] > 0 ? a[s.val] / a[s.n] : nan;
+        break;
+      case agg_fn::distinct:
+        values[i] = d[s.sketch].estimate();
+        break;
+      case agg_fn::quantile:
+        values[i] = q[s.sketch].quantile(s.q);
+        break;
     }
   }
 }
@@ -527,8 +535,8 @@ void window_operator::move_to(timestamp w) {
 /// fired_through_, and the watermark at which it moves next (saves a division per record).
 void window_operator::set_fired_through(timestamp e) {
   fired_through_ = e;
-  next_grid_ = e == min_timestamp ? min_timestamp
-                                  : sat_add(sat_add(e, step_), win_.allowed_lateness);
+  next_grid_ =
+    e == min_timestamp ? min_timestamp : sat_add(sat_add(e, step_), win_.allowed_lateness);
 }
 
 void window_operator::process_fixed(const event_view& b) {
@@ -561,8 +569,8 @@ void window_operator::process_fixed(const event_view& b) {
     if (retain_ && first <= fired_through_)
       mark_fired_dirty(k, s);
     if (last > fired_through_) {
-      timestamp next = fired_through_ == min_timestamp ? first
-                                                       : std::max(first, fired_through_ + step_);
+      timestamp next =
+        fired_through_ == min_timestamp ? first : std::max(first, fired_through_ + step_);
       schedule(k, sat_add(next, lateness));
     } else {
       schedule(k, sat_add(sat_add(last, lateness), win_.update_horizon));
@@ -1165,8 +1173,8 @@ caf::error window_operator::restore_row(std::string_view row_key, std::string_vi
       f.end = in.i64();
       uint64_t version = in.varint();
       uint8_t dirty = in.u8();
-      if (!in.ok() || version > UINT32_MAX || dirty > 1
-          || (!list.empty() && list.back().end >= f.end))
+      if (!in.ok() || version > UINT32_MAX || dirty > 1 ||
+          (!list.empty() && list.back().end >= f.end))
         return corrupt("bad fired window");
       f.version = static_cast<uint32_t>(version);
       f.dirty = dirty != 0;
@@ -1216,9 +1224,9 @@ caf::error window_operator::restore_row(std::string_view row_key, std::string_vi
 
 caf::error window_operator::restore_end() {
   if (rows_restored_ != rows_expected_)
-    return make_error(errc::store_corrupt, "window state: " + std::to_string(rows_restored_)
-                                             + " rows where the meta value counts "
-                                             + std::to_string(rows_expected_));
+    return make_error(errc::store_corrupt, "window state: " + std::to_string(rows_restored_) +
+                                             " rows where the meta value counts " +
+                                             std::to_string(rows_expected_));
   changed_.clear();
   changed_keys_.clear();
   rows_stored_ = rows_restored_;
@@ -1271,11 +1279,10 @@ size_t window_operator::open_windows() const {
 
 size_t window_operator::memory_bytes() const {
   auto bytes = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
-  size_t n = bytes(keys_) + bytes(free_keys_) + bytes(table_) + arena_.capacity() + bytes(heap_)
-             + bytes(windows_) + bytes(ends_) + bytes(free_windows_) + bytes(acc_)
-             + bytes(distinct_) + bytes(quantiles_) + bytes(fired_) + bytes(free_fired_)
-             + bytes(changed_) + bytes(changed_keys_) + deleted_.capacity()
-             + bytes(dirty_keys_);
+  size_t n = bytes(keys_) + bytes(free_keys_) + bytes(table_) + arena_.capacity() + bytes(heap_) +
+             bytes(windows_) + bytes(ends_) + bytes(free_windows_) + bytes(acc_) +
+             bytes(distinct_) + bytes(quantiles_) + bytes(fired_) + bytes(free_fired_) +
+             bytes(changed_) + bytes(changed_keys_) + deleted_.capacity() + bytes(dirty_keys_);
   for (const auto& d : distinct_)
     n += d.heap_bytes();
   for (const auto& q : quantiles_)

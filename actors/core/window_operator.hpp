@@ -79,57 +79,10 @@
 #include <caf/error.hpp>
 
 #include "actors/core/sketches.hpp"
+#include "actors/core/state_rows.hpp"
 #include "actors/core/types.hpp"
 
 namespace weir {
-
-/// What one partition's state changed by, since the previous checkpoint. Rows are (row key,
-/// value) pairs; a row key is the window start (8 bytes, big-endian, sign-flipped) followed by
-/// the key bytes, so rows sort by start, then key. `puts` holds (varint length, row key, varint
-/// length, value) entries, `dels` holds (varint length, row key) entries.
-struct state_delta {
-  std::string meta;
-  std::string puts;
-  std::string dels;
-  size_t put_count = 0;
-  size_t del_count = 0;
-
-  void clear() {
-    meta.clear();
-    puts.clear();
-    dels.clear();
-    put_count = 0;
-    del_count = 0;
-  }
-};
-
-/// Calls fn(row key, value) for each put of a delta (or of a snapshot's rows); false when the
-/// buffer is malformed.
-template <class F>
-bool for_each_row(std::string_view rows, F&& fn) {
-  binary::reader in{rows};
-  while (in.ok() && in.remaining() > 0) {
-    auto k = in.bytes();
-    auto v = in.bytes();
-    if (!in.ok())
-      return false;
-    fn(k, v);
-  }
-  return in.ok();
-}
-
-/// Calls fn(row key) for each delete of a delta; false when the buffer is malformed.
-template <class F>
-bool for_each_key(std::string_view keys, F&& fn) {
-  binary::reader in{keys};
-  while (in.ok() && in.remaining() > 0) {
-    auto k = in.bytes();
-    if (!in.ok())
-      return false;
-    fn(k);
-  }
-  return in.ok();
-}
 
 class window_operator {
 public:
@@ -211,13 +164,15 @@ private:
 
   struct key_entry {
     uint64_t hash = 0;
-    timestamp due = 0;  ///< the due time of its entry in the heap (max_timestamp: none)
-    uint32_t off = 0;   ///< key bytes in arena_
+    timestamp due = 0; ///< the due time of its entry in the heap (max_timestamp: none)
+    uint32_t off = 0;  ///< key bytes in arena_
     uint32_t len = 0;
-    uint32_t head = 0;  ///< first window, npos when none; slices newest first
-    uint32_t flags : 4; ///< k_changed, k_stored, k_dirty (late = update), k_live
+    uint32_t head = 0;   ///< first window, npos when none; slices newest first
+    uint32_t flags : 4;  ///< k_changed, k_stored, k_dirty (late = update), k_live
     uint32_t fired : 28; ///< index into fired_ + 1 (late = update), 0: none
-    key_entry() : flags(0), fired(0) {}
+    key_entry()
+      : flags(0)
+      , fired(0) {}
   };
 
   /// A key's look at `due`. An entry is stale once the key's due differs (it was handled, or an
@@ -264,7 +219,9 @@ private:
   void build_layout(const std::vector<aggregate_config>& aggs);
 
   // keys
-  std::string_view key_bytes(uint32_t k) const { return {arena_.data() + keys_[k].off, keys_[k].len}; }
+  std::string_view key_bytes(uint32_t k) const {
+    return {arena_.data() + keys_[k].off, keys_[k].len};
+  }
   size_t home_of(uint64_t hash) const;
   uint32_t find_key(uint64_t hash, std::string_view bytes) const;
   uint32_t intern_key(uint64_t hash, std::string_view bytes);
@@ -337,9 +294,9 @@ private:
   std::vector<double> acc_init_;
   std::string fingerprint_; ///< window kind and aggregate functions, for restore()
   bool fixed_ = true;
-  bool retain_ = false;     ///< late = update on tumbling or sliding windows
-  int64_t step_ = 0;        ///< slide (tumbling: size)
-  int64_t slice_ = 0;       ///< gcd(size, step)
+  bool retain_ = false; ///< late = update on tumbling or sliding windows
+  int64_t step_ = 0;    ///< slide (tumbling: size)
+  int64_t slice_ = 0;   ///< gcd(size, step)
 
   // state
   timestamp watermark_ = min_timestamp;
@@ -351,7 +308,7 @@ private:
   uint64_t rows_stored_ = 0;
   uint64_t rows_expected_ = 0; ///< restore: the row count of the meta value
   uint64_t rows_restored_ = 0;
-  uint32_t round_ = 1;          ///< counts advance() and flush() calls, see fired::round
+  uint32_t round_ = 1; ///< counts advance() and flush() calls, see fired::round
 
   std::vector<key_entry> keys_;
   std::vector<uint32_t> free_keys_;
@@ -375,7 +332,7 @@ private:
   std::vector<uint32_t> changed_keys_; ///< key slots with k_changed
   std::string deleted_;                ///< row keys to delete
   size_t deleted_count_ = 0;
-  std::vector<uint32_t> dirty_keys_;   ///< keys with k_dirty
+  std::vector<uint32_t> dirty_keys_; ///< keys with k_dirty
 
   // results fired but not yet returned by advance()
   std::vector<window_result> pending_;
