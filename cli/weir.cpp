@@ -345,7 +345,7 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
                   static_cast<unsigned long long>(s.state_bytes),
                   static_cast<unsigned long long>(s.state_bytes / s.state_epochs));
     if (s.state_rows > 0)
-      std::printf("  state per window   %12.0f bytes   (peak %llu open windows)\n",
+      std::printf("  state per window   %12.0f bytes   (%llu windows held at most)\n",
                   static_cast<double>(s.state_memory) / static_cast<double>(s.state_rows),
                   static_cast<unsigned long long>(s.state_rows));
     if (s.restarts > 0)

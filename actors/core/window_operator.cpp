@@ -570,7 +570,7 @@ void window_operator::process_fixed(const event_view& b) {
       mark_fired_dirty(k, s);
     if (last > fired_through_) {
       timestamp next =
-        fired_through_ == min_timestamp ? first : std::max(first, fired_through_ + step_);
+        fired_through_ == min_timestamp ? first : std::max(first, sat_add(fired_through_, step_));
       schedule(k, sat_add(next, lateness));
     } else {
       schedule(k, sat_add(sat_add(last, lateness), win_.update_horizon));
@@ -586,14 +586,17 @@ void window_operator::mark_fired_dirty(uint32_t k, timestamp s) {
   auto& list = fired_of(k);
   bool any = false;
   for (timestamp e = first_end(s); e <= last; e += step_) {
-    if (watermark_ >= sat_add(sat_add(e, win_.allowed_lateness), win_.update_horizon))
-      continue; // gone
-    auto it = std::lower_bound(list.begin(), list.end(), e,
-                               [](const fired& f, timestamp x) { return f.end < x; });
-    if (it == list.end() || it->end != e)
-      it = list.insert(it, fired{e, 0, false, 0, 0});
-    it->dirty = true;
-    any = true;
+    // Gone windows (past the horizon) are skipped.
+    if (watermark_ < sat_add(sat_add(e, win_.allowed_lateness), win_.update_horizon)) {
+      auto it = std::lower_bound(list.begin(), list.end(), e,
+                                 [](const fired& f, timestamp x) { return f.end < x; });
+      if (it == list.end() || it->end != e)
+        it = list.insert(it, fired{e, 0, false, 0, 0});
+      it->dirty = true;
+      any = true;
+    }
+    if (wide{last} - e < step_)
+      break; // no overflow near the end of time
   }
   if (any) {
     mark_key(k, k_dirty);
@@ -698,17 +701,17 @@ void window_operator::fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, tim
   if (n > 0 && hi != min_timestamp) {
     timestamp e = first_end(start(0));
     if (lo != min_timestamp)
-      e = std::max(e, lo + step_);
+      e = std::max(e, sat_add(lo, step_));
     size_t a = 0;
     size_t b = 0;
     while (e <= hi) {
-      const timestamp ws = e - win_.size;
+      const timestamp ws = sat_add(e, -win_.size);
       while (a < n && start(a) < ws)
         ++a;
       if (a == n)
         break;
       if (start(a) >= e) {
-        e = std::max(e + step_, first_end(start(a)));
+        e = std::max(sat_add(e, step_), first_end(start(a)));
         continue;
       }
       b = std::max(b, a);
@@ -719,6 +722,8 @@ void window_operator::fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, tim
         fired_of(k).push_back(fired{e, 1, false, at, round_});
         mark_key(k, k_changed);
       }
+      if (wide{hi} - e < step_)
+        break; // the last end up to hi (and no overflow near the end of time)
       e += step_;
     }
   }
@@ -767,7 +772,7 @@ timestamp window_operator::next_due_fixed(uint32_t k, const uint32_t* ids, size_
     if (last > fired_through_) {
       timestamp e = first_end(s);
       if (fired_through_ != min_timestamp)
-        e = std::max(e, fired_through_ + step_);
+        e = std::max(e, sat_add(fired_through_, step_));
       next = std::min(next, sat_add(e, lateness));
       break;
     }
@@ -827,7 +832,7 @@ uint32_t window_operator::emit_slices(uint32_t k, timestamp end, size_t a, size_
       merge_into(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), ids_[i]);
     fill_values(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), combined_values_);
   }
-  emit_values(k, end - win_.size, end, version);
+  emit_values(k, sat_add(end, -win_.size), end, version);
   return static_cast<uint32_t>(pending_.size() - 1);
 }
 
@@ -854,7 +859,7 @@ void window_operator::emit_dirty(uint32_t k) {
     if (!f.dirty)
       continue;
     f.dirty = false;
-    const timestamp ws = f.end - win_.size;
+    const timestamp ws = sat_add(f.end, -win_.size);
     size_t a = 0;
     while (a < ids_.size() && start(a) < ws)
       ++a;
@@ -1266,7 +1271,7 @@ size_t window_operator::open_windows() const {
     for (timestamp s : starts) {
       timestamp from = first_end(s);
       if (covered != min_timestamp)
-        from = std::max(from, covered + step_);
+        from = std::max(from, sat_add(covered, step_));
       timestamp to = last_end(s);
       if (to < from)
         continue;
