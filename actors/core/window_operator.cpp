@@ -1195,7 +1195,7 @@ caf::error window_operator::restore_row(std::string_view row_key, std::string_vi
         return corrupt("slice not aligned to the configuration");
     } else {
       end = in.i64();
-      if (!in.ok() || end <= start || end - start < win_.gap)
+      if (!in.ok() || end <= start || wide{end} - start < win_.gap)
         return corrupt("session shorter than the gap");
     }
     const uint32_t k = intern_key(hash, key);
