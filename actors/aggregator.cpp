@@ -157,6 +157,8 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
         c.setState(data(st.delta.meta));
         c.setStatePuts(data(st.delta.puts));
         c.setStateDels(data(st.delta.dels));
+      } else {
+        st.op->discard_changes(); // nothing is stored: the change log must not grow
       }
       c.setStateMemory(st.op->memory_bytes());
       c.setStateRows(st.op->slices());

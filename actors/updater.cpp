@@ -142,7 +142,7 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
       self->quit(ok.error());
       return false;
     }
-    if (mode == commit_mode::exactly_once && meters && i < meters->size())
+    if (*ok && mode == commit_mode::exactly_once && meters && i < meters->size())
       meter_epoch((*meters)[i], *c, p.aggs);
     spdlog::info("pipeline {} epoch {} committed: {} windows, {} dead letters, {:.1f} ms",
                  slot.name, e, windows, c->dead_letters.size(), ms.count());

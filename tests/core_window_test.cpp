@@ -953,3 +953,21 @@ TEST_CASE("windows near the end of time fire once and do not wrap around") {
     }
   }
 }
+
+TEST_CASE("without checkpoints, discarded changes do not pile up") {
+  window_config w;
+  w.kind = window_kind::tumbling;
+  w.size = 100;
+  small_case c{w};
+  for (int i = 0; i < 50; ++i) {
+    c.add(i * 10, i * 10 - 1, 1, "k" + std::to_string(i % 7));
+    c.op->advance(i * 10, c.out);
+    c.op->discard_changes();
+  }
+  // What changed after the discards is only what changed since the last one.
+  c.add(495, 490, 1, "new");
+  state_delta d;
+  c.op->checkpoint(d);
+  CHECK(d.put_count == 1);
+  CHECK(d.del_count == 0);
+}

@@ -1068,6 +1068,17 @@ void window_operator::checkpoint(state_delta& out) {
   out.meta = encode_meta(rows_stored_);
 }
 
+void window_operator::discard_changes() {
+  for (uint32_t id : changed_)
+    windows_[id].flags &= ~w_changed;
+  changed_.clear();
+  for (uint32_t k : changed_keys_)
+    keys_[k].flags &= ~k_changed;
+  changed_keys_.clear();
+  deleted_.clear();
+  deleted_count_ = 0;
+}
+
 std::string window_operator::snapshot() const {
   std::string rows;
   uint64_t n = 0;

@@ -109,6 +109,10 @@ public:
   /// meta value; marks them as stored. Call it after advance(), when nothing is pending.
   void checkpoint(state_delta& out);
 
+  /// Forgets what changed, for runs that store no state (a dry run, --no-exactly-once), so that
+  /// the change log does not grow with the run.
+  void discard_changes();
+
   /// The whole state as bytes: the meta value and every row. Not canonical across histories
   /// (rows come in key-slot order), but restore() of it behaves exactly like this operator.
   std::string snapshot() const;
