@@ -1,5 +1,6 @@
 #include "actors/core/definition.hpp"
 
+#include "actors/core/config.hpp"
 #include "actors/core/timeparse.hpp"
 
 #include <map>
@@ -22,28 +23,8 @@ std::string join(const std::vector<std::string>& xs) {
   return out;
 }
 
-const char* fn_name(agg_fn f) {
-  switch (f) {
-    case agg_fn::count:
-      return "count";
-    case agg_fn::sum:
-      return "sum";
-    case agg_fn::avg:
-      return "avg";
-    case agg_fn::min:
-      return "min";
-    case agg_fn::max:
-      return "max";
-    case agg_fn::distinct:
-      return "distinct";
-    case agg_fn::quantile:
-      return "quantile";
-  }
-  return "?";
-}
-
 std::string describe(const aggregate_config& a) {
-  auto out = a.name + " = " + fn_name(a.fn) + "(" + a.field + ")";
+  auto out = a.name + " = " + to_string(a.fn) + "(" + a.field + ")";
   if (a.fn == agg_fn::quantile) {
     auto q = std::to_string(a.q);
     while (q.size() > 1 && q.back() == '0')
