@@ -886,11 +886,26 @@ caf::error warehouse::query(const result_query& q,
     }
     window_result row;
     std::string previous;
+    // A whole-table query that meets no row of a pipeline that committed rows: a damaged page
+    // hid them (rows are never deleted), and the answer would be silently empty.
+    const bool whole = !q.key && !q.from && !q.to && !q.after;
+    bool seen = false;
+    auto end_of_rows = [&]() -> caf::error {
+      if (!whole || seen)
+        return caf::none;
+      auto n = read_u64(t, counters_, windows_counter_key(pid), "a windows counter");
+      if (!n)
+        return std::move(n.error());
+      if (*n > 0)
+        return t.corrupt(results_, start_key,
+                         "no result rows where " + std::to_string(*n) + " were committed");
+      return caf::none;
+    };
     for (auto more = c->seek(start_key);; more = c->next()) {
       if (!more)
         return std::move(more.error());
       if (!*more)
-        return caf::none;
+        return end_of_rows();
       // Every row the scan meets is verified, also the ones it skips or stops at: a damaged
       // key could otherwise hide rows (end the scan early or fail a filter) without a word.
       auto k = c->key();
@@ -903,7 +918,8 @@ caf::error warehouse::query(const result_query& q,
         return t.corrupt(results_, k, "results out of key order");
       previous.assign(k.data(), k.size());
       if (codec::get_be16(k.data()) != pid)
-        return caf::none;
+        return end_of_rows();
+      seen = true;
       timestamp start = codec::get_be64_signed(k.data() + 2);
       timestamp end = codec::get_be64_signed(k.data() + 10);
       // Rows are in start order and no row ends before it starts: past `to`, nothing fits.

@@ -278,3 +278,42 @@ TEST_CASE("weir check walks a clean store and names each damage") {
     CHECK(has_code(r.error(), errc::bad_input));
   }
 }
+
+TEST_CASE("a whole-table query that finds no rows where rows were committed is refused") {
+  temp_dir dir;
+  {
+    auto w = warehouse::open(dir.str());
+    REQUIRE(w);
+    REQUIRE(w->register_pipeline("p", {"count"}, "tumbling 10s"));
+    epoch_commit c;
+    c.pipeline = "p";
+    c.epoch = 1;
+    for (int i = 0; i < 5; ++i) {
+      window_result r;
+      r.key = "k" + std::to_string(i);
+      r.start = 0;
+      r.end = 10;
+      r.values = {1.0};
+      c.results.push_back(r);
+    }
+    REQUIRE(w->commit(c));
+  }
+  weir::test::raw_clear(dir.str() + "/warehouse", "results");
+  auto w = warehouse::open(dir.str());
+  REQUIRE(w);
+  size_t rows = 0;
+  auto count = [&](const window_result&) {
+    ++rows;
+    return true;
+  };
+  result_query whole;
+  whole.pipeline = "p";
+  auto err = w->query(whole, count);
+  CHECK(has_code(err, errc::store_corrupt));
+  CHECK_THAT(render(err), Catch::Contains("5 were committed"));
+  CHECK(rows == 0);
+  // A query for one key cannot tell a missing row from one never written.
+  result_query one = whole;
+  one.key = "k1";
+  CHECK_FALSE(w->query(one, count));
+}
