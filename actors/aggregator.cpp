@@ -151,12 +151,9 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       if (m.checkpoint) {
         // Only what changed since the last epoch: rows put and deleted, and the meta value.
         st.op->checkpoint(st.delta);
-        auto data = [](const std::string& s) {
-          return capnp::Data::Reader(reinterpret_cast<const kj::byte*>(s.data()), s.size());
-        };
-        c.setState(data(st.delta.meta));
-        c.setStatePuts(data(st.delta.puts));
-        c.setStateDels(data(st.delta.dels));
+        c.setState(as_data(st.delta.meta));
+        c.setStatePuts(as_data(st.delta.puts));
+        c.setStateDels(as_data(st.delta.dels));
       } else {
         st.op->discard_changes(); // nothing is stored: the change log must not grow
       }

@@ -60,7 +60,7 @@ frame encode_event_batch(uint32_t partition, timestamp watermark, const event_co
 }
 
 void encode_result(schema::WindowResult::Builder b, const window_result& w) {
-  b.setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(w.key.data()), w.key.size()));
+  b.setKey(as_data(w.key));
   b.setStart(w.start);
   b.setEnd(w.end);
   b.setVersion(w.version);
@@ -89,7 +89,7 @@ void decode_result(schema::WindowResult::Reader r, window_result& out) {
 void encode_dead_letter(schema::DeadLetter::Builder b, const dead_letter& d) {
   b.setSource(d.source);
   b.setOffset(d.offset);
-  b.setRaw(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(d.raw.data()), d.raw.size()));
+  b.setRaw(as_data(d.raw));
   b.setReason(capnp::Text::Reader(d.reason.data(), d.reason.size()));
 }
 

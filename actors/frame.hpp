@@ -81,4 +81,9 @@ inline std::string_view as_view(capnp::Data::Reader d) {
   return {reinterpret_cast<const char*>(d.begin()), d.size()};
 }
 
+/// Bytes as a Cap'n Proto Data reader, to set a Data field (it copies them).
+inline capnp::Data::Reader as_data(std::string_view s) {
+  return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
 } // namespace weir

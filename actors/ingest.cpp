@@ -399,7 +399,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     auto c = mb.initRoot<schema::RawChunk>();
     c.setSource(s.in.id);
     c.setOffset(offset);
-    c.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+    c.setData(as_data(data));
     if (!s.header_sent && !s.header.empty()) {
       c.setHeader(s.header);
       s.header_sent = true;

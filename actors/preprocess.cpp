@@ -272,8 +272,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       // Referenced in place, not copied (they may be many MiB): the pack stays as it is until
       // the message is serialized below.
       if (auto dls = st.epoch_dead_letters.padded_bytes(); !dls.empty())
-        c.adoptDeadLetterPack(mb.getOrphanage().referenceExternalData(
-          capnp::Data::Reader(reinterpret_cast<const kj::byte*>(dls.data()), dls.size())));
+        c.adoptDeadLetterPack(mb.getOrphanage().referenceExternalData(as_data(dls)));
       std::vector<std::pair<uint64_t, int64_t>> added;
       std::vector<uint64_t> expired;
       st.pre->take_dedupe_delta(added, expired);
@@ -288,8 +287,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         if (st.cfg.preprocess.dedupe && st.pre->watermark() != min_timestamp)
           c.setDedupeExpireBefore(st.pre->watermark() - st.cfg.preprocess.dedupe_horizon);
         auto snap = wrap_state(st.max_time, st.pre->snapshot());
-        c.setState(
-          capnp::Data::Reader(reinterpret_cast<const kj::byte*>(snap.data()), snap.size()));
+        c.setState(as_data(snap));
       }
       if (fault::hit("send.contribution")) { // fault injection
         self->quit(fault::injected("send.contribution"));

@@ -165,10 +165,11 @@ std::string check_pipeline(std::string_view k, std::string_view v, pipeline_ids&
   return {};
 }
 
-/// Checks that a key starts with a known pipeline id and has `size` bytes (0: at least 18, a
-/// results key).
-std::string check_pid(std::string_view k, size_t size, const pipeline_ids& ids) {
-  if (size ? k.size() != size : k.size() < 2 + 8 + 8)
+/// Checks that a key starts with a known pipeline id and has `size` bytes (0: at least `least`;
+/// 18 is a results key).
+std::string check_pid(std::string_view k, size_t size, const pipeline_ids& ids,
+                      size_t least = 2 + 8 + 8) {
+  if (size ? k.size() != size : k.size() < least)
     return "a key of " + std::to_string(k.size()) + " bytes";
   if (!ids.count(codec::get_be16(k.data())))
     return "a row of unknown pipeline id " + std::to_string(codec::get_be16(k.data()));
@@ -240,13 +241,10 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   // Window-state rows: pipeline, partition, start, key; a flag byte says whether the value
   // carries the whole row key (too long for an LMDB key).
   walk_table(w, e, where, "windows", t["windows"], [&](std::string_view k, std::string_view v) {
-    if (k.size() < 2 + 4 + 8)
-      return "a key of " + std::to_string(k.size()) + " bytes";
-    if (!ids.count(codec::get_be16(k.data())))
-      return "a row of unknown pipeline id " + std::to_string(codec::get_be16(k.data()));
-    if (v.empty() || static_cast<uint8_t>(v[0]) > 1)
-      return std::string{"a window-state row with a bad flag"};
-    return std::string{};
+    auto why = check_pid(k, 0, ids, 2 + 4 + 8);
+    if (why.empty() && (v.empty() || static_cast<uint8_t>(v[0]) > 1))
+      why = "a window-state row with a bad flag";
+    return why;
   });
 }
 

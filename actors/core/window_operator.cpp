@@ -991,32 +991,26 @@ std::string window_operator::encode_meta(uint64_t rows) const {
 
 namespace {
 
-/// Rewrites packed entries (a varint-length row key, and with `with_value` a varint-length value)
-/// in row-key order, so that the store writes them one page after the other.
+/// Rewrites packed rows (state_rows.hpp; `with_value`: puts, else deletes) in row-key order, so
+/// that the store writes them one page after the other.
 void sort_rows(std::string& rows, bool with_value, std::string& scratch) {
-  struct entry {
-    std::string_view key;
-    std::string_view whole;
-  };
-  std::vector<entry> entries;
-  binary::reader in{rows};
-  while (in.ok() && in.remaining() > 0) {
-    const char* from = rows.data() + (rows.size() - in.remaining());
-    auto k = in.bytes();
-    if (with_value)
-      in.bytes();
-    const char* to = rows.data() + (rows.size() - in.remaining());
-    entries.push_back({k, {from, static_cast<size_t>(to - from)}});
-  }
-  if (std::is_sorted(entries.begin(), entries.end(),
-                     [](const entry& x, const entry& y) { return x.key < y.key; }))
+  std::vector<std::pair<std::string_view, std::string_view>> entries;
+  if (with_value)
+    for_each_row(rows, [&](std::string_view k, std::string_view v) { entries.emplace_back(k, v); });
+  else
+    for_each_key(rows, [&](std::string_view k) { entries.emplace_back(k, std::string_view{}); });
+  auto by_key = [](const auto& x, const auto& y) { return x.first < y.first; };
+  if (std::is_sorted(entries.begin(), entries.end(), by_key))
     return;
-  std::sort(entries.begin(), entries.end(),
-            [](const entry& x, const entry& y) { return x.key < y.key; });
+  std::sort(entries.begin(), entries.end(), by_key);
   scratch.clear();
   scratch.reserve(rows.size());
-  for (const auto& e : entries)
-    scratch.append(e.whole.data(), e.whole.size());
+  binary::writer w{scratch};
+  for (const auto& [k, v] : entries) {
+    w.bytes(k);
+    if (with_value)
+      w.bytes(v);
+  }
   rows.swap(scratch);
 }
 
