@@ -145,9 +145,8 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       auto c = mb.initRoot<schema::AggregatorEpoch>();
       c.setEpoch(m.epoch);
       c.setPartition(st.partition);
-      auto rs = c.initResults(static_cast<unsigned>(st.fired.size()));
-      for (size_t i = 0; i < st.fired.size(); ++i)
-        encode_result(rs[static_cast<unsigned>(i)], st.fired[i]);
+      if (auto rs = st.fired.padded_bytes(); !rs.empty())
+        c.adoptResultPack(mb.getOrphanage().referenceExternalData(as_data(rs)));
       if (m.checkpoint) {
         // Only what changed since the last epoch: rows put and deleted, and the meta value.
         st.op->checkpoint(st.delta);

@@ -17,8 +17,8 @@ struct aggregator_state {
   uint32_t partition = 0;
   std::unique_ptr<window_operator> op;
   aggregate_layout layout;
-  std::vector<window_result> fired; ///< reused between epochs
-  state_delta delta;                ///< reused between epochs
+  result_pack fired; ///< reused between epochs
+  state_delta delta; ///< reused between epochs
 };
 
 /// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from

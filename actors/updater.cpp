@@ -38,8 +38,9 @@ caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const f
       if (a.getEpoch() != c.epoch)
         throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
                             kj::str("contribution of another epoch"));
-      for (auto w : a.getResults())
-        c.results.push_back(decode_result(w));
+      if (!c.results.append(as_view(a.getResultPack())))
+        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                            kj::str("window results that do not decode"));
       c.states.emplace_back(a.getPartition(), std::string(as_view(a.getState())));
       if (a.hasStatePuts() || a.hasStateDels())
         c.windows.push_back({a.getPartition(), std::string(as_view(a.getStatePuts())),

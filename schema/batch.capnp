@@ -91,12 +91,14 @@ struct PreprocessEpoch {
 struct AggregatorEpoch {
   epoch @0 :UInt64;
   partition @1 :UInt32;
-  results @2 :List(WindowResult);
+  results @2 :List(WindowResult);  # no longer filled: see resultPack
   state @3 :Data;           # the operator's meta value (watermark, row count)
   statePuts @4 :Data;       # window-state rows changed this epoch (see window_operator.hpp)
   stateDels @5 :Data;       # window-state row keys deleted this epoch
   stateMemory @6 :UInt64;   # bytes of memory the operator's state holds
   stateRows @7 :UInt64;     # slices and sessions it holds
+  resultPack @8 :Data;      # the results fired, packed one after the other in the layout of
+                            # actors/core/result_pack.hpp, in results-table key order
 }
 
 # The answer of the warehouse actor to a query.

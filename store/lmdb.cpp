@@ -596,13 +596,13 @@ caf::expected<bool> cursor::find(std::string_view key) {
   return move(MDB_SET_KEY, "cursor find");
 }
 
-caf::error cursor::put_sealed(std::string_view key, std::string_view body) {
+caf::error cursor::put_sealed(std::string_view key, std::string_view body, unsigned flags) {
   MDB_val k = to_val(key);
   MDB_val v{body.size() + seal_size, nullptr};
   int rc = 0;
   {
     in_lmdb guard{txn_->store_dir()};
-    rc = mdb_cursor_put(cur_, &k, &v, MDB_RESERVE);
+    rc = mdb_cursor_put(cur_, &k, &v, MDB_RESERVE | flags);
   }
   if (rc != MDB_SUCCESS)
     return txn_->check(rc, "mdb_cursor_put");

@@ -192,8 +192,9 @@ public:
   /// Positions on `key` exactly; false when it is not there. From a positioned cursor, a key on
   /// the same page is found without a search from the root: in key order, one page at a time.
   caf::expected<bool> find(std::string_view key);
-  /// Writes `body` and its seal under `key` through the cursor (cheap in key order, as find()).
-  caf::error put_sealed(std::string_view key, std::string_view body);
+  /// Writes `body` and its seal under `key` through the cursor (cheap in key order, as find();
+  /// with MDB_APPEND, for keys past the table's end, without a search).
+  caf::error put_sealed(std::string_view key, std::string_view body, unsigned flags = 0);
 
   /// The current entry; valid until the cursor moves or the txn writes.
   std::string_view key() const { return to_view(key_); }

@@ -111,33 +111,41 @@ int64_t cutoff_of(uint64_t bits) {
 /// stored as they are; longer ones as a prefix plus the hash of the whole key, which makes the
 /// stored key exactly `max_key` bytes long, a length no stored-as-is key reaches.
 /// Returns whether the key was too long.
-bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string_view key,
+bool append_result_key(uint16_t pid, timestamp start, timestamp end, std::string_view key,
                        size_t max_key, std::string& out) {
-  out.resize(result_prefix);
-  codec::put_be16(out.data(), pid);
-  codec::put_be64_signed(out.data() + 2, start);
-  codec::put_be64_signed(out.data() + 10, end);
-  size_t room = max_key - result_prefix;
-  if (key.size() < room) {
-    out.append(key.data(), key.size());
+  const size_t at = out.size();
+  const size_t room = max_key - result_prefix;
+  const bool long_key = key.size() >= room;
+  out.resize(at + result_prefix + (long_key ? room : key.size()));
+  char* p = out.data() + at;
+  codec::put_be16(p, pid);
+  codec::put_be64_signed(p + 2, start);
+  codec::put_be64_signed(p + 10, end);
+  p += result_prefix;
+  if (!long_key) {
+    if (!key.empty())
+      std::memcpy(p, key.data(), key.size());
     return false;
   }
-  out.append(key.data(), room - key_hash_size);
-  char h[key_hash_size];
-  codec::put_be64(h, XXH3_64bits(key.data(), key.size()));
-  out.append(h, key_hash_size);
+  std::memcpy(p, key.data(), room - key_hash_size);
+  codec::put_be64(p + room - key_hash_size, XXH3_64bits(key.data(), key.size()));
   return true;
 }
 
-void encode_result_value(const window_result& r, bool long_key, std::string& out) {
+bool encode_result_key(uint16_t pid, timestamp start, timestamp end, std::string_view key,
+                       size_t max_key, std::string& out) {
   out.clear();
-  codec::writer w{out};
-  w.u32(r.version);
-  w.u32(static_cast<uint32_t>(r.values.size()));
-  for (double x : r.values)
-    w.f64(x);
-  if (long_key)
-    w.str(r.key);
+  return append_result_key(pid, start, end, key, max_key, out);
+}
+
+/// The results-table value of `r`: its stored part as it lies in the pack, plus the whole key
+/// when the key was too long.
+std::string_view result_value(const result_view& r, bool long_key, std::string& buf) {
+  if (!long_key)
+    return r.stored;
+  buf.assign(r.stored.data(), r.stored.size());
+  codec::writer{buf}.str(r.key);
+  return buf;
 }
 
 /// Where one result's stored key lies in a shared key buffer.
@@ -150,24 +158,35 @@ struct keyed_row {
 
 /// The stored keys of `results` in one buffer `keys`, as rows sorted by key. Stable: of two
 /// rows for one window in a commit, the later one wins, as it would unsorted.
-std::vector<keyed_row> sorted_result_keys(uint16_t pid, const std::vector<window_result>& results,
+std::vector<keyed_row> sorted_result_keys(uint16_t pid, const result_pack& results,
                                           size_t max_key, std::string& keys) {
-  std::string key;
   keys.reserve(results.size() * (result_prefix + 16));
   std::vector<keyed_row> keyed;
   keyed.reserve(results.size());
   for (size_t i = 0; i < results.size(); ++i) {
-    const auto& r = results[i];
-    bool long_key = encode_result_key(pid, r.start, r.end, r.key, max_key, key);
+    const auto r = results[i];
+    const size_t at = keys.size();
+    bool long_key = append_result_key(pid, r.start, r.end, r.key, max_key, keys);
     keyed.push_back(
-      {keys.size(), static_cast<uint32_t>(key.size()), static_cast<uint32_t>(i), long_key});
-    keys += key;
+      {at, static_cast<uint32_t>(keys.size() - at), static_cast<uint32_t>(i), long_key});
   }
   auto view = [&keys](const keyed_row& x) { return std::string_view{keys}.substr(x.at, x.len); };
-  // Rows usually come as a few runs already in order (one per partition): check first.
   auto less = [&view](const keyed_row& x, const keyed_row& y) { return view(x) < view(y); };
-  if (!std::is_sorted(keyed.begin(), keyed.end(), less))
+  // Rows come as a few runs already in order (one per partition, sorted by the operator): merge
+  // the runs; sort only when there are many.
+  std::vector<size_t> runs{0};
+  for (size_t i = 1; i < keyed.size() && runs.size() <= 16; ++i)
+    if (less(keyed[i], keyed[i - 1]))
+      runs.push_back(i);
+  if (runs.size() > 16) {
     std::stable_sort(keyed.begin(), keyed.end(), less);
+    return keyed;
+  }
+  for (size_t r = 1; r < runs.size(); ++r) {
+    const size_t end = r + 1 < runs.size() ? runs[r + 1] : keyed.size();
+    std::inplace_merge(keyed.begin(), keyed.begin() + static_cast<std::ptrdiff_t>(runs[r]),
+                       keyed.begin() + static_cast<std::ptrdiff_t>(end), less);
+  }
   return keyed;
 }
 
@@ -430,11 +449,6 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
   // Fault injection (docs/faults.md): epoch.before_commit / during_commit / after_commit.
   if (fault::hit("epoch.before_commit"))
     return fault::injected("epoch.before_commit");
-  for (const auto& r : c.results)
-    if (r.end < r.start)
-      return make_error(errc::internal, "result of pipeline '" + c.pipeline + "' ends (" +
-                                          std::to_string(r.end) + ") before it starts (" +
-                                          std::to_string(r.start) + ")");
   bool applied = false;
   // Exactly-once rests on this: every step writes inside the one txn, so an epoch lands whole
   // (with its last_epoch) or not at all.
@@ -530,14 +544,15 @@ caf::error warehouse::write_dead_letters(lmdb::txn& t, uint16_t pid,
 }
 
 caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
-                                    const std::vector<window_result>& results) {
+                                    const result_pack& results) {
   if (results.empty())
     return caf::none;
   if (auto n = add_to_counter(t, counters_, windows_counter_key(pid), results.size()); !n)
     return std::move(n.error());
   // Upserts that never go back to an older version, written in key order; rows past the
-  // table's current end (the usual case: windows fire in time order) are appended without a
-  // lookup. The keys go into one buffer (no allocation per row) and are sorted as views.
+  // table's current end (the usual case: windows fire in time order) are appended through one
+  // cursor without a lookup. The keys go into one buffer (no allocation per row) and are
+  // sorted as views; values are written as they lie in the pack.
   const size_t max_key = env_.max_key_size();
   std::string keys;
   auto keyed = sorted_result_keys(pid, results, max_key, keys);
@@ -545,6 +560,9 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::strin
   auto table_end = last_key(t, results_);
   if (!table_end)
     return std::move(table_end.error());
+  auto cur = lmdb::cursor::open(t, results_);
+  if (!cur)
+    return std::move(cur.error());
   std::string key;
   std::string val;
   window_result stored;
@@ -552,14 +570,17 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::strin
   bool first = true;
   for (const auto& row : keyed) {
     const auto sorted_key = view(row);
-    const auto& r = results[row.index];
+    const auto r = results[row.index];
+    if (r.end < r.start)
+      return make_error(errc::internal, "result of pipeline '" + pipeline + "' ends (" +
+                                          std::to_string(r.end) + ") before it starts (" +
+                                          std::to_string(r.start) + ")");
     const bool fresh =
       (!*table_end || sorted_key > **table_end) && (first || sorted_key != previous);
     previous = sorted_key;
     first = false;
     if (fresh) {
-      encode_result_value(r, row.long_key, val);
-      if (auto err = t.put_sealed(results_, sorted_key, val, MDB_APPEND))
+      if (auto err = cur->put_sealed(sorted_key, result_value(r, row.long_key, val), MDB_APPEND))
         return err;
       continue;
     }
@@ -576,8 +597,7 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::strin
       if (r.version < stored.version)
         continue;
     }
-    encode_result_value(r, row.long_key, val);
-    if (auto err = t.put_sealed(results_, key, val))
+    if (auto err = t.put_sealed(results_, key, result_value(r, row.long_key, val)))
       return err;
   }
   return caf::none;

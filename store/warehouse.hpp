@@ -41,6 +41,7 @@
 
 #include "actors/core/dead_letters.hpp"
 #include "actors/core/error.hpp"
+#include "actors/core/result_pack.hpp"
 #include "actors/core/types.hpp"
 #include "store/lmdb.hpp"
 
@@ -63,9 +64,8 @@ struct epoch_commit {
   bool without_epoch = false;
   std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< source id -> offset reached
   dead_letter_pack dead_letters;      ///< in order: they take the next sequence numbers
-  std::vector<window_result> results; ///< upserts: a row replaces the stored
-                                      ///< row only if its version is >= the
-                                      ///< stored one
+  result_pack results; ///< upserts: a row replaces the stored row only if its version is
+                        ///< >= the stored one
   std::vector<std::pair<uint32_t, std::string>> states; ///< partition -> blob (replaces)
   /// Per partition, the window-state rows an epoch changed: deletes first, then puts (packed as
   /// in state_delta: varint-length row keys, and values for puts).
@@ -185,7 +185,7 @@ private:
                            const std::vector<std::pair<uint32_t, uint64_t>>& offsets);
   caf::error write_dead_letters(lmdb::txn& t, uint16_t pid, const dead_letter_pack& letters);
   caf::error write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
-                           const std::vector<window_result>& results);
+                           const result_pack& results);
   caf::error write_states(lmdb::txn& t, uint16_t pid,
                           const std::vector<std::pair<uint32_t, std::string>>& states);
   /// The ids the epoch added, and the expiry of old ones.

@@ -162,8 +162,10 @@ std::vector<window_result> results_of(const std::vector<frame>& frames) {
   std::vector<window_result> out;
   for (auto& f : frames) {
     auto err = decode_frame(f, [&](frame_reader& r) {
-      for (auto w : r.root<schema::AggregatorEpoch>().getResults())
-        out.push_back(decode_result(w));
+      result_pack pack;
+      REQUIRE(pack.assign(as_view(r.root<schema::AggregatorEpoch>().getResultPack())));
+      for (auto w : pack)
+        out.push_back(w);
     });
     REQUIRE(!err);
   }
@@ -326,13 +328,9 @@ TEST_CASE_METHOD(fixture,
     auto c = mb.initRoot<schema::AggregatorEpoch>();
     c.setEpoch(e);
     c.setPartition(p);
-    auto rs = c.initResults(1);
-    std::string key = "k" + std::to_string(p);
-    rs[0].setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(key.data()), key.size()));
-    rs[0].setStart(start);
-    rs[0].setEnd(start + 10);
-    rs[0].setVersion(1);
-    rs[0].initValues(1).set(0, 3.0);
+    result_pack rs;
+    rs.push_back({"k" + std::to_string(p), start, start + 10, 1, {3.0}});
+    c.setResultPack(as_data(rs.bytes()));
     c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("s"), 1));
     return to_frame(mb);
   };
@@ -395,13 +393,9 @@ TEST_CASE_METHOD(fixture, "updater: epochs commit in order, each partition count
     auto c = mb.initRoot<schema::AggregatorEpoch>();
     c.setEpoch(e);
     c.setPartition(p);
-    auto rs = c.initResults(1);
-    std::string key = "e" + std::to_string(e) + "p" + std::to_string(p);
-    rs[0].setKey(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(key.data()), key.size()));
-    rs[0].setStart(0);
-    rs[0].setEnd(10);
-    rs[0].setVersion(1);
-    rs[0].initValues(1).set(0, 1.0);
+    result_pack rs;
+    rs.push_back({"e" + std::to_string(e) + "p" + std::to_string(p), 0, 10, 1, {1.0}});
+    c.setResultPack(as_data(rs.bytes()));
     return to_frame(mb);
   };
   // Epoch 2 is complete before epoch 1: it waits, then both commit, 1 first.

@@ -239,7 +239,7 @@ void check_order(const std::vector<window_result>& out, size_t from) {
   for (size_t i = from + 1; i < out.size(); ++i) {
     const auto& x = out[i - 1];
     const auto& y = out[i];
-    CHECK(std::tie(x.end, x.start, x.key) < std::tie(y.end, y.start, y.key));
+    CHECK(std::tie(x.start, x.end, x.key) < std::tie(y.start, y.end, y.key));
   }
 }
 

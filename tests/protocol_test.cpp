@@ -244,9 +244,10 @@ frame agg_frame(const epoch_spec& x, uint32_t p) {
   auto c = mb.initRoot<schema::AggregatorEpoch>();
   c.setEpoch(x.epoch);
   c.setPartition(p);
-  auto rs = c.initResults(static_cast<unsigned>(x.results[p].size()));
-  for (unsigned i = 0; i < x.results[p].size(); ++i)
-    encode_result(rs[i], x.results[p][i]);
+  result_pack rs;
+  for (const auto& r : x.results[p])
+    rs.push_back(r);
+  c.setResultPack(as_data(rs.bytes()));
   c.setState(data_of(x.states[p]));
   return to_frame(mb);
 }

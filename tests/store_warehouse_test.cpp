@@ -52,7 +52,8 @@ struct pipeline_model {
   void apply_without_epoch(const epoch_commit& c) {
     for (const auto& [s, o] : c.offsets)
       offsets[s] = o;
-    for (const auto& r : c.results) {
+    for (const auto& view : c.results) {
+      const window_result r = view;
       auto k = std::make_tuple(r.start, r.end, r.key);
       auto it = results.find(k);
       if (it == results.end() || r.version >= it->second.first)

@@ -717,7 +717,8 @@ void window_operator::fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, tim
       b = std::max(b, a);
       while (b < n && start(b) < e)
         ++b;
-      uint32_t at = emit_slices(k, e, a, b, 1);
+      combine_slices(a, b);
+      uint32_t at = emit_values(k, sat_add(e, -win_.size), e, 1);
       if (retain_) {
         fired_of(k).push_back(fired{e, 1, false, at, round_});
         mark_key(k, k_changed);
@@ -816,34 +817,28 @@ void window_operator::fire_session_key(uint32_t k, timestamp w) {
     schedule(k, next);
 }
 
-uint32_t window_operator::emit_slices(uint32_t k, timestamp end, size_t a, size_t b,
-                                      uint32_t version) {
+void window_operator::combine_slices(size_t a, size_t b) {
   if (b - a == 1) {
     const uint32_t id = ids_[a];
     fill_values(acc_.data() + id * acc_width_, distinct_.data() + id * distinct_width_,
                 quantiles_.data() + id * quantile_width_, combined_values_);
-  } else {
-    std::copy(acc_init_.begin(), acc_init_.end(), combined_.begin());
-    for (auto& d : tmp_distinct_)
-      d.clear();
-    for (auto& q : tmp_quantiles_)
-      q.clear();
-    for (size_t i = a; i < b; ++i)
-      merge_into(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), ids_[i]);
-    fill_values(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), combined_values_);
+    return;
   }
-  emit_values(k, sat_add(end, -win_.size), end, version);
-  return static_cast<uint32_t>(pending_.size() - 1);
+  std::copy(acc_init_.begin(), acc_init_.end(), combined_.begin());
+  for (auto& d : tmp_distinct_)
+    d.clear();
+  for (auto& q : tmp_quantiles_)
+    q.clear();
+  for (size_t i = a; i < b; ++i)
+    merge_into(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), ids_[i]);
+  fill_values(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), combined_values_);
 }
 
-void window_operator::emit_values(uint32_t k, timestamp start, timestamp end, uint32_t version) {
-  pending_.emplace_back();
-  auto& r = pending_.back();
-  r.key.assign(key_bytes(k));
-  r.start = start;
-  r.end = end;
-  r.version = version;
-  r.values = combined_values_;
+uint32_t window_operator::emit_values(uint32_t k, timestamp start, timestamp end,
+                                      uint32_t version) {
+  pending_.add(key_bytes(k), start, end, version, combined_values_.data(),
+               combined_values_.size());
+  return static_cast<uint32_t>(pending_.size() - 1);
 }
 
 /// late = update: emits the dirty fired windows of key k again, from the slices it holds; a
@@ -868,56 +863,77 @@ void window_operator::emit_dirty(uint32_t k) {
       ++b;
     if (a == b)
       continue; // nothing left of it (cannot happen within the horizon)
+    combine_slices(a, b);
     if (f.version > 0 && f.round == round_) {
-      auto at = emit_slices(k, f.end, a, b, f.version);
-      pending_[f.pending] = std::move(pending_[at]);
-      pending_.pop_back();
+      pending_.update(f.pending, f.version, combined_values_.data(), combined_values_.size());
     } else {
       ++f.version;
-      f.pending = emit_slices(k, f.end, a, b, f.version);
+      f.pending = emit_values(k, ws, f.end, f.version);
       f.round = round_;
     }
   }
   mark_key(k, k_changed);
 }
 
-void window_operator::take_pending(std::vector<window_result>& out) {
-  // Sorts small entries rather than the results: (end, start, the key's first 8 bytes) decide
+void window_operator::sort_pending() {
+  // Sorts small entries rather than the results: (start, end, the key's first 8 bytes) decide
   // without touching the key most of the time.
   order_.resize(pending_.size());
   for (size_t i = 0; i < pending_.size(); ++i) {
-    const auto& r = pending_[i];
+    const auto r = pending_[i];
     uint64_t prefix = 0;
     for (size_t j = 0; j < 8; ++j)
       prefix = (prefix << 8) | (j < r.key.size() ? static_cast<uint8_t>(r.key[j]) : 0);
-    order_[i] = {r.end, r.start, prefix, static_cast<uint32_t>(i)};
+    order_[i] = {r.start, r.end, prefix, static_cast<uint32_t>(i)};
   }
   std::sort(order_.begin(), order_.end(), [this](const sort_entry& x, const sort_entry& y) {
-    if (x.end != y.end)
-      return x.end < y.end;
     if (x.start != y.start)
       return x.start < y.start;
+    if (x.end != y.end)
+      return x.end < y.end;
     if (x.prefix != y.prefix)
       return x.prefix < y.prefix;
     return pending_[x.index].key < pending_[y.index].key;
   });
-  out.reserve(out.size() + pending_.size());
+}
+
+void window_operator::take_pending(result_pack& out) {
+  sort_pending();
+  out.reserve(out.size() + pending_.size(), out.bytes().size() + pending_.bytes().size());
   for (const auto& e : order_)
-    out.push_back(std::move(pending_[e.index]));
+    out.add(pending_, e.index);
   pending_.clear();
   ++round_;
 }
 
-void window_operator::advance(timestamp watermark, std::vector<window_result>& out) {
+void window_operator::take_pending(std::vector<window_result>& out) {
+  sort_pending();
+  out.reserve(out.size() + pending_.size());
+  for (const auto& e : order_)
+    out.push_back(pending_[e.index]);
+  pending_.clear();
+  ++round_;
+}
+
+void window_operator::prepare(timestamp watermark) {
   move_to(watermark);
   for (uint32_t k : dirty_keys_)
     if ((keys_[k].flags & (k_live | k_dirty)) == (k_live | k_dirty))
       emit_dirty(k);
   dirty_keys_.clear();
+}
+
+void window_operator::advance(timestamp watermark, result_pack& out) {
+  prepare(watermark);
   take_pending(out);
 }
 
-timestamp window_operator::flush(std::vector<window_result>& out) {
+void window_operator::advance(timestamp watermark, std::vector<window_result>& out) {
+  prepare(watermark);
+  take_pending(out);
+}
+
+timestamp window_operator::flush_watermark() const {
   // The watermark that fires everything: the latest due time of a window not fired yet.
   timestamp all = watermark_;
   for (uint32_t k = 0; k < keys_.size(); ++k) {
@@ -929,7 +945,16 @@ timestamp window_operator::flush(std::vector<window_result>& out) {
         all = std::max(all, sat_add(end, win_.allowed_lateness));
     }
   }
-  advance(all, out);
+  return all;
+}
+
+timestamp window_operator::flush(result_pack& out) {
+  advance(flush_watermark(), out);
+  return watermark_;
+}
+
+timestamp window_operator::flush(std::vector<window_result>& out) {
+  advance(flush_watermark(), out);
   return watermark_;
 }
 

@@ -46,7 +46,8 @@
 /// - quantile(q): DDSketch, within 1 % relative error of the value at rank floor(q * (n - 1))
 ///   of the sorted non-NaN values, see quantile_sketch.
 ///
-/// Results of one advance() or flush() are ordered by (end, start, key bytes).
+/// Results of one advance() or flush() are ordered by (start, end, key bytes), the order of the
+/// warehouse's results table, so that it merges the partitions' results without sorting them.
 ///
 /// Slices
 /// ------
@@ -78,6 +79,7 @@
 
 #include <caf/error.hpp>
 
+#include "actors/core/result_pack.hpp"
 #include "actors/core/sketches.hpp"
 #include "actors/core/state_rows.hpp"
 #include "actors/core/types.hpp"
@@ -95,14 +97,17 @@ public:
   void process(const event_view& batch);
 
   /// Fires every window with end + allowed_lateness <= watermark (appends results to `out`,
-  /// ordered by (end, start, key), together with those fired while processing), re-emits
-  /// dirty retained windows, drops expired retained ones. A watermark below the current one
-  /// changes nothing but returns what is pending.
+  /// ordered by (start, end, key bytes), the order of the warehouse's results table, together
+  /// with those fired while processing), re-emits dirty retained windows, drops expired
+  /// retained ones. A watermark below the current one changes nothing but returns what is
+  /// pending. The pack is the fast form; the vector is for tests and tools.
+  void advance(timestamp watermark, result_pack& out);
   void advance(timestamp watermark, std::vector<window_result>& out);
 
   /// End of a bounded input: fires every open window (and dirty retained ones). Returns the
   /// watermark that now holds: max over fired windows of end + allowed_lateness (or the current
   /// watermark if higher), so that later records for those windows count as late.
+  timestamp flush(result_pack& out);
   timestamp flush(std::vector<window_result>& out);
 
   /// The rows changed since the previous checkpoint (or since construction or restore), and the
@@ -268,11 +273,18 @@ private:
   void fire_fixed_key(uint32_t k, timestamp lo, timestamp hi, timestamp w);
   void fire_session_key(uint32_t k, timestamp w);
   void emit_dirty(uint32_t k);
-  /// Emits window [end - size, end) of key k from the slices ids_[a, b); returns the index of
-  /// the result in pending_.
-  uint32_t emit_slices(uint32_t k, timestamp end, size_t a, size_t b, uint32_t version);
-  /// Appends a result of key k with the values in combined_values_.
-  void emit_values(uint32_t k, timestamp start, timestamp end, uint32_t version);
+  /// Puts the values of the window made of the slices ids_[a, b) into combined_values_.
+  void combine_slices(size_t a, size_t b);
+  /// Appends a result of key k with the values in combined_values_; returns its index in
+  /// pending_.
+  uint32_t emit_values(uint32_t k, timestamp start, timestamp end, uint32_t version);
+  /// Brings what is due at `watermark` into pending_ (fires, re-emits dirty windows).
+  void prepare(timestamp watermark);
+  /// The watermark at which flush() fires everything.
+  timestamp flush_watermark() const;
+  /// Sorts pending_ into order_ (the order advance() promises).
+  void sort_pending();
+  void take_pending(result_pack& out);
   void take_pending(std::vector<window_result>& out);
   std::vector<fired>& fired_of(uint32_t k);
   void drop_key_if_empty(uint32_t k);
@@ -339,12 +351,12 @@ private:
   std::vector<uint32_t> dirty_keys_; ///< keys with k_dirty
 
   // results fired but not yet returned by advance()
-  std::vector<window_result> pending_;
+  result_pack pending_;
 
   // scratch, reused between calls
   struct sort_entry {
-    timestamp end;
     timestamp start;
+    timestamp end;
     uint64_t prefix;
     uint32_t index;
   };
