@@ -19,36 +19,72 @@ namespace weir::codec {
 
 // -- fixed-width numbers at a place ---------------------------------------------------------------
 
+// Byte by byte on any host; one load or store (and a byte swap for big-endian) where the
+// compiler says the host is little-endian, since compilers do not always fold the loops.
+
+template <class T>
+T byte_swap(T v) {
+  if constexpr (sizeof(T) == 1)
+    return v;
+  else if constexpr (sizeof(T) == 2)
+    return static_cast<T>(__builtin_bswap16(v));
+  else if constexpr (sizeof(T) == 4)
+    return static_cast<T>(__builtin_bswap32(v));
+  else
+    return static_cast<T>(__builtin_bswap64(v));
+}
+
 template <class T>
 void put_le(char* p, T v) {
   static_assert(std::is_unsigned_v<T>);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  std::memcpy(p, &v, sizeof(T));
+#else
   for (size_t i = 0; i < sizeof(T); ++i)
     p[i] = static_cast<char>(static_cast<uint64_t>(v) >> (8 * i));
+#endif
 }
 
 template <class T>
 T get_le(const char* p) {
   static_assert(std::is_unsigned_v<T>);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+#else
   uint64_t v = 0;
   for (size_t i = 0; i < sizeof(T); ++i)
     v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
   return static_cast<T>(v);
+#endif
 }
 
 template <class T>
 void put_be(char* p, T v) {
   static_assert(std::is_unsigned_v<T>);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  v = byte_swap(v);
+  std::memcpy(p, &v, sizeof(T));
+#else
   for (size_t i = 0; i < sizeof(T); ++i)
     p[sizeof(T) - 1 - i] = static_cast<char>(static_cast<uint64_t>(v) >> (8 * i));
+#endif
 }
 
 template <class T>
 T get_be(const char* p) {
   static_assert(std::is_unsigned_v<T>);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return byte_swap(v);
+#else
   uint64_t v = 0;
   for (size_t i = 0; i < sizeof(T); ++i)
     v = (v << 8) | static_cast<uint8_t>(p[i]);
   return static_cast<T>(v);
+#endif
 }
 
 inline void put_le32(char* p, uint32_t v) {
