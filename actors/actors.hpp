@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <utility>
@@ -85,6 +86,25 @@ struct state_meter {
   std::atomic<uint64_t> epochs{0};       ///< epochs that wrote state
   std::atomic<uint64_t> rows_at_peak{0}; ///< the most slices and sessions held at an epoch's end
   std::atomic<uint64_t> peak_memory{0};  ///< the operators' memory then
+  std::atomic<uint64_t> rows_now{0};     ///< slices and sessions held at the last commit
+  std::atomic<uint64_t> memory_now{0};   ///< the operators' memory then
+
+  /// Epoch latency (an epoch's start to its commit) of this run, for `GET /metrics`: counts per
+  /// bucket (upper bounds in latency_bounds_s, then +Inf), their sum and count.
+  static constexpr double latency_bounds_s[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                0.5,   1,    2.5,   5,    10,  30};
+  static constexpr size_t latency_buckets = std::size(latency_bounds_s) + 1;
+  std::atomic<uint64_t> latency_count[latency_buckets] = {};
+  std::atomic<uint64_t> latency_sum_us{0};
+  std::atomic<uint64_t> latencies{0};
+  void add_latency(int64_t us) {
+    size_t b = 0;
+    while (b + 1 < latency_buckets && static_cast<double>(us) > latency_bounds_s[b] * 1e6)
+      ++b;
+    latency_count[b] += 1;
+    latency_sum_us += static_cast<uint64_t>(us > 0 ? us : 0);
+    latencies += 1;
+  }
 };
 using state_meters = std::vector<state_meter>;
 

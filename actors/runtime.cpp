@@ -548,9 +548,13 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     tallies[i].start_windows = *w;
   }
   auto on_commit = [&](uint32_t i, uint64_t, int64_t latency) {
-    if (i < tallies.size() && latency >= 0)
+    if (i < tallies.size() && latency >= 0) {
       tallies[i].latencies.push_back(latency);
+      (*meters)[i].add_latency(latency);
+    }
   };
+  if (opts.probe)
+    opts.probe->attach(wh_ptr, lake_ptr, meters);
   uint32_t restarts = 0;     ///< every restart
   uint32_t budget_spent = 0; ///< restarts after failures that name no records
   int64_t backoff = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
@@ -678,6 +682,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
       return make_error(errc::internal, failure + "; gave up after " + std::to_string(restarts) +
                                           " restart(s); " + where);
     ++restarts;
+    if (opts.probe)
+      opts.probe->restarts += 1;
     int64_t wait = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
     if (budgeted) {
       ++budget_spent;
@@ -734,6 +740,33 @@ caf::error decode_page(const frame& f, query_answer& a) {
 }
 
 } // namespace
+
+caf::expected<committed_status> committed_status_of(warehouse& wh, const std::string& pipeline) {
+  committed_status out;
+  auto epoch = wh.last_epoch(pipeline);
+  if (!epoch)
+    return epoch.error();
+  out.epoch = *epoch;
+  auto windows = wh.windows_committed(pipeline);
+  if (!windows)
+    return windows.error();
+  out.windows = *windows;
+  auto states = wh.states(pipeline);
+  if (!states)
+    return states.error();
+  for (const auto& [part, blob] : *states) {
+    if (part != preprocess_partition || blob.empty())
+      continue;
+    std::string_view inner;
+    if (auto err = unwrap_state(blob, out.max_time, inner))
+      return err;
+    auto c = preprocessor::counters_of(inner);
+    if (!c)
+      return c.error();
+    out.counters = std::move(*c);
+  }
+  return out;
+}
 
 caf::error query_store_pages(const std::string& dir, const std::string& pipeline,
                              const std::string& key, std::optional<timestamp> from,

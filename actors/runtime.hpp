@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,10 +14,48 @@
 #include <caf/expected.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/core/preprocessor.hpp"
 #include "actors/core/types.hpp"
+#include "store/lake.hpp"
 #include "store/warehouse.hpp"
 
 namespace weir {
+
+/// What a run in progress shows to a server in the same process (`weir serve`): its stores,
+/// once open, and its live meters. Filled by run_pipelines; read from any thread.
+class run_probe {
+public:
+  /// Called by run_pipelines once the stores are open and every pipeline is restored.
+  void attach(std::shared_ptr<warehouse> wh, std::shared_ptr<lake> lk,
+              std::shared_ptr<state_meters> meters) {
+    std::lock_guard<std::mutex> lock{mu_};
+    wh_ = std::move(wh);
+    lk_ = std::move(lk);
+    meters_ = std::move(meters);
+  }
+  /// The warehouse of the run (null before attach; kept after the run ends).
+  std::shared_ptr<warehouse> store() const {
+    std::lock_guard<std::mutex> lock{mu_};
+    return wh_;
+  }
+  /// The lake of the run (null before attach).
+  std::shared_ptr<lake> lake_store() const {
+    std::lock_guard<std::mutex> lock{mu_};
+    return lk_;
+  }
+  /// Live meters per pipeline, in config order (null before attach).
+  std::shared_ptr<state_meters> meters() const {
+    std::lock_guard<std::mutex> lock{mu_};
+    return meters_;
+  }
+  std::atomic<uint32_t> restarts{0};
+
+private:
+  mutable std::mutex mu_;
+  std::shared_ptr<warehouse> wh_;
+  std::shared_ptr<lake> lk_;
+  std::shared_ptr<state_meters> meters_;
+};
 
 struct run_options {
   std::string store;                       ///< store directory (empty: the config's)
@@ -29,6 +69,8 @@ struct run_options {
   /// The end of this run is the end of the data: every open window fires (runtime_config::
   /// final_flush). Always so without exactly-once: those runs keep no state to leave them in.
   bool final_flush = false;
+  /// When set, the run shows its stores and meters there (`weir serve`).
+  std::shared_ptr<run_probe> probe;
 };
 
 /// errc::too_many_rejects when a pipeline of a finished run rejected more of the records it
@@ -84,6 +126,16 @@ caf::error
 store_dead_letter_pages(const std::string& dir, const std::string& pipeline, uint64_t limit,
                         const std::function<bool(const std::vector<dead_letter_row>&)>& on_page,
                         uint64_t page_rows = 4096);
+
+/// What the store holds of a pipeline's last committed epoch: the epoch, the preprocess
+/// counters as committed, the largest event time accepted so far, and the result rows written.
+struct committed_status {
+  uint64_t epoch = 0; ///< 0: nothing committed yet
+  preprocess_counters counters;
+  timestamp max_time = min_timestamp; ///< min_timestamp: no event yet
+  uint64_t windows = 0;
+};
+caf::expected<committed_status> committed_status_of(warehouse& wh, const std::string& pipeline);
 
 /// Expands a source path (a file, a glob, or "-") into the files it names, sorted.
 caf::expected<std::vector<std::string>> expand_source(const source_config& src);

@@ -89,6 +89,8 @@ void meter_epoch(state_meter& m, const epoch_commit& c, const std::vector<frame>
     });
   m.bytes += bytes;
   m.epochs += 1;
+  m.rows_now = rows;
+  m.memory_now = memory;
   // Memory per window is judged where the most windows are held (vectors keep their capacity
   // after windows fire, so a later, emptier epoch would overstate it).
   if (rows > m.rows_at_peak) {

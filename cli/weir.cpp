@@ -26,11 +26,15 @@
 #include "actors/runtime.hpp"
 #include "cli/check.hpp"
 #include "cli/format.hpp"
+#include "cli/output.hpp"
+#include "cli/serve.hpp"
 #include "store/lake.hpp"
 #include "store/store.hpp"
 #include "store/warehouse.hpp"
 
 namespace {
+
+using namespace weir::cli;
 
 /// Exit codes, documented in `weir --help` and docs/cli.md.
 enum exit_code : int {
@@ -76,207 +80,6 @@ int fail(const caf::error& err) {
   return code_of(err);
 }
 
-std::string show_key(std::string k) {
-  for (auto& c : k)
-    if (c == weir::key_separator)
-      c = '|';
-  return k;
-}
-
-std::string internal_key(std::string k) {
-  for (auto& c : k)
-    if (c == '|')
-      c = weir::key_separator;
-  return k;
-}
-
-/// A number for people: integers as such, others with at most 4 decimals (or 6 significant
-/// digits in exponent form when very large or small).
-std::string fmt_number(double v) {
-  if (std::isnan(v))
-    return "";
-  if (std::isinf(v))
-    return v > 0 ? "inf" : "-inf";
-  char buf[32];
-  if (v == std::floor(v) && std::fabs(v) < 1e15) {
-    std::snprintf(buf, sizeof(buf), "%.0f", v);
-    return buf;
-  }
-  std::snprintf(buf, sizeof(buf), "%.6g", v);
-  std::string s = buf;
-  if (s.find('e') == std::string::npos && std::fabs(v) >= 1e-4) {
-    std::snprintf(buf, sizeof(buf), "%.4f", v);
-    s = buf;
-    while (!s.empty() && s.back() == '0')
-      s.pop_back();
-    if (!s.empty() && s.back() == '.')
-      s.pop_back();
-  }
-  return s;
-}
-
-/// The length of the valid UTF-8 sequence at s[i], or 0 when there is none.
-size_t utf8_length(std::string_view s, size_t i) {
-  auto c = static_cast<unsigned char>(s[i]);
-  size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
-  if (n == 0 || i + n > s.size())
-    return 0;
-  for (size_t k = 1; k < n; ++k)
-    if ((static_cast<unsigned char>(s[i + k]) >> 6) != 0x2)
-      return 0;
-  // No overlong forms, surrogates or code points past U+10FFFF.
-  auto c1 = n > 1 ? static_cast<unsigned char>(s[i + 1]) : 0;
-  if ((n == 2 && c < 0xC2) || (n == 3 && c == 0xE0 && c1 < 0xA0) ||
-      (n == 3 && c == 0xED && c1 >= 0xA0) || (n == 4 && c == 0xF0 && c1 < 0x90) ||
-      (n == 4 && (c > 0xF4 || (c == 0xF4 && c1 >= 0x90))))
-    return 0;
-  return n;
-}
-
-/// A JSON string body: quotes, backslashes and control characters escaped, and any byte that
-/// is not valid UTF-8 (a dead letter's raw text may hold such) replaced by U+FFFD.
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t n = utf8_length(s, i);
-    if (n == 0) {
-      out += "\\ufffd";
-      ++i;
-      continue;
-    }
-    if (n > 1) {
-      out.append(s.data() + i, n);
-      i += n;
-      continue;
-    }
-    ++i;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
-}
-
-/// A source as users name it, from its store key "pipeline/source:path": "source (path)", or
-/// "source (stdin)".
-std::string source_label(const std::string& key) {
-  auto slash = key.find('/');
-  auto colon = key.find(':', slash == std::string::npos ? 0 : slash + 1);
-  if (slash == std::string::npos || colon == std::string::npos)
-    return key;
-  auto name = key.substr(slash + 1, colon - slash - 1);
-  auto path = key.substr(colon + 1);
-  return name + " (" + (path == "-" ? std::string{"stdin"} : path) + ")";
-}
-
-std::string csv_escape(const std::string& s) {
-  if (s.find_first_of(",\"\n\r") == std::string::npos)
-    return s;
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"')
-      out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
-/// Prints a table a page of rows at a time: column widths come from the header and the first
-/// page (a later, wider cell makes its row longer rather than holding every row in memory).
-/// Text is left-aligned, numbers right-aligned.
-class table_printer {
-public:
-  table_printer(std::vector<std::string> head, std::vector<bool> numeric)
-    : head_(std::move(head))
-    , numeric_(std::move(numeric)) {}
-
-  void add(const std::vector<std::vector<std::string>>& rows) {
-    if (!started_) {
-      started_ = true;
-      width_.resize(head_.size());
-      for (size_t i = 0; i < head_.size(); ++i)
-        width_[i] = head_[i].size();
-      for (const auto& r : rows)
-        for (size_t i = 0; i < r.size() && i < width_.size(); ++i)
-          width_[i] = std::max(width_[i], r[i].size());
-      line(head_);
-      std::vector<std::string> sep;
-      for (auto w : width_)
-        sep.emplace_back(w, '-');
-      line(sep);
-    }
-    for (const auto& r : rows)
-      line(r);
-  }
-
-  /// Prints the header of an empty table.
-  void finish() {
-    if (!started_)
-      add({});
-  }
-
-private:
-  void line(const std::vector<std::string>& r) {
-    out_.clear();
-    for (size_t i = 0; i < r.size(); ++i) {
-      const auto& cell = r[i];
-      size_t w = i < width_.size() ? width_[i] : 0;
-      std::string pad(w > cell.size() ? w - cell.size() : 0, ' ');
-      bool right = i < numeric_.size() && numeric_[i];
-      out_ += right ? pad + cell : cell + pad;
-      if (i + 1 < r.size())
-        out_ += "  ";
-    }
-    while (!out_.empty() && out_.back() == ' ')
-      out_.pop_back();
-    out_ += '\n';
-    std::fwrite(out_.data(), 1, out_.size(), stdout);
-  }
-
-  std::vector<std::string> head_;
-  std::vector<bool> numeric_;
-  std::vector<size_t> width_;
-  std::string out_;
-  bool started_ = false;
-};
-
-caf::expected<weir::timestamp> parse_when(const std::string& s) {
-  weir::timestamp t = 0;
-  if (weir::parse_time(s, weir::time_format::iso8601, t))
-    return t;
-  const char* why = nullptr;
-  if (weir::parse_time(s, weir::time_format::epoch_s, t, why))
-    return t;
-  // A number that parses but is out of range says so; anything else gets the usage hint.
-  const bool number = s.find_first_not_of("+-.0123456789") == std::string::npos;
-  return weir::make_error(
-    weir::errc::bad_config,
-    "bad time '" + s +
-      "': " + (number ? std::string{why} : "use ISO-8601 with a zone or epoch seconds"));
-}
 
 const char* signal_name(int sig) {
   return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
@@ -367,6 +170,24 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   return rejects ? fail(rejects) : code;
 }
 
+int cmd_serve(const std::string& config_path, const weir::cli::serve_options& opts) {
+  auto cfg = weir::load_config(config_path);
+  if (!cfg)
+    return fail(cfg.error());
+  if (auto err = weir::fault::check_env())
+    return fail(err);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  auto res = weir::cli::serve(*cfg, opts, stop_requested, [](const std::string& addr) {
+    std::printf("weir serve: listening on http://%s\n", addr.c_str());
+    std::fflush(stdout);
+  });
+  if (!res)
+    return fail(res.error());
+  std::printf("weir serve: stopped (%s) after a last commit\n", signal_name(stop_signal.load()));
+  return exit_ok;
+}
+
 /// Refuses to open (and so create) a store that is not there.
 caf::error require_store(const std::string& store) {
   std::error_code ec;
@@ -384,143 +205,6 @@ caf::expected<std::optional<weir::timestamp>> optional_time(const std::string& t
   return std::optional<weir::timestamp>{*t};
 }
 
-/// Writes a query's rows as they come, a page at a time (table, csv or json). csv and json
-/// rows are formatted straight into one buffer per page: no allocation per row.
-class result_writer {
-public:
-  explicit result_writer(std::string format)
-    : format_(std::move(format)) {}
-
-  void page(const weir::query_answer& a) {
-    if (!started_)
-      start(a.aggregates);
-    if (table_) {
-      table_rows(a);
-      return;
-    }
-    buf_.clear();
-    for (const auto& r : a.rows) {
-      if (format_ == "json")
-        json_row(r, a.aggregates);
-      else
-        csv_row(r);
-    }
-    std::fwrite(buf_.data(), 1, buf_.size(), stdout);
-  }
-
-  void finish() {
-    if (format_ == "json")
-      std::fputs(first_ ? "[]\n" : "\n]\n", stdout);
-    else if (table_)
-      table_->finish();
-  }
-
-private:
-  void start(const std::vector<std::string>& aggs) {
-    started_ = true;
-    std::vector<std::string> head{"window_start", "window_end", "key"};
-    head.insert(head.end(), aggs.begin(), aggs.end());
-    head.push_back("version");
-    if (format_ == "csv") {
-      std::string line;
-      for (size_t i = 0; i < head.size(); ++i)
-        line += (i ? "," : "") + csv_escape(head[i]);
-      std::puts(line.c_str());
-    } else if (format_ == "table") {
-      std::vector<bool> numeric(head.size(), true);
-      numeric[0] = numeric[1] = numeric[2] = false;
-      table_.emplace(head, numeric);
-    }
-    for (const auto& a : aggs)
-      json_names_.push_back(", \"" + json_escape(a) + "\": ");
-  }
-
-  void table_rows(const weir::query_answer& a) {
-    rows_.clear();
-    for (const auto& r : a.rows) {
-      std::vector<std::string> row{weir::format_time(r.start), weir::format_time(r.end),
-                                   show_key(r.key)};
-      for (auto v : r.values)
-        row.push_back(fmt_number(v));
-      row.push_back(std::to_string(r.version));
-      rows_.push_back(std::move(row));
-    }
-    table_->add(rows_);
-  }
-
-  /// The text of a time; rows come in start order, so most repeat the one before.
-  const std::string& time_text(weir::timestamp t, int which) {
-    if (!time_valid_[which] || time_of_[which] != t) {
-      time_of_[which] = t;
-      time_text_[which] = weir::format_time(t);
-      time_valid_[which] = true;
-    }
-    return time_text_[which];
-  }
-
-  void number(double v) {
-    char tmp[32];
-    auto r = std::to_chars(tmp, tmp + sizeof(tmp), v);
-    buf_.append(tmp, r.ptr);
-  }
-
-  void csv_row(const weir::window_result& r) {
-    buf_ += time_text(r.start, 0);
-    buf_ += ',';
-    buf_ += time_text(r.end, 1);
-    buf_ += ',';
-    bool plain = true;
-    for (char c : r.key)
-      plain = plain && c != ',' && c != '"' && c != '\n' && c != '\r';
-    if (plain) {
-      for (char c : r.key)
-        buf_ += c == weir::key_separator ? '|' : c;
-    } else {
-      buf_ += csv_escape(show_key(r.key));
-    }
-    for (auto v : r.values) {
-      buf_ += ',';
-      if (!std::isnan(v))
-        number(v);
-    }
-    buf_ += ',';
-    buf_ += std::to_string(r.version);
-    buf_ += '\n';
-  }
-
-  void json_row(const weir::window_result& r, const std::vector<std::string>& aggs) {
-    buf_ += first_ ? "[\n  " : ",\n  ";
-    first_ = false;
-    buf_ += "{\"window_start\": \"";
-    buf_ += time_text(r.start, 0);
-    buf_ += "\", \"window_end\": \"";
-    buf_ += time_text(r.end, 1);
-    buf_ += "\", \"key\": \"";
-    buf_ += json_escape(show_key(r.key));
-    buf_ += '"';
-    for (size_t i = 0; i < aggs.size() && i < r.values.size(); ++i) {
-      buf_ += json_names_[i];
-      if (std::isfinite(r.values[i]))
-        number(r.values[i]);
-      else
-        buf_ += weir::json_number(r.values[i]); // null, or "inf" as a string
-    }
-    buf_ += ", \"version\": ";
-    buf_ += std::to_string(r.version);
-    buf_ += '}';
-  }
-
-  std::string format_;
-  bool started_ = false;
-  bool first_ = true;
-  std::optional<table_printer> table_;
-  std::vector<std::vector<std::string>> rows_;
-  std::vector<std::string> json_names_;
-  std::string buf_;
-  weir::timestamp time_of_[2] = {0, 0};
-  bool time_valid_[2] = {false, false};
-  std::string time_text_[2];
-};
 
 int cmd_query(const std::string& store, const std::string& pipeline, const std::string& key,
               const std::string& from, const std::string& to, const std::string& format) {
@@ -530,7 +214,7 @@ int cmd_query(const std::string& store, const std::string& pipeline, const std::
   auto t_to = optional_time(to);
   if (!t_to)
     return fail(t_to.error());
-  result_writer out{format};
+  result_writer out{format, stdout_sink()};
   auto err = weir::query_store_pages(store, pipeline, internal_key(key), *t_from, *t_to,
                                      [&](const weir::query_answer& page) {
                                        out.page(page);
@@ -624,52 +308,14 @@ int cmd_dead_letters(const std::string& store, const std::string& pipeline,
         return source_label(key);
     return "source #" + std::to_string(id);
   };
-  std::optional<table_printer> table;
-  if (format == "csv")
-    std::fputs("pipeline,source,offset,reason,raw\n", stdout);
-  else if (format == "table")
-    table.emplace(std::vector<std::string>{"pipeline", "source", "offset", "reason", "raw"},
-                  std::vector<bool>{false, false, true, false, false});
-  bool first = true;
-  std::string line;
-  std::vector<std::vector<std::string>> rows;
+  dead_letter_writer out{format, stdout_sink(), source_name};
   auto err = weir::store_dead_letter_pages(store, pipeline, limit, [&](const auto& page) {
-    rows.clear();
-    for (const auto& r : page) {
-      std::vector<std::string> row{r.pipeline, source_name(r.letter.source),
-                                   std::to_string(r.letter.offset), r.letter.reason, r.letter.raw};
-      line.clear();
-      if (format == "csv") {
-        for (size_t i = 0; i < row.size(); ++i)
-          line += (i ? "," : "") + csv_escape(row[i]);
-        line += '\n';
-      } else if (format == "json") {
-        line = first ? "[\n  " : ",\n  ";
-        line += "{\"pipeline\": \"" + json_escape(row[0]) + "\", \"source\": \"" +
-                json_escape(row[1]) + "\", \"offset\": " + row[2] + ", \"reason\": \"" +
-                json_escape(row[3]) + "\", \"raw\": \"" + json_escape(row[4]) + "\"}";
-      } else {
-        auto& raw = row[4];
-        for (auto& c : raw)
-          if (static_cast<unsigned char>(c) < 0x20)
-            c = ' ';
-        if (raw.size() > 80)
-          raw = raw.substr(0, 77) + "...";
-        rows.push_back(std::move(row));
-      }
-      first = false;
-      std::fwrite(line.data(), 1, line.size(), stdout);
-    }
-    if (table)
-      table->add(rows);
+    out.page(page);
     return true;
   });
   if (err)
     return fail(err);
-  if (format == "json")
-    std::fputs(first ? "[]\n" : "\n]\n", stdout);
-  if (table)
-    table->finish();
+  out.finish();
   return exit_ok;
 }
 
@@ -725,6 +371,17 @@ int main(int argc, char** argv) {
                 "in the store for the next run");
   run->footer(exit_codes_text);
 
+  auto* serve = app.add_subcommand("serve", "Run the pipelines of a config until SIGINT/SIGTERM "
+                                            "and answer over HTTP: results, dead letters, "
+                                            "metrics, health (docs/serve.md)");
+  weir::cli::serve_options serve_opts;
+  serve->add_option("PIPELINE.toml", config_path, "pipeline config")->required();
+  serve->add_option("--listen", serve_opts.listen, "HOST:PORT to answer on (port 0: any free one)")
+    ->capture_default_str();
+  serve->add_option("--store", serve_opts.store, "store directory (default: the config's `store`)");
+  serve->add_option("--threads", serve_opts.threads, "scheduler threads (default: number of cores)");
+  serve->footer(exit_codes_text);
+
   auto* query = app.add_subcommand("query", "Print committed window results");
   std::string q_pipeline;
   std::string q_key;
@@ -774,6 +431,8 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   if (*run)
     return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once, final_flush);
+  if (*serve)
+    return cmd_serve(config_path, serve_opts);
   if (*query)
     return cmd_query(store, q_pipeline, q_key, q_from, q_to, q_format);
   if (*inspect)

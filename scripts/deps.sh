@@ -5,7 +5,7 @@ packages=(
   g++ cmake ninja-build pkg-config ccache
   libcaf-dev capnproto libcapnp-dev liblmdb-dev lmdb-utils libspdlog-dev catch2
   libtomlplusplus-dev libcli11-dev libsimdjson-dev libfast-float-dev libxxhash-dev
-  librapidcheck-dev
+  librapidcheck-dev libcpp-httplib-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,598 @@
+#include "cli/serve.hpp"
+
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include "actors/core/codec.hpp"
+#include "actors/core/error.hpp"
+#include "actors/core/input_check.hpp"
+#include "actors/runtime.hpp"
+#include "cli/output.hpp"
+
+namespace weir::cli {
+
+namespace {
+
+/// How the run of the pipelines stands: running, finished (bounded inputs ended) or failed.
+class run_state {
+public:
+  void set(std::string outcome) {
+    std::lock_guard<std::mutex> lock{mu_};
+    outcome_ = std::move(outcome);
+  }
+  std::string get() const {
+    std::lock_guard<std::mutex> lock{mu_};
+    return outcome_;
+  }
+
+private:
+  mutable std::mutex mu_;
+  std::string outcome_ = "running";
+};
+
+/// HOST:PORT, with the port a number in [0, 65535].
+bool parse_listen(const std::string& s, std::string& host, int& port) {
+  auto colon = s.rfind(':');
+  if (colon == std::string::npos || colon == 0)
+    return false;
+  host = s.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  const char* b = s.data() + colon + 1;
+  const char* e = s.data() + s.size();
+  auto r = std::from_chars(b, e, port);
+  return r.ec == std::errc{} && r.ptr == e && b != e && port >= 0 && port <= 65535;
+}
+
+std::string to_hex(std::string_view s) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size() * 2);
+  for (unsigned char c : s) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+bool from_hex(std::string_view s, std::string& out) {
+  if (s.size() % 2 != 0)
+    return false;
+  out.clear();
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9')
+      return c - '0';
+    if (c >= 'a' && c <= 'f')
+      return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+      return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < s.size(); i += 2) {
+    int hi = nibble(s[i]);
+    int lo = nibble(s[i + 1]);
+    if (hi < 0 || lo < 0)
+      return false;
+    out += static_cast<char>(hi * 16 + lo);
+  }
+  return true;
+}
+
+/// A results cursor: where a page ended, as hex of start (BE64), end (BE64) and the key.
+std::string results_cursor(const window_result& r) {
+  std::string raw(16, '\0');
+  codec::put_be64_signed(raw.data(), r.start);
+  codec::put_be64_signed(raw.data() + 8, r.end);
+  raw += r.key;
+  return to_hex(raw);
+}
+
+bool parse_results_cursor(const std::string& text, window_result& after) {
+  std::string raw;
+  if (!from_hex(text, raw) || raw.size() < 16)
+    return false;
+  after.start = codec::get_be64_signed(raw.data());
+  after.end = codec::get_be64_signed(raw.data() + 8);
+  after.key = raw.substr(16);
+  return true;
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message) {
+  res.status = status;
+  res.set_content("{\"error\": \"" + json_escape(message) + "\"}\n", "application/json");
+}
+
+/// A positive integer parameter no larger than `max` (default when absent); false when bad.
+bool count_param(const httplib::Request& req, const char* name, size_t dflt, size_t max,
+                 size_t& out) {
+  if (!req.has_param(name)) {
+    out = dflt;
+    return true;
+  }
+  const auto v = req.get_param_value(name);
+  auto r = std::from_chars(v.data(), v.data() + v.size(), out);
+  return r.ec == std::errc{} && r.ptr == v.data() + v.size() && out >= 1 && out <= max;
+}
+
+/// Resident memory of this process in bytes (0 when /proc says nothing).
+uint64_t resident_bytes() {
+  std::ifstream statm{"/proc/self/statm"};
+  uint64_t pages = 0;
+  uint64_t resident = 0;
+  if (!(statm >> pages >> resident))
+    return 0;
+  return resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+}
+
+/// Prometheus text exposition, one family at a time.
+class exposition {
+public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ += "# HELP ";
+    out_ += name;
+    out_ += ' ';
+    out_ += help;
+    out_ += "\n# TYPE ";
+    out_ += name;
+    out_ += ' ';
+    out_ += type;
+    out_ += '\n';
+  }
+  void sample(const std::string& name, const std::string& labels, double v) {
+    out_ += name;
+    if (!labels.empty())
+      out_ += "{" + labels + "}";
+    out_ += ' ';
+    if (std::isnan(v)) {
+      out_ += "NaN";
+    } else if (std::isinf(v)) {
+      out_ += v > 0 ? "+Inf" : "-Inf";
+    } else {
+      char buf[32];
+      auto r = std::to_chars(buf, buf + sizeof buf, v);
+      out_.append(buf, r.ptr);
+    }
+    out_ += '\n';
+  }
+  /// A label value: backslash, quote and newline escaped.
+  static std::string label(const std::string& v) {
+    std::string out;
+    for (char c : v) {
+      if (c == '\\' || c == '"')
+        out += '\\';
+      if (c == '\n') {
+        out += "\\n";
+        continue;
+      }
+      out += c;
+    }
+    return out;
+  }
+  std::string& text() { return out_; }
+
+private:
+  std::string out_;
+};
+
+class api {
+public:
+  api(const weir_config& cfg, std::shared_ptr<run_probe> probe, std::shared_ptr<run_state> state)
+    : cfg_(cfg)
+    , probe_(std::move(probe))
+    , state_(std::move(state)) {}
+
+  void install(httplib::Server& srv) {
+    srv.Get("/health", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content("{\"status\": \"ok\"}\n", "application/json");
+    });
+    srv.Get("/ready", [this](const httplib::Request&, httplib::Response& res) {
+      if (!probe_->store()) {
+        send_error(res, 503, "the store is not open yet");
+        return;
+      }
+      res.set_content("{\"ready\": true}\n", "application/json");
+    });
+    srv.Get("/v1/pipelines",
+            [this](const httplib::Request&, httplib::Response& res) { pipelines(res); });
+    srv.Get(R"(/v1/pipelines/([^/]+)/results)",
+            [this](const httplib::Request& req, httplib::Response& res) { results(req, res); });
+    srv.Get(R"(/v1/pipelines/([^/]+)/dead-letters)",
+            [this](const httplib::Request& req, httplib::Response& res) {
+              dead_letters(req, res);
+            });
+    srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
+    srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+      if (res.body.empty())
+        send_error(res, res.status, res.status == 404 ? "no such resource" : "request failed");
+    });
+    srv.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "internal error";
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        spdlog::error("serve: {}", what);
+        send_error(res, 500, what);
+      });
+  }
+
+private:
+  const pipeline_config* find(const std::string& name) const {
+    for (const auto& p : cfg_.pipelines)
+      if (p.name == name)
+        return &p;
+    return nullptr;
+  }
+
+  /// The pipeline the path names and the open store; nullptr after answering with an error.
+  const pipeline_config* target(const httplib::Request& req, httplib::Response& res,
+                                std::shared_ptr<warehouse>& wh) const {
+    const auto* p = find(req.matches[1]);
+    if (!p) {
+      send_error(res, 404, "no pipeline named '" + std::string(req.matches[1]) + "'");
+      return nullptr;
+    }
+    wh = probe_->store();
+    if (!wh) {
+      send_error(res, 503, "the store is not open yet");
+      return nullptr;
+    }
+    return p;
+  }
+
+  void pipelines(httplib::Response& res) {
+    auto wh = probe_->store();
+    const std::string outcome = state_->get();
+    std::string body = "[";
+    bool first = true;
+    for (const auto& p : cfg_.pipelines) {
+      body += first ? "\n  " : ",\n  ";
+      first = false;
+      body += "{\"name\": \"" + json_escape(p.name) + "\", \"window\": \"" +
+              json_escape(describe_window(p.window)) + "\", \"aggregates\": [";
+      auto names = aggregate_names(p);
+      for (size_t i = 0; i < names.size(); ++i)
+        body += (i ? ", \"" : "\"") + json_escape(names[i]) + "\"";
+      body += "], \"run\": \"" + json_escape(outcome) + "\"";
+      if (wh) {
+        auto st = committed_status_of(*wh, p.name);
+        if (!st) {
+          send_error(res, 500, render(st.error()));
+          return;
+        }
+        body += ", \"last_epoch\": " + std::to_string(st->epoch) +
+                ", \"windows_committed\": " + std::to_string(st->windows) +
+                ", \"events_read\": " + std::to_string(st->counters.read) +
+                ", \"events_accepted\": " + std::to_string(st->counters.accepted) +
+                ", \"events_rejected\": " + std::to_string(total_rejected(st->counters.rejected));
+        if (st->max_time != min_timestamp)
+          body += ", \"max_event_time\": \"" + format_time(st->max_time) + "\"";
+      }
+      body += "}";
+    }
+    body += first ? "]\n" : "\n]\n";
+    res.set_content(body, "application/json");
+  }
+
+  void results(const httplib::Request& req, httplib::Response& res) {
+    std::shared_ptr<warehouse> wh;
+    const auto* p = target(req, res, wh);
+    if (!p)
+      return;
+    const std::string format = req.has_param("format") ? req.get_param_value("format") : "json";
+    if (format != "json" && format != "csv") {
+      send_error(res, 400, "format: json or csv, not '" + format + "'");
+      return;
+    }
+    size_t limit = 0;
+    if (!count_param(req, "limit", default_page_rows, max_page_rows, limit)) {
+      send_error(res, 400, "limit: a number from 1 to " + std::to_string(max_page_rows));
+      return;
+    }
+    result_query q;
+    q.pipeline = p->name;
+    if (req.has_param("key"))
+      q.key = internal_key(req.get_param_value("key"));
+    for (const char* bound : {"from", "to"}) {
+      if (!req.has_param(bound))
+        continue;
+      auto t = parse_when(req.get_param_value(bound));
+      if (!t) {
+        send_error(res, 400, std::string{bound} + ": " + render(t.error()));
+        return;
+      }
+      (bound[0] == 'f' ? q.from : q.to) = *t;
+    }
+    if (req.has_param("after")) {
+      window_result after;
+      if (!parse_results_cursor(req.get_param_value("after"), after)) {
+        send_error(res, 400, "after: not a cursor this server gave");
+        return;
+      }
+      q.after = std::move(after);
+    }
+    // One more row than the page tells whether there is a next page.
+    query_answer page;
+    page.window = describe_window(p->window);
+    page.aggregates = aggregate_names(*p);
+    page.rows.reserve(std::min<size_t>(limit + 1, 4096));
+    auto err = wh->query(q, [&](const window_result& r) {
+      page.rows.push_back(r);
+      return page.rows.size() <= limit;
+    });
+    if (err) {
+      send_error(res, 500, render(err));
+      return;
+    }
+    if (page.rows.size() > limit) {
+      page.rows.pop_back();
+      res.set_header("Weir-Next-Cursor", results_cursor(page.rows.back()));
+    }
+    std::string body;
+    result_writer out{format, [&body](std::string_view s) { body.append(s.data(), s.size()); }};
+    out.page(page);
+    out.finish();
+    res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
+  }
+
+  void dead_letters(const httplib::Request& req, httplib::Response& res) {
+    std::shared_ptr<warehouse> wh;
+    const auto* p = target(req, res, wh);
+    if (!p)
+      return;
+    const std::string format = req.has_param("format") ? req.get_param_value("format") : "json";
+    if (format != "json" && format != "csv") {
+      send_error(res, 400, "format: json or csv, not '" + format + "'");
+      return;
+    }
+    size_t limit = 0;
+    if (!count_param(req, "limit", 1000, max_page_rows, limit)) {
+      send_error(res, 400, "limit: a number from 1 to " + std::to_string(max_page_rows));
+      return;
+    }
+    uint64_t after = 0;
+    if (req.has_param("after")) {
+      const auto v = req.get_param_value("after");
+      auto r = std::from_chars(v.data(), v.data() + v.size(), after);
+      if (r.ec != std::errc{} || r.ptr != v.data() + v.size()) {
+        send_error(res, 400, "after: a dead-letter sequence number");
+        return;
+      }
+    }
+    std::vector<dead_letter_row> rows;
+    auto err = wh->dead_letters(
+      p->name,
+      [&](const dead_letter_row& r) {
+        rows.push_back(r);
+        return rows.size() <= limit;
+      },
+      after);
+    if (err) {
+      send_error(res, 500, render(err));
+      return;
+    }
+    if (rows.size() > limit) {
+      rows.pop_back();
+      res.set_header("Weir-Next-Cursor", std::to_string(rows.back().seq));
+    }
+    std::vector<std::pair<uint32_t, std::string>> sources;
+    if (auto lk = probe_->lake_store())
+      if (auto s = lk->sources())
+        sources = std::move(*s);
+    auto source_name = [&](uint32_t id) {
+      for (const auto& [sid, key] : sources)
+        if (sid == id)
+          return source_label(key);
+      return "source #" + std::to_string(id);
+    };
+    std::string body;
+    dead_letter_writer out{format,
+                           [&body](std::string_view s) { body.append(s.data(), s.size()); },
+                           source_name};
+    out.page(rows);
+    out.finish();
+    res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
+  }
+
+  void metrics(httplib::Response& res) {
+    exposition x;
+    auto wh = probe_->store();
+    auto meters = probe_->meters();
+    x.family("weir_up", "gauge", "1 while the server runs.");
+    x.sample("weir_up", "", 1);
+    x.family("weir_ready", "gauge", "1 once the store is open and the pipelines restored.");
+    x.sample("weir_ready", "", wh ? 1 : 0);
+    x.family("weir_restarts_total", "counter", "Restarts of the pipelines' actors in this run.");
+    x.sample("weir_restarts_total", "", probe_->restarts.load());
+    x.family("process_resident_memory_bytes", "gauge", "Resident memory of the weir process.");
+    x.sample("process_resident_memory_bytes", "", static_cast<double>(resident_bytes()));
+    if (wh) {
+      std::vector<committed_status> st;
+      for (const auto& p : cfg_.pipelines) {
+        auto s = committed_status_of(*wh, p.name);
+        if (!s) {
+          send_error(res, 500, render(s.error()));
+          return;
+        }
+        st.push_back(std::move(*s));
+      }
+      auto each = [&](const char* name, const char* type, const char* help, auto value) {
+        x.family(name, type, help);
+        for (size_t i = 0; i < st.size(); ++i)
+          x.sample(name, "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"",
+                   static_cast<double>(value(st[i])));
+      };
+      each("weir_events_read_total", "counter", "Records read by preprocess, as committed.",
+           [](const committed_status& s) { return s.counters.read; });
+      each("weir_events_accepted_total", "counter", "Records accepted into windows, as committed.",
+           [](const committed_status& s) { return s.counters.accepted; });
+      each("weir_events_filtered_total", "counter", "Records dropped by the pipeline's filters.",
+           [](const committed_status& s) { return s.counters.filtered; });
+      each("weir_events_duplicate_total", "counter", "Records dropped as duplicates.",
+           [](const committed_status& s) { return s.counters.duplicates; });
+      each("weir_events_late_total", "counter", "Late records dead-lettered, as committed.",
+           [](const committed_status& s) { return s.counters.late; });
+      each("weir_events_late_updated_total", "counter", "Late records that updated a window.",
+           [](const committed_status& s) { return s.counters.late_updates; });
+      each("weir_bytes_read_total", "counter", "Bytes of lines processed, as committed.",
+           [](const committed_status& s) { return s.counters.bytes; });
+      each("weir_windows_committed_total", "counter", "Window result rows committed.",
+           [](const committed_status& s) { return s.windows; });
+      each("weir_last_epoch", "gauge", "The last committed epoch.",
+           [](const committed_status& s) { return s.epoch; });
+      x.family("weir_events_rejected_total", "counter",
+               "Records that became dead letters, by reason (late included), as committed.");
+      for (size_t i = 0; i < st.size(); ++i)
+        for (const auto& [why, n] : st[i].counters.rejected)
+          x.sample("weir_events_rejected_total",
+                   "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\",reason=\"" +
+                     exposition::label(why) + "\"",
+                   static_cast<double>(n));
+      const double now =
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+      x.family("weir_event_time_max_seconds", "gauge",
+               "The largest event time accepted, as committed (Unix seconds).");
+      for (size_t i = 0; i < st.size(); ++i)
+        if (st[i].max_time != min_timestamp)
+          x.sample("weir_event_time_max_seconds",
+                   "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"",
+                   static_cast<double>(st[i].max_time) / 1e6);
+      x.family("weir_event_time_lag_seconds", "gauge",
+               "Wall time less the largest event time committed.");
+      for (size_t i = 0; i < st.size(); ++i)
+        if (st[i].max_time != min_timestamp)
+          x.sample("weir_event_time_lag_seconds",
+                   "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"",
+                   now - static_cast<double>(st[i].max_time) / 1e6);
+    }
+    if (meters && meters->size() == cfg_.pipelines.size()) {
+      auto each = [&](const char* name, const char* type, const char* help, auto value) {
+        x.family(name, type, help);
+        for (size_t i = 0; i < meters->size(); ++i)
+          x.sample(name, "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"",
+                   static_cast<double>(value((*meters)[i])));
+      };
+      each("weir_state_rows", "gauge", "Window slices and sessions held at the last commit.",
+           [](const state_meter& m) { return m.rows_now.load(); });
+      each("weir_state_memory_bytes", "gauge", "Window-operator memory at the last commit.",
+           [](const state_meter& m) { return m.memory_now.load(); });
+      each("weir_state_written_bytes_total", "counter", "Window-state bytes written this run.",
+           [](const state_meter& m) { return m.bytes.load(); });
+      x.family("weir_epoch_latency_seconds", "histogram",
+               "From an epoch's start to its commit, epochs of this run.");
+      for (size_t i = 0; i < meters->size(); ++i) {
+        const auto& m = (*meters)[i];
+        const std::string pl = "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"";
+        uint64_t cumulative = 0;
+        for (size_t b = 0; b < state_meter::latency_buckets; ++b) {
+          cumulative += m.latency_count[b].load();
+          std::string le = "+Inf";
+          if (b + 1 < state_meter::latency_buckets) {
+            char buf[32];
+            auto r = std::to_chars(buf, buf + sizeof buf, state_meter::latency_bounds_s[b]);
+            le.assign(buf, r.ptr);
+          }
+          x.sample("weir_epoch_latency_seconds_bucket", pl + ",le=\"" + le + "\"",
+                   static_cast<double>(cumulative));
+        }
+        x.sample("weir_epoch_latency_seconds_sum", pl,
+                 static_cast<double>(m.latency_sum_us.load()) / 1e6);
+        x.sample("weir_epoch_latency_seconds_count", pl, static_cast<double>(m.latencies.load()));
+      }
+    }
+    if (auto lk = probe_->lake_store()) {
+      if (auto counts = lk->table_counts())
+        for (const auto& [name, n] : *counts)
+          if (name == "map_used") {
+            x.family("weir_lake_bytes", "gauge", "Bytes the lake's LMDB file uses.");
+            x.sample("weir_lake_bytes", "", static_cast<double>(n));
+          }
+    }
+    if (wh) {
+      if (auto counts = wh->table_counts())
+        for (const auto& [name, n] : *counts)
+          if (name == "map_used") {
+            x.family("weir_warehouse_bytes", "gauge", "Bytes the warehouse's LMDB file uses.");
+            x.sample("weir_warehouse_bytes", "", static_cast<double>(n));
+          }
+    }
+    res.set_content(std::move(x.text()), "text/plain; version=0.0.4");
+  }
+
+  const weir_config& cfg_;
+  std::shared_ptr<run_probe> probe_;
+  std::shared_ptr<run_state> state_;
+};
+
+} // namespace
+
+caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_options& opts,
+                                            const std::atomic<bool>& stop,
+                                            const std::function<void(const std::string&)>& on_listen) {
+  std::string host;
+  int port = 0;
+  if (!parse_listen(opts.listen, host, port))
+    return make_error(errc::bad_config,
+                      "--listen '" + opts.listen + "': give HOST:PORT, e.g. 127.0.0.1:8080");
+  auto probe = std::make_shared<run_probe>();
+  auto state = std::make_shared<run_state>();
+  httplib::Server srv;
+  // Slow or half-open clients are cut off; the server keeps serving the others.
+  srv.set_read_timeout(5, 0);
+  srv.set_write_timeout(5, 0);
+  srv.set_keep_alive_max_count(100);
+  srv.set_keep_alive_timeout(5);
+  srv.set_payload_max_length(size_t{1} << 20);
+  api handlers{cfg, probe, state};
+  handlers.install(srv);
+  if (port == 0)
+    port = srv.bind_to_any_port(host);
+  else if (!srv.bind_to_port(host, port))
+    port = -1;
+  if (port <= 0)
+    return make_error(errc::bad_config, "--listen " + opts.listen +
+                                          ": cannot listen there (address in use or not "
+                                          "this machine's)");
+  std::thread server{[&srv] { srv.listen_after_bind(); }};
+  on_listen(host + ":" + std::to_string(port));
+
+  run_options ro;
+  ro.store = opts.store;
+  ro.threads = opts.threads;
+  ro.stop = &stop;
+  ro.probe = probe;
+  std::atomic<bool> run_done{false};
+  caf::expected<std::vector<run_stats>> result{std::vector<run_stats>{}};
+  std::thread run{[&] {
+    result = run_pipelines(cfg, ro);
+    state->set(result ? "finished" : "failed: " + render(result.error()));
+    run_done = true;
+  }};
+  // Serve until stopped; a failed run ends the service with its error.
+  while (!stop.load()) {
+    if (run_done.load() && !result)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  run.join(); // a stop makes the pipelines commit a last epoch first
+  srv.stop();
+  server.join();
+  return result;
+}
+
+} // namespace weir::cli

@@ -1,0 +1,38 @@
+#pragma once
+
+/// `weir serve`: the pipelines of a config run as by `weir run` (until stopped), and an HTTP
+/// server answers about them from the same process: health and readiness, the pipelines and
+/// their committed progress, committed window results and dead letters a page at a time, and
+/// Prometheus metrics. docs/serve.md describes the API.
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/core/types.hpp"
+
+namespace weir::cli {
+
+struct serve_options {
+  std::string listen = "127.0.0.1:8080"; ///< HOST:PORT; port 0 takes a free one
+  std::string store;                     ///< store directory (empty: the config's)
+  size_t threads = 0;                    ///< scheduler threads (0: number of cores)
+};
+
+/// Rows of a results page at most (the `limit` parameter), and by default.
+constexpr size_t max_page_rows = 100000;
+constexpr size_t default_page_rows = 10000;
+
+/// Runs the pipelines and the server until `stop` is set (then the pipelines commit a last
+/// epoch and the server closes), or until the pipelines fail (their error). `on_listen` gets
+/// the address the server listens on ("HOST:PORT") once it does. A run whose bounded inputs
+/// end keeps serving its results until stopped.
+caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_options& opts,
+                                            const std::atomic<bool>& stop,
+                                            const std::function<void(const std::string&)>& on_listen);
+
+} // namespace weir::cli
