@@ -512,7 +512,19 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       }
       if (s.stdin_header && !s.header_known && !learn_stdin_header(s))
         return false; // wait for the header line
-      if (s.pos < s.in.lake_end) {
+      // An http source's records are landed in the lake by the server (weir serve): whatever
+      // the lake holds beyond what was sent is read from there, as a replay is.
+      bool http_idle = false;
+      if (s.in.cfg.http && s.pos >= s.in.lake_end) {
+        auto end = lk->end_offset(s.in.id);
+        if (!end) {
+          self->quit(end.error());
+          return false;
+        }
+        http_idle = *end <= s.pos;
+        s.in.lake_end = std::max(s.in.lake_end, *end);
+      }
+      if (!http_idle && s.pos < s.in.lake_end) {
         // Replay landed but uncommitted chunks: a long line's marker, or lines.
         bool sent = false;
         auto err = lk->scan(s.long_id, s.pos, [&](uint64_t off, std::string_view data) {
@@ -544,7 +556,20 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
         if (sent)
           return true;
         s.in.lake_end = s.pos; // the lake holds nothing more
-        continue;
+        if (!s.in.cfg.http)
+          continue;
+        http_idle = true;
+      }
+      if (s.in.cfg.http) {
+        // Nothing new over HTTP yet: look at the other sources before waiting.
+        for (size_t i = 1; i < st.sources.size(); ++i) {
+          const size_t other = (st.current + i) % st.sources.size();
+          if (!st.sources[other].exhausted) {
+            st.current = other;
+            break;
+          }
+        }
+        return false;
       }
       bool at_end = false;
       const bool bounded = !s.in.cfg.follow;

@@ -130,6 +130,8 @@ namespace {
 caf::error check_inputs(const weir_config& cfg) {
   for (const auto& p : cfg.pipelines) {
     for (size_t si = 0; si < p.sources.size(); ++si) {
+      if (p.sources[si].http)
+        continue; // records come over HTTP: nothing to check before the run
       auto files = expand_source(p.sources[si]);
       if (!files)
         return files.error();
@@ -283,6 +285,14 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
     }
     for (size_t si = 0; si < p.sources.size(); ++si) {
       const auto& src = p.sources[si];
+      if (src.http) {
+        auto in = resolve_http_source(lk, *offsets, p.name, src, static_cast<uint32_t>(si));
+        if (!in)
+          return in.error();
+        pr.restore.bindings.emplace_back(in->id, si);
+        pr.inputs.inputs.push_back(std::move(*in));
+        continue;
+      }
       auto files = expand_source(src);
       if (!files)
         return files.error();
@@ -499,6 +509,12 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                                           " is more than this machine can use (at most " +
                                           std::to_string(max_threads()) +
                                           ": 8 per core, at least 64)");
+  for (const auto& p : cfg.pipelines)
+    for (const auto& src : p.sources)
+      if (src.http && !opts.probe)
+        return make_error(errc::bad_config,
+                          cfg.file + ": pipeline " + p.name + ", source " + src.name +
+                            ": an http source takes records through weir serve, not weir run");
   if (auto err = check_inputs(cfg))
     return err;
   std::error_code ec;

@@ -199,6 +199,23 @@ std::string generation_key(const std::string& base, uint32_t g) {
   return g == 0 ? base : base + "#" + std::to_string(g);
 }
 
+std::string http_source_key(const std::string& pipeline, const std::string& source) {
+  return pipeline + "/" + source + ":http";
+}
+
+caf::expected<source_input> resolve_http_source(lake& lk, const offset_list& committed,
+                                                const std::string& pipeline,
+                                                const source_config& src, uint32_t si) {
+  source_input in;
+  in.cfg = src;
+  in.config_index = si;
+  in.base_key = http_source_key(pipeline, src.name);
+  in.key = in.base_key;
+  if (auto err = bind_input(lk, committed, in))
+    return err;
+  return in;
+}
+
 std::string source_base_key(const std::string& pipeline, const std::string& source,
                             const std::string& path) {
   // The absolute path names the file in the store, so that a run from another working

@@ -71,6 +71,15 @@ struct pipeline_sources {
   bool persist = true;                ///< identities are kept in the lake (exactly-once)
 };
 
+/// The lake key of http source `source` of `pipeline`: "pipeline/source:http". Its chunks are
+/// landed by the server that takes the records (weir serve) and read back by ingest.
+std::string http_source_key(const std::string& pipeline, const std::string& source);
+
+/// The input of an http source: its lake id, committed offset and the end of what the lake holds.
+caf::expected<source_input> resolve_http_source(lake& lk, const offset_list& committed,
+                                                const std::string& pipeline,
+                                                const source_config& src, uint32_t si);
+
 /// The key of generation g of a source whose generation 0 has key `base`.
 std::string generation_key(const std::string& base, uint32_t g);
 

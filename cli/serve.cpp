@@ -18,6 +18,7 @@
 #include "actors/core/error.hpp"
 #include "actors/core/input_check.hpp"
 #include "actors/runtime.hpp"
+#include "actors/sources.hpp"
 #include "cli/output.hpp"
 
 namespace weir::cli {
@@ -187,8 +188,10 @@ private:
 
 class api {
 public:
-  api(const weir_config& cfg, std::shared_ptr<run_probe> probe, std::shared_ptr<run_state> state)
+  api(const weir_config& cfg, const serve_options& opts, std::shared_ptr<run_probe> probe,
+      std::shared_ptr<run_state> state)
     : cfg_(cfg)
+    , opts_(opts)
     , probe_(std::move(probe))
     , state_(std::move(state)) {}
 
@@ -212,9 +215,28 @@ public:
               dead_letters(req, res);
             });
     srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
-    srv.set_error_handler([](const httplib::Request&, httplib::Response& res) {
-      if (res.body.empty())
-        send_error(res, res.status, res.status == 404 ? "no such resource" : "request failed");
+    srv.Post(R"(/v1/pipelines/([^/]+)/events)",
+             [this](const httplib::Request& req, httplib::Response& res) { events(req, res); });
+    srv.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
+      if (!res.body.empty())
+        return;
+      switch (res.status) {
+        case 404:
+          send_error(res, 404, "no such resource");
+          break;
+        case 411:
+          send_error(res, 411, "a body needs its Content-Length");
+          break;
+        case 413:
+          send_error(res, 413, "the body is over " + std::to_string(opts_.max_body_bytes) +
+                                 " bytes (--max-body-bytes); send it in smaller parts");
+          break;
+        case 414:
+          send_error(res, 414, "the request line is too long");
+          break;
+        default:
+          send_error(res, res.status, "bad request");
+      }
     });
     srv.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
@@ -534,9 +556,138 @@ private:
     res.set_content(std::move(x.text()), "text/plain; version=0.0.4");
   }
 
+  /// POST /v1/pipelines/NAME/events[?source=S]: lands the body's records in the lake (one
+  /// durable transaction) and only then answers, with the offsets they took.
+  void events(const httplib::Request& req, httplib::Response& res) {
+    const auto* p = find(req.matches[1]);
+    if (!p) {
+      send_error(res, 404, "no pipeline named '" + std::string(req.matches[1]) + "'");
+      return;
+    }
+    const source_config* src = nullptr;
+    const std::string wanted = req.has_param("source") ? req.get_param_value("source") : "";
+    size_t http_sources = 0;
+    for (const auto& s : p->sources) {
+      if (!s.http)
+        continue;
+      ++http_sources;
+      if (wanted.empty() || s.name == wanted)
+        src = src ? src : &s;
+    }
+    if (!wanted.empty() && (!src || src->name != wanted)) {
+      send_error(res, 404, "pipeline " + p->name + " has no http source named '" + wanted + "'");
+      return;
+    }
+    if (http_sources == 0) {
+      send_error(res, 404, "pipeline " + p->name +
+                             " has no http source (a source with http = true takes records)");
+      return;
+    }
+    if (http_sources > 1 && wanted.empty()) {
+      send_error(res, 400, "pipeline " + p->name + " has several http sources: say which with "
+                                                   "?source=NAME");
+      return;
+    }
+    auto lk = probe_->lake_store();
+    auto wh = probe_->store();
+    if (!lk || !wh) {
+      send_error(res, 503, "the store is not open yet");
+      return;
+    }
+    const std::string& body = req.body;
+    if (body.empty()) {
+      send_error(res, 400, "an empty body: send records, one per line");
+      return;
+    }
+    // Every line within the source's limit; chunks end at line ends, at most batch_bytes long.
+    std::vector<size_t> cuts; // chunk ends
+    uint64_t records = 0;
+    size_t line_start = 0;
+    size_t chunk_start = 0;
+    size_t line_no = 0;
+    while (line_start < body.size()) {
+      size_t nl = body.find('\n', line_start);
+      const size_t line_end = nl == std::string::npos ? body.size() : nl;
+      ++line_no;
+      size_t len = line_end - line_start;
+      if (len > 0 && body[line_end - 1] == '\r')
+        --len;
+      if (len > src->max_line_bytes) {
+        send_error(res, 413,
+                   "line " + std::to_string(line_no) + " is " + std::to_string(len) +
+                     " bytes, over max_line_bytes " + std::to_string(src->max_line_bytes) +
+                     " of source " + src->name + "; nothing of this body was taken");
+        return;
+      }
+      records += len > 0 ? 1 : 0;
+      const size_t next = nl == std::string::npos ? body.size() : nl + 1;
+      if (next - chunk_start > cfg_.runtime.batch_bytes && line_start > chunk_start) {
+        cuts.push_back(line_start);
+        chunk_start = line_start;
+      }
+      line_start = next;
+    }
+    cuts.push_back(body.size());
+    const bool ends_line = body.back() == '\n';
+    const std::string key = http_source_key(p->name, src->name);
+    auto id = lk->source_id(key);
+    if (!id) {
+      send_error(res, 500, render(id.error()));
+      return;
+    }
+    uint64_t committed = 0;
+    if (auto offs = wh->offsets(p->name))
+      for (const auto& [sid, off] : *offs)
+        if (sid == *id)
+          committed = off;
+    // One writer at a time per process: the offsets a body takes follow the lake's end, or the
+    // committed offset when committed chunks were pruned from the lake.
+    std::lock_guard<std::mutex> lock{land_};
+    auto end = lk->end_offset(*id);
+    if (!end) {
+      send_error(res, 500, render(end.error()));
+      return;
+    }
+    *end = std::max(*end, committed);
+    if (*end > committed && *end - committed > opts_.max_pending_bytes) {
+      res.set_header("Retry-After", "1");
+      send_error(res, 429,
+                 "source " + src->name + " has " + std::to_string(*end - committed) +
+                   " bytes landed but not yet committed (max_pending_bytes " +
+                   std::to_string(opts_.max_pending_bytes) + "): retry later");
+      return;
+    }
+    std::string last; // the last chunk with its line end, when the body lacks one
+    std::vector<lake::chunk_ref> chunks;
+    uint64_t offset = *end;
+    size_t from = 0;
+    for (size_t i = 0; i < cuts.size(); ++i) {
+      std::string_view part{body.data() + from, cuts[i] - from};
+      if (i + 1 == cuts.size() && !ends_line) {
+        last.assign(part.data(), part.size());
+        last += '\n';
+        part = last;
+      }
+      chunks.push_back({*id, offset, part});
+      offset += part.size();
+      from = cuts[i];
+    }
+    if (auto err = lk->append(chunks)) {
+      send_error(res, 500, render(err));
+      return;
+    }
+    res.set_content("{\"pipeline\": \"" + json_escape(p->name) + "\", \"source\": \"" +
+                      json_escape(src->name) + "\", \"records\": " + std::to_string(records) +
+                      ", \"first_offset\": " + std::to_string(*end) +
+                      ", \"end_offset\": " + std::to_string(offset) + "}\n",
+                    "application/json");
+  }
+
   const weir_config& cfg_;
+  const serve_options& opts_;
   std::shared_ptr<run_probe> probe_;
   std::shared_ptr<run_state> state_;
+  std::mutex land_;
 };
 
 } // namespace
@@ -557,8 +708,8 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
   srv.set_write_timeout(5, 0);
   srv.set_keep_alive_max_count(100);
   srv.set_keep_alive_timeout(5);
-  srv.set_payload_max_length(size_t{1} << 20);
-  api handlers{cfg, probe, state};
+  srv.set_payload_max_length(opts.max_body_bytes);
+  api handlers{cfg, opts, probe, state};
   handlers.install(srv);
   if (port == 0)
     port = srv.bind_to_any_port(host);

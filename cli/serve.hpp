@@ -21,6 +21,11 @@ struct serve_options {
   std::string listen = "127.0.0.1:8080"; ///< HOST:PORT; port 0 takes a free one
   std::string store;                     ///< store directory (empty: the config's)
   size_t threads = 0;                    ///< scheduler threads (0: number of cores)
+  /// POST bodies larger than this are refused (413).
+  size_t max_body_bytes = size_t{16} << 20;
+  /// An http source with this many bytes landed but not yet committed slows its clients down
+  /// (429 with Retry-After) instead of landing more.
+  size_t max_pending_bytes = size_t{256} << 20;
 };
 
 /// Rows of a results page at most (the `limit` parameter), and by default.

@@ -380,6 +380,15 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   serve->add_option("--store", serve_opts.store, "store directory (default: the config's `store`)");
   serve->add_option("--threads", serve_opts.threads, "scheduler threads (default: number of cores)");
+  serve->add_option("--max-body-bytes", serve_opts.max_body_bytes,
+                    "POST bodies larger than this are refused (413)")
+    ->capture_default_str()
+    ->check(CLI::PositiveNumber);
+  serve->add_option("--max-pending-bytes", serve_opts.max_pending_bytes,
+                    "bytes landed but not yet committed per http source above which clients "
+                    "get 429 with Retry-After")
+    ->capture_default_str()
+    ->check(CLI::PositiveNumber);
   serve->footer(exit_codes_text);
 
   auto* query = app.add_subcommand("query", "Print committed window results");

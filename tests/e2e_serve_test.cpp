@@ -6,6 +6,7 @@
 
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -104,6 +105,17 @@ bool wait_for_run(httplib::Client& http, const std::string& outcome) {
   return false;
 }
 
+/// Waits until GET /ready answers 200 (at most 30 s).
+bool wait_ready(httplib::Client& http) {
+  for (int i = 0; i < 1500; ++i) {
+    auto r = http.Get("/ready");
+    if (r && r->status == 200)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 /// Every result row of pipeline p as csv, read page by page through the cursor.
 std::vector<std::vector<std::string>> all_results(httplib::Client& http, const std::string& extra,
                                                   size_t page, size_t& pages) {
@@ -161,6 +173,7 @@ TEST_CASE("weir serve answers results, dead letters, pipelines and metrics of wh
   const int port = wait_for_port(dir.path / "serve.log");
   REQUIRE(port > 0);
   httplib::Client http{"127.0.0.1", port};
+  REQUIRE(wait_ready(http));
   http.set_read_timeout(10, 0);
   auto health = http.Get("/health");
   REQUIRE(health);
@@ -295,6 +308,7 @@ TEST_CASE("weir serve runs a followed source until stopped and serves what each 
   const int port = wait_for_port(dir.path / "serve.log");
   REQUIRE(port > 0);
   httplib::Client http{"127.0.0.1", port};
+  REQUIRE(wait_ready(http));
   // Lines appended while it runs: the hours they close fire and are served.
   const std::string later = csv_rows(500, t0 + 2 * 3600, 2, 3, 6);
   {
@@ -333,4 +347,282 @@ TEST_CASE("weir serve refuses a bad listen address before anything runs", "[e2e]
   CHECK(r.rc == 2);
   CHECK(r.out.find("--listen 'nowhere': give HOST:PORT") != std::string::npos);
   CHECK(!fs::exists(dir.path / "store"));
+}
+
+namespace {
+
+/// A pipeline `p` whose records come over HTTP as ndjson: hourly count and sum of `amount` per
+/// `k`.
+std::string http_config(const std::string& commit_interval = "20ms",
+                        const std::string& extra_source = "") {
+  return "store = \"store\"\ncommit_interval = \"" + commit_interval +
+         "\"\n\n[[pipeline]]\nname = \"p\"\npartitions = 2\n\n"
+         "  [[pipeline.source]]\n  name = \"api\"\n  http = true\n  format = \"ndjson\"\n"
+         "  max_line_bytes = 200\n" +
+         extra_source +
+         "\n  [pipeline.fields]\n  time = \"ts\"\n  key = [\"k\"]\n  measures = [\"amount\"]\n\n"
+         "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n\n"
+         "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
+         "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n";
+}
+
+std::string event(int64_t t, const std::string& k, long amount) {
+  return "{\"ts\": \"" + iso(t) + "\", \"k\": \"" + k + "\", \"amount\": " +
+         std::to_string(amount) + "}\n";
+}
+
+/// The number after `"name": ` in a JSON text, or -1.
+long long json_number(const std::string& body, const std::string& name) {
+  auto at = body.find("\"" + name + "\": ");
+  return at == std::string::npos ? -1 : std::stoll(body.substr(at + name.size() + 4));
+}
+
+/// Rows of `all_results` as (window start, key) -> count.
+std::map<std::pair<std::string, std::string>, long>
+counts_of(const std::vector<std::vector<std::string>>& rows) {
+  std::map<std::pair<std::string, std::string>, long> out;
+  for (const auto& f : rows)
+    out[{f[0], f[2]}] = std::stol(f[3]);
+  return out;
+}
+
+} // namespace
+
+TEST_CASE("POST events lands them before answering, and they are aggregated like any source",
+          "[e2e][serve][ingest]") {
+  temp_dir dir;
+  write_file(dir.path / "p.toml", http_config());
+  // `weir run` has no server to take them.
+  auto run = weir::test::sh("cd " + dir.str() + " && timeout 30 " + weir_bin + " run p.toml");
+  CHECK(run.rc == 2);
+  CHECK(run.out.find("an http source takes records through weir serve") != std::string::npos);
+  background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen", "127.0.0.1:0",
+                  "--max-body-bytes", "100000"},
+                 dir.path / "serve.log");
+  REQUIRE(srv.started());
+  const int port = wait_for_port(dir.path / "serve.log");
+  REQUIRE(port > 0);
+  httplib::Client http{"127.0.0.1", port};
+  REQUIRE(wait_ready(http));
+  http.set_read_timeout(10, 0);
+  // Bodies of random sizes with events in time order over the first three hours, then one
+  // past them to close them.
+  std::mt19937_64 rng{3};
+  std::string all;
+  uint64_t expect_offset = 0;
+  int64_t t = t0;
+  for (int b = 0; b < 20; ++b) {
+    std::string body;
+    const int n = 1 + static_cast<int>(rng() % 200);
+    for (int i = 0; i < n; ++i, t += 5)
+      body += event(t, "k" + std::to_string(rng() % 5), static_cast<long>(rng() % 100));
+    if (b == 7)
+      body.pop_back(); // a last line without its line end still counts
+    auto r = http.Post("/v1/pipelines/p/events", body, "application/x-ndjson");
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 200);
+    CHECK(json_number(r->body, "records") == n);
+    // Offsets follow one another: the bodies are the source's bytes, in order.
+    CHECK(json_number(r->body, "first_offset") == static_cast<long long>(expect_offset));
+    expect_offset = static_cast<uint64_t>(json_number(r->body, "end_offset"));
+    all += body + (b == 7 ? "\n" : "");
+  }
+  CHECK(expect_offset == all.size());
+  REQUIRE(t < t0 + 3 * 3600);
+  // A malformed line is a dead letter; the others of its body count.
+  auto mixed = http.Post("/v1/pipelines/p/events",
+                         "not json\n" + event(t0 + 3 * 3600 - 1, "k1", 1000) +
+                           event(t0 + 10 * 3600, "z", 0),
+                         "application/x-ndjson");
+  REQUIRE(mixed);
+  CHECK(mixed->status == 200);
+  all += event(t0 + 3 * 3600 - 1, "k1", 1000);
+  // Brute force over every accepted event: count per (hour, key), for the closed hours.
+  std::map<std::pair<std::string, std::string>, long> want;
+  {
+    std::istringstream in{all};
+    const std::regex ev{"\\{\"ts\": \"([^\"]+)\", \"k\": \"([^\"]+)\", \"amount\": ([0-9]+)\\}"};
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      REQUIRE(std::regex_match(line, m, ev));
+      want[{m[1].str().substr(0, 13) + ":00:00Z", m[2]}] += 1;
+    }
+  }
+  std::map<std::pair<std::string, std::string>, long> got;
+  for (int i = 0; i < 1500 && got != want; ++i) {
+    size_t pages = 0;
+    got = counts_of(all_results(http, "&to=" + iso(t0 + 3 * 3600), 1000, pages));
+    if (got != want)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(got == want);
+  auto dead = http.Get("/v1/pipelines/p/dead-letters?format=csv");
+  REQUIRE(dead);
+  CHECK(dead->body.find("api (http)") != std::string::npos);
+  CHECK(dead->body.find("bad json") != std::string::npos);
+
+  // Refusals: nothing of a refused body is taken.
+  auto too_long = http.Post("/v1/pipelines/p/events",
+                            event(t0, "k", 1) + "{\"ts\": \"" + std::string(300, 'x') + "\"}\n",
+                            "application/x-ndjson");
+  REQUIRE(too_long);
+  CHECK(too_long->status == 413);
+  CHECK(too_long->body.find("line 2 is 310 bytes, over max_line_bytes 200") != std::string::npos);
+  auto too_big = http.Post("/v1/pipelines/p/events", std::string(200000, '\n'), "text/plain");
+  REQUIRE(too_big);
+  CHECK(too_big->status == 413);
+  CHECK(too_big->body.find("--max-body-bytes") != std::string::npos);
+  auto empty = http.Post("/v1/pipelines/p/events", "", "application/x-ndjson");
+  REQUIRE(empty);
+  CHECK(empty->status == 400);
+  auto unknown = http.Post("/v1/pipelines/q/events", "x\n", "text/plain");
+  REQUIRE(unknown);
+  CHECK(unknown->status == 404);
+  auto no_source = http.Post("/v1/pipelines/p/events?source=nope", "x\n", "text/plain");
+  REQUIRE(no_source);
+  CHECK(no_source->status == 404);
+  // The end offset did not move for any of them.
+  auto next = http.Post("/v1/pipelines/p/events", event(t0 + 10 * 3600, "z", 0), "text/plain");
+  REQUIRE(next);
+  CHECK(json_number(next->body, "first_offset") ==
+        static_cast<long long>(expect_offset + mixed->body.size() * 0 +
+                               std::string{"not json\n"}.size() +
+                               event(t0 + 3 * 3600 - 1, "k1", 1000).size() +
+                               event(t0 + 10 * 3600, "z", 0).size()));
+  // Committed chunks leave the lake (lake_retention 0 here): offsets go on all the same.
+  auto after_prune = http.Post("/v1/pipelines/p/events", event(t0 + 11 * 3600, "z", 0), "text/plain");
+  REQUIRE(after_prune);
+  CHECK(json_number(after_prune->body, "first_offset") == json_number(next->body, "end_offset"));
+  srv.signal(SIGTERM);
+  CHECK(srv.wait(30) == 0);
+}
+
+TEST_CASE("a source whose landed records are not committed yet slows its clients with 429",
+          "[e2e][serve][ingest]") {
+  temp_dir dir;
+  // Epochs every 5 s: what is landed stays uncommitted while the test sends.
+  write_file(dir.path / "p.toml", http_config("5s"));
+  background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen", "127.0.0.1:0",
+                  "--max-pending-bytes", "1000"},
+                 dir.path / "serve.log");
+  REQUIRE(srv.started());
+  const int port = wait_for_port(dir.path / "serve.log");
+  REQUIRE(port > 0);
+  httplib::Client http{"127.0.0.1", port};
+  REQUIRE(wait_ready(http));
+  std::string body;
+  for (int i = 0; i < 30; ++i)
+    body += event(t0 + i, "k", i);
+  REQUIRE(body.size() > 1000);
+  auto first = http.Post("/v1/pipelines/p/events", body, "application/x-ndjson");
+  REQUIRE(first);
+  CHECK(first->status == 200);
+  auto second = http.Post("/v1/pipelines/p/events", body, "application/x-ndjson");
+  REQUIRE(second);
+  CHECK(second->status == 429);
+  CHECK(second->get_header_value("Retry-After") == "1");
+  CHECK(second->body.find("not yet committed") != std::string::npos);
+  srv.signal(SIGTERM);
+  CHECK(srv.wait(60) == 0);
+  // The stop committed the first body: a new server takes bodies again.
+  background again({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
+                    "127.0.0.1:0", "--max-pending-bytes", "1000"},
+                   dir.path / "again.log");
+  const int port2 = wait_for_port(dir.path / "again.log");
+  REQUIRE(port2 > 0);
+  httplib::Client http2{"127.0.0.1", port2};
+  REQUIRE(wait_ready(http2));
+  auto third = http2.Post("/v1/pipelines/p/events", body, "application/x-ndjson");
+  REQUIRE(third);
+  CHECK(third->status == 200);
+  CHECK(json_number(third->body, "first_offset") == static_cast<long long>(body.size()));
+  again.signal(SIGTERM);
+  CHECK(again.wait(60) == 0);
+}
+
+TEST_CASE("kill -9 while a client sends: every acknowledged record counts exactly once",
+          "[e2e][serve][ingest][crash]") {
+  temp_dir dir;
+  write_file(dir.path / "p.toml", http_config());
+  // Batch b: 40 events of key "b<b>", amounts 1..40, all in the first hour.
+  auto batch = [](int b) {
+    std::string body;
+    for (int i = 1; i <= 40; ++i)
+      body += event(t0 + 60 + i, "b" + std::to_string(b), i);
+    return body;
+  };
+  std::vector<int> acked;
+  std::vector<int> unsure; // sent, no answer: landed or not, but whole if at all
+  int sent = 0;
+  for (int round = 0; round < 3; ++round) {
+    background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
+                    "127.0.0.1:0"},
+                   dir.path / ("serve" + std::to_string(round) + ".log"));
+    REQUIRE(srv.started());
+    const int port = wait_for_port(dir.path / ("serve" + std::to_string(round) + ".log"));
+    REQUIRE(port > 0);
+    std::atomic<bool> go{true};
+    std::thread client{[&] {
+      httplib::Client http{"127.0.0.1", port};
+      http.set_read_timeout(5, 0);
+      if (!wait_ready(http))
+        return;
+      while (go.load()) {
+        const int b = sent++;
+        auto r = http.Post("/v1/pipelines/p/events", batch(b), "application/x-ndjson");
+        if (r && r->status == 200)
+          acked.push_back(b);
+        else
+          unsure.push_back(b);
+        if (!r)
+          break; // the server is gone
+      }
+    }};
+    std::this_thread::sleep_for(std::chrono::milliseconds(300 + 200 * round));
+    srv.signal(SIGKILL);
+    CHECK(srv.wait(10) == 128 + SIGKILL);
+    go = false;
+    client.join();
+  }
+  REQUIRE(acked.size() > 10);
+  // A last server: an event hours later closes the first hour.
+  background last({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
+                   "127.0.0.1:0"},
+                  dir.path / "last.log");
+  const int port = wait_for_port(dir.path / "last.log");
+  REQUIRE(port > 0);
+  httplib::Client http{"127.0.0.1", port};
+  REQUIRE(wait_ready(http));
+  auto closer = http.Post("/v1/pipelines/p/events", event(t0 + 5 * 3600, "z", 0), "text/plain");
+  REQUIRE(closer);
+  REQUIRE(closer->status == 200);
+  std::map<std::pair<std::string, std::string>, long> got;
+  for (int i = 0; i < 1500; ++i) {
+    size_t pages = 0;
+    got = counts_of(all_results(http, "&to=" + iso(t0 + 3600), 100000, pages));
+    bool all_there = true;
+    for (int b : acked)
+      all_there = all_there && got.count({iso(t0), "b" + std::to_string(b)});
+    if (all_there)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (int b : acked) {
+    INFO("acknowledged batch " << b);
+    CHECK(got[{iso(t0), "b" + std::to_string(b)}] == 40);
+  }
+  for (int b : unsure) {
+    auto it = got.find({iso(t0), "b" + std::to_string(b)});
+    INFO("unanswered batch " << b);
+    CHECK((it == got.end() || it->second == 40));
+  }
+  // Nothing else: every window is a batch that was sent.
+  CHECK(got.size() <= acked.size() + unsure.size());
+  last.signal(SIGTERM);
+  CHECK(last.wait(30) == 0);
+  auto check = weir::test::sh("timeout 60 " + weir_bin + " check --store " +
+                              (dir.path / "store").string());
+  INFO(check.out);
+  CHECK(check.rc == 0);
 }

@@ -340,24 +340,35 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
                           const std::string& dir) {
   table_reader r{t,
                  key,
-                 {"name", "path", "format", "follow", "header", "delimiter", "quote", "columns",
-                  "max_line_bytes", "idle_timeout"}};
+                 {"name", "path", "http", "format", "follow", "header", "delimiter", "quote",
+                  "columns", "max_line_bytes", "idle_timeout"}};
   source_config s;
   s.name = r.get_string("name", "source" + std::to_string(index));
   if (!valid_name(s.name))
     fail(*r.get("name"), r.key("name"), "must match [A-Za-z0-9_.-]+");
-  auto raw_path = r.req_string("path");
-  if (raw_path.empty())
-    fail(*r.get("path"), r.key("path"), "must not be empty");
-  s.path = resolve(dir, raw_path);
-  auto ext = std::filesystem::path{raw_path}.extension().string();
-  size_t def_format = ext == ".ndjson" || ext == ".jsonl" || ext == ".json" ? 1 : 0;
-  // Nothing tells what stdin holds: guessing csv would reject every line of an ndjson stream.
-  if (raw_path == "-" && !r.has("format"))
-    fail(*r.get("path"), r.key("format"),
-         "missing: a source reading stdin (path = \"-\") needs format = \"csv\" or \"ndjson\"");
+  s.http = r.get_bool("http", false);
+  size_t def_format = 1;
+  if (s.http) {
+    // Records come in the bodies of POST /v1/pipelines/NAME/events (weir serve).
+    if (auto n = r.get("path"))
+      fail(*n, r.key("path"), "an http source takes its records over HTTP (weir serve), not from "
+                              "a path");
+    if (auto n = r.get("follow"))
+      fail(*n, r.key("follow"), "an http source always runs until stopped");
+  } else {
+    auto raw_path = r.req_string("path");
+    if (raw_path.empty())
+      fail(*r.get("path"), r.key("path"), "must not be empty");
+    s.path = resolve(dir, raw_path);
+    auto ext = std::filesystem::path{raw_path}.extension().string();
+    def_format = ext == ".ndjson" || ext == ".jsonl" || ext == ".json" ? 1 : 0;
+    // Nothing tells what stdin holds: guessing csv would reject every line of an ndjson stream.
+    if (raw_path == "-" && !r.has("format"))
+      fail(*r.get("path"), r.key("format"),
+           "missing: a source reading stdin (path = \"-\") needs format = \"csv\" or \"ndjson\"");
+  }
   s.format = static_cast<source_format>(r.get_choice("format", {"csv", "ndjson"}, def_format));
-  s.follow = r.get_bool("follow", false);
+  s.follow = s.http || r.get_bool("follow", false);
   s.idle_timeout = r.get_duration("idle_timeout", s.follow ? 30 * us_per_s : 0);
   s.max_line_bytes =
     static_cast<size_t>(r.get_count("max_line_bytes", s.max_line_bytes, int64_t{1} << 30));
@@ -370,7 +381,10 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
     s.header = false;
     return s;
   }
-  s.header = r.get_bool("header", true);
+  s.header = r.get_bool("header", !s.http);
+  if (s.http && s.header)
+    fail(*r.get("header"), r.key("header"),
+         "an http body has no header line: give header = false and the columns");
   auto one_char = [&](const char* k, char def) {
     auto n = r.get(k);
     if (n == nullptr)

@@ -40,6 +40,9 @@ struct source_config {
   std::string path; ///< a file, a glob, or "-" for stdin
   source_format format = source_format::csv;
   bool follow = false; ///< tail the file(s) until SIGINT/SIGTERM
+  /// Records come over HTTP (weir serve, POST /v1/pipelines/NAME/events), landed in the lake by
+  /// the server; no path. Always followed.
+  bool http = false;
   /// Nothing new from this source for this long (wall clock): it stops holding the pipeline's
   /// watermark back until it moves again. 0: never (the default of bounded sources; 30 s when
   /// follow = true).
