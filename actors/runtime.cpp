@@ -565,7 +565,11 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   }
   auto on_commit = [&](uint32_t i, uint64_t, int64_t latency) {
     if (i < tallies.size() && latency >= 0) {
-      tallies[i].latencies.push_back(latency);
+      // A service runs for months: the summary's percentiles keep the latest million epochs.
+      auto& l = tallies[i].latencies;
+      if (l.size() >= (size_t{1} << 20))
+        l.erase(l.begin(), l.begin() + static_cast<std::ptrdiff_t>(l.size() / 2));
+      l.push_back(latency);
       (*meters)[i].add_latency(latency);
     }
   };
