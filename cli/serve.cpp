@@ -310,21 +310,28 @@ private:
     res.set_content(body, "application/json");
   }
 
+  /// The `format` and `limit` of a page; false after answering 400.
+  static bool page_params(const httplib::Request& req, httplib::Response& res,
+                          size_t default_limit, std::string& format, size_t& limit) {
+    format = req.has_param("format") ? req.get_param_value("format") : "json";
+    if (format != "json" && format != "csv") {
+      send_error(res, 400, "format: json or csv, not '" + format + "'");
+      return false;
+    }
+    if (!count_param(req, "limit", default_limit, max_page_rows, limit)) {
+      send_error(res, 400, "limit: a number from 1 to " + std::to_string(max_page_rows));
+      return false;
+    }
+    return true;
+  }
+
   void results(const httplib::Request& req, httplib::Response& res) {
     std::shared_ptr<warehouse> wh;
     const auto* p = target(req, res, wh);
-    if (!p)
-      return;
-    const std::string format = req.has_param("format") ? req.get_param_value("format") : "json";
-    if (format != "json" && format != "csv") {
-      send_error(res, 400, "format: json or csv, not '" + format + "'");
-      return;
-    }
+    std::string format;
     size_t limit = 0;
-    if (!count_param(req, "limit", default_page_rows, max_page_rows, limit)) {
-      send_error(res, 400, "limit: a number from 1 to " + std::to_string(max_page_rows));
+    if (!p || !page_params(req, res, default_page_rows, format, limit))
       return;
-    }
     result_query q;
     q.pipeline = p->name;
     if (req.has_param("key"))
@@ -374,18 +381,10 @@ private:
   void dead_letters(const httplib::Request& req, httplib::Response& res) {
     std::shared_ptr<warehouse> wh;
     const auto* p = target(req, res, wh);
-    if (!p)
-      return;
-    const std::string format = req.has_param("format") ? req.get_param_value("format") : "json";
-    if (format != "json" && format != "csv") {
-      send_error(res, 400, "format: json or csv, not '" + format + "'");
-      return;
-    }
+    std::string format;
     size_t limit = 0;
-    if (!count_param(req, "limit", 1000, max_page_rows, limit)) {
-      send_error(res, 400, "limit: a number from 1 to " + std::to_string(max_page_rows));
+    if (!p || !page_params(req, res, 1000, format, limit))
       return;
-    }
     uint64_t after = 0;
     if (req.has_param("after")) {
       const auto v = req.get_param_value("after");

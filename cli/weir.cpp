@@ -85,16 +85,24 @@ const char* signal_name(int sig) {
   return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
 }
 
-int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
-            bool dry_run, bool no_exactly_once, bool final_flush) {
+/// The config of a run, checked before anything runs (with WEIR_FAULT: a bad one refuses to
+/// run rather than being ignored, docs/faults.md); SIGINT and SIGTERM then ask for a stop.
+caf::expected<weir::weir_config> config_for_run(const std::string& config_path) {
   auto cfg = weir::load_config(config_path);
   if (!cfg)
-    return fail(cfg.error());
-  // A bad WEIR_FAULT (docs/faults.md) refuses to run rather than being ignored.
+    return cfg.error();
   if (auto err = weir::fault::check_env())
-    return fail(err);
+    return err;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  return cfg;
+}
+
+int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
+            bool dry_run, bool no_exactly_once, bool final_flush) {
+  auto cfg = config_for_run(config_path);
+  if (!cfg)
+    return fail(cfg.error());
   weir::run_options opts;
   opts.store = store;
   opts.threads = threads;
@@ -171,13 +179,9 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
 }
 
 int cmd_serve(const std::string& config_path, const weir::cli::serve_options& opts) {
-  auto cfg = weir::load_config(config_path);
+  auto cfg = config_for_run(config_path);
   if (!cfg)
     return fail(cfg.error());
-  if (auto err = weir::fault::check_env())
-    return fail(err);
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
   auto res = weir::cli::serve(*cfg, opts, stop_requested, [](const std::string& addr) {
     std::printf("weir serve: listening on http://%s\n", addr.c_str());
     std::fflush(stdout);

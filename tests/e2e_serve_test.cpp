@@ -94,6 +94,22 @@ int wait_for_port(const fs::path& log) {
   return 0;
 }
 
+/// `weir serve` of DIR/p.toml on a free loopback port (plus `extra` arguments), its output in
+/// DIR/LOG; `port` is 0 when it did not say where it listens.
+struct served {
+  background proc;
+  int port = 0;
+  served(const temp_dir& dir, const std::string& log, const std::vector<std::string>& extra = {})
+    : proc(args(dir, extra), dir.path / log)
+    , port(wait_for_port(dir.path / log)) {}
+  static std::vector<std::string> args(const temp_dir& dir, const std::vector<std::string>& extra) {
+    std::vector<std::string> a{weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
+                               "127.0.0.1:0"};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  }
+};
+
 /// Waits until GET /v1/pipelines says the run is `outcome` (at most 60 s).
 bool wait_for_run(httplib::Client& http, const std::string& outcome) {
   for (int i = 0; i < 3000; ++i) {
@@ -167,10 +183,8 @@ TEST_CASE("weir serve answers results, dead letters, pipelines and metrics of wh
                           ",k3\n";
   write_file(dir.path / "in.csv", "ts,k,amount\n" + rows + bad);
   write_file(dir.path / "p.toml", config());
-  background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen", "127.0.0.1:0"},
-                 dir.path / "serve.log");
-  REQUIRE(srv.started());
-  const int port = wait_for_port(dir.path / "serve.log");
+  served srv{dir, "serve.log"};
+  const int port = srv.port;
   REQUIRE(port > 0);
   httplib::Client http{"127.0.0.1", port};
   REQUIRE(wait_ready(http));
@@ -292,8 +306,8 @@ TEST_CASE("weir serve answers results, dead letters, pipelines and metrics of wh
     CHECK(http.Get("/health")->status == 200);
   }
 
-  srv.signal(SIGTERM);
-  CHECK(srv.wait(30) == 0);
+  srv.proc.signal(SIGTERM);
+  CHECK(srv.proc.wait(30) == 0);
 }
 
 TEST_CASE("weir serve runs a followed source until stopped and serves what each epoch commits",
@@ -302,10 +316,8 @@ TEST_CASE("weir serve runs a followed source until stopped and serves what each 
   const std::string first = csv_rows(500, t0, 2, 3, 5);
   write_file(dir.path / "in.csv", "ts,k,amount\n" + first);
   write_file(dir.path / "p.toml", config("  follow = true\n  idle_timeout = \"100ms\"\n"));
-  background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen", "127.0.0.1:0"},
-                 dir.path / "serve.log");
-  REQUIRE(srv.started());
-  const int port = wait_for_port(dir.path / "serve.log");
+  served srv{dir, "serve.log"};
+  const int port = srv.port;
   REQUIRE(port > 0);
   httplib::Client http{"127.0.0.1", port};
   REQUIRE(wait_ready(http));
@@ -329,8 +341,8 @@ TEST_CASE("weir serve runs a followed source until stopped and serves what each 
   }
   CHECK(got == closed);
   CHECK(wait_for_run(http, "running"));
-  srv.signal(SIGTERM);
-  CHECK(srv.wait(30) == 0);
+  srv.proc.signal(SIGTERM);
+  CHECK(srv.proc.wait(30) == 0);
   std::ifstream log{dir.path / "serve.log"};
   std::stringstream text;
   text << log.rdbuf();
@@ -396,11 +408,8 @@ TEST_CASE("POST events lands them before answering, and they are aggregated like
   auto run = weir::test::sh("cd " + dir.str() + " && timeout 30 " + weir_bin + " run p.toml");
   CHECK(run.rc == 2);
   CHECK(run.out.find("an http source takes records through weir serve") != std::string::npos);
-  background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen", "127.0.0.1:0",
-                  "--max-body-bytes", "100000"},
-                 dir.path / "serve.log");
-  REQUIRE(srv.started());
-  const int port = wait_for_port(dir.path / "serve.log");
+  served srv{dir, "serve.log", {"--max-body-bytes", "100000"}};
+  const int port = srv.port;
   REQUIRE(port > 0);
   httplib::Client http{"127.0.0.1", port};
   REQUIRE(wait_ready(http));
@@ -494,8 +503,8 @@ TEST_CASE("POST events lands them before answering, and they are aggregated like
   auto after_prune = http.Post("/v1/pipelines/p/events", event(t0 + 11 * 3600, "z", 0), "text/plain");
   REQUIRE(after_prune);
   CHECK(json_number(after_prune->body, "first_offset") == json_number(next->body, "end_offset"));
-  srv.signal(SIGTERM);
-  CHECK(srv.wait(30) == 0);
+  srv.proc.signal(SIGTERM);
+  CHECK(srv.proc.wait(30) == 0);
 }
 
 TEST_CASE("a source whose landed records are not committed yet slows its clients with 429",
@@ -503,11 +512,8 @@ TEST_CASE("a source whose landed records are not committed yet slows its clients
   temp_dir dir;
   // Epochs every 5 s: what is landed stays uncommitted while the test sends.
   write_file(dir.path / "p.toml", http_config("5s"));
-  background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen", "127.0.0.1:0",
-                  "--max-pending-bytes", "1000"},
-                 dir.path / "serve.log");
-  REQUIRE(srv.started());
-  const int port = wait_for_port(dir.path / "serve.log");
+  served srv{dir, "serve.log", {"--max-pending-bytes", "1000"}};
+  const int port = srv.port;
   REQUIRE(port > 0);
   httplib::Client http{"127.0.0.1", port};
   REQUIRE(wait_ready(http));
@@ -523,13 +529,11 @@ TEST_CASE("a source whose landed records are not committed yet slows its clients
   CHECK(second->status == 429);
   CHECK(second->get_header_value("Retry-After") == "1");
   CHECK(second->body.find("not yet committed") != std::string::npos);
-  srv.signal(SIGTERM);
-  CHECK(srv.wait(60) == 0);
+  srv.proc.signal(SIGTERM);
+  CHECK(srv.proc.wait(60) == 0);
   // The stop committed the first body: a new server takes bodies again.
-  background again({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
-                    "127.0.0.1:0", "--max-pending-bytes", "1000"},
-                   dir.path / "again.log");
-  const int port2 = wait_for_port(dir.path / "again.log");
+  served again{dir, "again.log", {"--max-pending-bytes", "1000"}};
+  const int port2 = again.port;
   REQUIRE(port2 > 0);
   httplib::Client http2{"127.0.0.1", port2};
   REQUIRE(wait_ready(http2));
@@ -537,8 +541,8 @@ TEST_CASE("a source whose landed records are not committed yet slows its clients
   REQUIRE(third);
   CHECK(third->status == 200);
   CHECK(json_number(third->body, "first_offset") == static_cast<long long>(body.size()));
-  again.signal(SIGTERM);
-  CHECK(again.wait(60) == 0);
+  again.proc.signal(SIGTERM);
+  CHECK(again.proc.wait(60) == 0);
 }
 
 TEST_CASE("kill -9 while a client sends: every acknowledged record counts exactly once",
@@ -556,11 +560,8 @@ TEST_CASE("kill -9 while a client sends: every acknowledged record counts exactl
   std::vector<int> unsure; // sent, no answer: landed or not, but whole if at all
   int sent = 0;
   for (int round = 0; round < 3; ++round) {
-    background srv({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
-                    "127.0.0.1:0"},
-                   dir.path / ("serve" + std::to_string(round) + ".log"));
-    REQUIRE(srv.started());
-    const int port = wait_for_port(dir.path / ("serve" + std::to_string(round) + ".log"));
+    served srv{dir, ("serve" + std::to_string(round) + ".log")};
+    const int port = srv.port;
     REQUIRE(port > 0);
     std::atomic<bool> go{true};
     std::thread client{[&] {
@@ -580,17 +581,15 @@ TEST_CASE("kill -9 while a client sends: every acknowledged record counts exactl
       }
     }};
     std::this_thread::sleep_for(std::chrono::milliseconds(300 + 200 * round));
-    srv.signal(SIGKILL);
-    CHECK(srv.wait(10) == 128 + SIGKILL);
+    srv.proc.signal(SIGKILL);
+    CHECK(srv.proc.wait(10) == 128 + SIGKILL);
     go = false;
     client.join();
   }
   REQUIRE(acked.size() > 10);
   // A last server: an event hours later closes the first hour.
-  background last({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
-                   "127.0.0.1:0"},
-                  dir.path / "last.log");
-  const int port = wait_for_port(dir.path / "last.log");
+  served last{dir, "last.log"};
+  const int port = last.port;
   REQUIRE(port > 0);
   httplib::Client http{"127.0.0.1", port};
   REQUIRE(wait_ready(http));
@@ -619,8 +618,8 @@ TEST_CASE("kill -9 while a client sends: every acknowledged record counts exactl
   }
   // Nothing else: every window is a batch that was sent.
   CHECK(got.size() <= acked.size() + unsure.size());
-  last.signal(SIGTERM);
-  CHECK(last.wait(30) == 0);
+  last.proc.signal(SIGTERM);
+  CHECK(last.proc.wait(30) == 0);
   auto check = weir::test::sh("timeout 60 " + weir_bin + " check --store " +
                               (dir.path / "store").string());
   INFO(check.out);
