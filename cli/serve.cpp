@@ -634,19 +634,25 @@ private:
       send_error(res, 500, render(id.error()));
       return;
     }
-    uint64_t committed = 0;
-    if (auto offs = wh->offsets(p->name))
-      for (const auto& [sid, off] : *offs)
-        if (sid == *id)
-          committed = off;
     // One writer at a time per process: the offsets a body takes follow the lake's end, or the
-    // committed offset when committed chunks were pruned from the lake.
+    // committed offset when committed chunks were pruned from the lake. The end is read first:
+    // chunks are pruned only after the epoch that passed them is committed, so a committed
+    // offset read after it covers whatever was pruned meanwhile.
     std::lock_guard<std::mutex> lock{land_};
     auto end = lk->end_offset(*id);
     if (!end) {
       send_error(res, 500, render(end.error()));
       return;
     }
+    auto offs = wh->offsets(p->name);
+    if (!offs) {
+      send_error(res, 500, render(offs.error()));
+      return;
+    }
+    uint64_t committed = 0;
+    for (const auto& [sid, off] : *offs)
+      if (sid == *id)
+        committed = off;
     *end = std::max(*end, committed);
     if (*end > committed && *end - committed > opts_.max_pending_bytes) {
       res.set_header("Retry-After", "1");
