@@ -5,6 +5,9 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -70,6 +73,10 @@ int main(int argc, char** argv) {
   int lookups = 2000;
   std::string dir;
   bool durable = true;
+  std::string protocol = "http";
+  app.add_option("--protocol", protocol, "http (POST bodies) or tcp (the plain TCP ingest)")
+    ->check(CLI::IsMember({"http", "tcp"}))
+    ->capture_default_str();
   app.add_option("--weir", weir_bin, "the weir binary")->capture_default_str();
   app.add_option("--clients", clients, "clients posting at once")->capture_default_str();
   app.add_option("--bodies", bodies, "bodies each client posts")->capture_default_str();
@@ -109,21 +116,26 @@ int main(int argc, char** argv) {
     ::close(out[0]);
     std::string cfg = dir + "/serve.toml";
     ::execl(weir_bin.c_str(), weir_bin.c_str(), "serve", cfg.c_str(), "--listen", "127.0.0.1:0",
-            static_cast<char*>(nullptr));
+            "--tcp", "127.0.0.1:0", static_cast<char*>(nullptr));
     ::_exit(127);
   }
   ::close(out[1]);
-  std::string first_line;
-  char c;
-  while (::read(out[0], &c, 1) == 1 && c != '\n')
-    first_line += c;
-  std::smatch m;
-  if (!std::regex_search(first_line, m, std::regex{":([0-9]+)$"})) {
-    std::fprintf(stderr, "weir serve did not start: %s (see %s/serve.log)\n", first_line.c_str(),
-                 dir.c_str());
-    return 1;
+  // "weir serve: tcp ingest on HOST:PORT", then "weir serve: listening on http://HOST:PORT".
+  int tcp_port = 0;
+  int port = 0;
+  for (int i = 0; i < 2; ++i) {
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n')
+      line += c;
+    std::smatch m;
+    if (!std::regex_search(line, m, std::regex{":([0-9]+)$"})) {
+      std::fprintf(stderr, "weir serve did not start: %s (see %s/serve.log)\n", line.c_str(),
+                   dir.c_str());
+      return 1;
+    }
+    (line.find("tcp ingest") != std::string::npos ? tcp_port : port) = std::stoi(m[1]);
   }
-  const int port = std::stoi(m[1]);
   httplib::Client probe{"127.0.0.1", port};
   for (int i = 0; i < 500; ++i) {
     auto r = probe.Get("/ready");
@@ -153,7 +165,53 @@ int main(int argc, char** argv) {
   std::atomic<long> retried{0};
   const auto start = clock_type::now();
   std::vector<std::thread> threads;
-  for (int cl = 0; cl < clients; ++cl)
+  for (int cl = 0; cl < clients && protocol == "tcp"; ++cl)
+    threads.emplace_back([&, cl] {
+      int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in at{};
+      at.sin_family = AF_INET;
+      at.sin_port = htons(static_cast<uint16_t>(tcp_port));
+      at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      std::string in;
+      auto line = [&]() {
+        char b[256];
+        for (;;) {
+          auto nl = in.find('\n');
+          if (nl != std::string::npos) {
+            auto l = in.substr(0, nl);
+            in.erase(0, nl + 1);
+            return l;
+          }
+          ssize_t n = ::recv(fd, b, sizeof b, 0);
+          if (n <= 0)
+            return std::string{};
+          in.append(b, static_cast<size_t>(n));
+        }
+      };
+      auto send_all = [&](const std::string& s) {
+        for (size_t done = 0; done < s.size();) {
+          ssize_t n = ::send(fd, s.data() + done, s.size() - done, MSG_NOSIGNAL);
+          if (n <= 0)
+            return false;
+          done += static_cast<size_t>(n);
+        }
+        return true;
+      };
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&at), sizeof at) != 0 ||
+          !send_all("weir-ingest 1 bench\n") || line() != "ok weir-ingest 1") {
+        refused += static_cast<long>(made[static_cast<size_t>(cl)].size());
+        ::close(fd);
+        return;
+      }
+      for (const auto& body : made[static_cast<size_t>(cl)]) {
+        const auto t = clock_type::now();
+        if (!send_all(body) || !send_all("\n") || line().rfind("ok ", 0) != 0)
+          ++refused;
+        latency[static_cast<size_t>(cl)].push_back(seconds_since(t) * 1e3);
+      }
+      ::close(fd);
+    });
+  for (int cl = 0; cl < clients && protocol == "http"; ++cl)
     threads.emplace_back([&, cl] {
       httplib::Client http{"127.0.0.1", port};
       http.set_read_timeout(60, 0);
@@ -190,11 +248,11 @@ int main(int argc, char** argv) {
   std::vector<double> all;
   for (auto& v : latency)
     all.insert(all.end(), v.begin(), v.end());
-  std::printf("http ingest: %d clients x %d bodies x %d lines = %ld events, durable=%s\n", clients,
-              bodies, lines, total, durable ? "true" : "false");
+  std::printf("%s ingest: %d clients x %d batches x %d lines = %ld events, durable=%s\n",
+              protocol.c_str(), clients, bodies, lines, total, durable ? "true" : "false");
   std::printf("  acknowledged      %.2f s   %.0f events/s   (refused %ld, 429-retried %ld)\n",
               acked_s, static_cast<double>(total) / acked_s, refused.load(), retried.load());
-  std::printf("  POST latency      p50 %.1f ms   p99 %.1f ms   max %.1f ms\n",
+  std::printf("  ack latency       p50 %.1f ms   p99 %.1f ms   max %.1f ms\n",
               percentile(all, 0.5), percentile(all, 0.99), percentile(all, 1.0));
   if (committed_s > 0)
     std::printf("  all committed     %.2f s   %.0f events/s end to end\n", committed_s,

@@ -1,12 +1,19 @@
 #include "cli/serve.hpp"
 
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -558,13 +565,45 @@ private:
   /// POST /v1/pipelines/NAME/events[?source=S]: lands the body's records in the lake (one
   /// durable transaction) and only then answers, with the offsets they took.
   void events(const httplib::Request& req, httplib::Response& res) {
-    const auto* p = find(req.matches[1]);
-    if (!p) {
-      send_error(res, 404, "no pipeline named '" + std::string(req.matches[1]) + "'");
+    auto r = land(req.matches[1], req.has_param("source") ? req.get_param_value("source") : "",
+                  req.body, false);
+    if (r.status != 200) {
+      if (r.status == 429)
+        res.set_header("Retry-After", "1");
+      send_error(res, r.status, r.error);
       return;
     }
+    res.set_content("{\"pipeline\": \"" + json_escape(r.pipeline) + "\", \"source\": \"" +
+                      json_escape(r.source) + "\", \"records\": " + std::to_string(r.records) +
+                      ", \"first_offset\": " + std::to_string(r.first) +
+                      ", \"end_offset\": " + std::to_string(r.end) + "}\n",
+                    "application/json");
+  }
+
+public:
+  /// What became of a body of records: landed (status 200, its offsets) or refused (an HTTP
+  /// status and why; nothing of it was landed).
+  struct landed {
+    int status = 200;
+    std::string error;
+    std::string pipeline;
+    std::string source;
+    uint64_t records = 0;
+    uint64_t first = 0;
+    uint64_t end = 0;
+  };
+
+  /// The http source `wanted` of `pipeline` (empty: its only one); nullptr when there is no
+  /// such source, with why in r (status 404 or 400).
+  const source_config* http_source(const std::string& pipeline, const std::string& wanted,
+                                   landed& r) const {
+    const auto* p = find(pipeline);
+    r.status = 404;
+    if (!p) {
+      r.error = "no pipeline named '" + pipeline + "'";
+      return nullptr;
+    }
     const source_config* src = nullptr;
-    const std::string wanted = req.has_param("source") ? req.get_param_value("source") : "";
     size_t http_sources = 0;
     for (const auto& s : p->sources) {
       if (!s.http)
@@ -574,33 +613,52 @@ private:
         src = src ? src : &s;
     }
     if (!wanted.empty() && (!src || src->name != wanted)) {
-      send_error(res, 404, "pipeline " + p->name + " has no http source named '" + wanted + "'");
-      return;
+      r.error = "pipeline " + p->name + " has no http source named '" + wanted + "'";
+      return nullptr;
     }
     if (http_sources == 0) {
-      send_error(res, 404, "pipeline " + p->name +
-                             " has no http source (a source with http = true takes records)");
-      return;
+      r.error =
+        "pipeline " + p->name + " has no http source (a source with http = true takes records)";
+      return nullptr;
     }
     if (http_sources > 1 && wanted.empty()) {
-      send_error(res, 400, "pipeline " + p->name + " has several http sources: say which with "
-                                                   "?source=NAME");
-      return;
+      r.status = 400;
+      r.error = "pipeline " + p->name + " has several http sources: say which (?source=NAME)";
+      return nullptr;
     }
+    r.status = 200;
+    r.pipeline = p->name;
+    r.source = src->name;
+    return src;
+  }
+
+  /// Lands `body` (lines of records) for http source `source` of `pipeline` (empty: its only
+  /// one) in the lake, in one durable transaction. A source with too much landed and not yet
+  /// committed refuses it (429), or with `wait`, holds it until the pipeline catches up, up to
+  /// 30 s: a delayed acknowledgement.
+  landed land(const std::string& pipeline, const std::string& wanted, std::string_view body,
+              bool wait, const std::atomic<bool>* give_up = nullptr) {
+    landed r;
+    auto refuse = [&r](int status, std::string why) {
+      r.status = status;
+      r.error = std::move(why);
+      return r;
+    };
+    const auto* p = find(pipeline);
+    const source_config* src = http_source(pipeline, wanted, r);
+    if (!src)
+      return r;
     auto lk = probe_->lake_store();
     auto wh = probe_->store();
-    if (!lk || !wh) {
-      send_error(res, 503, "the store is not open yet");
-      return;
-    }
-    const std::string& body = req.body;
-    if (body.empty()) {
-      send_error(res, 400, "an empty body: send records, one per line");
-      return;
-    }
+    if (!lk || !wh)
+      return refuse(503, "the store is not open yet");
+    if (body.empty())
+      return refuse(400, "an empty body: send records, one per line");
+    if (body.size() > opts_.max_body_bytes)
+      return refuse(413, "the body is over " + std::to_string(opts_.max_body_bytes) +
+                           " bytes (--max-body-bytes); send it in smaller parts");
     // Every line within the source's limit; chunks end at line ends, at most batch_bytes long.
     std::vector<size_t> cuts; // chunk ends
-    uint64_t records = 0;
     size_t line_start = 0;
     size_t chunk_start = 0;
     size_t line_no = 0;
@@ -611,14 +669,11 @@ private:
       size_t len = line_end - line_start;
       if (len > 0 && body[line_end - 1] == '\r')
         --len;
-      if (len > src->max_line_bytes) {
-        send_error(res, 413,
-                   "line " + std::to_string(line_no) + " is " + std::to_string(len) +
-                     " bytes, over max_line_bytes " + std::to_string(src->max_line_bytes) +
-                     " of source " + src->name + "; nothing of this body was taken");
-        return;
-      }
-      records += len > 0 ? 1 : 0;
+      if (len > src->max_line_bytes)
+        return refuse(413, "line " + std::to_string(line_no) + " is " + std::to_string(len) +
+                             " bytes, over max_line_bytes " + std::to_string(src->max_line_bytes) +
+                             " of source " + src->name + "; nothing of this body was taken");
+      r.records += len > 0 ? 1 : 0;
       const size_t next = nl == std::string::npos ? body.size() : nl + 1;
       if (next - chunk_start > cfg_.runtime.batch_bytes && line_start > chunk_start) {
         cuts.push_back(line_start);
@@ -628,71 +683,242 @@ private:
     }
     cuts.push_back(body.size());
     const bool ends_line = body.back() == '\n';
-    const std::string key = http_source_key(p->name, src->name);
-    auto id = lk->source_id(key);
-    if (!id) {
-      send_error(res, 500, render(id.error()));
-      return;
-    }
-    // One writer at a time per process: the offsets a body takes follow the lake's end, or the
-    // committed offset when committed chunks were pruned from the lake. The end is read first:
-    // chunks are pruned only after the epoch that passed them is committed, so a committed
-    // offset read after it covers whatever was pruned meanwhile.
-    std::lock_guard<std::mutex> lock{land_};
-    auto end = lk->end_offset(*id);
-    if (!end) {
-      send_error(res, 500, render(end.error()));
-      return;
-    }
-    auto offs = wh->offsets(p->name);
-    if (!offs) {
-      send_error(res, 500, render(offs.error()));
-      return;
-    }
-    uint64_t committed = 0;
-    for (const auto& [sid, off] : *offs)
-      if (sid == *id)
-        committed = off;
-    *end = std::max(*end, committed);
-    if (*end > committed && *end - committed > opts_.max_pending_bytes) {
-      res.set_header("Retry-After", "1");
-      send_error(res, 429,
-                 "source " + src->name + " has " + std::to_string(*end - committed) +
-                   " bytes landed but not yet committed (max_pending_bytes " +
-                   std::to_string(opts_.max_pending_bytes) + "): retry later");
-      return;
-    }
-    std::string last; // the last chunk with its line end, when the body lacks one
-    std::vector<lake::chunk_ref> chunks;
-    uint64_t offset = *end;
-    size_t from = 0;
-    for (size_t i = 0; i < cuts.size(); ++i) {
-      std::string_view part{body.data() + from, cuts[i] - from};
-      if (i + 1 == cuts.size() && !ends_line) {
-        last.assign(part.data(), part.size());
-        last += '\n';
-        part = last;
+    auto id = lk->source_id(http_source_key(p->name, src->name));
+    if (!id)
+      return refuse(500, render(id.error()));
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    for (;;) {
+      // One writer at a time per process: the offsets a body takes follow the lake's end, or
+      // the committed offset when committed chunks were pruned from the lake. The end is read
+      // first: chunks are pruned only after the epoch that passed them is committed, so a
+      // committed offset read after it covers whatever was pruned meanwhile.
+      std::unique_lock<std::mutex> lock{land_};
+      auto end = lk->end_offset(*id);
+      if (!end)
+        return refuse(500, render(end.error()));
+      auto offs = wh->offsets(p->name);
+      if (!offs)
+        return refuse(500, render(offs.error()));
+      uint64_t committed = 0;
+      for (const auto& [sid, off] : *offs)
+        if (sid == *id)
+          committed = off;
+      *end = std::max(*end, committed);
+      if (*end - committed > opts_.max_pending_bytes) {
+        if (wait && std::chrono::steady_clock::now() < until && !(give_up && give_up->load())) {
+          lock.unlock();
+          std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          continue;
+        }
+        return refuse(429, "source " + src->name + " has " + std::to_string(*end - committed) +
+                             " bytes landed but not yet committed (max_pending_bytes " +
+                             std::to_string(opts_.max_pending_bytes) + "): retry later");
       }
-      chunks.push_back({*id, offset, part});
-      offset += part.size();
-      from = cuts[i];
+      std::string last; // the last chunk with its line end, when the body lacks one
+      std::vector<lake::chunk_ref> chunks;
+      uint64_t offset = *end;
+      size_t from = 0;
+      for (size_t i = 0; i < cuts.size(); ++i) {
+        std::string_view part{body.data() + from, cuts[i] - from};
+        if (i + 1 == cuts.size() && !ends_line) {
+          last.assign(part.data(), part.size());
+          last += '\n';
+          part = last;
+        }
+        chunks.push_back({*id, offset, part});
+        offset += part.size();
+        from = cuts[i];
+      }
+      if (auto err = lk->append(chunks))
+        return refuse(500, render(err));
+      r.first = *end;
+      r.end = offset;
+      return r;
     }
-    if (auto err = lk->append(chunks)) {
-      send_error(res, 500, render(err));
-      return;
-    }
-    res.set_content("{\"pipeline\": \"" + json_escape(p->name) + "\", \"source\": \"" +
-                      json_escape(src->name) + "\", \"records\": " + std::to_string(records) +
-                      ", \"first_offset\": " + std::to_string(*end) +
-                      ", \"end_offset\": " + std::to_string(offset) + "}\n",
-                    "application/json");
   }
 
+private:
   const weir_config& cfg_;
   const serve_options& opts_;
   std::shared_ptr<run_probe> probe_;
   std::shared_ptr<run_state> state_;
   std::mutex land_;
+};
+
+/// Plain TCP ingest (docs/serve.md): newline-delimited records, a batch ended by an empty line
+/// and acknowledged once landed. One thread accepts; each connection has its own thread.
+class tcp_ingest {
+public:
+  static constexpr int max_connections = 64;
+  static constexpr int idle_seconds = 30;
+
+  tcp_ingest(api& handlers, const serve_options& opts)
+    : api_(handlers)
+    , opts_(opts) {}
+  ~tcp_ingest() { stop(); }
+
+  /// Binds and listens on host:port (0: a free port, written back); false when it cannot.
+  bool listen(const std::string& host, int& port) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0)
+      return false;
+    for (auto* ai = res; ai && fd_ < 0; ai = ai->ai_next) {
+      int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+      if (fd < 0)
+        continue;
+      int yes = 1;
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+      if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 64) == 0)
+        fd_ = fd;
+      else
+        ::close(fd);
+    }
+    ::freeaddrinfo(res);
+    if (fd_ < 0)
+      return false;
+    sockaddr_storage at{};
+    socklen_t len = sizeof at;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&at), &len);
+    port = ntohs(at.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&at)->sin6_port
+                                          : reinterpret_cast<sockaddr_in*>(&at)->sin_port);
+    acceptor_ = std::thread{[this] { accept_loop(); }};
+    return true;
+  }
+
+  void stop() {
+    if (stopping_.exchange(true))
+      return;
+    if (fd_ >= 0)
+      ::shutdown(fd_, SHUT_RDWR);
+    if (acceptor_.joinable())
+      acceptor_.join();
+    if (fd_ >= 0)
+      ::close(fd_);
+    std::unique_lock<std::mutex> lock{mu_};
+    for (int c : conns_)
+      ::shutdown(c, SHUT_RDWR);
+    gone_.wait(lock, [this] { return conns_.empty(); });
+  }
+
+private:
+  void accept_loop() {
+    while (!stopping_.load()) {
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) {
+        if (errno == EINTR || errno == ECONNABORTED)
+          continue;
+        return; // shut down
+      }
+      std::lock_guard<std::mutex> lock{mu_};
+      if (stopping_.load() || static_cast<int>(conns_.size()) >= max_connections) {
+        say(c, "error 503 too many connections (at most " + std::to_string(max_connections) +
+                 ")\n");
+        ::close(c);
+        continue;
+      }
+      timeval tv{idle_seconds, 0};
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+      conns_.push_back(c);
+      // Detached: a connection's thread ends with it; stop() waits until every one is gone.
+      std::thread{[this, c] {
+        serve_connection(c);
+        std::lock_guard<std::mutex> l{mu_};
+        conns_.erase(std::find(conns_.begin(), conns_.end(), c));
+        ::close(c);
+        gone_.notify_all();
+      }}.detach();
+    }
+  }
+
+  static bool say(int fd, const std::string& line) {
+    size_t done = 0;
+    while (done < line.size()) {
+      ssize_t n = ::send(fd, line.data() + done, line.size() - done, MSG_NOSIGNAL);
+      if (n <= 0)
+        return false;
+      done += static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  /// One client: `weir-ingest 1 PIPELINE [SOURCE]`, then batches of lines, each ended by an
+  /// empty line and answered `ok RECORDS FIRST_OFFSET END_OFFSET` or `error STATUS WHY`.
+  void serve_connection(int fd) {
+    std::string buf;
+    size_t scan = 0;       // where to look for the next line end
+    size_t batch_from = 0; // where the current batch begins
+    bool greeted = false;
+    std::string pipeline;
+    std::string source;
+    char chunk[64 << 10];
+    for (;;) {
+      size_t nl;
+      while ((nl = buf.find('\n', scan)) != std::string::npos) {
+        const size_t line_start = scan;
+        scan = nl + 1;
+        size_t len = nl - line_start;
+        if (len > 0 && buf[nl - 1] == '\r')
+          --len;
+        if (!greeted) {
+          std::istringstream hello{buf.substr(line_start, len)};
+          std::string magic;
+          std::string version;
+          hello >> magic >> version >> pipeline >> source;
+          if (magic != "weir-ingest" || version != "1" || pipeline.empty()) {
+            say(fd, "error 400 begin with: weir-ingest 1 PIPELINE [SOURCE]\n");
+            return;
+          }
+          api::landed r;
+          if (!api_.http_source(pipeline, source, r)) {
+            say(fd, "error " + std::to_string(r.status) + " " + r.error + "\n");
+            return;
+          }
+          greeted = true;
+          if (!say(fd, "ok weir-ingest 1\n"))
+            return;
+          batch_from = scan;
+          continue;
+        }
+        if (len > 0)
+          continue;
+        // An empty line ends the batch: what lies before it.
+        std::string_view batch{buf.data() + batch_from, line_start - batch_from};
+        auto r = api_.land(pipeline, source, batch, true, &stopping_);
+        const std::string answer =
+          r.status == 200 ? "ok " + std::to_string(r.records) + " " + std::to_string(r.first) +
+                              " " + std::to_string(r.end) + "\n"
+                          : "error " + std::to_string(r.status) + " " + r.error + "\n";
+        if (!say(fd, answer) || r.status == 404 || r.status == 503)
+          return;
+        buf.erase(0, scan);
+        scan = 0;
+        batch_from = 0;
+      }
+      if (buf.size() - batch_from > opts_.max_body_bytes) {
+        say(fd, "error 413 a batch over " + std::to_string(opts_.max_body_bytes) +
+                  " bytes (--max-body-bytes); end batches with an empty line sooner\n");
+        return;
+      }
+      ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      if (n <= 0)
+        return; // closed, timed out or shut down: an unended batch is not landed
+      buf.append(chunk, static_cast<size_t>(n));
+    }
+  }
+
+  api& api_;
+  const serve_options& opts_;
+  int fd_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::condition_variable gone_;
+  std::vector<int> conns_; ///< open connections, each served by a detached thread
 };
 
 } // namespace
@@ -725,6 +951,19 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
                                           ": cannot listen there (address in use or not "
                                           "this machine's)");
   std::thread server{[&srv] { srv.listen_after_bind(); }};
+  tcp_ingest tcp{handlers, opts};
+  if (!opts.tcp_listen.empty()) {
+    std::string tcp_host;
+    int tcp_port = 0;
+    if (!parse_listen(opts.tcp_listen, tcp_host, tcp_port) || !tcp.listen(tcp_host, tcp_port)) {
+      srv.stop();
+      server.join();
+      return make_error(errc::bad_config, "--tcp " + opts.tcp_listen +
+                                            ": cannot listen there (give HOST:PORT of this "
+                                            "machine, not in use)");
+    }
+    on_listen("tcp " + tcp_host + ":" + std::to_string(tcp_port));
+  }
   on_listen(host + ":" + std::to_string(port));
 
   run_options ro;
@@ -745,6 +984,7 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  tcp.stop(); // nothing more is landed: what was acknowledged is in the lake
   run.join(); // a stop makes the pipelines commit a last epoch first
   srv.stop();
   server.join();

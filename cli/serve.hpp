@@ -19,6 +19,7 @@ namespace weir::cli {
 
 struct serve_options {
   std::string listen = "127.0.0.1:8080"; ///< HOST:PORT; port 0 takes a free one
+  std::string tcp_listen;                ///< HOST:PORT of the plain TCP ingest (empty: none)
   std::string store;                     ///< store directory (empty: the config's)
   size_t threads = 0;                    ///< scheduler threads (0: number of cores)
   /// POST bodies larger than this are refused (413).
@@ -34,7 +35,8 @@ constexpr size_t default_page_rows = 10000;
 
 /// Runs the pipelines and the server until `stop` is set (then the pipelines commit a last
 /// epoch and the server closes), or until the pipelines fail (their error). `on_listen` gets
-/// the address the server listens on ("HOST:PORT") once it does. A run whose bounded inputs
+/// the address the server listens on ("HOST:PORT") once it does, after "tcp HOST:PORT" for the
+/// TCP ingest when there is one. A run whose bounded inputs
 /// end keeps serving its results until stopped.
 caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_options& opts,
                                             const std::atomic<bool>& stop,

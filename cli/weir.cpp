@@ -183,7 +183,10 @@ int cmd_serve(const std::string& config_path, const weir::cli::serve_options& op
   if (!cfg)
     return fail(cfg.error());
   auto res = weir::cli::serve(*cfg, opts, stop_requested, [](const std::string& addr) {
-    std::printf("weir serve: listening on http://%s\n", addr.c_str());
+    if (addr.compare(0, 4, "tcp ") == 0)
+      std::printf("weir serve: tcp ingest on %s\n", addr.c_str() + 4);
+    else
+      std::printf("weir serve: listening on http://%s\n", addr.c_str());
     std::fflush(stdout);
   });
   if (!res)
@@ -382,6 +385,8 @@ int main(int argc, char** argv) {
   serve->add_option("PIPELINE.toml", config_path, "pipeline config")->required();
   serve->add_option("--listen", serve_opts.listen, "HOST:PORT to answer on (port 0: any free one)")
     ->capture_default_str();
+  serve->add_option("--tcp", serve_opts.tcp_listen,
+                    "HOST:PORT of a plain TCP ingest as well (docs/serve.md; port 0: any free one)");
   serve->add_option("--store", serve_opts.store, "store directory (default: the config's `store`)");
   serve->add_option("--threads", serve_opts.threads, "scheduler threads (default: number of cores)");
   serve->add_option("--max-body-bytes", serve_opts.max_body_bytes,

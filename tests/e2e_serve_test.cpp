@@ -6,6 +6,11 @@
 
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -624,4 +629,146 @@ TEST_CASE("kill -9 while a client sends: every acknowledged record counts exactl
                               (dir.path / "store").string());
   INFO(check.out);
   CHECK(check.rc == 0);
+}
+
+namespace {
+
+/// A line-oriented TCP client of the plain ingest (loopback, 10 s timeouts).
+class line_client {
+public:
+  explicit line_client(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_port = htons(static_cast<uint16_t>(port));
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&at), sizeof at) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~line_client() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  bool connected() const { return fd_ >= 0; }
+  void send(const std::string& s) {
+    size_t done = 0;
+    while (done < s.size()) {
+      ssize_t n = ::send(fd_, s.data() + done, s.size() - done, MSG_NOSIGNAL);
+      if (n <= 0)
+        return;
+      done += static_cast<size_t>(n);
+    }
+  }
+  /// The next line the server sends, without its end ("" when the connection ends).
+  std::string line() {
+    for (;;) {
+      auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        auto l = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return l;
+      }
+      char b[4096];
+      ssize_t n = ::recv(fd_, b, sizeof b, 0);
+      if (n <= 0)
+        return "";
+      buf_.append(b, static_cast<size_t>(n));
+    }
+  }
+
+private:
+  int fd_ = -1;
+  std::string buf_;
+};
+
+/// Waits for `weir serve` to say where its TCP ingest listens; the port, or 0.
+int wait_for_tcp_port(const fs::path& log) {
+  const std::regex listening{"tcp ingest on 127\\.0\\.0\\.1:([0-9]+)"};
+  for (int i = 0; i < 500; ++i) {
+    std::ifstream f{log};
+    std::stringstream text;
+    text << f.rdbuf();
+    std::smatch m;
+    const std::string s = text.str();
+    if (std::regex_search(s, m, listening))
+      return std::stoi(m[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return 0;
+}
+
+} // namespace
+
+TEST_CASE("the plain TCP ingest acknowledges each batch once it is landed", "[e2e][serve][tcp]") {
+  temp_dir dir;
+  write_file(dir.path / "p.toml", http_config());
+  served srv{dir, "serve.log", {"--tcp", "127.0.0.1:0"}};
+  REQUIRE(srv.port > 0);
+  const int tcp = wait_for_tcp_port(dir.path / "serve.log");
+  REQUIRE(tcp > 0);
+  httplib::Client http{"127.0.0.1", srv.port};
+  REQUIRE(wait_ready(http));
+  {
+    line_client bad{tcp};
+    REQUIRE(bad.connected());
+    bad.send("hello\n");
+    CHECK(bad.line().rfind("error 400 begin with: weir-ingest 1 PIPELINE", 0) == 0);
+    CHECK(bad.line().empty()); // and the connection ends
+  }
+  {
+    line_client unknown{tcp};
+    unknown.send("weir-ingest 1 nope\n");
+    CHECK(unknown.line() == "error 404 no pipeline named 'nope'");
+  }
+  line_client c{tcp};
+  REQUIRE(c.connected());
+  c.send("weir-ingest 1 p\n");
+  REQUIRE(c.line() == "ok weir-ingest 1");
+  // Batches in time order over the first two hours, then one that closes them.
+  std::string all;
+  uint64_t offset = 0;
+  int64_t t = t0;
+  for (int b = 0; b < 10; ++b) {
+    std::string batch;
+    for (int i = 0; i < 100 + 37 * b; ++i, t += 2)
+      batch += event(t, "k" + std::to_string((b + i) % 4), i);
+    c.send(batch + "\n");
+    const auto ack = c.line();
+    INFO(ack);
+    CHECK(ack == "ok " + std::to_string(100 + 37 * b) + " " + std::to_string(offset) + " " +
+                   std::to_string(offset + batch.size()));
+    offset += batch.size();
+    all += batch;
+  }
+  REQUIRE(t < t0 + 2 * 3600);
+  // A line over max_line_bytes refuses its batch; the connection goes on.
+  c.send(event(t, "k", 1) + "{\"ts\": \"" + std::string(300, 'x') + "\"}\n\n");
+  CHECK(c.line().rfind("error 413 line 2 is 310 bytes", 0) == 0);
+  c.send(event(t0 + 5 * 3600, "z", 0) + "\n");
+  CHECK(c.line() == "ok 1 " + std::to_string(offset) + " " +
+                      std::to_string(offset + event(t0 + 5 * 3600, "z", 0).size()));
+  std::map<std::pair<std::string, std::string>, long> want;
+  {
+    std::istringstream in{all};
+    const std::regex ev{"\\{\"ts\": \"([^\"]+)\", \"k\": \"([^\"]+)\", \"amount\": ([0-9]+)\\}"};
+    for (std::string line; std::getline(in, line);) {
+      std::smatch m;
+      REQUIRE(std::regex_match(line, m, ev));
+      want[{m[1].str().substr(0, 13) + ":00:00Z", m[2]}] += 1;
+    }
+  }
+  std::map<std::pair<std::string, std::string>, long> got;
+  for (int i = 0; i < 1500 && got != want; ++i) {
+    size_t pages = 0;
+    got = counts_of(all_results(http, "&to=" + iso(t0 + 2 * 3600), 1000, pages));
+    if (got != want)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(got == want);
+  srv.proc.signal(SIGTERM);
+  CHECK(srv.proc.wait(30) == 0);
 }
