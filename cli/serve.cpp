@@ -992,3 +992,111 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
 }
 
 } // namespace weir::cli
+
+namespace weir::cli {
+
+namespace {
+
+/// The fields of one csv line (quotes as csv_escape writes them).
+std::vector<std::string> csv_fields(std::string_view line) {
+  std::vector<std::string> out(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        out.back() += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        out.back() += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      out.emplace_back();
+    } else {
+      out.back() += c;
+    }
+  }
+  return out;
+}
+
+/// A csv page of results as rows; false when a row does not read back.
+bool parse_page(const std::string& body, query_answer& page) {
+  page.rows.clear();
+  size_t at = 0;
+  bool header = true;
+  while (at < body.size()) {
+    size_t nl = body.find('\n', at);
+    std::string_view line{body.data() + at, (nl == std::string::npos ? body.size() : nl) - at};
+    at = nl == std::string::npos ? body.size() : nl + 1;
+    if (line.empty())
+      continue;
+    auto f = csv_fields(line);
+    if (f.size() < 4)
+      return false;
+    if (header) {
+      header = false;
+      page.aggregates.assign(f.begin() + 3, f.end() - 1);
+      continue;
+    }
+    if (f.size() != page.aggregates.size() + 4)
+      return false;
+    window_result r;
+    if (!parse_time(f[0], time_format::iso8601, r.start) ||
+        !parse_time(f[1], time_format::iso8601, r.end))
+      return false;
+    r.key = internal_key(f[2]);
+    for (size_t i = 3; i + 1 < f.size(); ++i)
+      r.values.push_back(f[i].empty() ? std::nan("") : std::strtod(f[i].c_str(), nullptr));
+    r.version = static_cast<uint32_t>(std::strtoul(f.back().c_str(), nullptr, 10));
+    page.rows.push_back(std::move(r));
+  }
+  return true;
+}
+
+} // namespace
+
+caf::error query_server(const std::string& url, const std::string& pipeline,
+                        const std::string& key, const std::string& from, const std::string& to,
+                        const std::function<void(const query_answer&)>& on_page) {
+  httplib::Client http{url};
+  if (!http.is_valid())
+    return make_error(errc::bad_config, "--server " + url + ": give http://HOST:PORT");
+  http.set_connection_timeout(5, 0);
+  http.set_read_timeout(60, 0);
+  httplib::Params params{{"format", "csv"}, {"limit", std::to_string(default_page_rows)}};
+  if (!key.empty())
+    params.emplace("key", key);
+  if (!from.empty())
+    params.emplace("from", from);
+  if (!to.empty())
+    params.emplace("to", to);
+  const std::string path = "/v1/pipelines/" + httplib::detail::encode_query_param(pipeline) + "/results";
+  query_answer page;
+  for (;;) {
+    auto r = http.Get(path, params, httplib::Headers{});
+    if (!r)
+      return make_error(errc::bad_input, "--server " + url + ": no answer (" +
+                                           httplib::to_string(r.error()) + ")");
+    if (r->status != 200) {
+      std::string why = r->body;
+      auto at = why.find("\"error\": \"");
+      if (at != std::string::npos)
+        why = why.substr(at + 10, why.rfind('"') - at - 10);
+      return make_error(r->status == 400 ? errc::bad_config : errc::bad_input,
+                        "--server " + url + ": " + std::to_string(r->status) + " " + why);
+    }
+    if (!parse_page(r->body, page))
+      return make_error(errc::bad_input, "--server " + url + ": an answer that is not results");
+    on_page(page);
+    if (!r->has_header("Weir-Next-Cursor"))
+      return caf::none;
+    params.erase("after");
+    params.emplace("after", r->get_header_value("Weir-Next-Cursor"));
+  }
+}
+
+} // namespace weir::cli

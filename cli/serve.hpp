@@ -13,6 +13,7 @@
 #include <caf/expected.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/runtime.hpp"
 #include "actors/core/types.hpp"
 
 namespace weir::cli {
@@ -41,5 +42,12 @@ constexpr size_t default_page_rows = 10000;
 caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_options& opts,
                                             const std::atomic<bool>& stop,
                                             const std::function<void(const std::string&)>& on_listen);
+
+/// `weir query --server URL`: the committed results of `pipeline` from a running `weir serve`
+/// at URL (http://HOST:PORT), a page at a time, as query_store_pages gives them from a store.
+/// Key, from and to as for `weir query` (empty: none).
+caf::error query_server(const std::string& url, const std::string& pipeline,
+                        const std::string& key, const std::string& from, const std::string& to,
+                        const std::function<void(const query_answer&)>& on_page);
 
 } // namespace weir::cli

@@ -213,8 +213,18 @@ caf::expected<std::optional<weir::timestamp>> optional_time(const std::string& t
 }
 
 
-int cmd_query(const std::string& store, const std::string& pipeline, const std::string& key,
-              const std::string& from, const std::string& to, const std::string& format) {
+int cmd_query(const std::string& store, const std::string& server, const std::string& pipeline,
+              const std::string& key, const std::string& from, const std::string& to,
+              const std::string& format) {
+  if (!server.empty()) {
+    result_writer out{format, stdout_sink()};
+    auto err = weir::cli::query_server(server, pipeline, key, from, to,
+                                       [&](const weir::query_answer& page) { out.page(page); });
+    if (err)
+      return fail(err);
+    out.finish();
+    return exit_ok;
+  }
   auto t_from = optional_time(from);
   if (!t_from)
     return fail(t_from.error());
@@ -406,7 +416,12 @@ int main(int argc, char** argv) {
   std::string q_from;
   std::string q_to;
   std::string q_format = "table";
-  query->add_option("--store", store, "store directory")->required();
+  std::string q_server;
+  auto* q_store = query->add_option("--store", store, "store directory");
+  query
+    ->add_option("--server", q_server,
+                 "ask a running weir serve instead (http://HOST:PORT): its committed results")
+    ->excludes(q_store);
   query->add_option("--pipeline", q_pipeline, "pipeline name")->required();
   query->add_option("--key", q_key, "only this key (multi-field keys joined with '|')");
   query->add_option("--from", q_from, "only windows starting at or after (ISO-8601 or epoch s)");
@@ -452,7 +467,9 @@ int main(int argc, char** argv) {
   if (*serve)
     return cmd_serve(config_path, serve_opts);
   if (*query)
-    return cmd_query(store, q_pipeline, q_key, q_from, q_to, q_format);
+    return q_server.empty() && store.empty()
+             ? fail(weir::make_error(weir::errc::bad_config, "query: give --store or --server"))
+             : cmd_query(store, q_server, q_pipeline, q_key, q_from, q_to, q_format);
   if (*inspect)
     return cmd_inspect(store);
   if (*dead)

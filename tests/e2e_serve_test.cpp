@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -290,6 +291,29 @@ TEST_CASE("weir serve answers results, dead letters, pipelines and metrics of wh
       INFO(line);
       CHECK(std::regex_match(line, line_re));
     }
+  }
+
+  { // weir query --server prints what weir query --store prints
+    for (const char* format : {"csv", "json", "table"}) {
+      auto remote = weir::test::sh("timeout 60 " + weir_bin + " query --server http://127.0.0.1:" +
+                                   std::to_string(port) + " --pipeline p --format " + format);
+      auto local = weir::test::sh("timeout 60 " + weir_bin + " query --store " +
+                                  (dir.path / "store").string() + " --pipeline p --format " +
+                                  format);
+      INFO(format);
+      CHECK(remote.rc == 0);
+      CHECK(local.rc == 0);
+      CHECK(remote.out == local.out);
+    }
+    auto one = weir::test::sh("timeout 60 " + weir_bin + " query --server http://127.0.0.1:" +
+                              std::to_string(port) + " --pipeline p --format csv --key k3");
+    CHECK(one.rc == 0);
+    CHECK(std::count(one.out.begin(), one.out.end(), '\n') ==
+          1 + std::count_if(want.begin(), want.end(), [](auto& w) { return w.first.second == "k3"; }));
+    auto missing = weir::test::sh("timeout 60 " + weir_bin + " query --server http://127.0.0.1:" +
+                                  std::to_string(port) + " --pipeline nope");
+    CHECK(missing.rc == 3);
+    CHECK(missing.out.find("404 no pipeline named 'nope'") != std::string::npos);
   }
 
   { // bad requests get clear errors and the server goes on
