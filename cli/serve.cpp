@@ -2,6 +2,7 @@
 
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -821,6 +822,8 @@ private:
         continue;
       }
       timeval tv{idle_seconds, 0};
+      int one = 1; // acknowledgements go out at once, not held back for more data
+      ::setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
       ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
       conns_.push_back(c);
