@@ -649,6 +649,8 @@ public:
     const source_config* src = http_source(pipeline, wanted, r);
     if (!src)
       return r;
+    if (closing_.load())
+      return refuse(503, "the server is stopping: send this again once it is back");
     auto lk = probe_->lake_store();
     auto wh = probe_->store();
     if (!lk || !wh)
@@ -737,6 +739,12 @@ public:
       return r;
     }
   }
+
+private:
+public:
+  /// Set when the service stops: bodies sent from then on are refused (503). What was
+  /// acknowledged before and not read by the last epoch stays in the lake for the next run.
+  std::atomic<bool> closing_{false};
 
 private:
   const weir_config& cfg_;
@@ -987,16 +995,13 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
       break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  handlers.closing_ = true;
   tcp.stop(); // nothing more is landed: what was acknowledged is in the lake
   run.join(); // a stop makes the pipelines commit a last epoch first
   srv.stop();
   server.join();
   return result;
 }
-
-} // namespace weir::cli
-
-namespace weir::cli {
 
 namespace {
 
