@@ -3,7 +3,11 @@
 /// Every typed actor interface of Weir, the atoms they use and the few message types that are
 /// not Cap'n Proto frames. One comment per handler says what it is for.
 
+#include <algorithm>
 #include <atomic>
+#include <deque>
+#include <mutex>
+#include <optional>
 #include <cstdint>
 #include <iterator>
 #include <limits>
@@ -81,6 +85,76 @@ typename Inspector::result_type inspect(Inspector& f, query_request& x) {
 /// What one run of a pipeline did, for the summary `weir run` prints.
 /// What the window state of one pipeline cost over a run, as the updater saw it (for the
 /// summary and the benchmarks).
+/// One committed epoch of a pipeline, as a batch task (`GET /v1/tasks`, `weir status`).
+struct epoch_task {
+  uint64_t epoch = 0;
+  int64_t committed_at = 0; ///< wall clock, microseconds since 1970
+  int64_t latency_us = -1;  ///< from the epoch's start to its commit (-1: not known yet)
+  uint64_t events = 0;      ///< records read in it
+  uint64_t accepted = 0;    ///< of them, accepted into windows
+  uint64_t windows = 0;     ///< result rows committed
+  uint64_t dead_letters = 0;
+  uint64_t state_bytes = 0; ///< window-state bytes written
+  double commit_ms = 0;     ///< its LMDB write transaction
+  uint32_t restarts = 0;    ///< restarts of the run before it
+};
+
+/// The recent committed epochs of a pipeline, oldest first: kept for a retention time, at most
+/// max_tasks of them. Written by the updater and the supervisor, read by the server.
+class task_log {
+public:
+  static constexpr size_t max_tasks = 100000;
+
+  /// The committed counters the next task's events are counted from.
+  void seed(uint64_t read, uint64_t accepted) {
+    std::lock_guard<std::mutex> lock{mu_};
+    read_ = read;
+    accepted_ = accepted;
+  }
+  /// Adds a task from the cumulative counters its commit holds; drops those older than
+  /// keep_us.
+  void add(epoch_task t, uint64_t read, uint64_t accepted, int64_t keep_us) {
+    std::lock_guard<std::mutex> lock{mu_};
+    t.events = read >= read_ ? read - read_ : 0;
+    t.accepted = accepted >= accepted_ ? accepted - accepted_ : 0;
+    read_ = read;
+    accepted_ = accepted;
+    tasks_.push_back(t);
+    while (!tasks_.empty() &&
+           (tasks_.size() > max_tasks || tasks_.front().committed_at < t.committed_at - keep_us))
+      tasks_.pop_front();
+  }
+  /// Sets the latency of epoch e (reported after its commit).
+  void set_latency(uint64_t e, int64_t us) {
+    std::lock_guard<std::mutex> lock{mu_};
+    for (auto it = tasks_.rbegin(); it != tasks_.rend(); ++it)
+      if (it->epoch == e) {
+        it->latency_us = us;
+        return;
+      }
+  }
+  /// The newest `limit` tasks, oldest first.
+  std::vector<epoch_task> recent(size_t limit) const {
+    std::lock_guard<std::mutex> lock{mu_};
+    const size_t n = std::min(limit, tasks_.size());
+    return {tasks_.end() - static_cast<std::ptrdiff_t>(n), tasks_.end()};
+  }
+  /// The task of epoch e, if it is kept.
+  std::optional<epoch_task> find(uint64_t e) const {
+    std::lock_guard<std::mutex> lock{mu_};
+    for (auto it = tasks_.rbegin(); it != tasks_.rend(); ++it)
+      if (it->epoch == e)
+        return *it;
+    return std::nullopt;
+  }
+
+private:
+  mutable std::mutex mu_;
+  std::deque<epoch_task> tasks_;
+  uint64_t read_ = 0;
+  uint64_t accepted_ = 0;
+};
+
 struct state_meter {
   std::atomic<uint64_t> bytes{0};        ///< window-state bytes written: rows, deleted keys, metas
   std::atomic<uint64_t> epochs{0};       ///< epochs that wrote state
@@ -97,6 +171,9 @@ struct state_meter {
   std::atomic<uint64_t> latency_count[latency_buckets] = {};
   std::atomic<uint64_t> latency_sum_us{0};
   std::atomic<uint64_t> latencies{0};
+  task_log tasks; ///< the recent committed epochs
+  std::atomic<int64_t> task_keep_us{int64_t{3600} * 1000000}; ///< runtime task_retention
+  std::atomic<uint32_t> restarts{0};                          ///< restarts of the run so far
   void add_latency(int64_t us) {
     size_t b = 0;
     while (b + 1 < latency_buckets && static_cast<double>(us) > latency_bounds_s[b] * 1e6)

@@ -81,7 +81,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
         s.started.erase(s.started.begin(), std::next(t));
       }
       // Each commit is reported at once: the waiter's tally survives a generation that fails.
-      caf::anon_send(waiter, committed_atom::value, i, windows, latency);
+      caf::anon_send(waiter, committed_atom::value, i, e, windows, latency);
       s.stats.windows_committed += windows;
       s.stats.epochs_committed += 1;
       if (s.ingest)

@@ -398,6 +398,34 @@ uint64_t open_windows(const pipeline_config& p, warehouse& wh) {
   return n;
 }
 
+/// Warns about an epoch that took longer than slow_epoch from its start to its commit, with
+/// what it held and which setting to turn (docs/serve.md, "Tasks").
+void warn_slow(const std::string& pipeline, uint64_t e, int64_t latency_us,
+               const runtime_config& rt, const std::optional<epoch_task>& t) {
+  if (!t) {
+    spdlog::warn("pipeline {} epoch {} took {:.1f} s from its start to its commit", pipeline, e,
+                 latency_us / 1e6);
+    return;
+  }
+  const double commit_s = t->commit_ms / 1e3;
+  const double total_s = latency_us / 1e6;
+  std::string why;
+  if (commit_s > total_s / 2)
+    why = "most of it was the commit of " + std::to_string(t->windows) +
+          " results and " + std::to_string(t->state_bytes) +
+          " bytes of state: windows that fire together (a large key space on one window end) "
+          "commit together; a shorter commit_interval or max_epoch_bytes makes epochs smaller";
+  else
+    why = "most of it was processing " + std::to_string(t->events) +
+          " records: the pipeline is behind its input; lower max_epoch_bytes (now " +
+          std::to_string(rt.max_epoch_bytes) + ") or commit_interval for shorter epochs, or "
+          "give it more partitions and threads";
+  spdlog::warn("pipeline {} epoch {} took {:.2f} s (slow_epoch {:.2f} s): {} records, {} "
+               "windows, {} dead letters, commit {:.1f} ms; {}",
+               pipeline, e, total_s, rt.slow_epoch / 1e6, t->events, t->windows,
+               t->dead_letters, t->commit_ms, why);
+}
+
 /// The summary of pipeline `name`: its counters at the end (`last`, cumulative as committed)
 /// less those at the start, so that records replayed after a restart count once.
 run_stats summarize(const std::string& name, const std::vector<run_stats>& last, const tally& t,
@@ -563,8 +591,15 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
       return w.error();
     tallies[i].start_windows = *w;
   }
-  auto on_commit = [&](uint32_t i, uint64_t, int64_t latency) {
+  for (size_t i = 0; i < tallies.size(); ++i) {
+    (*meters)[i].tasks.seed(tallies[i].start.read, tallies[i].start.accepted);
+    (*meters)[i].task_keep_us = cfg.runtime.task_retention;
+  }
+  auto on_commit = [&](uint32_t i, uint64_t e, int64_t latency) {
     if (i < tallies.size() && latency >= 0) {
+      (*meters)[i].tasks.set_latency(e, latency);
+      if (latency > cfg.runtime.slow_epoch)
+        warn_slow(cfg.pipelines[i].name, e, latency, cfg.runtime, (*meters)[i].tasks.find(e));
       // A service runs for months: the summary's percentiles keep the latest million epochs.
       auto& l = tallies[i].latencies;
       if (l.size() >= (size_t{1} << 20))
@@ -608,8 +643,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     while (!done) {
       supervisor->receive(
         [&](stats_atom, run_stats& s) { stats.push_back(std::move(s)); },
-        [&](committed_atom, uint32_t i, uint64_t windows, int64_t latency) {
-          on_commit(i, windows, latency);
+        [&](committed_atom, uint32_t i, uint64_t e, uint64_t, int64_t latency) {
+          on_commit(i, e, latency);
         },
         [&](done_atom) { done = true; },
         [&](fail_atom, std::string& why) {
@@ -642,8 +677,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
           --alive;
           note_span(dm.reason);
         },
-        [&](committed_atom, uint32_t i, uint64_t windows, int64_t latency) {
-          on_commit(i, windows, latency);
+        [&](committed_atom, uint32_t i, uint64_t e, uint64_t, int64_t latency) {
+          on_commit(i, e, latency);
         },
         [&](stats_atom, run_stats&) {}, [&](done_atom) {}, [&](fail_atom, std::string&) {});
     if (failure.empty()) {
@@ -704,6 +739,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     ++restarts;
     if (opts.probe)
       opts.probe->restarts += 1;
+    for (auto& m : *meters)
+      m.restarts += 1;
     int64_t wait = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
     if (budgeted) {
       ++budget_spent;

@@ -4,7 +4,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "actors/core/preprocessor.hpp"
 #include "actors/frame.hpp"
+#include "actors/preprocess.hpp"
 #include "schema/batch.capnp.h"
 
 namespace weir {
@@ -99,6 +101,31 @@ void meter_epoch(state_meter& m, const epoch_commit& c, const std::vector<frame>
   }
 }
 
+/// Records committed epoch e as a task: what it read (from the cumulative counters in the
+/// preprocess state it committed), wrote and how long its commit took.
+void record_task(state_meter& m, const epoch_commit& c, uint64_t e, uint64_t windows,
+                 double commit_ms, uint64_t state_bytes, int64_t keep_us) {
+  epoch_task t;
+  t.epoch = e;
+  t.committed_at = std::chrono::duration_cast<std::chrono::microseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+  t.windows = windows;
+  t.dead_letters = c.dead_letters.size();
+  t.state_bytes = state_bytes;
+  t.commit_ms = commit_ms;
+  t.restarts = m.restarts;
+  preprocess_counters counts;
+  for (const auto& [partition, blob] : c.states) {
+    timestamp max_time = min_timestamp;
+    std::string_view inner;
+    if (partition == preprocess_partition && !unwrap_state(blob, max_time, inner))
+      if (auto got = preprocessor::counters_of(inner))
+        counts = std::move(*got);
+  }
+  m.tasks.add(t, counts.read, counts.accepted, keep_us);
+}
+
 } // namespace
 
 updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_state> self,
@@ -145,8 +172,12 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
       self->quit(ok.error());
       return false;
     }
-    if (*ok && mode == commit_mode::exactly_once && meters && i < meters->size())
-      meter_epoch((*meters)[i], *c, p.aggs);
+    if (*ok && mode == commit_mode::exactly_once && meters && i < meters->size()) {
+      auto& m = (*meters)[i];
+      const uint64_t state_before = m.bytes;
+      meter_epoch(m, *c, p.aggs);
+      record_task(m, *c, e, windows, ms.count(), m.bytes - state_before, m.task_keep_us);
+    }
     spdlog::info("pipeline {} epoch {} committed: {} windows, {} dead letters, {:.1f} ms",
                  slot.name, e, windows, c->dead_letters.size(), ms.count());
     self->send(coordinator, committed_atom::value, i, e, kind,

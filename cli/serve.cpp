@@ -223,6 +223,8 @@ public:
               dead_letters(req, res);
             });
     srv.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) { metrics(res); });
+    srv.Get("/v1/tasks",
+            [this](const httplib::Request& req, httplib::Response& res) { tasks(req, res); });
     srv.Post(R"(/v1/pipelines/([^/]+)/events)",
              [this](const httplib::Request& req, httplib::Response& res) { events(req, res); });
     srv.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
@@ -434,6 +436,63 @@ private:
                            source_name};
     out.page(rows);
     out.finish();
+    res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
+  }
+
+  /// GET /v1/tasks[?pipeline=NAME][&limit=N][&format=json|csv]: the recent committed epochs
+  /// of each pipeline (or one), oldest first.
+  void tasks(const httplib::Request& req, httplib::Response& res) {
+    std::string format;
+    size_t limit = 0;
+    if (!page_params(req, res, 100, format, limit))
+      return;
+    const std::string only = req.has_param("pipeline") ? req.get_param_value("pipeline") : "";
+    if (!only.empty() && !find(only)) {
+      send_error(res, 404, "no pipeline named '" + only + "'");
+      return;
+    }
+    auto meters = probe_->meters();
+    std::string body = format == "csv" ? "pipeline,epoch,committed_at,latency_ms,events,accepted,"
+                                         "windows,dead_letters,state_bytes,commit_ms,restarts\n"
+                                       : "[";
+    bool first = true;
+    auto ms = [](double v) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.3f", v);
+      return std::string{buf};
+    };
+    for (size_t i = 0; meters && i < meters->size() && i < cfg_.pipelines.size(); ++i) {
+      const auto& name = cfg_.pipelines[i].name;
+      if (!only.empty() && name != only)
+        continue;
+      for (const auto& t : (*meters)[i].tasks.recent(limit)) {
+        const std::string at = format_time(t.committed_at);
+        const std::string latency = t.latency_us < 0 ? "" : ms(t.latency_us / 1e3);
+        if (format == "csv") {
+          body += csv_escape(name) + "," + std::to_string(t.epoch) + "," + at + "," + latency +
+                  "," + std::to_string(t.events) + "," + std::to_string(t.accepted) + "," +
+                  std::to_string(t.windows) + "," + std::to_string(t.dead_letters) + "," +
+                  std::to_string(t.state_bytes) + "," + ms(t.commit_ms) + "," +
+                  std::to_string(t.restarts) + "\n";
+          continue;
+        }
+        body += first ? "\n  " : ",\n  ";
+        first = false;
+        body += "{\"pipeline\": \"" + json_escape(name) + "\", \"epoch\": " +
+                std::to_string(t.epoch) + ", \"committed_at\": \"" + at +
+                "\", \"latency_ms\": " + (latency.empty() ? "null" : latency) +
+                ", \"events\": " + std::to_string(t.events) +
+                ", \"accepted\": " + std::to_string(t.accepted) +
+                ", \"windows\": " + std::to_string(t.windows) +
+                ", \"dead_letters\": " + std::to_string(t.dead_letters) +
+                ", \"state_bytes\": " + std::to_string(t.state_bytes) +
+                ", \"commit_ms\": " + ms(t.commit_ms) +
+                ", \"restarts\": " + std::to_string(t.restarts) +
+                ", \"outcome\": \"committed\"}";
+      }
+    }
+    if (format == "json")
+      body += first ? "]\n" : "\n]\n";
     res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
   }
 
@@ -1066,6 +1125,40 @@ bool parse_page(const std::string& body, query_answer& page) {
 }
 
 } // namespace
+
+caf::error print_status(const std::string& url, const std::string& pipeline, size_t limit) {
+  httplib::Client http{url};
+  if (!http.is_valid())
+    return make_error(errc::bad_config, "--server " + url + ": give http://HOST:PORT");
+  http.set_connection_timeout(5, 0);
+  http.set_read_timeout(30, 0);
+  httplib::Params params{{"format", "csv"}, {"limit", std::to_string(limit)}};
+  if (!pipeline.empty())
+    params.emplace("pipeline", pipeline);
+  auto r = http.Get("/v1/tasks", params, httplib::Headers{});
+  if (!r)
+    return make_error(errc::bad_input, "--server " + url + ": no answer (" +
+                                         httplib::to_string(r.error()) + ")");
+  if (r->status != 200)
+    return make_error(r->status == 400 ? errc::bad_config : errc::bad_input,
+                      "--server " + url + ": " + std::to_string(r->status) + " " + r->body);
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head;
+  std::istringstream in{r->body};
+  for (std::string line; std::getline(in, line);) {
+    if (head.empty())
+      head = csv_fields(line);
+    else
+      rows.push_back(csv_fields(line));
+  }
+  std::vector<bool> numeric(head.size(), true);
+  if (numeric.size() > 2)
+    numeric[0] = numeric[2] = false;
+  table_printer table{head, numeric, stdout_sink()};
+  table.add(rows);
+  table.finish();
+  return caf::none;
+}
 
 caf::error query_server(const std::string& url, const std::string& pipeline,
                         const std::string& key, const std::string& from, const std::string& to,

@@ -43,6 +43,10 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
                                             const std::atomic<bool>& stop,
                                             const std::function<void(const std::string&)>& on_listen);
 
+/// `weir status --server URL`: the recent committed epochs (tasks) of a running `weir serve`,
+/// as a table.
+caf::error print_status(const std::string& url, const std::string& pipeline, size_t limit);
+
 /// `weir query --server URL`: the committed results of `pipeline` from a running `weir serve`
 /// at URL (http://HOST:PORT), a page at a time, as query_store_pages gives them from a store.
 /// Key, from and to as for `weir query` (empty: none).

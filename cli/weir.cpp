@@ -431,6 +431,18 @@ int main(int argc, char** argv) {
     ->capture_default_str();
   query->footer(exit_codes_text);
 
+  auto* status = app.add_subcommand("status", "Show the recent committed epochs (batch tasks) "
+                                              "of a running weir serve");
+  std::string s_server;
+  std::string s_pipeline;
+  size_t s_limit = 20;
+  status->add_option("--server", s_server, "the server (http://HOST:PORT)")->required();
+  status->add_option("--pipeline", s_pipeline, "one pipeline only");
+  status->add_option("--limit", s_limit, "epochs per pipeline, newest")
+    ->capture_default_str()
+    ->check(CLI::Range(size_t{1}, size_t{100000}));
+  status->footer(exit_codes_text);
+
   auto* inspect = app.add_subcommand("inspect", "Show the store's tables, counts, format "
                                                 "version and committed offsets");
   inspect->add_option("--store", store, "store directory")->required();
@@ -470,6 +482,11 @@ int main(int argc, char** argv) {
     return q_server.empty() && store.empty()
              ? fail(weir::make_error(weir::errc::bad_config, "query: give --store or --server"))
              : cmd_query(store, q_server, q_pipeline, q_key, q_from, q_to, q_format);
+  if (*status) {
+    if (auto err = weir::cli::print_status(s_server, s_pipeline, s_limit))
+      return fail(err);
+    return exit_ok;
+  }
   if (*inspect)
     return cmd_inspect(store);
   if (*dead)

@@ -121,7 +121,7 @@ caf::behavior fake_waiter(caf::event_based_actor* self, log_t* log) {
     [log](stats_atom, const run_stats& s) { log->stats.push_back(s); },
     [log](done_atom) { log->waiter_done = true; },
     [log](fail_atom, const std::string& why) { log->failure = why; },
-    [log](committed_atom, uint32_t i, uint64_t windows, int64_t) {
+    [log](committed_atom, uint32_t i, uint64_t, uint64_t windows, int64_t) {
       log->waiter_commits.emplace_back(i, windows);
     },
   };

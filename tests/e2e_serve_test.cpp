@@ -808,6 +808,73 @@ TEST_CASE("the plain TCP ingest acknowledges each batch once it is landed", "[e2
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   CHECK(got == want);
+
+  // Every committed epoch is a task: their records add up to every record sent.
+  const long sent = 2665 + 1;
+  double read = 0;
+  for (int i = 0; i < 1500 && read != sent; ++i) {
+    auto m = http.Get("/metrics");
+    REQUIRE(m);
+    read = sample(m->body, "weir_events_read_total{pipeline=\"p\"}");
+    if (read != sent)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(read == sent);
+  auto tasks = http.Get("/v1/tasks?format=csv&limit=100000");
+  REQUIRE(tasks);
+  REQUIRE(tasks->status == 200);
+  long events = 0;
+  long task_rows = 0;
+  uint64_t last_epoch = 0;
+  std::istringstream in{tasks->body};
+  for (std::string line; std::getline(in, line);) {
+    auto f = split(line, ',');
+    REQUIRE(f.size() == 11);
+    if (f[0] == "pipeline")
+      continue;
+    ++task_rows;
+    CHECK(std::stoull(f[1]) > last_epoch); // epochs in order, each once
+    last_epoch = std::stoull(f[1]);
+    events += std::stol(f[4]);
+  }
+  CHECK(task_rows >= 1);
+  CHECK(events <= sent);
+  // The epochs committed after the metrics were read hold nothing new.
+  CHECK(events == sent);
+  auto status = weir::test::sh("timeout 30 " + weir_bin + " status --server http://127.0.0.1:" +
+                               std::to_string(srv.port) + " --limit 5");
+  INFO(status.out);
+  CHECK(status.rc == 0);
+  CHECK(status.out.find("epoch") != std::string::npos);
+  CHECK(status.out.find("latency_ms") != std::string::npos);
+  // A header, a rule, then the newest epochs, at most 5 (more may have committed meanwhile).
+  const auto lines = std::count(status.out.begin(), status.out.end(), '\n');
+  CHECK(lines >= 2 + std::min(5L, task_rows));
+  CHECK(lines <= 2 + 5);
   srv.proc.signal(SIGTERM);
   CHECK(srv.proc.wait(30) == 0);
+}
+
+TEST_CASE("an epoch slower than slow_epoch is warned about with what it held",
+          "[e2e][serve][tasks]") {
+  temp_dir dir;
+  write_file(dir.path / "in.csv", "ts,k,amount\n" + csv_rows(2000, t0, 3, 4, 9));
+  // Every epoch is slower than a microsecond.
+  write_file(dir.path / "p.toml", "slow_epoch = \"1us\"\n" + config());
+  auto r = weir::test::sh("cd " + dir.str() + " && timeout 60 " + weir_bin + " run p.toml");
+  INFO(r.out);
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("pipeline p epoch 1 took") != std::string::npos);
+  CHECK(r.out.find("most of it was") != std::string::npos);
+  // The warnings' records add up to every record read, whichever epochs held them.
+  const std::regex warned{"pipeline p epoch [0-9]+ took [^:]*: ([0-9]+) records"};
+  long records = 0;
+  for (std::sregex_iterator it{r.out.begin(), r.out.end(), warned}, end; it != end; ++it)
+    records += std::stol((*it)[1]);
+  CHECK(records == 2000);
+  // Retention and the threshold must be positive, and are named when they are not.
+  write_file(dir.path / "q.toml", "task_retention = \"0s\"\n" + config());
+  auto bad = weir::test::sh("cd " + dir.str() + " && timeout 60 " + weir_bin + " run q.toml");
+  CHECK(bad.rc == 2);
+  CHECK(bad.out.find("task_retention: must be greater than zero") != std::string::npos);
 }

@@ -706,7 +706,7 @@ weir_config read_root(const toml::table& root, const std::string& file) {
                  {"store", "commit_interval", "commit_events", "max_epoch_bytes", "batch_bytes",
                   "max_inflight_batches", "lake_retention", "durable", "restart_budget",
                   "restart_backoff", "restart_backoff_max", "record_retries", "max_poison_records",
-                  "pipeline"}};
+                  "task_retention", "slow_epoch", "pipeline"}};
   auto dir = std::filesystem::path{file}.parent_path().string();
   weir_config c;
   c.file = file;
@@ -728,6 +728,12 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   if (rt.max_inflight_batches == 0)
     fail(*r.get("max_inflight_batches"), "max_inflight_batches", "must be at least 1");
   rt.lake_retention = r.get_duration("lake_retention", 0);
+  rt.task_retention = r.get_duration("task_retention", rt.task_retention);
+  if (rt.task_retention <= 0)
+    fail(*r.get("task_retention"), "task_retention", "must be greater than zero");
+  rt.slow_epoch = r.get_duration("slow_epoch", rt.slow_epoch);
+  if (rt.slow_epoch <= 0)
+    fail(*r.get("slow_epoch"), "slow_epoch", "must be greater than zero");
   rt.durable = r.get_bool("durable", true);
   rt.restart_budget = static_cast<uint32_t>(r.get_count("restart_budget", rt.restart_budget, 1000));
   rt.restart_backoff = r.get_duration("restart_backoff", rt.restart_backoff);

@@ -149,6 +149,8 @@ struct runtime_config {
   size_t batch_bytes = 1 << 20;    ///< raw bytes per ingest batch
   size_t max_inflight_batches = 4; ///< flow control: batches in flight per pipeline
   int64_t lake_retention = 0;      ///< keep committed raw chunks this long (0: prune at once)
+  int64_t task_retention = 3600 * int64_t{1000000}; ///< keep the record of committed epochs this long
+  int64_t slow_epoch = 5 * int64_t{1000000}; ///< an epoch slower than this is warned about
   bool durable = true;             ///< fsync every commit (false: risk of losing last commits)
   uint32_t restart_budget = 3;     ///< restarts of a failed run before it gives up
   int64_t restart_backoff = 100 * us_per_ms;   ///< wait before the first restart; doubles
