@@ -11,10 +11,24 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if ((${#missing[@]})); then
-  echo "installing: ${missing[*]}"
+# With --tests: the servers the tests start on loopback (prometheus: promtool and a real scrape
+# of weir serve); their recommended extras are not needed.
+servers=()
+if [ "${1:-}" = "--tests" ]; then servers=(prometheus); fi
+missing_servers=()
+for p in ${servers[@]+"${servers[@]}"}; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_servers+=("$p")
+done
+if ((${#missing[@]} + ${#missing_servers[@]})); then
+  echo "installing: ${missing[*]} ${missing_servers[*]}"
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  if ((${#missing[@]})); then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ((${#missing_servers[@]})); then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      "${missing_servers[@]}" >/dev/null
+  fi
 fi

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # Relative paths in ccache's keys, so that build/ and build-asan/ share what is not instrumented
 # (Catch2's main).
 export CCACHE_BASEDIR="$PWD"
-scripts/deps.sh
+scripts/deps.sh --tests
 scripts/build.sh
 (cd build && ctest --output-on-failure -j "$(nproc)" --timeout 600)
 

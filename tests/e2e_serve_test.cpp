@@ -878,3 +878,92 @@ TEST_CASE("an epoch slower than slow_epoch is warned about with what it held",
   CHECK(bad.rc == 2);
   CHECK(bad.out.find("task_retention: must be greater than zero") != std::string::npos);
 }
+
+namespace {
+
+/// A free loopback port (bound and released: another process could take it in between, which
+/// a test then reports as a failure to start).
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at);
+  socklen_t len = sizeof at;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len);
+  ::close(fd);
+  return ntohs(at.sin_port);
+}
+
+} // namespace
+
+TEST_CASE("promtool accepts /metrics and a real Prometheus scrapes it", "[e2e][serve][metrics]") {
+  temp_dir dir;
+  write_file(dir.path / "p.toml", http_config());
+  served srv{dir, "serve.log"};
+  REQUIRE(srv.port > 0);
+  httplib::Client http{"127.0.0.1", srv.port};
+  REQUIRE(wait_ready(http));
+  std::string body;
+  for (int i = 0; i < 25; ++i)
+    body += event(t0 + i, "k" + std::to_string(i % 3), i);
+  body += "not json\n";
+  auto posted = http.Post("/v1/pipelines/p/events", body, "application/x-ndjson");
+  REQUIRE(posted);
+  REQUIRE(posted->status == 200);
+  // Until the metrics show the 26 records committed.
+  std::string text;
+  for (int i = 0; i < 1500; ++i) {
+    auto m = http.Get("/metrics");
+    REQUIRE(m);
+    text = m->body;
+    if (sample(text, "weir_events_read_total{pipeline=\"p\"}") == 26)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  REQUIRE(sample(text, "weir_events_read_total{pipeline=\"p\"}") == 26);
+  write_file(dir.path / "metrics.txt", text);
+  auto lint = weir::test::sh("timeout 30 promtool check metrics < " +
+                             (dir.path / "metrics.txt").string());
+  INFO(lint.out);
+  CHECK(lint.rc == 0);
+
+  // A real Prometheus on loopback scrapes the server every second.
+  const int prom_port = free_port();
+  write_file(dir.path / "prometheus.yml",
+             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: weir\n"
+             "    static_configs:\n      - targets: ['127.0.0.1:" +
+               std::to_string(srv.port) + "']\n");
+  background prom({"/usr/bin/prometheus", "--config.file=" + (dir.path / "prometheus.yml").string(),
+                   "--storage.tsdb.path=" + (dir.path / "tsdb").string(),
+                   "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+                  dir.path / "prometheus.log");
+  REQUIRE(prom.started());
+  httplib::Client promql{"127.0.0.1", prom_port};
+  promql.set_read_timeout(5, 0);
+  std::string answer;
+  bool scraped = false;
+  for (int i = 0; i < 300 && !scraped; ++i) { // at most 60 s
+    auto r = promql.Get("/api/v1/query?query=weir_events_read_total");
+    if (r && r->status == 200) {
+      answer = r->body;
+      scraped = answer.find("\"pipeline\":\"p\"") != std::string::npos &&
+                answer.find(",\"26\"]") != std::string::npos;
+    }
+    if (!scraped)
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  INFO(answer);
+  CHECK(scraped);
+  auto rejected = promql.Get(
+    "/api/v1/query?query=weir_events_rejected_total%7Breason%3D%22bad%20json%22%7D");
+  REQUIRE(rejected);
+  CHECK(rejected->body.find(",\"1\"]") != std::string::npos);
+  auto up = promql.Get("/api/v1/query?query=up%7Bjob%3D%22weir%22%7D");
+  REQUIRE(up);
+  CHECK(up->body.find(",\"1\"]") != std::string::npos);
+  prom.signal(SIGTERM);
+  CHECK(prom.wait(30) == 0);
+  srv.proc.signal(SIGTERM);
+  CHECK(srv.proc.wait(30) == 0);
+}
