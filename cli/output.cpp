@@ -1,5 +1,8 @@
 #include "cli/output.hpp"
 
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/spdlog.h>
+
 namespace weir::cli {
 
 text_sink stdout_sink() {
@@ -201,6 +204,30 @@ void dead_letter_writer::finish() {
     sink_(first_ ? "[]\n" : "\n]\n");
   if (table_)
     table_->finish();
+}
+
+namespace {
+
+/// %* in a log pattern: the message, JSON-escaped.
+class json_message : public spdlog::custom_flag_formatter {
+public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const auto text = json_escape(std::string_view{msg.payload.data(), msg.payload.size()});
+    dest.append(text.data(), text.data() + text.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return spdlog::details::make_unique<json_message>();
+  }
+};
+
+} // namespace
+
+void use_json_logs() {
+  auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  f->add_flag<json_message>('*').set_pattern(
+    R"({"time": "%Y-%m-%dT%H:%M:%S.%fZ", "level": "%l", "msg": "%*"})");
+  spdlog::set_formatter(std::move(f));
 }
 
 } // namespace weir::cli

@@ -249,6 +249,10 @@ private:
   std::string time_text_[2];
 };
 
+/// Log lines as JSON objects, one a line: {"time": ISO-8601 UTC with microseconds, "level",
+/// "msg"} (the message JSON-escaped), for `--log-format json`.
+void use_json_logs();
+
 /// Writes dead letters a page at a time as csv, json or a table.
 class dead_letter_writer {
 public:

@@ -355,6 +355,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string{"weir "} + WEIR_VERSION);
   // Options of `weir` itself (--log-level) may also follow the command's name.
   app.fallthrough();
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text, or json: one JSON object a line")
+    ->check(CLI::IsMember({"text", "json"}))
+    ->capture_default_str();
   std::string log_level = "warn";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
@@ -474,6 +478,8 @@ int main(int argc, char** argv) {
     return rc == 0 ? exit_ok : exit_usage;
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
+  if (log_format == "json")
+    weir::cli::use_json_logs();
   if (*run)
     return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once, final_flush);
   if (*serve)

@@ -967,3 +967,32 @@ TEST_CASE("promtool accepts /metrics and a real Prometheus scrapes it", "[e2e][s
   srv.proc.signal(SIGTERM);
   CHECK(srv.proc.wait(30) == 0);
 }
+
+TEST_CASE("--log-format json writes one JSON object a line", "[e2e][logs]") {
+  temp_dir dir;
+  write_file(dir.path / "in.csv", "ts,k,amount\n" + csv_rows(500, t0, 3, 4, 2) + "x,y\n");
+  write_file(dir.path / "p.toml", "slow_epoch = \"1us\"\n" + config());
+  auto r = weir::test::sh("cd " + dir.str() + " && timeout 60 " + weir_bin +
+                          " run p.toml --quiet --log-level info --log-format json");
+  INFO(r.out);
+  CHECK(r.rc == 0);
+  const std::regex object{R"re(\{"time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", "level": )re"
+                          R"re("(trace|debug|info|warning|error|critical)", "msg": "([^"\\]|\\.)*"\})re"};
+  size_t lines = 0;
+  size_t commits = 0;
+  size_t warnings = 0;
+  std::istringstream in{r.out};
+  for (std::string line; std::getline(in, line);) {
+    INFO(line);
+    CHECK(std::regex_match(line, object));
+    ++lines;
+    commits += line.find("\"level\": \"info\"") != std::string::npos &&
+               line.find(" committed: ") != std::string::npos;
+    warnings += line.find("\"level\": \"warning\"") != std::string::npos;
+  }
+  CHECK(lines >= 2);
+  CHECK(commits >= 1);
+  CHECK(warnings >= 1); // the slow epochs
+  auto bad = weir::test::sh("timeout 30 " + weir_bin + " run p.toml --log-format xml");
+  CHECK(bad.rc == 2);
+}
