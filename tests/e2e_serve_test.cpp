@@ -968,7 +968,7 @@ TEST_CASE("promtool accepts /metrics and a real Prometheus scrapes it", "[e2e][s
   CHECK(srv.proc.wait(30) == 0);
 }
 
-TEST_CASE("--log-format json writes one JSON object a line", "[e2e][logs]") {
+TEST_CASE("log lines are JSON objects with --log-format json", "[e2e][logs]") {
   temp_dir dir;
   write_file(dir.path / "in.csv", "ts,k,amount\n" + csv_rows(500, t0, 3, 4, 2) + "x,y\n");
   write_file(dir.path / "p.toml", "slow_epoch = \"1us\"\n" + config());
