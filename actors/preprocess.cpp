@@ -82,6 +82,18 @@ caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_
   return caf::none;
 }
 
+caf::expected<preprocess_counters> unwrap_counters(std::string_view blob, timestamp* max_time) {
+  if (blob.empty())
+    return preprocess_counters{};
+  timestamp t = min_timestamp;
+  std::string_view inner;
+  if (auto err = unwrap_state(blob, t, inner))
+    return err;
+  if (max_time)
+    *max_time = t;
+  return preprocessor::counters_of(inner);
+}
+
 timestamp final_watermark(const window_config& w, timestamp max_time) {
   if (max_time == min_timestamp)
     return min_timestamp;

@@ -59,6 +59,11 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
 constexpr uint8_t preprocess_state_version = 1;
 std::string wrap_state(timestamp max_time, const std::string& inner);
 caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_view& inner);
+/// The counters a stored preprocess state holds (cumulative over the pipeline's life), and its
+/// largest accepted event time into `max_time` when given; errc::store_corrupt when it does
+/// not decode. An empty blob (nothing committed yet) holds zeros.
+caf::expected<preprocess_counters> unwrap_counters(std::string_view blob,
+                                                   timestamp* max_time = nullptr);
 
 /// The watermark that holds after a bounded input fired every window: no record at or before
 /// the last event time seen can reopen a fired window. `max_time` is the largest event time.

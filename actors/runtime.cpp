@@ -371,13 +371,7 @@ struct tally {
 /// The committed counters in a stored preprocess state (zero when there is none or it does not
 /// decode: the preprocess actor then reports the error itself).
 preprocess_counters committed_counters(const std::string& blob) {
-  if (blob.empty())
-    return {};
-  timestamp max_time = min_timestamp;
-  std::string_view inner;
-  if (unwrap_state(blob, max_time, inner))
-    return {};
-  auto c = preprocessor::counters_of(inner);
+  auto c = unwrap_counters(blob);
   return c ? std::move(*c) : preprocess_counters{};
 }
 
@@ -812,12 +806,9 @@ caf::expected<committed_status> committed_status_of(warehouse& wh, const std::st
   if (!states)
     return states.error();
   for (const auto& [part, blob] : *states) {
-    if (part != preprocess_partition || blob.empty())
+    if (part != preprocess_partition)
       continue;
-    std::string_view inner;
-    if (auto err = unwrap_state(blob, out.max_time, inner))
-      return err;
-    auto c = preprocessor::counters_of(inner);
+    auto c = unwrap_counters(blob, &out.max_time);
     if (!c)
       return c.error();
     out.counters = std::move(*c);

@@ -4,7 +4,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "actors/core/preprocessor.hpp"
 #include "actors/frame.hpp"
 #include "actors/preprocess.hpp"
 #include "schema/batch.capnp.h"
@@ -116,13 +115,10 @@ void record_task(state_meter& m, const epoch_commit& c, uint64_t e, uint64_t win
   t.commit_ms = commit_ms;
   t.restarts = m.restarts;
   preprocess_counters counts;
-  for (const auto& [partition, blob] : c.states) {
-    timestamp max_time = min_timestamp;
-    std::string_view inner;
-    if (partition == preprocess_partition && !unwrap_state(blob, max_time, inner))
-      if (auto got = preprocessor::counters_of(inner))
+  for (const auto& [partition, blob] : c.states)
+    if (partition == preprocess_partition)
+      if (auto got = unwrap_counters(blob))
         counts = std::move(*got);
-  }
   m.tasks.add(t, counts.read, counts.accepted, keep_us);
 }
 

@@ -84,9 +84,10 @@ std::map<std::pair<std::string, std::string>, window_sum> hourly(const std::stri
   return out;
 }
 
-/// Waits for `weir serve` to say where it listens; the port, or 0.
-int wait_for_port(const fs::path& log) {
-  const std::regex listening{"listening on http://127\\.0\\.0\\.1:([0-9]+)"};
+/// Waits for `weir serve` to say where it listens (`what`: "listening on http://" or "tcp
+/// ingest on "); the port, or 0.
+int wait_for_port(const fs::path& log, const std::string& what = "listening on http://") {
+  const std::regex listening{what + "127\\.0\\.0\\.1:([0-9]+)"};
   for (int i = 0; i < 500; ++i) {
     std::ifstream f{log};
     std::stringstream text;
@@ -427,6 +428,34 @@ counts_of(const std::vector<std::vector<std::string>>& rows) {
   return out;
 }
 
+/// Brute force: events per (hour start, key) of ndjson lines made by `event`.
+std::map<std::pair<std::string, std::string>, long> hourly_counts(const std::string& lines) {
+  std::map<std::pair<std::string, std::string>, long> out;
+  std::istringstream in{lines};
+  const std::regex ev{"\\{\"ts\": \"([^\"]+)\", \"k\": \"([^\"]+)\", \"amount\": ([0-9]+)\\}"};
+  for (std::string line; std::getline(in, line);) {
+    std::smatch m;
+    REQUIRE(std::regex_match(line, m, ev));
+    out[{m[1].str().substr(0, 13) + ":00:00Z", m[2]}] += 1;
+  }
+  return out;
+}
+
+/// The counts per (hour, key) of the windows ending at or before `to`, once they equal `want`
+/// (or what they are after 30 s).
+std::map<std::pair<std::string, std::string>, long>
+wait_for_counts(httplib::Client& http, const std::string& to,
+                const std::map<std::pair<std::string, std::string>, long>& want) {
+  std::map<std::pair<std::string, std::string>, long> got;
+  for (int i = 0; i < 1500 && got != want; ++i) {
+    size_t pages = 0;
+    got = counts_of(all_results(http, "&to=" + to, 1000, pages));
+    if (got != want)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return got;
+}
+
 } // namespace
 
 TEST_CASE("POST events lands them before answering, and they are aggregated like any source",
@@ -477,24 +506,8 @@ TEST_CASE("POST events lands them before answering, and they are aggregated like
   CHECK(mixed->status == 200);
   all += event(t0 + 3 * 3600 - 1, "k1", 1000);
   // Brute force over every accepted event: count per (hour, key), for the closed hours.
-  std::map<std::pair<std::string, std::string>, long> want;
-  {
-    std::istringstream in{all};
-    const std::regex ev{"\\{\"ts\": \"([^\"]+)\", \"k\": \"([^\"]+)\", \"amount\": ([0-9]+)\\}"};
-    for (std::string line; std::getline(in, line);) {
-      std::smatch m;
-      REQUIRE(std::regex_match(line, m, ev));
-      want[{m[1].str().substr(0, 13) + ":00:00Z", m[2]}] += 1;
-    }
-  }
-  std::map<std::pair<std::string, std::string>, long> got;
-  for (int i = 0; i < 1500 && got != want; ++i) {
-    size_t pages = 0;
-    got = counts_of(all_results(http, "&to=" + iso(t0 + 3 * 3600), 1000, pages));
-    if (got != want)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  CHECK(got == want);
+  const auto want = hourly_counts(all);
+  CHECK(wait_for_counts(http, iso(t0 + 3 * 3600), want) == want);
   auto dead = http.Get("/v1/pipelines/p/dead-letters?format=csv");
   REQUIRE(dead);
   CHECK(dead->body.find("api (http)") != std::string::npos);
@@ -724,21 +737,6 @@ private:
   std::string buf_;
 };
 
-/// Waits for `weir serve` to say where its TCP ingest listens; the port, or 0.
-int wait_for_tcp_port(const fs::path& log) {
-  const std::regex listening{"tcp ingest on 127\\.0\\.0\\.1:([0-9]+)"};
-  for (int i = 0; i < 500; ++i) {
-    std::ifstream f{log};
-    std::stringstream text;
-    text << f.rdbuf();
-    std::smatch m;
-    const std::string s = text.str();
-    if (std::regex_search(s, m, listening))
-      return std::stoi(m[1]);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return 0;
-}
 
 } // namespace
 
@@ -747,7 +745,7 @@ TEST_CASE("the plain TCP ingest acknowledges each batch once it is landed", "[e2
   write_file(dir.path / "p.toml", http_config());
   served srv{dir, "serve.log", {"--tcp", "127.0.0.1:0"}};
   REQUIRE(srv.port > 0);
-  const int tcp = wait_for_tcp_port(dir.path / "serve.log");
+  const int tcp = wait_for_port(dir.path / "serve.log", "tcp ingest on ");
   REQUIRE(tcp > 0);
   httplib::Client http{"127.0.0.1", srv.port};
   REQUIRE(wait_ready(http));
@@ -790,24 +788,9 @@ TEST_CASE("the plain TCP ingest acknowledges each batch once it is landed", "[e2
   c.send(event(t0 + 5 * 3600, "z", 0) + "\n");
   CHECK(c.line() == "ok 1 " + std::to_string(offset) + " " +
                       std::to_string(offset + event(t0 + 5 * 3600, "z", 0).size()));
-  std::map<std::pair<std::string, std::string>, long> want;
-  {
-    std::istringstream in{all};
-    const std::regex ev{"\\{\"ts\": \"([^\"]+)\", \"k\": \"([^\"]+)\", \"amount\": ([0-9]+)\\}"};
-    for (std::string line; std::getline(in, line);) {
-      std::smatch m;
-      REQUIRE(std::regex_match(line, m, ev));
-      want[{m[1].str().substr(0, 13) + ":00:00Z", m[2]}] += 1;
-    }
-  }
-  std::map<std::pair<std::string, std::string>, long> got;
-  for (int i = 0; i < 1500 && got != want; ++i) {
-    size_t pages = 0;
-    got = counts_of(all_results(http, "&to=" + iso(t0 + 2 * 3600), 1000, pages));
-    if (got != want)
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  CHECK(got == want);
+  // Brute force over every accepted event: count per (hour, key), for the closed hours.
+  const auto want = hourly_counts(all);
+  CHECK(wait_for_counts(http, iso(t0 + 2 * 3600), want) == want);
 
   // Every committed epoch is a task: their records add up to every record sent.
   const long sent = 2665 + 1;
