@@ -62,6 +62,19 @@ bool decode_long_marker(std::string_view data, long_marker& m) {
   return m.span > 0;
 }
 
+/// The lake value of a long-line marker.
+std::string encode_long_marker(uint64_t span, uint64_t length, std::string_view head) {
+  std::string marker;
+  codec::writer w{marker};
+  w.u64(span);
+  w.u64(length);
+  w.raw(head);
+  return marker;
+}
+
+/// The lake key of a Redis source's last-entry records: the source key with this suffix.
+constexpr const char* redis_ids_key_suffix = "#redis-ids";
+
 /// Starts streaming past a line that has no line end within its first `got` bytes (> the line
 /// limit), held in buf from its start: keeps its head only.
 void begin_long_line(source_run& s, const std::string& buf, size_t got) {
@@ -253,6 +266,31 @@ caf::error init_long_lines(source_run& s, lake& lk) {
   });
 }
 
+/// Finds the last entry id the lake holds of a Redis source and connects to its stream. An
+/// unreachable server is not an error here: reading retries (see read_redis).
+caf::error open_redis(source_run& s, lake& lk) {
+  auto id = lk.source_id(s.in.key + redis_ids_key_suffix);
+  if (!id)
+    return id.error();
+  s.ids_id = *id;
+  std::optional<stream_id> last;
+  auto err = lk.scan(s.ids_id, 0, [&](uint64_t off, std::string_view data) {
+    if (auto i = stream_id::parse(data)) {
+      last = *i;
+      s.ids_newest = off;
+    }
+    return true;
+  });
+  if (err)
+    return err;
+  s.redis = std::make_unique<redis_stream>(s.in.cfg.redis, s.in.cfg.name);
+  if (last)
+    s.redis->landed_up_to(*last);
+  if (auto err = s.redis->connect())
+    spdlog::warn("{}; retrying", render(err));
+  return caf::none;
+}
+
 /// Opens the input of s (stdin, its file, or nothing for a drained generation whose file is
 /// gone) and finds its long-line markers.
 caf::error open_source(source_run& s, lake& lk) {
@@ -276,7 +314,9 @@ caf::error open_source(source_run& s, lake& lk) {
       ::close(fd);
     }
   }
-  return init_long_lines(s, lk);
+  if (auto err = init_long_lines(s, lk))
+    return err;
+  return s.in.cfg.is_redis() ? open_redis(s, lk) : caf::none;
 }
 
 /// What became of a followed file with nothing new to read.
@@ -438,11 +478,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     if (k.head.size() > m.length)
       k.head.resize(m.length);
     m.head = k.head;
-    std::string marker;
-    codec::writer w{marker};
-    w.u64(m.span);
-    w.u64(m.length);
-    w.raw(k.head);
+    std::string marker = encode_long_marker(m.span, m.length, m.head);
     if (rt.mode == commit_mode::exactly_once) {
       if (auto err = lk->append({{s.long_id, k.start, marker}})) {
         self->quit(err);
@@ -456,6 +492,67 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     s.had_long_line = true;
     k = {};
     return true;
+  };
+  // Takes the next entries of a Redis source: lands them with the id of the last one (one lake
+  // transaction), acknowledges them, and sends them on. 1: a chunk was sent; 2: entries were
+  // only acknowledged (landed before), read on; 0: nothing now; -1: the actor quit.
+  auto read_redis = [self, lk, rt, send_chunk](source_run& s) -> int {
+    auto& b = s.entries;
+    if (wall_us() < s.redis_retry_us)
+      return 0;
+    auto retry = [&s](const caf::error& err) {
+      spdlog::warn("{}; retrying in 1 s", render(err));
+      s.redis_retry_us = wall_us() + 1000000;
+    };
+    if (auto err = s.redis->take(b, rt.batch_bytes, s.in.cfg.max_line_bytes, long_line_head)) {
+      retry(err);
+      return 0;
+    }
+    if (b.ack_ids.empty())
+      return 0;
+    const bool long_entry = b.long_length > 0;
+    if (b.records > 0) {
+      const std::string last = b.last->str();
+      std::string marker;
+      std::vector<lake::chunk_ref> refs;
+      if (long_entry) {
+        marker = encode_long_marker(b.long_length + 1, b.long_length, b.lines);
+        refs.push_back({s.long_id, s.pos, marker});
+      } else {
+        refs.push_back({s.in.id, s.pos, b.lines});
+      }
+      refs.push_back({s.ids_id, s.pos, last});
+      if (auto err = lk->append(refs)) {
+        self->quit(err);
+        return -1;
+      }
+      s.ids_newest = s.pos;
+      s.redis->landed_up_to(*b.last);
+    }
+    if (fault::hit("redis.before_ack")) {
+      self->quit(fault::injected("redis.before_ack"));
+      return -1;
+    }
+    // Landed: a failed acknowledgement only means the entries come again, and are skipped.
+    if (auto err = s.redis->ack(b))
+      retry(err);
+    if (b.records == 0)
+      return 2;
+    if (long_entry) {
+      spdlog::warn("source {}: an entry of {} bytes is over max_line_bytes {}: it goes to dead "
+                   "letters",
+                   s.in.cfg.name, b.long_length, s.in.cfg.max_line_bytes);
+      long_marker m;
+      m.span = b.long_length + 1;
+      m.length = b.long_length;
+      m.head = b.lines;
+      send_chunk(s, s.pos, b.lines, m);
+      s.had_long_line = true;
+    } else {
+      send_chunk(s, s.pos, b.lines);
+    }
+    s.in.lake_end = s.pos;
+    return 1;
   };
   // Source i's file was replaced or truncated: it is finished after what it still has (a
   // replaced file is read on to its end through the open descriptor), and the file now at
@@ -502,7 +599,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
   };
   // Produces the next chunk of the current source: from the lake while replaying, else from the
   // input (landing it first). Returns false when nothing is available now.
-  auto next_chunk = [self, lk, rt, send_chunk, land_long_line, rotate]() -> bool {
+  auto next_chunk = [self, lk, rt, send_chunk, land_long_line, rotate, read_redis]() -> bool {
     auto& st = self->state;
     while (st.current < st.sources.size()) {
       auto& s = st.sources[st.current];
@@ -560,8 +657,17 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
           continue;
         http_idle = true;
       }
-      if (s.in.cfg.http) {
-        // Nothing new over HTTP yet: look at the other sources before waiting.
+      if (s.redis) {
+        const int r = read_redis(s);
+        if (r < 0)
+          return false;
+        if (r == 1)
+          return true;
+        if (r == 2)
+          continue;
+      }
+      if (s.in.cfg.http || s.redis) {
+        // Nothing new over HTTP or from Redis yet: look at the other sources before waiting.
         for (size_t i = 1; i < st.sources.size(); ++i) {
           const size_t other = (st.current + i) % st.sources.size();
           if (!st.sources[other].exhausted) {
@@ -705,6 +811,11 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
                 if (id == s.in.id || s.had_long_line)
                   if (auto n = lk->prune(id, offset, before); !n)
                     spdlog::warn("lake prune failed: {}", render(n.error()));
+      // A Redis source needs only its newest last-entry record (landed, not committed, ids).
+      for (auto& s : st.sources)
+        if (s.ids_id != 0)
+          if (auto n = lk->prune(s.ids_id, s.ids_newest, before); !n)
+            spdlog::warn("lake prune failed: {}", render(n.error()));
       st.epoch_offsets.erase(st.epoch_offsets.begin(), std::next(i));
       if (st.finished)
         self->quit();

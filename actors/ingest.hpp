@@ -10,6 +10,7 @@
 
 #include "actors/actors.hpp"
 #include "actors/core/types.hpp"
+#include "actors/redis_stream.hpp"
 #include "actors/sources.hpp"
 #include "store/lake.hpp"
 
@@ -40,6 +41,13 @@ struct ingest_state {
     std::string scratch;        ///< reused buffer for streaming past a long line
     bool idle = false;          ///< follow mode: the last read found nothing new
     bool had_long_line = false; ///< the lake may hold long-line markers of it (to prune)
+    /// A Redis source: its stream, the lake id of the last-entry records landed with its
+    /// chunks (source key + "#redis-ids") and the offset of the newest of them.
+    std::unique_ptr<redis_stream> redis;
+    redis_stream::batch entries;
+    uint32_t ids_id = 0;
+    uint64_t ids_newest = 0;
+    int64_t redis_retry_us = 0; ///< after a Redis error: not before this time (wall clock)
   };
   uint32_t pipeline = 0;
   std::vector<source_run> sources;

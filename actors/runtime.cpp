@@ -25,6 +25,7 @@
 #include "actors/frame.hpp"
 #include "actors/ingest.hpp"
 #include "actors/preprocess.hpp"
+#include "actors/redis_stream.hpp"
 #include "actors/updater.hpp"
 #include "actors/warehouse.hpp"
 #include "schema/batch.capnp.h"
@@ -132,6 +133,13 @@ caf::error check_inputs(const weir_config& cfg) {
     for (size_t si = 0; si < p.sources.size(); ++si) {
       if (p.sources[si].http)
         continue; // records come over HTTP: nothing to check before the run
+      if (p.sources[si].is_redis()) {
+        // The server answers and the key is a stream (or not there yet).
+        redis_stream rs{p.sources[si].redis, p.name + "/" + p.sources[si].name};
+        if (auto err = rs.check())
+          return err;
+        continue;
+      }
       auto files = expand_source(p.sources[si]);
       if (!files)
         return files.error();
@@ -285,8 +293,8 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
     }
     for (size_t si = 0; si < p.sources.size(); ++si) {
       const auto& src = p.sources[si];
-      if (src.http) {
-        auto in = resolve_http_source(lk, *offsets, p.name, src, static_cast<uint32_t>(si));
+      if (src.http || src.is_redis()) {
+        auto in = resolve_network_source(lk, *offsets, p.name, src, static_cast<uint32_t>(si));
         if (!in)
           return in.error();
         pr.restore.bindings.emplace_back(in->id, si);
@@ -532,11 +540,17 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                                           std::to_string(max_threads()) +
                                           ": 8 per core, at least 64)");
   for (const auto& p : cfg.pipelines)
-    for (const auto& src : p.sources)
+    for (const auto& src : p.sources) {
       if (src.http && !opts.probe)
         return make_error(errc::bad_config,
                           cfg.file + ": pipeline " + p.name + ", source " + src.name +
                             ": an http source takes records through weir serve, not weir run");
+      if (src.is_redis() && opts.mode != commit_mode::exactly_once)
+        return make_error(errc::bad_config,
+                          cfg.file + ": pipeline " + p.name + ", source " + src.name +
+                            ": a redis source acknowledges entries once they are landed in the "
+                            "lake, which only an exactly-once run does");
+    }
   if (auto err = check_inputs(cfg))
     return err;
   std::error_code ec;

@@ -203,13 +203,18 @@ std::string http_source_key(const std::string& pipeline, const std::string& sour
   return pipeline + "/" + source + ":http";
 }
 
-caf::expected<source_input> resolve_http_source(lake& lk, const offset_list& committed,
+std::string redis_source_key(const std::string& pipeline, const std::string& source) {
+  return pipeline + "/" + source + ":redis";
+}
+
+caf::expected<source_input> resolve_network_source(lake& lk, const offset_list& committed,
                                                 const std::string& pipeline,
                                                 const source_config& src, uint32_t si) {
   source_input in;
   in.cfg = src;
   in.config_index = si;
-  in.base_key = http_source_key(pipeline, src.name);
+  in.base_key = src.is_redis() ? redis_source_key(pipeline, src.name)
+                               : http_source_key(pipeline, src.name);
   in.key = in.base_key;
   if (auto err = bind_input(lk, committed, in))
     return err;

@@ -75,8 +75,13 @@ struct pipeline_sources {
 /// landed by the server that takes the records (weir serve) and read back by ingest.
 std::string http_source_key(const std::string& pipeline, const std::string& source);
 
-/// The input of an http source: its lake id, committed offset and the end of what the lake holds.
-caf::expected<source_input> resolve_http_source(lake& lk, const offset_list& committed,
+/// The lake key of redis source `source` of `pipeline`: "pipeline/source:redis". Its chunks are
+/// landed by ingest as it reads the stream (actors/redis_stream.hpp).
+std::string redis_source_key(const std::string& pipeline, const std::string& source);
+
+/// The input of an http or redis source: its lake id, committed offset and the end of what the
+/// lake holds.
+caf::expected<source_input> resolve_network_source(lake& lk, const offset_list& committed,
                                                 const std::string& pipeline,
                                                 const source_config& src, uint32_t si);
 

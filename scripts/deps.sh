@@ -5,16 +5,17 @@ packages=(
   g++ cmake ninja-build pkg-config ccache
   libcaf-dev capnproto libcapnp-dev liblmdb-dev lmdb-utils libspdlog-dev catch2
   libtomlplusplus-dev libcli11-dev libsimdjson-dev libfast-float-dev libxxhash-dev
-  librapidcheck-dev libcpp-httplib-dev
+  librapidcheck-dev libcpp-httplib-dev libhiredis-dev
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 # With --tests: the servers the tests start on loopback (prometheus: promtool and a real scrape
-# of weir serve); their recommended extras are not needed.
+# of weir serve; redis-server: the Redis Streams source); their recommended extras are not
+# needed.
 servers=()
-if [ "${1:-}" = "--tests" ]; then servers=(prometheus); fi
+if [ "${1:-}" = "--tests" ]; then servers=(prometheus redis-server); fi
 missing_servers=()
 for p in ${servers[@]+"${servers[@]}"}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_servers+=("$p")

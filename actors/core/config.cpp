@@ -12,6 +12,7 @@
 
 #include "actors/core/error.hpp"
 #include "actors/core/expr.hpp"
+#include "actors/core/stream_entry.hpp"
 #include "actors/core/timeparse.hpp"
 
 namespace weir {
@@ -336,25 +337,76 @@ std::string index_key(const std::string& base, std::string_view k, size_t i) {
   return base + "." + std::string{k} + "[" + std::to_string(i) + "]";
 }
 
+/// The Redis settings of a source: redis = "HOST:PORT" (port 6379 when left out), stream,
+/// and optionally group, consumer, field, start and password_env.
+void read_redis(const table_reader& r, source_config& s) {
+  auto& c = s.redis;
+  auto addr = r.get_string("redis", {});
+  auto bad_addr = [&] {
+    fail(*r.get("redis"), r.key("redis"), "must be \"HOST:PORT\" or \"HOST\", e.g. "
+                                          "\"127.0.0.1:6379\"");
+  };
+  auto colon = addr.rfind(':');
+  c.host = addr.substr(0, colon);
+  if (colon != std::string::npos) {
+    auto port = addr.substr(colon + 1);
+    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != port.npos ||
+        std::stoul(port) == 0 || std::stoul(port) > 65535)
+      bad_addr();
+    c.port = static_cast<uint16_t>(std::stoul(port));
+  }
+  if (c.host.empty() || c.host.find_first_of(" /") != std::string::npos)
+    bad_addr();
+  c.stream = r.req_string("stream");
+  if (c.stream.empty())
+    fail(*r.get("stream"), r.key("stream"), "must not be empty");
+  c.group = r.get_string("group", "weir");
+  c.consumer = r.get_string("consumer", "weir");
+  c.field = r.get_string("field", "data");
+  for (auto [k, v] : {std::pair<const char*, std::string*>{"group", &c.group},
+                      {"consumer", &c.consumer},
+                      {"field", &c.field}})
+    if (v->empty() || v->find_first_of(" \r\n") != std::string::npos)
+      fail(*r.get(k), r.key(k), "must not be empty or hold spaces or line breaks");
+  c.start = r.get_string("start", "0");
+  if (c.start != "$" && !valid_stream_id(c.start))
+    fail(*r.get("start"), r.key("start"),
+         "must be \"0\" (the whole stream), \"$\" (new entries only) or an entry id such as "
+         "\"1700000000000-0\"");
+  c.password_env = r.get_string("password_env", {});
+}
+
 source_config read_source(const toml::table& t, const std::string& key, size_t index,
                           const std::string& dir) {
   table_reader r{t,
                  key,
-                 {"name", "path", "http", "format", "follow", "header", "delimiter", "quote",
-                  "columns", "max_line_bytes", "idle_timeout"}};
+                 {"name", "path", "http", "redis", "stream", "group", "consumer", "field", "start",
+                  "password_env", "format", "follow", "header", "delimiter", "quote", "columns",
+                  "max_line_bytes", "idle_timeout"}};
   source_config s;
   s.name = r.get_string("name", "source" + std::to_string(index));
   if (!valid_name(s.name))
     fail(*r.get("name"), r.key("name"), "must match [A-Za-z0-9_.-]+");
   s.http = r.get_bool("http", false);
+  if (r.has("redis"))
+    read_redis(r, s);
+  else
+    for (auto k : {"stream", "group", "consumer", "field", "start", "password_env"})
+      if (auto n = r.get(k))
+        fail(*n, r.key(k), "is a setting of a Redis source (redis = \"HOST:PORT\")");
+  const bool network = s.http || s.is_redis();
   size_t def_format = 1;
-  if (s.http) {
+  if (s.http && s.is_redis())
+    fail(*r.get("redis"), r.key("redis"), "a source is either http or redis, not both");
+  if (network) {
+    const char* what = s.http ? "an http source takes its records over HTTP (weir serve)"
+                              : "a redis source takes its records from its stream";
     // Records come in the bodies of POST /v1/pipelines/NAME/events (weir serve).
     if (auto n = r.get("path"))
-      fail(*n, r.key("path"), "an http source takes its records over HTTP (weir serve), not from "
-                              "a path");
+      fail(*n, r.key("path"), std::string{what} + ", not from a path");
     if (auto n = r.get("follow"))
-      fail(*n, r.key("follow"), "an http source always runs until stopped");
+      fail(*n, r.key("follow"),
+           std::string{s.http ? "an http" : "a redis"} + " source always runs until stopped");
   } else {
     auto raw_path = r.req_string("path");
     if (raw_path.empty())
@@ -368,7 +420,7 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
            "missing: a source reading stdin (path = \"-\") needs format = \"csv\" or \"ndjson\"");
   }
   s.format = static_cast<source_format>(r.get_choice("format", {"csv", "ndjson"}, def_format));
-  s.follow = s.http || r.get_bool("follow", false);
+  s.follow = network || r.get_bool("follow", false);
   s.idle_timeout = r.get_duration("idle_timeout", s.follow ? 30 * us_per_s : 0);
   s.max_line_bytes =
     static_cast<size_t>(r.get_count("max_line_bytes", s.max_line_bytes, int64_t{1} << 30));
@@ -381,10 +433,11 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
     s.header = false;
     return s;
   }
-  s.header = r.get_bool("header", !s.http);
-  if (s.http && s.header)
+  s.header = r.get_bool("header", !network);
+  if (network && s.header)
     fail(*r.get("header"), r.key("header"),
-         "an http body has no header line: give header = false and the columns");
+         std::string{s.http ? "an http body" : "a redis entry"} +
+           " has no header line: give header = false and the columns");
   auto one_char = [&](const char* k, char def) {
     auto n = r.get(k);
     if (n == nullptr)

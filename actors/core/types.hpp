@@ -43,6 +43,19 @@ struct source_config {
   /// Records come over HTTP (weir serve, POST /v1/pipelines/NAME/events), landed in the lake by
   /// the server; no path. Always followed.
   bool http = false;
+  /// Records come from a Redis stream, read with a consumer group (actors/redis_stream.hpp);
+  /// empty host: not a Redis source. Always followed.
+  struct redis_stream_config {
+    std::string host;        ///< address of the Redis server
+    uint16_t port = 6379;
+    std::string stream;      ///< the stream's key
+    std::string group;       ///< consumer group (created when missing)
+    std::string consumer;    ///< this reader's name in the group
+    std::string field;       ///< the entry field holding the record's line
+    std::string start;       ///< where a new group starts: "0" (the whole stream), "$" or an id
+    std::string password_env; ///< environment variable holding the password (AUTH), if any
+  } redis;
+  bool is_redis() const { return !redis.host.empty(); }
   /// Nothing new from this source for this long (wall clock): it stops holding the pipeline's
   /// watermark back until it moves again. 0: never (the default of bounded sources; 30 s when
   /// follow = true).
