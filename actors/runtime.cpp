@@ -253,6 +253,11 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
                                      encode_definition(p));
     if (!info)
       return info.error();
+    result_indexes ix;
+    ix.by_key = p.results.key_index;
+    ix.change_keep_us = p.results.change_feed ? p.results.change_retention : 0;
+    if (auto err = wh.set_indexes(p.name, ix))
+      return err;
     auto last = wh.last_epoch(p.name);
     if (!last)
       return last.error();

@@ -97,6 +97,9 @@ struct query_answer {
   std::string window;                  ///< e.g. "tumbling 1h"
   std::vector<std::string> aggregates; ///< column names, in order
   std::vector<window_result> rows;     ///< ordered by (start, end, key)
+  /// The change feed (since_epoch): rows carry the epoch that committed them, in `epochs`.
+  bool change_feed = false;
+  std::vector<uint64_t> epochs;
 };
 
 /// Asks the warehouse actor of the store in `dir` for committed results (key: internal form,

@@ -118,17 +118,24 @@ public:
 
   void page(const weir::query_answer& a) {
     if (!started_)
-      start(a.aggregates);
+      start(a.aggregates, a.change_feed);
     if (table_) {
       table_rows(a);
       return;
     }
     buf_.clear();
-    for (const auto& r : a.rows) {
+    for (size_t i = 0; i < a.rows.size(); ++i) {
+      const auto& r = a.rows[i];
       if (format_ == "json")
         json_row(r, a.aggregates);
       else
         csv_row(r);
+      if (a.change_feed) { // the epoch ends the row
+        buf_.pop_back();
+        buf_ += format_ == "json" ? ", \"epoch\": " : ",";
+        buf_ += std::to_string(a.epochs[i]);
+        buf_ += format_ == "json" ? '}' : '\n';
+      }
     }
     sink_(buf_);
   }
@@ -141,11 +148,13 @@ public:
   }
 
 private:
-  void start(const std::vector<std::string>& aggs) {
+  void start(const std::vector<std::string>& aggs, bool with_epoch) {
     started_ = true;
     std::vector<std::string> head{"window_start", "window_end", "key"};
     head.insert(head.end(), aggs.begin(), aggs.end());
     head.push_back("version");
+    if (with_epoch)
+      head.push_back("epoch");
     if (format_ == "csv") {
       std::string line;
       for (size_t i = 0; i < head.size(); ++i)
@@ -163,12 +172,15 @@ private:
 
   void table_rows(const weir::query_answer& a) {
     rows_.clear();
-    for (const auto& r : a.rows) {
+    for (size_t i = 0; i < a.rows.size(); ++i) {
+      const auto& r = a.rows[i];
       std::vector<std::string> row{weir::format_time(r.start), weir::format_time(r.end),
                                    show_key(r.key)};
       for (auto v : r.values)
         row.push_back(fmt_number(v));
       row.push_back(std::to_string(r.version));
+      if (a.change_feed)
+        row.push_back(std::to_string(a.epochs[i]));
       rows_.push_back(std::move(row));
     }
     table_->add(rows_);

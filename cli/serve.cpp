@@ -356,6 +356,10 @@ private:
       }
       (bound[0] == 'f' ? q.from : q.to) = *t;
     }
+    if (req.has_param("since_epoch")) {
+      changes(req, res, *wh, *p, q, format, limit);
+      return;
+    }
     if (req.has_param("after")) {
       window_result after;
       if (!parse_results_cursor(req.get_param_value("after"), after)) {
@@ -381,6 +385,80 @@ private:
       page.rows.pop_back();
       res.set_header("Weir-Next-Cursor", results_cursor(page.rows.back()));
     }
+    std::string body;
+    result_writer out{format, [&body](std::string_view s) { body.append(s.data(), s.size()); }};
+    out.page(page);
+    out.finish();
+    res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
+  }
+
+  /// The change feed: rows committed by epochs after since_epoch (q's key and time range
+  /// filter them), each with its epoch; the cursor is "EPOCH.ROW".
+  void changes(const httplib::Request& req, httplib::Response& res, warehouse& wh,
+               const pipeline_config& p, const result_query& q, const std::string& format,
+               size_t limit) {
+    uint64_t since = 0;
+    const auto text = req.get_param_value("since_epoch");
+    auto r = std::from_chars(text.data(), text.data() + text.size(), since);
+    if (r.ec != std::errc{} || r.ptr != text.data() + text.size()) {
+      send_error(res, 400, "since_epoch: an epoch number");
+      return;
+    }
+    std::optional<std::pair<uint64_t, uint32_t>> after;
+    if (req.has_param("after")) {
+      const auto a = req.get_param_value("after");
+      auto dot = a.find('.');
+      uint64_t e = 0;
+      uint32_t i = 0;
+      auto r1 = std::from_chars(a.data(), a.data() + std::min(dot, a.size()), e);
+      auto r2 = dot == std::string::npos
+                  ? r1
+                  : std::from_chars(a.data() + dot + 1, a.data() + a.size(), i);
+      if (dot == std::string::npos || r1.ec != std::errc{} || r2.ec != std::errc{} ||
+          r2.ptr != a.data() + a.size()) {
+        send_error(res, 400, "after: not a cursor this server gave");
+        return;
+      }
+      after.emplace(e, i);
+    }
+    query_answer page;
+    page.window = describe_window(p.window);
+    page.aggregates = aggregate_names(p);
+    page.change_feed = true;
+    std::pair<uint64_t, uint32_t> last_at{0, 0};
+    bool more = false;
+    auto st = wh.changes(p.name, since, after, [&](const change_row& c) {
+      const auto& w = c.row;
+      if ((q.key && w.key != *q.key) || (q.from && w.start < *q.from) || (q.to && w.end > *q.to))
+        return true;
+      if (page.rows.size() == limit) {
+        more = true;
+        return false;
+      }
+      page.rows.push_back(w);
+      page.epochs.push_back(c.epoch);
+      last_at = {c.epoch, c.index};
+      return true;
+    });
+    if (!st) {
+      send_error(res, 500, render(st.error()));
+      return;
+    }
+    if (!st->enabled) {
+      send_error(res, 400, "pipeline '" + p.name + "' keeps no change feed: set change_feed = "
+                           "true in its [pipeline.results]");
+      return;
+    }
+    res.set_header("Weir-Epoch", std::to_string(st->last_epoch));
+    if (since + 1 < st->oldest) {
+      send_error(res, 410, "the change feed keeps epochs from " + std::to_string(st->oldest) +
+                             " on (change_retention): read the results in full, then follow "
+                             "with since_epoch=" + std::to_string(st->last_epoch));
+      return;
+    }
+    if (more)
+      res.set_header("Weir-Next-Cursor",
+                     std::to_string(last_at.first) + "." + std::to_string(last_at.second));
     std::string body;
     result_writer out{format, [&body](std::string_view s) { body.append(s.data(), s.size()); }};
     out.page(page);

@@ -4,6 +4,7 @@
 #include "store/warehouse_rows.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <limits>
 #include <map>
 #include <tuple>
@@ -94,6 +95,36 @@ std::string seq_counter_key(uint16_t pid) {
 
 std::string dedupe_cutoff_key(uint16_t pid) {
   return "dedupe_cutoff/" + std::to_string(pid);
+}
+
+int64_t wall_clock_us() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+std::string key_index_key(uint16_t pid) {
+  return "key_index/" + std::to_string(pid);
+}
+
+std::string change_keep_key(uint16_t pid) {
+  return "change_keep/" + std::to_string(pid);
+}
+
+/// A by_key entry: (pipeline, hash of the key, start, end).
+constexpr size_t by_key_size = 26;
+void by_key_entry(char* out, uint16_t pid, std::string_view key, timestamp start, timestamp end) {
+  codec::put_be16(out, pid);
+  codec::put_be64(out + 2, XXH3_64bits(key.data(), key.size()));
+  codec::put_be64_signed(out + 10, start);
+  codec::put_be64_signed(out + 18, end);
+}
+
+/// A changes key: (pipeline, epoch, row).
+constexpr size_t change_key_size = 14;
+void change_key(char* out, uint16_t pid, uint64_t epoch, uint32_t row) {
+  codec::put_be16(out, pid);
+  codec::put_be64(out + 2, epoch);
+  codec::put_be32(out + 10, row);
 }
 
 /// The dedupe cutoff is stored with its sign bit flipped, so that 0 (a missing counter) means
@@ -335,7 +366,8 @@ caf::expected<warehouse> warehouse::open(const std::string& dir, bool durable, s
     std::pair<const char*, lmdb::dbi*> tables[] = {
       {"pipelines", &w.pipelines_}, {"counters", &w.counters_},         {"offsets", &w.offsets_},
       {"epochs", &w.epochs_},       {"results", &w.results_},           {"state", &w.state_},
-      {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_}, {"windows", &w.windows_}};
+      {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_}, {"windows", &w.windows_},
+      {"by_key", &w.by_key_},       {"changes", &w.changes_}};
     for (auto& [name, slot] : tables) {
       auto d = t.open_dbi(name, true);
       if (!d)
@@ -470,7 +502,7 @@ caf::expected<bool> warehouse::commit(const epoch_commit& c) {
       return e;
     if (auto e = write_dead_letters(t, pid, c.dead_letters))
       return e;
-    if (auto e = write_results(t, pid, c.pipeline, c.results))
+    if (auto e = write_results(t, pid, c))
       return e;
     if (auto e = write_window_rows(t, pid, c))
       return e;
@@ -543,8 +575,75 @@ caf::error warehouse::write_dead_letters(lmdb::txn& t, uint16_t pid,
   return caf::none;
 }
 
-caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
-                                    const result_pack& results) {
+caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const epoch_commit& c) {
+  const auto& results = c.results;
+  const std::string& pipeline = c.pipeline;
+  // The indexes this pipeline keeps: the key index only while it is complete (its counter one
+  // above the windows counter), the change feed for epochs in sequence.
+  auto windows = read_u64(t, counters_, windows_counter_key(pid), "a windows counter");
+  if (!windows)
+    return std::move(windows.error());
+  auto indexed = read_u64(t, counters_, key_index_key(pid), "a key index counter");
+  if (!indexed)
+    return std::move(indexed.error());
+  auto keep = read_u64(t, counters_, change_keep_key(pid), "a change feed retention");
+  if (!keep)
+    return std::move(keep.error());
+  const bool by_key = *indexed != 0 && *indexed == *windows + 1;
+  const bool feed = *keep != 0 && !c.without_epoch;
+  if (by_key)
+    if (auto err = write_u64(t, counters_, key_index_key(pid), *windows + results.size() + 1))
+      return err;
+  std::optional<lmdb::cursor> changes;
+  uint32_t change_rows = 0;
+  char ck[change_key_size];
+  std::string change;
+  if (feed) {
+    auto cur = lmdb::cursor::open(t, changes_);
+    if (!cur)
+      return std::move(cur.error());
+    changes.emplace(std::move(*cur));
+    // The epoch's header row: when it was committed and how many rows follow. Epochs only
+    // grow, so its rows go after everything of this pipeline (appended when it is the last).
+    auto end = last_key(t, changes_);
+    if (!end)
+      return std::move(end.error());
+    change_key(ck, pid, c.epoch, 0);
+    const bool append = !*end || std::string_view{**end} < std::string_view{ck, change_key_size};
+    char head[12];
+    codec::put_le64(head, static_cast<uint64_t>(wall_clock_us()));
+    codec::put_le32(head + 8, static_cast<uint32_t>(results.size()));
+    if (auto err = changes->put_sealed(std::string_view{ck, change_key_size},
+                                       std::string_view{head, 12}, append ? MDB_APPEND : 0))
+      return err;
+    if (!append)
+      changes.reset(); // rows of a later pipeline follow: plain puts
+    if (auto err = prune_changes(t, pid, c.epoch, static_cast<int64_t>(*keep)))
+      return err;
+  }
+  // What a written row adds to the indexes.
+  auto index = [&](const result_view& r, std::string_view stored_key,
+                   std::string_view value) -> caf::error {
+    if (by_key) {
+      char bk[by_key_size];
+      by_key_entry(bk, pid, r.key, r.start, r.end);
+      if (auto err = t.put_sealed(by_key_, std::string_view{bk, by_key_size}, {}))
+        return err;
+    }
+    if (feed) {
+      change_key(ck, pid, c.epoch, ++change_rows);
+      change.clear();
+      codec::writer w{change};
+      w.u16(static_cast<uint16_t>(stored_key.size()));
+      w.raw(stored_key);
+      w.raw(value);
+      const std::string_view k{ck, change_key_size};
+      if (auto err = changes ? changes->put_sealed(k, change, MDB_APPEND)
+                             : t.put_sealed(changes_, k, change))
+        return err;
+    }
+    return caf::none;
+  };
   if (results.empty())
     return caf::none;
   if (auto n = add_to_counter(t, counters_, windows_counter_key(pid), results.size()); !n)
@@ -580,7 +679,10 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::strin
     previous = sorted_key;
     first = false;
     if (fresh) {
-      if (auto err = cur->put_sealed(sorted_key, result_value(r, row.long_key, val), MDB_APPEND))
+      const auto value = result_value(r, row.long_key, val);
+      if (auto err = cur->put_sealed(sorted_key, value, MDB_APPEND))
+        return err;
+      if (auto err = index(r, sorted_key, value))
         return err;
       continue;
     }
@@ -597,9 +699,62 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const std::strin
       if (r.version < stored.version)
         continue;
     }
-    if (auto err = t.put_sealed(results_, key, result_value(r, row.long_key, val)))
+    const auto value = result_value(r, row.long_key, val);
+    if (auto err = t.put_sealed(results_, key, value))
+      return err;
+    if (auto err = index(r, key, value))
       return err;
   }
+  if (feed && change_rows != results.size()) {
+    // Rows an older version did not replace are not changes: the header counts what is there.
+    change_key(ck, pid, c.epoch, 0);
+    char head[12];
+    auto old = t.get_sealed(changes_, std::string_view{ck, change_key_size});
+    if (!old)
+      return std::move(old.error());
+    if (!*old || (*old)->size() != 12)
+      return t.corrupt(changes_, std::string_view{ck, change_key_size}, "a change feed header");
+    std::memcpy(head, (*old)->data(), 8);
+    codec::put_le32(head + 8, change_rows);
+    if (auto err = t.put_sealed(changes_, std::string_view{ck, change_key_size},
+                                std::string_view{head, 12}))
+      return err;
+  }
+  return caf::none;
+}
+
+caf::error warehouse::prune_changes(lmdb::txn& t, uint16_t pid, uint64_t epoch, int64_t keep_us) {
+  const int64_t before = wall_clock_us() - keep_us;
+  auto cur = lmdb::cursor::open(t, changes_);
+  if (!cur)
+    return std::move(cur.error());
+  char from[change_key_size];
+  change_key(from, pid, 0, 0);
+  auto more = cur->seek(std::string_view{from, change_key_size});
+  // Whole epochs go, oldest first, while their header says they are older than `before`;
+  // the epoch being committed stays.
+  while (more && *more) {
+    auto k = cur->key();
+    if (k.size() != change_key_size || codec::get_be16(k.data()) != pid)
+      break;
+    const uint64_t e = codec::get_be64(k.data() + 2);
+    if (e >= epoch)
+      break;
+    if (codec::get_be32(k.data() + 10) == 0) {
+      auto head = cur->sealed_value();
+      if (!head)
+        return std::move(head.error());
+      if (head->size() != 12)
+        return t.corrupt(changes_, k, "a change feed header");
+      if (static_cast<int64_t>(codec::get_le64(head->data())) >= before)
+        break;
+    }
+    if (auto err = cur->del())
+      return err;
+    more = cur->next();
+  }
+  if (!more)
+    return std::move(more.error());
   return caf::none;
 }
 
@@ -891,6 +1046,17 @@ caf::error warehouse::query(const result_query& q,
     const uint16_t pid = (*found)->id;
     if (q.from && q.to && *q.from > *q.to)
       return caf::none;
+    if (q.key) {
+      // Through the key index when it is complete.
+      auto windows = read_u64(t, counters_, windows_counter_key(pid), "a windows counter");
+      if (!windows)
+        return std::move(windows.error());
+      auto indexed = read_u64(t, counters_, key_index_key(pid), "a key index counter");
+      if (!indexed)
+        return std::move(indexed.error());
+      if (*indexed != 0 && *indexed == *windows + 1)
+        return query_by_key(t, pid, q, fn);
+    }
     auto c = lmdb::cursor::open(t, results_);
     if (!c)
       return std::move(c.error());
@@ -959,6 +1125,186 @@ caf::error warehouse::query(const result_query& q,
         return caf::none;
     }
   });
+}
+
+caf::error warehouse::query_by_key(lmdb::txn& t, uint16_t pid, const result_query& q,
+                                   const std::function<bool(const window_result&)>& fn) {
+  const size_t max_key = env_.max_key_size();
+  char from[by_key_size];
+  by_key_entry(from, pid, *q.key, q.from ? *q.from : min_timestamp, min_timestamp);
+  if (q.after && q.after->key == *q.key && q.after->start > (q.from ? *q.from : min_timestamp))
+    by_key_entry(from, pid, *q.key, q.after->start, min_timestamp);
+  auto c = lmdb::cursor::open(t, by_key_);
+  if (!c)
+    return std::move(c.error());
+  std::string key;
+  window_result row;
+  for (auto more = c->seek(std::string_view{from, by_key_size});; more = c->next()) {
+    if (!more)
+      return std::move(more.error());
+    if (!*more)
+      return caf::none;
+    auto k = c->key();
+    if (k.size() != by_key_size)
+      return t.corrupt(by_key_, k, "a key index entry of the wrong size");
+    if (std::memcmp(k.data(), from, 10) != 0)
+      return caf::none; // past this key's hash
+    if (auto body = c->sealed_value(); !body)
+      return std::move(body.error());
+    const timestamp start = codec::get_be64_signed(k.data() + 10);
+    const timestamp end = codec::get_be64_signed(k.data() + 18);
+    if (q.to && start > *q.to)
+      return caf::none;
+    if (q.to && end > *q.to)
+      continue;
+    if (q.after && (start < q.after->start || (start == q.after->start && end <= q.after->end)))
+      continue;
+    encode_result_key(pid, start, end, *q.key, max_key, key);
+    auto v = t.get_sealed(results_, key);
+    if (!v)
+      return std::move(v.error());
+    if (!*v)
+      continue; // another key with the same hash
+    if (auto derr = decode_result(key, **v, max_key, row))
+      return derr;
+    if (row.key != *q.key)
+      continue; // a long key sharing prefix and hash
+    if (!fn(row))
+      return caf::none;
+  }
+}
+
+caf::error warehouse::set_indexes(const std::string& pipeline, const result_indexes& x) {
+  return env_.with_write([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    const uint16_t pid = (*found)->id;
+    auto windows = read_u64(t, counters_, windows_counter_key(pid), "a windows counter");
+    if (!windows)
+      return std::move(windows.error());
+    auto indexed = read_u64(t, counters_, key_index_key(pid), "a key index counter");
+    if (!indexed)
+      return std::move(indexed.error());
+    auto drop = [&](lmdb::dbi d) -> caf::error {
+      return walk_pipeline(t, d, pid, [](lmdb::cursor& cur) -> caf::expected<bool> {
+        if (auto err = cur.del())
+          return err;
+        return true;
+      });
+    };
+    const bool complete = *indexed != 0 && *indexed == *windows + 1;
+    if (!x.by_key || !complete) {
+      if (auto err = drop(by_key_))
+        return err;
+      if (auto d = t.del(counters_, key_index_key(pid)); !d)
+        return std::move(d.error());
+    }
+    if (x.by_key && !complete) {
+      // Built from the results, in one pass.
+      char bk[by_key_size];
+      window_result row;
+      const size_t max_key = env_.max_key_size();
+      auto err = walk_pipeline(t, results_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
+        auto body = cur.sealed_value();
+        if (!body)
+          return std::move(body.error());
+        if (auto derr = decode_result(cur.key(), *body, max_key, row))
+          return derr;
+        by_key_entry(bk, pid, row.key, row.start, row.end);
+        if (auto perr = t.put_sealed(by_key_, std::string_view{bk, by_key_size}, {}))
+          return perr;
+        return true;
+      });
+      if (err)
+        return err;
+      if (auto werr = write_u64(t, counters_, key_index_key(pid), *windows + 1))
+        return werr;
+    }
+    if (x.change_keep_us <= 0) {
+      if (auto err = drop(changes_))
+        return err;
+      if (auto d = t.del(counters_, change_keep_key(pid)); !d)
+        return std::move(d.error());
+      return caf::none;
+    }
+    return write_u64(t, counters_, change_keep_key(pid), static_cast<uint64_t>(x.change_keep_us));
+  });
+}
+
+caf::expected<change_feed_state>
+warehouse::changes(const std::string& pipeline, uint64_t since_epoch,
+                   std::optional<std::pair<uint64_t, uint32_t>> after,
+                   const std::function<bool(const change_row&)>& fn) {
+  change_feed_state st;
+  auto err = env_.with_read([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return caf::none;
+    const uint16_t pid = (*found)->id;
+    char ek[2];
+    codec::put_be16(ek, pid);
+    auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
+    if (!last)
+      return std::move(last.error());
+    st.last_epoch = *last;
+    auto keep = read_u64(t, counters_, change_keep_key(pid), "a change feed retention");
+    if (!keep)
+      return std::move(keep.error());
+    st.enabled = *keep != 0;
+    st.oldest = *last + 1;
+    auto c = lmdb::cursor::open(t, changes_);
+    if (!c)
+      return std::move(c.error());
+    char from[change_key_size];
+    change_key(from, pid, 0, 0);
+    auto first = c->seek(std::string_view{from, change_key_size});
+    if (!first)
+      return std::move(first.error());
+    if (*first && c->key().size() == change_key_size && codec::get_be16(c->key().data()) == pid)
+      st.oldest = codec::get_be64(c->key().data() + 2);
+    if (!st.enabled || since_epoch + 1 < st.oldest)
+      return caf::none;
+    change_key(from, pid, since_epoch + 1, 0);
+    if (after && after->first > since_epoch)
+      change_key(from, pid, after->first, after->second);
+    const size_t max_key = env_.max_key_size();
+    change_row out;
+    for (auto more = c->seek(std::string_view{from, change_key_size});; more = c->next()) {
+      if (!more)
+        return std::move(more.error());
+      if (!*more)
+        return caf::none;
+      auto k = c->key();
+      if (k.size() != change_key_size)
+        return t.corrupt(changes_, k, "a change key of the wrong size");
+      if (codec::get_be16(k.data()) != pid)
+        return caf::none;
+      auto body = c->sealed_value();
+      if (!body)
+        return std::move(body.error());
+      out.epoch = codec::get_be64(k.data() + 2);
+      out.index = codec::get_be32(k.data() + 10);
+      if (out.index == 0 || (after && std::pair{out.epoch, out.index} <= *after))
+        continue;
+      codec::reader r{*body};
+      const uint16_t klen = r.u16();
+      if (!r.ok() || klen > r.remaining())
+        return t.corrupt(changes_, k, "a change row");
+      const std::string_view stored = body->substr(2, klen);
+      if (auto derr = decode_result(stored, body->substr(2 + klen), max_key, out.row))
+        return derr;
+      if (!fn(out))
+        return caf::none;
+    }
+  });
+  if (err)
+    return err;
+  return st;
 }
 
 caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
@@ -1031,7 +1377,9 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
 }
 
 caf::expected<std::vector<std::pair<std::string, uint64_t>>> warehouse::table_counts() {
-  return env_.table_report({{"counters", counters_},
+  return env_.table_report({{"by_key", by_key_},
+                            {"changes", changes_},
+                            {"counters", counters_},
                             {"dead_letters", dead_letters_},
                             {"dedupe", dedupe_},
                             {"epochs", epochs_},

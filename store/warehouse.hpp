@@ -23,6 +23,15 @@
 ///                 A row key too long for LMDB is stored under its first bytes plus an XXH3-64
 ///                 of it, with u8 1, the whole row key (varint length first), value.
 ///                 The partition's entry in `state` is the operator's meta value.
+/// - by_key:       (pipeline BE16, XXH3-64 of the key BE64, start sBE64, end sBE64) -> empty:
+///                 the results of a key, for lookups by key (results.key_index)
+/// - changes:      (pipeline BE16, epoch BE64, row BE32) -> row 0: commit time i64 (wall clock
+///                 microseconds), rows u32; row i > 0: the i-th result row the epoch wrote, as
+///                 its results key (u16 length, bytes) and value (results.change_feed)
+/// The counters "key_index/<id>" (windows counter + 1 when the index was last complete) and
+/// "change_keep/<id>" (the feed's retention in microseconds) say which are kept. A commit that
+/// does not keep the index (an older build) leaves the first behind the windows counter: the
+/// index is not used until it is built again.
 ///
 /// Result keys longer than an LMDB key allows (over 492 bytes) are stored under their first
 /// 485 bytes plus a 64-bit hash of the whole key; such keys sort by that prefix, then in an
@@ -84,6 +93,26 @@ struct dead_letter_row {
   std::string pipeline;
   uint64_t seq = 0;
   dead_letter letter;
+};
+
+/// Which indexes of a pipeline's results a store keeps (config: [pipeline.results]).
+struct result_indexes {
+  bool by_key = false;         ///< the by_key table: lookups by key read only that key's rows
+  int64_t change_keep_us = 0;  ///< > 0: the change feed, kept this long (wall clock)
+};
+
+/// Where the change feed of a pipeline stands.
+struct change_feed_state {
+  bool enabled = false;
+  uint64_t oldest = 0;     ///< the oldest epoch whose changes are kept (last_epoch + 1: none)
+  uint64_t last_epoch = 0; ///< the last committed epoch
+};
+
+/// A result row of the change feed: the epoch that committed it and its place there.
+struct change_row {
+  uint64_t epoch = 0;
+  uint32_t index = 0; ///< from 1, in the epoch's (start, end, key) order
+  window_result row;
 };
 
 struct result_query {
@@ -149,6 +178,20 @@ public:
   /// between calls. An unknown pipeline has no rows.
   caf::error query(const result_query& q, const std::function<bool(const window_result&)>& fn);
 
+  /// Sets which indexes of `pipeline`'s results are kept from the next commit on: builds the
+  /// key index from the results when it is turned on or behind (one write txn), drops what is
+  /// turned off. The change feed starts with the next commit. A no-op for an unknown pipeline.
+  caf::error set_indexes(const std::string& pipeline, const result_indexes& x);
+
+  /// The change feed of `pipeline`: the result rows committed by epochs after `since_epoch`,
+  /// in (epoch, row) order, after `after` (epoch, row) when given; fn returns false to stop.
+  /// Rows are only passed when since_epoch + 1 >= the oldest kept epoch (else the caller says
+  /// the feed has moved on); the state is read in the same txn.
+  caf::expected<change_feed_state>
+  changes(const std::string& pipeline, uint64_t since_epoch,
+          std::optional<std::pair<uint64_t, uint32_t>> after,
+          const std::function<bool(const change_row&)>& fn);
+
   /// Dead letters of one pipeline (or all, by pipeline id), in sequence order; of one
   /// pipeline, only those with a sequence number above `after_seq`.
   caf::error dead_letters(const std::optional<std::string>& pipeline,
@@ -169,7 +212,7 @@ public:
     return {{"meta", meta_},       {"pipelines", pipelines_}, {"counters", counters_},
             {"offsets", offsets_}, {"epochs", epochs_},       {"results", results_},
             {"state", state_},     {"dedupe", dedupe_},       {"dead_letters", dead_letters_},
-            {"windows", windows_}};
+            {"windows", windows_}, {"by_key", by_key_},       {"changes", changes_}};
   }
 
   const std::string& dir() const { return env_.dir(); }
@@ -184,8 +227,13 @@ private:
   caf::error write_offsets(lmdb::txn& t, uint16_t pid,
                            const std::vector<std::pair<uint32_t, uint64_t>>& offsets);
   caf::error write_dead_letters(lmdb::txn& t, uint16_t pid, const dead_letter_pack& letters);
-  caf::error write_results(lmdb::txn& t, uint16_t pid, const std::string& pipeline,
-                           const result_pack& results);
+  /// Writes the results, and their key index entries and change rows when kept.
+  caf::error write_results(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
+  /// Drops the changes of epochs committed longer ago than the feed keeps them.
+  caf::error prune_changes(lmdb::txn& t, uint16_t pid, uint64_t epoch, int64_t keep_us);
+  /// A query of one key through the key index.
+  caf::error query_by_key(lmdb::txn& t, uint16_t pid, const result_query& q,
+                          const std::function<bool(const window_result&)>& fn);
   caf::error write_states(lmdb::txn& t, uint16_t pid,
                           const std::vector<std::pair<uint32_t, std::string>>& states);
   /// The ids the epoch added, and the expiry of old ones.
@@ -213,6 +261,8 @@ private:
   lmdb::dbi dedupe_ = 0;
   lmdb::dbi dead_letters_ = 0;
   lmdb::dbi windows_ = 0;
+  lmdb::dbi by_key_ = 0;
+  lmdb::dbi changes_ = 0;
 
   caf::error write_window_rows(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
 };

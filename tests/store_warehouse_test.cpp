@@ -553,3 +553,155 @@ TEST_CASE("warehouse: unknown format version and damaged rows are refused", "[wa
   CHECK(text.find("version 99") != std::string::npos);
   CHECK(text.find("version " + std::to_string(warehouse::format_version)) != std::string::npos);
 }
+
+namespace {
+
+/// A row of the change feed as the model sees it.
+using change_t = std::tuple<uint64_t, timestamp, timestamp, std::string, uint32_t,
+                            std::vector<double>>;
+
+/// Applies an epoch's results to `m` the way a commit writes them (in stored-key order, the
+/// later of two rows for one window last), recording each row written in `feed`.
+void apply_recording(pipeline_model& m, const epoch_commit& c, std::vector<change_t>& feed) {
+  if (c.epoch <= m.epoch)
+    return;
+  std::vector<window_result> rows;
+  for (const auto& view : c.results)
+    rows.push_back(view);
+  std::stable_sort(rows.begin(), rows.end(), [](const window_result& a, const window_result& b) {
+    return std::tie(a.start, a.end, a.key) < std::tie(b.start, b.end, b.key);
+  });
+  auto stored = m.results;
+  for (const auto& r : rows) {
+    auto it = stored.find({r.start, r.end, r.key});
+    if (it == stored.end() || r.version >= it->second.first) {
+      feed.emplace_back(c.epoch, r.start, r.end, r.key, r.version, r.values);
+      stored[{r.start, r.end, r.key}] = {r.version, r.values};
+    }
+  }
+  m.apply(c);
+}
+
+std::vector<change_t> read_feed(warehouse& w, const std::string& p, uint64_t since,
+                                size_t page = 0) {
+  std::vector<change_t> out;
+  std::optional<std::pair<uint64_t, uint32_t>> after;
+  for (;;) {
+    size_t got = 0;
+    auto st = w.changes(p, since, after, [&](const change_row& c) {
+      out.emplace_back(c.epoch, c.row.start, c.row.end, c.row.key, c.row.version, c.row.values);
+      after = std::pair{c.epoch, c.index};
+      return page == 0 || ++got < page;
+    });
+    REQUIRE(st);
+    REQUIRE(st->enabled);
+    if (page == 0 || got < page)
+      return out;
+  }
+}
+
+/// Every result of `key` through paging by `after`, `page` rows a time.
+std::vector<row_t> paged_key_query(warehouse& w, const std::string& p, const std::string& key,
+                                   size_t page) {
+  std::vector<row_t> out;
+  std::optional<window_result> after;
+  for (;;) {
+    result_query q{p, key, std::nullopt, std::nullopt, after};
+    size_t got = 0;
+    REQUIRE(!w.query(q, [&](const window_result& r) {
+      out.emplace_back(r.start, r.end, r.key, r.version, r.values);
+      after = r;
+      return ++got < page;
+    }));
+    if (got < page)
+      return out;
+  }
+}
+
+} // namespace
+
+TEST_CASE("warehouse: the key index and the change feed agree with a model", "[warehouse]") {
+  temp_dir dir;
+  std::mt19937_64 rng{4242};
+  std::vector<std::string> keys = {"a", "ab", "b", std::string("a\x1f" "b"), "",
+                                   std::string(600, 'k')}; // a key too long for LMDB
+  auto w = warehouse::open(dir.str());
+  REQUIRE(w);
+  // p1 keeps both, p2 neither: p2's commits go between p1's (and their changes before or
+  // after p1's in the table).
+  for (const auto& n : {"p1", "p2"})
+    REQUIRE(w->register_pipeline(n, {"count", "sum"}, "tumbling"));
+  REQUIRE(!w->set_indexes("p1", {true, int64_t{3600} * 1000000}));
+  REQUIRE(!w->set_indexes("p2", {}));
+  std::map<std::string, pipeline_model> models;
+  std::vector<change_t> feed;
+  uint64_t last[2] = {0, 0};
+  auto step = [&](size_t p) {
+    const std::string name = p == 0 ? "p1" : "p2";
+    bool replay = rng() % 6 == 0 && last[p] > 0;
+    uint64_t epoch = replay ? 1 + rng() % last[p] : last[p] + 1 + rng() % 2;
+    if (!replay)
+      last[p] = epoch;
+    auto c = random_commit(rng, name, epoch, keys, 2);
+    REQUIRE(w->commit(c));
+    if (p == 0)
+      apply_recording(models[name], c, feed);
+    else
+      models[name].apply(c);
+  };
+  for (int i = 0; i < 120; ++i)
+    step(rng() % 2);
+  for (const auto& n : {"p1", "p2"})
+    check_against(*w, n, models[n], keys, rng);
+  for (const auto& k : keys)
+    CHECK(paged_key_query(*w, "p1", k, 2) == brute_query(models["p1"], {"p1", k}));
+
+  // The feed since any epoch: exactly the rows the later epochs wrote, also page by page.
+  for (uint64_t since : {uint64_t{0}, last[0] / 3, last[0] / 2, last[0] - 1, last[0]}) {
+    std::vector<change_t> want;
+    for (const auto& c : feed)
+      if (std::get<0>(c) > since)
+        want.push_back(c);
+    INFO("since " << since);
+    CHECK(read_feed(*w, "p1", since) == want);
+    CHECK(read_feed(*w, "p1", since, 3) == want);
+  }
+  auto off = w->changes("p2", 0, std::nullopt, [](const change_row&) { return true; });
+  REQUIRE(off);
+  CHECK_FALSE(off->enabled);
+
+  // Turned off and on again: the index is built anew from the results and is complete.
+  REQUIRE(!w->set_indexes("p1", {false, int64_t{3600} * 1000000}));
+  for (int i = 0; i < 20; ++i)
+    step(0);
+  REQUIRE(!w->set_indexes("p1", {true, int64_t{3600} * 1000000}));
+  check_against(*w, "p1", models["p1"], keys, rng);
+  auto counts = w->table_counts();
+  REQUIRE(counts);
+  std::map<std::string, uint64_t> tc(counts->begin(), counts->end());
+  CHECK(tc["by_key"] == models["p1"].results.size());
+
+  // A short retention: each commit drops the epochs before it that are older than that.
+  REQUIRE(!w->set_indexes("p1", {true, 1}));
+  for (int i = 0; i < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    step(0);
+  }
+  auto st = w->changes("p1", 0, std::nullopt, [](const change_row&) {
+    FAIL("rows of a feed that moved on");
+    return false;
+  });
+  REQUIRE(st);
+  CHECK(st->last_epoch == last[0]);
+  CHECK(st->oldest == last[0]);
+  std::vector<change_t> want;
+  for (const auto& c : feed)
+    if (std::get<0>(c) == last[0])
+      want.push_back(c);
+  CHECK(read_feed(*w, "p1", last[0] - 1) == want);
+  // Turned off: the feed is dropped.
+  REQUIRE(!w->set_indexes("p1", {true, 0}));
+  counts = w->table_counts();
+  tc = std::map<std::string, uint64_t>(counts->begin(), counts->end());
+  CHECK(tc["changes"] == 0);
+}

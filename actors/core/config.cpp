@@ -724,10 +724,27 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
   }
 }
 
+/// [pipeline.results]: key_index, change_feed, change_retention.
+void read_results(const table_reader& r, pipeline_config& p) {
+  const auto* t = r.get_table("results", false);
+  if (t == nullptr)
+    return;
+  table_reader x{*t, r.key("results"), {"key_index", "change_feed", "change_retention"}};
+  auto& c = p.results;
+  c.key_index = x.get_bool("key_index", false);
+  c.change_feed = x.get_bool("change_feed", false);
+  c.change_retention = x.get_duration("change_retention", c.change_retention);
+  if (x.has("change_retention") && !c.change_feed)
+    fail(*x.get("change_retention"), x.key("change_retention"), "only with change_feed = true");
+  if (c.change_retention <= 0)
+    fail(*x.get("change_retention"), x.key("change_retention"), "must be greater than zero");
+}
+
 pipeline_config read_pipeline(const toml::table& t, const std::string& key,
                               const std::string& dir) {
   table_reader r{
-    t, key, {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate"}};
+    t, key,
+    {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate", "results"}};
   pipeline_config p;
   p.name = r.req_string("name");
   if (!valid_name(p.name))
@@ -750,6 +767,7 @@ pipeline_config read_pipeline(const toml::table& t, const std::string& key,
   read_preprocess(r, p, names);
   read_window(r, p);
   read_aggregates(r, p, names);
+  read_results(r, p);
   return p;
 }
 

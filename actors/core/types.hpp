@@ -137,6 +137,12 @@ struct pipeline_config {
   window_config window;
   std::vector<aggregate_config> aggregates;
   size_t partitions = 0; ///< window-aggregator partitions; 0 = number of cores
+  /// [pipeline.results]: indexes the store keeps of the results.
+  struct results_config {
+    bool key_index = false;   ///< lookups by key read only that key's rows
+    bool change_feed = false; ///< what each epoch committed, for `since_epoch`
+    int64_t change_retention = int64_t{3600} * 1000000; ///< how long the feed keeps an epoch
+  } results;
 };
 
 /// What an epoch writes (docs/architecture.md, "Commit modes").
