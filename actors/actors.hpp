@@ -174,6 +174,19 @@ struct state_meter {
   task_log tasks; ///< the recent committed epochs
   std::atomic<int64_t> task_keep_us{int64_t{3600} * 1000000}; ///< runtime task_retention
   std::atomic<uint32_t> restarts{0};                          ///< restarts of the run so far
+
+  /// How far the run is into its inputs, for progress on the terminal (`weir run --progress`).
+  /// Updated once per chunk (ingest) or batch (preprocess), never per record.
+  /// Bytes of the inputs read, as the sum of every input's offset: a run (or a restart) begins
+  /// at the committed offsets, so the bytes done before count as read.
+  std::atomic<uint64_t> bytes_read{0};
+  /// The inputs' sizes when the run (or its latest restart) began: the files, or what the lake
+  /// holds of a drained file that is gone. A bounded file that grows meanwhile reads past it.
+  std::atomic<uint64_t> bytes_total{0};
+  /// False when an input has no end (a followed file, stdin, http): bytes_total means nothing.
+  std::atomic<bool> bounded{false};
+  /// Records preprocess read in this run (those replayed after a restart count again).
+  std::atomic<uint64_t> records_read{0};
   void add_latency(int64_t us) {
     size_t b = 0;
     while (b + 1 < latency_buckets && static_cast<double>(us) > latency_bounds_s[b] * 1e6)

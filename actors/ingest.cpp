@@ -386,6 +386,8 @@ caf::error add_new_matches(ingest_state& st, lake& lk) {
         s.in = std::move(in);
         if (auto err = open_source(s, lk))
           return err;
+        if (st.meter) // read from its committed offset: what came before counts as read
+          st.meter->bytes_read.fetch_add(s.pos, std::memory_order_relaxed);
         st.sources.push_back(std::move(s));
       }
     }
@@ -404,9 +406,14 @@ ingest_state::~ingest_state() {
 ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
                                    uint32_t pipeline, pipeline_sources inputs, runtime_config rt,
                                    std::shared_ptr<lake> lk, preprocess_actor next,
-                                   coordinator_actor coordinator) {
+                                   coordinator_actor coordinator,
+                                   std::shared_ptr<state_meters> meters) {
   auto& st = self->state;
   st.pipeline = pipeline;
+  if (meters && pipeline < meters->size()) {
+    st.meter = &(*meters)[pipeline];
+    st.meters = std::move(meters);
+  }
   for (auto& in : inputs.inputs) {
     source_run s;
     s.in = std::move(in);
@@ -456,7 +463,10 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     }
     ++st.inflight;
     self->send(next, chunk_atom::value, ++st.seq, to_frame(mb));
-    s.pos = offset + (lm.span > 0 ? lm.span : data.size());
+    const uint64_t end = offset + (lm.span > 0 ? lm.span : data.size());
+    if (st.meter && end > s.pos)
+      st.meter->bytes_read.fetch_add(end - s.pos, std::memory_order_relaxed);
+    s.pos = end;
     if (rt.commit_events > 0)
       st.lines_since_marker +=
         lm.span > 0 ? 1 : static_cast<uint64_t>(std::count(data.begin(), data.end(), '\n'));

@@ -113,9 +113,13 @@ timestamp final_watermark(const window_config& w, timestamp max_time) {
 preprocess_actor::behavior_type
 preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t pipeline,
            pipeline_config cfg, preprocess_restore restore, updater_actor updater,
-           coordinator_actor coordinator) {
+           coordinator_actor coordinator, std::shared_ptr<state_meters> meters) {
   auto& st = self->state;
   st.pipeline = pipeline;
+  if (meters && pipeline < meters->size()) {
+    st.meter = &(*meters)[pipeline];
+    st.meters = std::move(meters);
+  }
   st.cfg = cfg;
   size_t n = restore.partition_snapshots.size();
   st.pre = std::make_unique<preprocessor>(cfg, n);
@@ -152,6 +156,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       size_t sent = 0;
       caf::error failed;
       bool quit = false;
+      const uint64_t read_before = st.pre->counters().read;
       auto err = decode_frame(f, [&](frame_reader& r) {
         auto c = r.root<schema::RawChunk>();
         auto source = c.getSource();
@@ -223,6 +228,9 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           }
         }
       });
+      if (st.meter && st.pre->counters().read > read_before)
+        st.meter->records_read.fetch_add(st.pre->counters().read - read_before,
+                                         std::memory_order_relaxed);
       if (!err && failed)
         err = std::move(failed);
       if (!err && !quit)

@@ -28,9 +28,11 @@ struct preprocess_state {
   std::map<uint64_t, size_t> pending;      ///< chunk seq -> partition acks outstanding
   std::map<uint64_t, ingest_actor> ack_to; ///< chunk seq -> who sent it
   dead_letter_pack epoch_dead_letters;
-  timestamp max_time = min_timestamp; ///< largest accepted event time, ever
-  quarantine quarantined;             ///< suspect chunks and poison lines (from the supervisor)
-  std::optional<reject_guard> guard;  ///< stops a run whose records are mostly rejected
+  timestamp max_time = min_timestamp;   ///< largest accepted event time, ever
+  quarantine quarantined;               ///< suspect chunks and poison lines (from the supervisor)
+  std::optional<reject_guard> guard;    ///< stops a run whose records are mostly rejected
+  std::shared_ptr<state_meters> meters; ///< keeps `meter` alive
+  state_meter* meter = nullptr;         ///< this pipeline's: records read (null: not metered)
 
   /// The guard's verdict on the counters now, while the run goes on (the end of a run is
   /// judged on its summary: check_reject_ratio).
@@ -48,11 +50,12 @@ struct preprocess_restore {
 
 /// Preprocess of pipeline `pipeline`: spawns its window-aggregator partitions (restored from
 /// `restore`), turns RawChunks into per-partition EventBatches and dead letters, forwards epoch
-/// markers, and contributes PreprocessEpoch to the updater.
+/// markers, and contributes PreprocessEpoch to the updater. Counts the records it reads on the
+/// pipeline's meter in `meters` (may be null).
 preprocess_actor::behavior_type
 preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t pipeline,
            pipeline_config cfg, preprocess_restore restore, updater_actor updater,
-           coordinator_actor coordinator);
+           coordinator_actor coordinator, std::shared_ptr<state_meters> meters);
 
 /// The stored preprocess state: a version byte, the largest accepted event time (i64 LE),
 /// then the preprocessor's own snapshot.

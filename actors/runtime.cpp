@@ -331,6 +331,30 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
   return preps;
 }
 
+/// Sets where pipeline `p` starts into its inputs on its meter (see state_meter::bytes_read):
+/// the committed offsets count as read, and the total is the inputs' sizes now.
+void meter_inputs(const pipeline_sources& p, state_meter& m) {
+  uint64_t read = 0;
+  uint64_t total = 0;
+  bool bounded = true;
+  for (const auto& in : p.inputs) {
+    read += in.committed;
+    uint64_t size = std::max(in.committed, in.lake_end);
+    if (in.path == "-" || in.cfg.follow || in.cfg.http) {
+      bounded = false;
+    } else if (!in.path.empty()) {
+      std::error_code ec;
+      auto n = std::filesystem::file_size(in.path, ec);
+      if (!ec)
+        size = std::max<uint64_t>(size, n);
+    }
+    total += size;
+  }
+  m.bytes_total = total;
+  m.bounded = bounded;
+  m.bytes_read = read;
+}
+
 /// The actors of one attempt at running the pipelines.
 struct generation {
   caf::actor coordinator;
@@ -359,9 +383,9 @@ generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& superviso
   for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
     auto idx = static_cast<uint32_t>(i);
     auto pre =
-      sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd, coord);
+      sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd, coord, meters);
     auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk,
-                                        pre, coord);
+                                        pre, coord, meters);
     supervisor->send(coord, register_atom::value, idx, caf::actor_cast<caf::actor>(ing));
     supervisor->send(coord, register_atom::value, uint32_t{0xFFFFFFFE},
                      caf::actor_cast<caf::actor>(pre));
@@ -546,7 +570,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                                           ": 8 per core, at least 64)");
   for (const auto& p : cfg.pipelines)
     for (const auto& src : p.sources) {
-      if (src.http && !opts.probe)
+      if (src.http && !opts.http_sources)
         return make_error(errc::bad_config,
                           cfg.file + ": pipeline " + p.name + ", source " + src.name +
                             ": an http source takes records through weir serve, not weir run");
@@ -607,6 +631,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   for (size_t i = 0; i < tallies.size(); ++i) {
     (*meters)[i].tasks.seed(tallies[i].start.read, tallies[i].start.accepted);
     (*meters)[i].task_keep_us = cfg.runtime.task_retention;
+    meter_inputs((*preps)[i].inputs, (*meters)[i]);
   }
   auto on_commit = [&](uint32_t i, uint64_t e, int64_t latency) {
     if (i < tallies.size() && latency >= 0) {
@@ -769,6 +794,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
     if (!preps)
       return preps.error();
+    for (size_t i = 0; i < preps->size(); ++i)
+      meter_inputs((*preps)[i].inputs, (*meters)[i]); // the restart reads on from its commits
   }
 }
 

@@ -69,8 +69,11 @@ struct run_options {
   /// The end of this run is the end of the data: every open window fires (runtime_config::
   /// final_flush). Always so without exactly-once: those runs keep no state to leave them in.
   bool final_flush = false;
-  /// When set, the run shows its stores and meters there (`weir serve`).
+  /// When set, the run shows its stores and meters there (`weir serve`, progress of `weir run`).
   std::shared_ptr<run_probe> probe;
+  /// Records of http sources come in through this process (`weir serve`); without it a config
+  /// with an http source is refused, since nothing would ever feed it.
+  bool http_sources = false;
 };
 
 /// errc::too_many_rejects when a pipeline of a finished run rejected more of the records it

@@ -1119,6 +1119,7 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
   ro.threads = opts.threads;
   ro.stop = &stop;
   ro.probe = probe;
+  ro.http_sources = true;
   std::atomic<bool> run_done{false};
   caf::expected<std::vector<run_stats>> result{std::vector<run_stats>{}};
   std::thread run{[&] {

@@ -13,6 +13,7 @@
 #include <string>
 
 #include <malloc.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -27,6 +28,7 @@
 #include "cli/check.hpp"
 #include "cli/format.hpp"
 #include "cli/output.hpp"
+#include "cli/progress.hpp"
 #include "cli/serve.hpp"
 #include "store/lake.hpp"
 #include "store/store.hpp"
@@ -99,11 +101,18 @@ caf::expected<weir::weir_config> config_for_run(const std::string& config_path) 
 }
 
 int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
-            bool dry_run, bool no_exactly_once, bool final_flush) {
+            bool dry_run, bool no_exactly_once, bool final_flush,
+            const weir::cli::progress_options& progress_opts) {
   auto cfg = config_for_run(config_path);
   if (!cfg)
     return fail(cfg.error());
   weir::run_options opts;
+  // Progress is drawn from the run's live meters, which the probe shows.
+  std::optional<weir::cli::progress_reporter> progress;
+  if (progress_opts.mode != weir::cli::progress_mode::off) {
+    opts.probe = std::make_shared<weir::run_probe>();
+    progress.emplace(progress_opts, opts.probe);
+  }
   opts.store = store;
   opts.threads = threads;
   opts.stop = &stop_requested;
@@ -115,6 +124,8 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
   auto t0 = std::chrono::steady_clock::now();
   auto res = weir::run_pipelines(*cfg, opts);
   auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (progress)
+    progress->finish(); // its last line, before the summary or the error
   if (!res)
     return fail(res.error());
   // A followed source runs until stopped: a stop is its normal end. A bounded run that was
@@ -386,6 +397,19 @@ int main(int argc, char** argv) {
                "committed epochs)")
     ->excludes("--dry-run");
   bool final_flush = false;
+  std::string progress_mode = "auto";
+  run
+    ->add_option("--progress", progress_mode,
+                 "progress on stderr while the run goes: bar (redrawn in place), lines (one "
+                 "per --progress-interval; JSON objects with --log-format json), off, or auto: "
+                 "a bar on a terminal, lines otherwise")
+    ->check(CLI::IsMember({"auto", "bar", "lines", "off"}))
+    ->capture_default_str();
+  std::string progress_interval = "10s";
+  run
+    ->add_option("--progress-interval", progress_interval,
+                 "time between two lines of --progress lines (e.g. 10s, 500ms)")
+    ->capture_default_str();
   run->add_flag("--final", final_flush,
                 "the input ends here for good: fire every open window at the end (later records "
                 "for them are late); without it, windows the watermark has not closed stay open "
@@ -480,8 +504,15 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(log_level));
   if (log_format == "json")
     weir::cli::use_json_logs();
-  if (*run)
-    return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once, final_flush);
+  if (*run) {
+    auto progress = weir::cli::progress_options_of(progress_mode, progress_interval,
+                                                   ::isatty(STDERR_FILENO) == 1,
+                                                   log_format == "json");
+    if (!progress)
+      return fail(progress.error());
+    return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once, final_flush,
+                   *progress);
+  }
   if (*serve)
     return cmd_serve(config_path, serve_opts);
   if (*query)

@@ -451,7 +451,9 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
   rt.commit_events = 500; // about 6 batches of lines: ingest asks for an epoch once
   auto pre = sys.spawn(fake_preprocess, &log);
   auto coord = sys.spawn(fake_coordinator, &log);
-  auto ing = sys.spawn(ingest, uint32_t{0}, std::vector<source_input>{in}, rt, lkp, pre, coord);
+  auto meters = std::make_shared<state_meters>(1);
+  auto ing =
+    sys.spawn(ingest, uint32_t{0}, std::vector<source_input>{in}, rt, lkp, pre, coord, meters);
   sched.run();
   // Everything was sent, in order, as whole lines, and each chunk is in the lake.
   std::string seen;
@@ -467,6 +469,7 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
     }));
   }
   CHECK(seen == text);
+  CHECK((*meters)[0].bytes_read == text.size()); // counted per chunk, as sent
   CHECK(log.chunks.size() > 10);
   CHECK(log.done == std::vector<uint32_t>{0});
   // 3001 lines with commit_events = 500: one request until the next marker resets the count.
@@ -499,7 +502,8 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
   auto coord = sys.spawn(fake_coordinator, &log);
   preprocess_restore restore;
   restore.partition_snapshots.resize(2);
-  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord);
+  auto meters = std::make_shared<state_meters>(1);
+  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord, meters);
   auto ing = sys.spawn(fake_ingest, &log);
   // Lines: header, good rows with several keys, one bad number.
   std::string data = "ts,k,x\n";
@@ -523,6 +527,7 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
                chunk_atom::value, uint64_t{1}, to_frame(mb));
   sched.run();
   CHECK(log.chunk_acks == std::vector<uint64_t>{1});
+  CHECK((*meters)[0].records_read == 101); // the records after the header, the bad one too
   epoch_marker m;
   m.epoch = 1;
   m.kind = static_cast<uint8_t>(marker_kind::final);
@@ -688,7 +693,7 @@ TEST_CASE_METHOD(fixture,
   preprocess_restore restore;
   restore.partition_snapshots.resize(1);
   restore.bindings = {{1, 0}, {2, 1}};
-  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord);
+  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord, test::no_meters);
   auto ing = sys.spawn(fake_ingest, &log);
   // Source a (csv with header) has 100 s of records; source b has none.
   std::string data = "ts,k,x\n";
