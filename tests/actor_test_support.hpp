@@ -1,7 +1,10 @@
 #pragma once
 
 // What the deterministic actor tests share: an actor system config for CAF's test_coordinator
-// (scheduler.policy = testing) that knows Weir's message types.
+// (scheduler.policy = testing) that knows Weir's message types, and the missing live meter of
+// actors spawned without a server to show it.
+
+#include <memory>
 
 #include <caf/actor_system_config.hpp>
 
@@ -16,5 +19,8 @@ struct deterministic_config : caf::actor_system_config {
     set("logger.verbosity", caf::atom("quiet"));
   }
 };
+
+/// No live meter (what a pipeline actor is given outside `weir serve`'s runs).
+inline const std::shared_ptr<state_meter> no_meter;
 
 } // namespace weir::test
