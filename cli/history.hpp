@@ -34,8 +34,8 @@ struct progress_sample {
 };
 
 /// Samples every pipeline of a run through its probe on a thread of its own, once every
-/// `interval`, keeping the last `keep` samples of each (memory stays bounded however long the
-/// service runs). Sampling begins once the run's store is open.
+/// `interval_us`, keeping the last `keep` samples of each (memory stays bounded however long
+/// the service runs). Sampling begins once the run's store is open.
 class progress_history {
 public:
   static constexpr int64_t interval_us = 1000000;
@@ -54,12 +54,11 @@ public:
   /// The samples of pipeline `index` (config order) taken after `after_us`, oldest first.
   std::vector<progress_sample> samples(size_t index, int64_t after_us) const;
 
-  /// Takes one sample of every pipeline now (the thread calls it; public for a first sample
-  /// on demand). False when the store is not open yet or could not be read.
-  bool sample();
-
 private:
   void run();
+  /// Takes one sample of every pipeline now; false when the store is not open yet or could
+  /// not be read (nothing is kept then).
+  bool sample();
 
   const weir_config& cfg_;
   std::shared_ptr<run_probe> probe_;
