@@ -5,12 +5,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <deque>
-#include <mutex>
-#include <optional>
 #include <cstdint>
+#include <deque>
 #include <iterator>
 #include <limits>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -155,6 +156,42 @@ private:
   uint64_t accepted_ = 0;
 };
 
+/// The mailbox depths of a pipeline's actors (`GET /metrics`): messages waiting, as each actor
+/// last saw its own mailbox when it handled a message (CAF lets only the owner read it). Once
+/// per message (a chunk, a batch, a marker), never per record.
+class mailbox_depths {
+public:
+  std::atomic<uint64_t> ingest{0};
+  std::atomic<uint64_t> preprocess{0};
+  /// The updater serves every pipeline: its depth as it handled this pipeline's contributions.
+  std::atomic<uint64_t> updater{0};
+
+  /// Room for `n` window-aggregator partitions; called before the meter is shared.
+  void size_partitions(size_t n) {
+    partitions_ = std::make_unique<std::atomic<uint64_t>[]>(n);
+    partition_count_ = n;
+  }
+  size_t partitions() const { return partition_count_; }
+  /// The slot of partition p (nullptr past the room made).
+  std::atomic<uint64_t>* partition(size_t p) {
+    return p < partition_count_ ? &partitions_[p] : nullptr;
+  }
+  uint64_t partition_depth(size_t p) const {
+    return p < partition_count_ ? partitions_[p].load(std::memory_order_relaxed) : 0;
+  }
+
+  /// Stores the mailbox size of `self` (an actor, from inside one of its handlers) in `slot`.
+  template <class Self>
+  static void note(Self* self, std::atomic<uint64_t>* slot) {
+    if (slot)
+      slot->store(self->mailbox().size(), std::memory_order_relaxed);
+  }
+
+private:
+  std::unique_ptr<std::atomic<uint64_t>[]> partitions_;
+  size_t partition_count_ = 0;
+};
+
 struct state_meter {
   std::atomic<uint64_t> bytes{0};        ///< window-state bytes written: rows, deleted keys, metas
   std::atomic<uint64_t> epochs{0};       ///< epochs that wrote state
@@ -187,6 +224,7 @@ struct state_meter {
   std::atomic<bool> bounded{false};
   /// Records preprocess read in this run (those replayed after a restart count again).
   std::atomic<uint64_t> records_read{0};
+  mailbox_depths mailboxes;
   void add_latency(int64_t us) {
     size_t b = 0;
     while (b + 1 < latency_buckets && static_cast<double>(us) > latency_bounds_s[b] * 1e6)

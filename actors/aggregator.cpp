@@ -83,10 +83,13 @@ void check_record_faults(const event_view& v) {
 aggregator_actor::behavior_type
 aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,
            uint32_t partition, pipeline_config cfg, std::string snapshot,
-           preprocess_actor preprocess, updater_actor updater) {
+           preprocess_actor preprocess, updater_actor updater, std::shared_ptr<state_meter> meter) {
   auto& st = self->state;
   st.pipeline = pipeline;
   st.partition = partition;
+  st.meter = std::move(meter);
+  if (st.meter)
+    st.mailbox = st.meter->mailboxes.partition(partition);
   st.layout = make_layout(cfg.aggregates);
   st.op = std::make_unique<window_operator>(cfg);
   if (!snapshot.empty()) {
@@ -99,6 +102,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
   return {
     [self, preprocess](batch_atom, uint64_t seq, const frame& f) {
       auto& st = self->state;
+      mailbox_depths::note(self, st.mailbox);
       bool injected = false;
       caf::error failed;
       auto err = decode_frame(f, [&](frame_reader& r) {
@@ -136,6 +140,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
     },
     [self, updater](marker_atom, const epoch_marker& m) {
       auto& st = self->state;
+      mailbox_depths::note(self, st.mailbox);
       st.fired.clear();
       if (m.kind == static_cast<uint8_t>(marker_kind::final))
         st.op->flush(st.fired);

@@ -19,14 +19,17 @@ struct aggregator_state {
   aggregate_layout layout;
   result_pack fired; ///< reused between epochs
   state_delta delta; ///< reused between epochs
+  std::shared_ptr<state_meter> meter;       ///< the pipeline's live meter (null: none)
+  std::atomic<uint64_t>* mailbox = nullptr; ///< where this partition's mailbox depth goes
 };
 
 /// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from
 /// the last committed epoch, as window_operator::snapshot() bytes (empty for a fresh start).
-/// Batches are acked to `preprocess`, contributions go to `updater`.
+/// Batches are acked to `preprocess`, contributions go to `updater`; the partition's mailbox
+/// depth goes to `meter` (may be null).
 aggregator_actor::behavior_type
 aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,
            uint32_t partition, pipeline_config cfg, std::string snapshot,
-           preprocess_actor preprocess, updater_actor updater);
+           preprocess_actor preprocess, updater_actor updater, std::shared_ptr<state_meter> meter);
 
 } // namespace weir

@@ -42,8 +42,6 @@ constexpr int64_t poll_interval_us = 1000000;
 constexpr size_t long_line_head = 1024;
 /// A long-line marker in the lake: span (u64 LE), length (u64 LE), then the line's head.
 constexpr size_t long_marker_header = 16;
-/// The lake key of a source's long-line markers: the source key with this suffix.
-constexpr const char* long_line_key_suffix = "#long-lines";
 
 /// One over-long line as the lake keeps it: not its bytes, a marker at its offset in a side
 /// source (the source's lake key + "#long-lines"), so that a replay gives the same dead letter.
@@ -407,13 +405,10 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
                                    uint32_t pipeline, pipeline_sources inputs, runtime_config rt,
                                    std::shared_ptr<lake> lk, preprocess_actor next,
                                    coordinator_actor coordinator,
-                                   std::shared_ptr<state_meters> meters) {
+                                   std::shared_ptr<state_meter> meter) {
   auto& st = self->state;
   st.pipeline = pipeline;
-  if (meters && pipeline < meters->size()) {
-    st.meter = &(*meters)[pipeline];
-    st.meters = std::move(meters);
-  }
+  st.meter = std::move(meter);
   for (auto& in : inputs.inputs) {
     source_run s;
     s.in = std::move(in);
@@ -778,12 +773,16 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
     },
     [self, pump](ack_atom, uint64_t) {
       auto& st = self->state;
+      if (st.meter)
+        mailbox_depths::note(self, &st.meter->mailboxes.ingest);
       if (st.inflight > 0)
         --st.inflight;
       pump();
     },
     [self, next, rt, pump](epoch_atom, uint64_t e) {
       auto& st = self->state;
+      if (st.meter)
+        mailbox_depths::note(self, &st.meter->mailboxes.ingest);
       if (st.finished)
         return;
       epoch_marker m;

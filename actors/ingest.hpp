@@ -66,18 +66,17 @@ struct ingest_state {
   uint64_t bytes_since_marker = 0; ///< for max_epoch_bytes
   bool epoch_asked = false;
   std::map<uint64_t, std::vector<std::pair<uint32_t, uint64_t>>> epoch_offsets;
-  std::shared_ptr<state_meters> meters; ///< keeps `meter` alive
-  state_meter* meter = nullptr;         ///< this pipeline's: bytes read (null: not metered)
+  std::shared_ptr<state_meter> meter; ///< the pipeline's live meter (null: none)
   ~ingest_state();
 };
 
 /// Ingest of pipeline `pipeline`: replays what the lake holds beyond the committed offsets,
-/// then reads the sources in order, landing every chunk in the lake before sending it on.
-/// Counts the bytes it reads on the pipeline's meter in `meters` (may be null).
+/// then reads the sources in order, landing every chunk in the lake before sending it on. Its
+/// mailbox depth goes to `meter` (may be null).
 ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> self,
                                    uint32_t pipeline, pipeline_sources inputs, runtime_config rt,
                                    std::shared_ptr<lake> lk, preprocess_actor next,
                                    coordinator_actor coordinator,
-                                   std::shared_ptr<state_meters> meters);
+                                   std::shared_ptr<state_meter> meter);
 
 } // namespace weir

@@ -83,15 +83,22 @@ caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_
 }
 
 caf::expected<preprocess_counters> unwrap_counters(std::string_view blob, timestamp* max_time) {
+  auto s = unwrap_summary(blob, max_time);
+  if (!s)
+    return s.error();
+  return std::move(s->counters);
+}
+
+caf::expected<preprocess_summary> unwrap_summary(std::string_view blob, timestamp* max_time) {
   if (blob.empty())
-    return preprocess_counters{};
+    return preprocess_summary{};
   timestamp t = min_timestamp;
   std::string_view inner;
   if (auto err = unwrap_state(blob, t, inner))
     return err;
   if (max_time)
     *max_time = t;
-  return preprocessor::counters_of(inner);
+  return preprocessor::summary_of(inner);
 }
 
 timestamp final_watermark(const window_config& w, timestamp max_time) {
@@ -113,14 +120,11 @@ timestamp final_watermark(const window_config& w, timestamp max_time) {
 preprocess_actor::behavior_type
 preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t pipeline,
            pipeline_config cfg, preprocess_restore restore, updater_actor updater,
-           coordinator_actor coordinator, std::shared_ptr<state_meters> meters) {
+           coordinator_actor coordinator, std::shared_ptr<state_meter> meter) {
   auto& st = self->state;
   st.pipeline = pipeline;
-  if (meters && pipeline < meters->size()) {
-    st.meter = &(*meters)[pipeline];
-    st.meters = std::move(meters);
-  }
   st.cfg = cfg;
+  st.meter = std::move(meter);
   size_t n = restore.partition_snapshots.size();
   st.pre = std::make_unique<preprocessor>(cfg, n);
   st.quarantined = std::move(restore.quarantined);
@@ -143,9 +147,9 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   if (!restore.dedupe.empty())
     st.pre->restore(st.pre->watermark(), restore.dedupe);
   for (size_t p = 0; p < n; ++p) {
-    auto a =
-      self->spawn(aggregator, pipeline, static_cast<uint32_t>(p), cfg,
-                  std::move(restore.partition_snapshots[p]), preprocess_actor{self}, updater);
+    auto a = self->spawn(aggregator, pipeline, static_cast<uint32_t>(p), cfg,
+                         std::move(restore.partition_snapshots[p]), preprocess_actor{self}, updater,
+                         st.meter);
     self->link_to(a);
     st.partitions.push_back(a);
   }
@@ -153,6 +157,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   return {
     [self, layout](chunk_atom, uint64_t seq, const frame& f) {
       auto& st = self->state;
+      if (st.meter)
+        mailbox_depths::note(self, &st.meter->mailboxes.preprocess);
       size_t sent = 0;
       caf::error failed;
       bool quit = false;
@@ -264,6 +270,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
     },
     [self, updater, coordinator](marker_atom, epoch_marker m) {
       auto& st = self->state;
+      if (st.meter)
+        mailbox_depths::note(self, &st.meter->mailboxes.preprocess);
       // The actor clock (test_coordinator's under test) drives idle_timeout.
       st.pre->tick(std::chrono::duration_cast<std::chrono::microseconds>(
                      self->clock().now().time_since_epoch())

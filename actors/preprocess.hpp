@@ -28,11 +28,10 @@ struct preprocess_state {
   std::map<uint64_t, size_t> pending;      ///< chunk seq -> partition acks outstanding
   std::map<uint64_t, ingest_actor> ack_to; ///< chunk seq -> who sent it
   dead_letter_pack epoch_dead_letters;
-  timestamp max_time = min_timestamp;   ///< largest accepted event time, ever
-  quarantine quarantined;               ///< suspect chunks and poison lines (from the supervisor)
-  std::optional<reject_guard> guard;    ///< stops a run whose records are mostly rejected
-  std::shared_ptr<state_meters> meters; ///< keeps `meter` alive
-  state_meter* meter = nullptr;         ///< this pipeline's: records read (null: not metered)
+  timestamp max_time = min_timestamp; ///< largest accepted event time, ever
+  quarantine quarantined;             ///< suspect chunks and poison lines (from the supervisor)
+  std::optional<reject_guard> guard;  ///< stops a run whose records are mostly rejected
+  std::shared_ptr<state_meter> meter; ///< the pipeline's live meter (null: none)
 
   /// The guard's verdict on the counters now, while the run goes on (the end of a run is
   /// judged on its summary: check_reject_ratio).
@@ -50,12 +49,12 @@ struct preprocess_restore {
 
 /// Preprocess of pipeline `pipeline`: spawns its window-aggregator partitions (restored from
 /// `restore`), turns RawChunks into per-partition EventBatches and dead letters, forwards epoch
-/// markers, and contributes PreprocessEpoch to the updater. Counts the records it reads on the
-/// pipeline's meter in `meters` (may be null).
+/// markers, and contributes PreprocessEpoch to the updater. Mailbox depths (its own and its
+/// partitions') go to `meter` (may be null).
 preprocess_actor::behavior_type
 preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t pipeline,
            pipeline_config cfg, preprocess_restore restore, updater_actor updater,
-           coordinator_actor coordinator, std::shared_ptr<state_meters> meters);
+           coordinator_actor coordinator, std::shared_ptr<state_meter> meter);
 
 /// The stored preprocess state: a version byte, the largest accepted event time (i64 LE),
 /// then the preprocessor's own snapshot.
@@ -67,6 +66,10 @@ caf::error unwrap_state(std::string_view blob, timestamp& max_time, std::string_
 /// not decode. An empty blob (nothing committed yet) holds zeros.
 caf::expected<preprocess_counters> unwrap_counters(std::string_view blob,
                                                    timestamp* max_time = nullptr);
+/// The same with the watermark and each source's largest accepted event time, for a server's
+/// status and metrics.
+caf::expected<preprocess_summary> unwrap_summary(std::string_view blob,
+                                                 timestamp* max_time = nullptr);
 
 /// The watermark that holds after a bounded input fired every window: no record at or before
 /// the last event time seen can reopen a fired window. `max_time` is the largest event time.

@@ -382,10 +382,12 @@ generation spawn_generation(caf::actor_system& sys, caf::scoped_actor& superviso
   supervisor->send(coord, register_atom::value, uint32_t{0xFFFFFFFF}, g.updater);
   for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
     auto idx = static_cast<uint32_t>(i);
+    // One pipeline's meter, sharing the ownership of them all.
+    std::shared_ptr<state_meter> meter{meters, &(*meters)[i]};
     auto pre =
-      sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd, coord, meters);
+      sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd, coord, meter);
     auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk,
-                                        pre, coord, meters);
+                                        pre, coord, meter);
     supervisor->send(coord, register_atom::value, idx, caf::actor_cast<caf::actor>(ing));
     supervisor->send(coord, register_atom::value, uint32_t{0xFFFFFFFE},
                      caf::actor_cast<caf::actor>(pre));
@@ -632,6 +634,8 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     (*meters)[i].tasks.seed(tallies[i].start.read, tallies[i].start.accepted);
     (*meters)[i].task_keep_us = cfg.runtime.task_retention;
     meter_inputs((*preps)[i].inputs, (*meters)[i]);
+    // Every generation has the partitions prepare() found: the stored states decide them.
+    (*meters)[i].mailboxes.size_partitions((*preps)[i].restore.partition_snapshots.size());
   }
   auto on_commit = [&](uint32_t i, uint64_t e, int64_t latency) {
     if (i < tallies.size() && latency >= 0) {
@@ -848,16 +852,22 @@ caf::expected<committed_status> committed_status_of(warehouse& wh, const std::st
   if (!windows)
     return windows.error();
   out.windows = *windows;
+  auto letters = wh.dead_letters_committed(pipeline);
+  if (!letters)
+    return letters.error();
+  out.dead_letters = *letters;
   auto states = wh.states(pipeline);
   if (!states)
     return states.error();
   for (const auto& [part, blob] : *states) {
     if (part != preprocess_partition)
       continue;
-    auto c = unwrap_counters(blob, &out.max_time);
+    auto c = unwrap_summary(blob, &out.max_time);
     if (!c)
       return c.error();
-    out.counters = std::move(*c);
+    out.counters = std::move(c->counters);
+    out.watermark = c->watermark;
+    out.source_times = std::move(c->sources);
   }
   return out;
 }

@@ -134,12 +134,17 @@ store_dead_letter_pages(const std::string& dir, const std::string& pipeline, uin
                         uint64_t page_rows = 4096);
 
 /// What the store holds of a pipeline's last committed epoch: the epoch, the preprocess
-/// counters as committed, the largest event time accepted so far, and the result rows written.
+/// counters as committed, the largest event time accepted so far, the watermark, the result
+/// rows and dead letters written.
 struct committed_status {
   uint64_t epoch = 0; ///< 0: nothing committed yet
   preprocess_counters counters;
-  timestamp max_time = min_timestamp; ///< min_timestamp: no event yet
+  timestamp max_time = min_timestamp;  ///< min_timestamp: no event yet
+  timestamp watermark = min_timestamp; ///< min_timestamp: none yet
+  /// Configured source name -> its largest accepted event time (min_timestamp: none yet).
+  std::vector<std::pair<std::string, timestamp>> source_times;
   uint64_t windows = 0;
+  uint64_t dead_letters = 0;
 };
 caf::expected<committed_status> committed_status_of(warehouse& wh, const std::string& pipeline);
 

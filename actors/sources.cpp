@@ -157,7 +157,7 @@ caf::expected<bool> rotated_here(lake& lk, const std::string& prefix, const std:
   auto keys = lk.sources();
   if (!keys)
     return keys.error();
-  static const std::string suffix = "#files";
+  static const std::string suffix = files_key_suffix;
   for (auto& [id, key] : *keys) {
     if (key == own || key.size() <= suffix.size() || key.compare(0, prefix.size(), prefix) != 0 ||
         key.compare(key.size() - suffix.size(), suffix.size(), suffix) != 0)
@@ -194,6 +194,22 @@ start_generation(lake& lk, const offset_list& committed, source_input in, const 
 }
 
 } // namespace
+
+std::optional<size_t> source_of_key(const pipeline_config& p, const std::string& key) {
+  auto ends_with = [&key](std::string_view suffix) {
+    return key.size() >= suffix.size() &&
+           key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  if (ends_with(files_key_suffix) || ends_with(long_line_key_suffix))
+    return std::nullopt;
+  // "pipeline/source:...": names hold neither '/' nor ':', so one source at most fits.
+  for (size_t i = 0; i < p.sources.size(); ++i) {
+    const std::string prefix = p.name + "/" + p.sources[i].name + ":";
+    if (key.compare(0, prefix.size(), prefix) == 0)
+      return i;
+  }
+  return std::nullopt;
+}
 
 std::string generation_key(const std::string& base, uint32_t g) {
   return g == 0 ? base : base + "#" + std::to_string(g);
@@ -319,7 +335,7 @@ caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_l
   }
   caf::expected<std::map<uint32_t, file_identity>> gens{std::map<uint32_t, file_identity>{}};
   if (persist) {
-    auto files = lk.source_id(in.base_key + "#files");
+    auto files = lk.source_id(in.base_key + files_key_suffix);
     if (!files)
       return files.error();
     in.files_id = *files;
@@ -336,7 +352,8 @@ caf::expected<std::vector<source_input>> resolve_source(lake& lk, const offset_l
     return current.error();
   }
   if (persist && src.path.find_first_of("*?[") != std::string::npos && current->fp_len > 0) {
-    auto rotated = rotated_here(lk, pipeline + "/" + src.name + ":", in.base_key + "#files", fd);
+    auto rotated =
+      rotated_here(lk, pipeline + "/" + src.name + ":", in.base_key + files_key_suffix, fd);
     if (!rotated || *rotated) {
       ::close(fd);
       if (!rotated)

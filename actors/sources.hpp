@@ -15,6 +15,7 @@
 /// finished flag). It is written before any chunk of the generation is landed.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,16 @@ namespace weir {
 
 /// Bytes of a file's start that its fingerprint covers (at most).
 constexpr size_t fingerprint_bytes = 1024;
+
+/// Lake keys of a source's own records beside its data: the identities of a file's
+/// generations (generation 0's key with this suffix) ...
+constexpr const char* files_key_suffix = "#files";
+/// ... and the markers of over-long lines (an input's key with this suffix, actors/ingest.cpp).
+constexpr const char* long_line_key_suffix = "#long-lines";
+
+/// The configured source of `p` (an index into p.sources) whose data the lake key `key` holds,
+/// or nothing: a key of another pipeline, or of a source's own records (the suffixes above).
+std::optional<size_t> source_of_key(const pipeline_config& p, const std::string& key);
 
 /// Who a file is: device, inode and the fingerprint of its first fp_len bytes.
 struct file_identity {

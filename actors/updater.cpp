@@ -198,16 +198,20 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
     }
   };
   return {
-    [self, try_commit](pre_epoch_atom, uint32_t i, frame& f) {
+    [self, try_commit, meters](pre_epoch_atom, uint32_t i, frame& f) {
       if (i >= self->state.pipelines.size())
         return;
+      if (meters && i < meters->size())
+        mailbox_depths::note(self, &(*meters)[i].mailboxes.updater);
       auto e = epoch_of_pre(f);
       self->state.pipelines[i].epochs[e].pre = std::move(f);
       try_commit(i);
     },
-    [self, try_commit](agg_epoch_atom, uint32_t i, frame& f) {
+    [self, try_commit, meters](agg_epoch_atom, uint32_t i, frame& f) {
       if (i >= self->state.pipelines.size())
         return;
+      if (meters && i < meters->size())
+        mailbox_depths::note(self, &(*meters)[i].mailboxes.updater);
       auto [e, part] = epoch_of_agg(f);
       auto& p = self->state.pipelines[i].epochs[e];
       if (!p.partitions.insert(part).second) {

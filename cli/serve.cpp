@@ -14,9 +14,10 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
+#include <limits>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include <httplib.h>
@@ -27,7 +28,9 @@
 #include "actors/core/input_check.hpp"
 #include "actors/runtime.hpp"
 #include "actors/sources.hpp"
+#include "cli/history.hpp"
 #include "cli/output.hpp"
+#include "cli/status_page.hpp"
 
 namespace weir::cli {
 
@@ -194,16 +197,72 @@ private:
   std::string out_;
 };
 
+/// Seconds since 1970 of a wall-clock time in microseconds, as JSON (3 decimals).
+std::string json_seconds(int64_t us) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(us) / 1e6);
+  return buf;
+}
+
+/// Seconds from event time `t` to wall time `now_us` as JSON; null when there is no such time.
+std::string json_lag(int64_t now_us, timestamp t) {
+  return t == min_timestamp ? "null" : json_seconds(now_us - t);
+}
+
+int64_t wall_now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Per configured source of a pipeline: its committed offset and the bytes landed in the lake
+/// beyond it, summed over the source's inputs (a glob's files, a file's generations).
+struct source_position {
+  uint64_t committed = 0;
+  uint64_t pending = 0;
+};
+
+/// The positions of every source of `p`, by config index; `keys` are the lake's sources.
+caf::expected<std::vector<source_position>>
+source_positions(const pipeline_config& p,
+                 const std::vector<std::pair<uint32_t, std::string>>& keys, lake& lk,
+                 warehouse& wh) {
+  std::vector<source_position> out(p.sources.size());
+  auto offsets = wh.offsets(p.name);
+  if (!offsets)
+    return offsets.error();
+  for (const auto& [id, key] : keys) {
+    auto si = source_of_key(p, key);
+    if (!si)
+      continue;
+    uint64_t committed = 0;
+    for (const auto& [sid, off] : *offsets)
+      if (sid == id)
+        committed = off;
+    auto end = lk.end_offset(id);
+    if (!end)
+      return end.error();
+    // Chunks below the committed offset may be pruned: the lake's end is then behind it.
+    out[*si].committed += committed;
+    out[*si].pending += std::max(*end, committed) - committed;
+  }
+  return out;
+}
+
 class api {
 public:
   api(const weir_config& cfg, const serve_options& opts, std::shared_ptr<run_probe> probe,
-      std::shared_ptr<run_state> state)
+      std::shared_ptr<run_state> state, const progress_history& history)
     : cfg_(cfg)
     , opts_(opts)
     , probe_(std::move(probe))
-    , state_(std::move(state)) {}
+    , state_(std::move(state))
+    , history_(history) {}
 
   void install(httplib::Server& srv) {
+    srv.Get("/", [](const httplib::Request&, httplib::Response& res) { page(res); });
+    srv.Get("/v1/history",
+            [this](const httplib::Request& req, httplib::Response& res) { history(req, res); });
     srv.Get("/health", [](const httplib::Request&, httplib::Response& res) {
       res.set_content("{\"status\": \"ok\"}\n", "application/json");
     });
@@ -310,9 +369,12 @@ private:
                 ", \"windows_committed\": " + std::to_string(st->windows) +
                 ", \"events_read\": " + std::to_string(st->counters.read) +
                 ", \"events_accepted\": " + std::to_string(st->counters.accepted) +
-                ", \"events_rejected\": " + std::to_string(total_rejected(st->counters.rejected));
+                ", \"events_rejected\": " + std::to_string(total_rejected(st->counters.rejected)) +
+                ", \"dead_letters\": " + std::to_string(st->dead_letters);
         if (st->max_time != min_timestamp)
           body += ", \"max_event_time\": \"" + format_time(st->max_time) + "\"";
+        if (st->watermark != min_timestamp)
+          body += ", \"watermark\": \"" + format_time(st->watermark) + "\"";
       }
       body += "}";
     }
@@ -574,6 +636,76 @@ private:
     res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
   }
 
+  /// GET /: the status page. It fetches nothing but this server's API, which the policy says
+  /// to the browser too.
+  static void page(httplib::Response& res) {
+    const auto html = status_page();
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Content-Type-Options", "nosniff");
+    res.set_header("Content-Security-Policy",
+                   "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                   "connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                   "frame-ancestors 'none'");
+    res.set_content(html.data(), html.size(), "text/html; charset=utf-8");
+  }
+
+  /// GET /v1/history[?pipeline=NAME][&since=SECONDS]: each pipeline's samples (one a second,
+  /// the last 15 minutes), oldest first; with `since` (Unix seconds), those taken after it.
+  void history(const httplib::Request& req, httplib::Response& res) {
+    const std::string only = req.has_param("pipeline") ? req.get_param_value("pipeline") : "";
+    if (!only.empty() && !find(only)) {
+      send_error(res, 404, "no pipeline named '" + only + "'");
+      return;
+    }
+    int64_t after_us = std::numeric_limits<int64_t>::min();
+    if (req.has_param("since")) {
+      const auto v = req.get_param_value("since");
+      double s = 0;
+      auto r = std::from_chars(v.data(), v.data() + v.size(), s);
+      if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || !std::isfinite(s) ||
+          std::fabs(s) > 1e12) {
+        send_error(res, 400, "since: Unix seconds, e.g. 1717200000.5");
+        return;
+      }
+      after_us = static_cast<int64_t>(std::llround(s * 1e3)) * 1000; // samples are in ms
+    }
+    std::string body =
+      "{\"interval_s\": " + std::to_string(progress_history::interval_us / 1000000) +
+      ", \"retention_s\": " +
+      std::to_string(progress_history::keep * progress_history::interval_us / 1000000) +
+      ", \"now\": " + json_seconds(wall_now_us()) + ", \"pipelines\": [";
+    bool first = true;
+    for (size_t i = 0; i < cfg_.pipelines.size(); ++i) {
+      const auto& name = cfg_.pipelines[i].name;
+      if (!only.empty() && name != only)
+        continue;
+      body += first ? "\n  " : ",\n  ";
+      first = false;
+      body += "{\"name\": \"" + json_escape(name) + "\", \"samples\": [";
+      bool first_sample = true;
+      for (const auto& s : history_.samples(i, after_us)) {
+        body += first_sample ? "\n    " : ",\n    ";
+        first_sample = false;
+        char latency[40] = "null";
+        if (s.latency_us >= 0)
+          std::snprintf(latency, sizeof latency, "%.3f", static_cast<double>(s.latency_us) / 1e3);
+        body += "{\"t\": " + json_seconds(s.at_us) +
+                ", \"events_read\": " + std::to_string(s.read) +
+                ", \"events_accepted\": " + std::to_string(s.accepted) +
+                ", \"events_rejected\": " + std::to_string(s.rejected) +
+                ", \"windows_committed\": " + std::to_string(s.windows) +
+                ", \"dead_letters\": " + std::to_string(s.dead_letters) +
+                ", \"last_epoch\": " + std::to_string(s.epoch) +
+                ", \"event_time_lag_s\": " + json_lag(s.at_us, s.max_time) +
+                ", \"watermark_lag_s\": " + json_lag(s.at_us, s.watermark) +
+                ", \"epoch_latency_ms\": " + latency + "}";
+      }
+      body += first_sample ? "]}" : "\n  ]}";
+    }
+    body += first ? "]}\n" : "\n]}\n";
+    res.set_content(std::move(body), "application/json");
+  }
+
   void metrics(httplib::Response& res) {
     exposition x;
     auto wh = probe_->store();
@@ -645,6 +777,10 @@ private:
           x.sample("weir_event_time_lag_seconds",
                    "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"",
                    now - static_cast<double>(st[i].max_time) / 1e6);
+      watermarks(x, st, now);
+      if (auto lk = probe_->lake_store())
+        if (!source_metrics(x, st, *lk, *wh, res))
+          return;
     }
     if (meters && meters->size() == cfg_.pipelines.size()) {
       auto each = [&](const char* name, const char* type, const char* help, auto value) {
@@ -659,6 +795,7 @@ private:
            [](const state_meter& m) { return m.memory_now.load(); });
       each("weir_state_written_bytes_total", "counter", "Window-state bytes written this run.",
            [](const state_meter& m) { return m.bytes.load(); });
+      mailboxes(x, *meters);
       x.family("weir_epoch_latency_seconds", "histogram",
                "From an epoch's start to its commit, epochs of this run.");
       for (size_t i = 0; i < meters->size(); ++i) {
@@ -698,6 +835,86 @@ private:
           }
     }
     res.set_content(std::move(x.text()), "text/plain; version=0.0.4");
+  }
+
+  /// The committed watermark of each pipeline and how far it is behind the wall clock `now`
+  /// (Unix seconds); nothing for a pipeline without one yet.
+  void watermarks(exposition& x, const std::vector<committed_status>& st, double now) const {
+    x.family("weir_watermark_seconds", "gauge",
+             "The watermark of the last committed epoch (Unix seconds).");
+    for (size_t i = 0; i < st.size(); ++i)
+      if (st[i].watermark != min_timestamp)
+        x.sample("weir_watermark_seconds",
+                 "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"",
+                 static_cast<double>(st[i].watermark) / 1e6);
+    x.family("weir_watermark_lag_seconds", "gauge", "Wall time less the committed watermark.");
+    for (size_t i = 0; i < st.size(); ++i)
+      if (st[i].watermark != min_timestamp)
+        x.sample("weir_watermark_lag_seconds",
+                 "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"",
+                 now - static_cast<double>(st[i].watermark) / 1e6);
+  }
+
+  /// Per source: its largest accepted event time (what holds the watermark back), the
+  /// committed offset and the bytes landed beyond it. False after answering 500.
+  bool source_metrics(exposition& x, const std::vector<committed_status>& st, lake& lk,
+                      warehouse& wh, httplib::Response& res) const {
+    auto labels = [this](size_t i, const std::string& source) {
+      return "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\",source=\"" +
+             exposition::label(source) + "\"";
+    };
+    x.family("weir_source_event_time_max_seconds", "gauge",
+             "The largest event time accepted from a source, as committed (Unix seconds).");
+    for (size_t i = 0; i < st.size(); ++i)
+      for (const auto& [source, t] : st[i].source_times)
+        if (t != min_timestamp)
+          x.sample("weir_source_event_time_max_seconds", labels(i, source),
+                   static_cast<double>(t) / 1e6);
+    auto keys = lk.sources();
+    if (!keys) {
+      send_error(res, 500, render(keys.error()));
+      return false;
+    }
+    std::vector<std::vector<source_position>> positions;
+    for (const auto& p : cfg_.pipelines) {
+      auto pos = source_positions(p, *keys, lk, wh);
+      if (!pos) {
+        send_error(res, 500, render(pos.error()));
+        return false;
+      }
+      positions.push_back(std::move(*pos));
+    }
+    x.family("weir_source_offset_bytes", "gauge",
+             "A source's committed offset: the bytes of it that committed epochs hold.");
+    for (size_t i = 0; i < positions.size(); ++i)
+      for (size_t s = 0; s < positions[i].size(); ++s)
+        x.sample("weir_source_offset_bytes", labels(i, cfg_.pipelines[i].sources[s].name),
+                 static_cast<double>(positions[i][s].committed));
+    x.family("weir_source_pending_bytes", "gauge",
+             "Bytes of a source landed in the lake and not yet committed.");
+    for (size_t i = 0; i < positions.size(); ++i)
+      for (size_t s = 0; s < positions[i].size(); ++s)
+        x.sample("weir_source_pending_bytes", labels(i, cfg_.pipelines[i].sources[s].name),
+                 static_cast<double>(positions[i][s].pending));
+    return true;
+  }
+
+  /// Messages waiting in each actor's mailbox, as it last saw it.
+  void mailboxes(exposition& x, const state_meters& meters) const {
+    x.family("weir_mailbox_depth", "gauge",
+             "Messages waiting in a pipeline actor's mailbox when it last handled one.");
+    for (size_t i = 0; i < meters.size(); ++i) {
+      const auto& m = meters[i].mailboxes;
+      const std::string pl = "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"";
+      auto one = [&](const std::string& actor, uint64_t depth) {
+        x.sample("weir_mailbox_depth", pl + ",actor=\"" + actor + "\"", static_cast<double>(depth));
+      };
+      one("ingest", m.ingest.load(std::memory_order_relaxed));
+      one("preprocess", m.preprocess.load(std::memory_order_relaxed));
+      for (size_t p = 0; p < m.partitions(); ++p)
+        one("window-aggregator-" + std::to_string(p), m.partition_depth(p));
+      one("updater", m.updater.load(std::memory_order_relaxed));
+    }
   }
 
   /// POST /v1/pipelines/NAME/events[?source=S]: lands the body's records in the lake (one
@@ -888,6 +1105,7 @@ private:
   const serve_options& opts_;
   std::shared_ptr<run_probe> probe_;
   std::shared_ptr<run_state> state_;
+  const progress_history& history_;
   std::mutex land_;
 };
 
@@ -1088,7 +1306,8 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
   srv.set_keep_alive_max_count(100);
   srv.set_keep_alive_timeout(5);
   srv.set_payload_max_length(opts.max_body_bytes);
-  api handlers{cfg, opts, probe, state};
+  progress_history history{cfg, probe};
+  api handlers{cfg, opts, probe, state, history};
   handlers.install(srv);
   if (port == 0)
     port = srv.bind_to_any_port(host);
@@ -1113,6 +1332,7 @@ caf::expected<std::vector<run_stats>> serve(const weir_config& cfg, const serve_
     on_listen("tcp " + tcp_host + ":" + std::to_string(tcp_port));
   }
   on_listen(host + ":" + std::to_string(port));
+  history.start();
 
   run_options ro;
   ro.store = opts.store;

@@ -11,11 +11,11 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-# With --tests: the servers the tests start on loopback (prometheus: promtool and a real scrape
-# of weir serve; redis-server: the Redis Streams source); their recommended extras are not
-# needed.
+# With --tests: the servers and clients the tests start on loopback (prometheus: promtool and a
+# real scrape of weir serve; redis-server: the Redis Streams source; chromium: the status page
+# in a headless browser); their recommended extras are not needed.
 servers=()
-if [ "${1:-}" = "--tests" ]; then servers=(prometheus redis-server); fi
+if [ "${1:-}" = "--tests" ]; then servers=(prometheus redis-server chromium); fi
 missing_servers=()
 for p in ${servers[@]+"${servers[@]}"}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_servers+=("$p")

@@ -857,6 +857,14 @@ caf::expected<uint64_t> warehouse::windows_committed(const std::string& pipeline
   return pipeline_u64(pipeline, counters_, windows_counter_key, "a windows counter");
 }
 
+caf::expected<uint64_t> warehouse::dead_letters_committed(const std::string& pipeline) {
+  // The counter holds the next sequence number.
+  auto next = pipeline_u64(pipeline, counters_, seq_counter_key, "a dead-letter counter");
+  if (!next)
+    return next;
+  return *next > 0 ? *next - 1 : 0;
+}
+
 caf::expected<std::vector<std::pair<uint32_t, uint64_t>>>
 warehouse::offsets(const std::string& pipeline) {
   std::vector<std::pair<uint32_t, uint64_t>> out;

@@ -161,6 +161,9 @@ public:
   caf::expected<uint64_t> last_epoch(const std::string& pipeline);
   /// Result rows committed so far (0 = none or no such pipeline); a late update counts again.
   caf::expected<uint64_t> windows_committed(const std::string& pipeline);
+  /// Dead letters committed so far, which is also the sequence number of the newest (0 = none
+  /// or no such pipeline): a pipeline's dead letters are numbered from 1 and never removed.
+  caf::expected<uint64_t> dead_letters_committed(const std::string& pipeline);
   /// Committed offsets by source id.
   caf::expected<std::vector<std::pair<uint32_t, uint64_t>>> offsets(const std::string& pipeline);
   /// Committed state blobs by partition.

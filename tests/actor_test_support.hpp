@@ -1,8 +1,8 @@
 #pragma once
 
 // What the deterministic actor tests share: an actor system config for CAF's test_coordinator
-// (scheduler.policy = testing) that knows Weir's message types, and no meters for actors that
-// take them.
+// (scheduler.policy = testing) that knows Weir's message types, and the missing live meter of
+// actors spawned without a server to show it.
 
 #include <memory>
 
@@ -20,7 +20,7 @@ struct deterministic_config : caf::actor_system_config {
   }
 };
 
-/// For actors that count on meters when a test does not look at them.
-inline const std::shared_ptr<state_meters> no_meters;
+/// No live meter (what a pipeline actor is given outside `weir serve`'s runs).
+inline const std::shared_ptr<state_meter> no_meter;
 
 } // namespace weir::test

@@ -229,7 +229,10 @@ TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force 
   auto layout = make_layout(cfg.aggregates);
   auto pre = sys.spawn(fake_preprocess, &log);
   auto upd = sys.spawn(fake_updater, &log);
-  auto agg = sys.spawn(aggregator, uint32_t{0}, uint32_t{0}, cfg, std::string{}, pre, upd);
+  auto meter = std::make_shared<state_meter>();
+  meter->mailboxes.size_partitions(1);
+  auto agg = sys.spawn(aggregator, uint32_t{0}, uint32_t{0}, cfg, std::string{}, pre, upd, meter);
+  sched.run();
   std::mt19937_64 rng(7);
   // Events with jitter; W before each is max seen - ooo (the preprocess rule).
   struct ev {
@@ -285,7 +288,11 @@ TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force 
   fin.epoch = 2;
   fin.kind = static_cast<uint8_t>(marker_kind::final);
   caf::anon_send(agg, marker_atom::value, fin);
+  // Five messages wait (three batches, two markers): handling the first, it sees the other four.
+  sched.run_once();
+  CHECK(meter->mailboxes.partition_depth(0) == 4);
   sched.run();
+  CHECK(meter->mailboxes.partition_depth(0) == 0);
   CHECK(log.acks.size() == 3);
   REQUIRE(log.agg_epochs.size() == 2);
   auto got = results_of(log.agg_epochs);
@@ -452,8 +459,9 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
   auto pre = sys.spawn(fake_preprocess, &log);
   auto coord = sys.spawn(fake_coordinator, &log);
   auto meters = std::make_shared<state_meters>(1);
+  std::shared_ptr<state_meter> meter{meters, &(*meters)[0]};
   auto ing =
-    sys.spawn(ingest, uint32_t{0}, std::vector<source_input>{in}, rt, lkp, pre, coord, meters);
+    sys.spawn(ingest, uint32_t{0}, std::vector<source_input>{in}, rt, lkp, pre, coord, meter);
   sched.run();
   // Everything was sent, in order, as whole lines, and each chunk is in the lake.
   std::string seen;
@@ -503,7 +511,8 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
   preprocess_restore restore;
   restore.partition_snapshots.resize(2);
   auto meters = std::make_shared<state_meters>(1);
-  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord, meters);
+  std::shared_ptr<state_meter> meter{meters, &(*meters)[0]};
+  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord, meter);
   auto ing = sys.spawn(fake_ingest, &log);
   // Lines: header, good rows with several keys, one bad number.
   std::string data = "ts,k,x\n";
@@ -693,7 +702,7 @@ TEST_CASE_METHOD(fixture,
   preprocess_restore restore;
   restore.partition_snapshots.resize(1);
   restore.bindings = {{1, 0}, {2, 1}};
-  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord, test::no_meters);
+  auto pre = sys.spawn(preprocess, uint32_t{0}, cfg, restore, upd, coord, test::no_meter);
   auto ing = sys.spawn(fake_ingest, &log);
   // Source a (csv with header) has 100 s of records; source b has none.
   std::string data = "ts,k,x\n";

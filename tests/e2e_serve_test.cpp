@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "background.hpp"
+#include "serve_support.hpp"
 #include "test_support.hpp"
 
 namespace fs = std::filesystem;
@@ -33,12 +34,19 @@ namespace fs = std::filesystem;
 namespace {
 
 using weir::test::background;
+using weir::test::event;
 using weir::test::iso;
+using weir::test::json_number;
+using weir::test::sample;
+using weir::test::served;
 using weir::test::split;
 using weir::test::temp_dir;
+using weir::test::wait_for_port;
+using weir::test::wait_for_run;
+using weir::test::wait_ready;
+using weir::test::weir_bin;
 using weir::test::write_file;
 
-const std::string weir_bin = WEIR_BINARY;
 const int64_t t0 = 1717200000; // 2024-06-01T00:00:00Z
 
 /// A pipeline `p`: hourly count and sum of `amount` per `k`, one csv source.
@@ -84,61 +92,6 @@ std::map<std::pair<std::string, std::string>, window_sum> hourly(const std::stri
   return out;
 }
 
-/// Waits for `weir serve` to say where it listens (`what`: "listening on http://" or "tcp
-/// ingest on "); the port, or 0.
-int wait_for_port(const fs::path& log, const std::string& what = "listening on http://") {
-  const std::regex listening{what + "127\\.0\\.0\\.1:([0-9]+)"};
-  for (int i = 0; i < 500; ++i) {
-    std::ifstream f{log};
-    std::stringstream text;
-    text << f.rdbuf();
-    std::smatch m;
-    const std::string s = text.str();
-    if (std::regex_search(s, m, listening))
-      return std::stoi(m[1]);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return 0;
-}
-
-/// `weir serve` of DIR/p.toml on a free loopback port (plus `extra` arguments), its output in
-/// DIR/LOG; `port` is 0 when it did not say where it listens.
-struct served {
-  background proc;
-  int port = 0;
-  served(const temp_dir& dir, const std::string& log, const std::vector<std::string>& extra = {})
-    : proc(args(dir, extra), dir.path / log)
-    , port(wait_for_port(dir.path / log)) {}
-  static std::vector<std::string> args(const temp_dir& dir, const std::vector<std::string>& extra) {
-    std::vector<std::string> a{weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
-                               "127.0.0.1:0"};
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-  }
-};
-
-/// Waits until GET /v1/pipelines says the run is `outcome` (at most 60 s).
-bool wait_for_run(httplib::Client& http, const std::string& outcome) {
-  for (int i = 0; i < 3000; ++i) {
-    auto r = http.Get("/v1/pipelines");
-    if (r && r->status == 200 && r->body.find("\"run\": \"" + outcome + "\"") != std::string::npos)
-      return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
-
-/// Waits until GET /ready answers 200 (at most 30 s).
-bool wait_ready(httplib::Client& http) {
-  for (int i = 0; i < 1500; ++i) {
-    auto r = http.Get("/ready");
-    if (r && r->status == 200)
-      return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
-
 /// Every result row of pipeline p as csv, read page by page through the cursor.
 std::vector<std::vector<std::string>> all_results(httplib::Client& http, const std::string& extra,
                                                   size_t page, size_t& pages) {
@@ -169,15 +122,6 @@ std::vector<std::vector<std::string>> all_results(httplib::Client& http, const s
     CHECK(got == page);
     after = r->get_header_value("Weir-Next-Cursor");
   }
-}
-
-/// The value of the sample `name{labels}` in Prometheus text, or -1.
-double sample(const std::string& text, const std::string& series) {
-  std::istringstream in{text};
-  for (std::string line; std::getline(in, line);)
-    if (line.compare(0, series.size() + 1, series + " ") == 0)
-      return std::strtod(line.c_str() + series.size() + 1, nullptr);
-  return -1;
 }
 
 } // namespace
@@ -406,17 +350,6 @@ std::string http_config(const std::string& commit_interval = "20ms",
          "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n\n"
          "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n";
-}
-
-std::string event(int64_t t, const std::string& k, long amount) {
-  return "{\"ts\": \"" + iso(t) + "\", \"k\": \"" + k + "\", \"amount\": " +
-         std::to_string(amount) + "}\n";
-}
-
-/// The number after `"name": ` in a JSON text, or -1.
-long long json_number(const std::string& body, const std::string& name) {
-  auto at = body.find("\"" + name + "\": ");
-  return at == std::string::npos ? -1 : std::stoll(body.substr(at + name.size() + 4));
 }
 
 /// Rows of `all_results` as (window start, key) -> count.

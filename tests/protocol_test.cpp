@@ -650,8 +650,8 @@ void run_generation(store& s, const pipeline_config& cfg, const input_text& in, 
   auto ing = w.track(w.sys.spawn(recording_ingest, &log));
   std::vector<std::pair<std::string, size_t>> slots{{cfg.name, cfg.partitions}};
   auto upd = spawn_updater(w, slots, s.wh, coord);
-  auto pre = w.track(
-    w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, weir::test::no_meters));
+  auto pre =
+    w.track(w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, test::no_meter));
   w.sched.run(); // preprocess spawns its partitions
   const auto partitions = state_of<preprocess_state>(pre).partitions;
   RC_ASSERT(partitions.size() == cfg.partitions);
@@ -879,8 +879,8 @@ TEST_CASE(
     auto ing = w.track(w.sys.spawn(recording_ingest, &log));
     std::vector<std::pair<std::string, size_t>> slots{{cfg.name, parts}};
     auto upd = spawn_updater(w, slots, s.wh, coord);
-    auto pre = w.track(
-      w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, weir::test::no_meters));
+    auto pre =
+      w.track(w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, test::no_meter));
     w.sched.run();
     auto partitions = state_of<preprocess_state>(pre).partitions;
     RC_ASSERT(partitions.size() == parts);

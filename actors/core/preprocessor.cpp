@@ -1207,12 +1207,23 @@ caf::error preprocessor::restore_snapshot(std::string_view blob) {
 }
 
 caf::expected<preprocess_counters> preprocessor::counters_of(std::string_view blob) {
+  auto s = summary_of(blob);
+  if (!s)
+    return s.error();
+  return std::move(s->counters);
+}
+
+caf::expected<preprocess_summary> preprocessor::summary_of(std::string_view blob) {
   if (blob.empty())
-    return preprocess_counters{};
+    return preprocess_summary{};
   snapshot_content sc;
   if (auto err = parse_snapshot(blob, sc))
     return err;
-  return std::move(sc.counters);
+  preprocess_summary out;
+  out.watermark = sc.wm;
+  out.counters = std::move(sc.counters);
+  out.sources = std::move(sc.sources);
+  return out;
 }
 
 void preprocessor::set_watermark(timestamp w) { d_->wm = std::max(d_->wm, w); }

@@ -54,6 +54,15 @@ struct preprocess_counters {
   std::vector<std::pair<std::string, uint64_t>> rejected; ///< reason class -> count
 };
 
+/// What a snapshot blob tells of a pipeline's progress (for a server's status and metrics).
+struct preprocess_summary {
+  timestamp watermark = min_timestamp; ///< min_timestamp: none yet
+  preprocess_counters counters;
+  /// Configured source name -> its largest accepted event time (min_timestamp: none yet);
+  /// empty in snapshots written before sources had their own.
+  std::vector<std::pair<std::string, timestamp>> sources;
+};
+
 class preprocessor {
 public:
   /// `partitions` is the number of window-aggregator partitions (0 is taken as 1).
@@ -134,6 +143,9 @@ public:
 
   /// The counters held in a snapshot blob (all zero for an empty blob).
   static caf::expected<preprocess_counters> counters_of(std::string_view blob);
+  /// The watermark, counters and sources' event times held in a snapshot blob (nothing yet for
+  /// an empty blob).
+  static caf::expected<preprocess_summary> summary_of(std::string_view blob);
 
   /// Raises the watermark (never lowers it), e.g. after a bounded input's final flush.
   void set_watermark(timestamp w);
