@@ -9,9 +9,6 @@
 #include <hiredis/hiredis.h>
 #include <httplib.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -27,40 +24,23 @@
 #include <vector>
 
 #include "actors/core/stream_entry.hpp"
-#include "background.hpp"
-#include "test_support.hpp"
+#include "serve_support.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
 using weir::test::background;
+using weir::test::free_port;
 using weir::test::iso;
+using weir::test::read_text;
+using weir::test::sample;
+using weir::test::served;
 using weir::test::split;
 using weir::test::temp_dir;
+using weir::test::weir_bin;
 using weir::test::write_file;
-
-const std::string weir_bin = WEIR_BINARY;
 const int64_t t0 = 1717200000; // 2024-06-01T00:00:00Z
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in at{};
-  at.sin_family = AF_INET;
-  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at);
-  socklen_t len = sizeof at;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len);
-  ::close(fd);
-  return ntohs(at.sin_port);
-}
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f{p};
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 /// A redis-server of its own on a free loopback port, keeping nothing on disk; killed and its
 /// directory removed at the end.
@@ -127,34 +107,13 @@ struct client {
   }
 };
 
-/// `weir serve` of DIR/p.toml on a free loopback port; its output in DIR/LOG.
-struct served {
-  background proc;
-  int port = 0;
-  served(const temp_dir& dir, const std::string& log, const std::string& fault = "")
-    : proc({weir_bin, "serve", (dir.path / "p.toml").string(), "--listen", "127.0.0.1:0"},
-           dir.path / log, "/dev/null", fault) {
-    const std::regex listening{"listening on http://127\\.0\\.0\\.1:([0-9]+)"};
-    for (int i = 0; i < 500 && port == 0; ++i) {
-      std::smatch m;
-      const std::string s = read_text(dir.path / log);
-      if (std::regex_search(s, m, listening))
-        port = std::stoi(m[1]);
-      else
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-};
-
 /// The committed `weir_events_read_total` of pipeline p, or -1.
 long events_read(int port) {
   httplib::Client http{"127.0.0.1", port};
   auto r = http.Get("/metrics");
   if (!r || r->status != 200)
     return -1;
-  const std::string series = "weir_events_read_total{pipeline=\"p\"} ";
-  auto at = r->body.find(series);
-  return at == std::string::npos ? -1 : std::stol(r->body.substr(at + series.size()));
+  return static_cast<long>(sample(r->body, "weir_events_read_total{pipeline=\"p\"}"));
 }
 
 /// Waits (at most 60 s) until pipeline p committed `n` records read.
@@ -262,7 +221,7 @@ TEST_CASE("a redis source lands every entry once through kills and a lost group"
   const long bad = 2;
 
   { // A crash between landing and acknowledging the first batch.
-    served s{dir, "serve1.log", "redis.before_ack@1"};
+    served s{dir, "serve1.log", {}, "redis.before_ack@1"};
     CHECK(s.proc.wait(60) == 128 + SIGKILL);
   }
   { // Read on; killed (SIGKILL) while entries are being added.

@@ -35,6 +35,7 @@ namespace {
 
 using weir::test::background;
 using weir::test::event;
+using weir::test::free_port;
 using weir::test::iso;
 using weir::test::json_number;
 using weir::test::sample;
@@ -795,23 +796,6 @@ TEST_CASE("an epoch slower than slow_epoch is warned about with what it held",
   CHECK(bad.out.find("task_retention: must be greater than zero") != std::string::npos);
 }
 
-namespace {
-
-/// A free loopback port (bound and released: another process could take it in between, which
-/// a test then reports as a failure to start).
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in at{};
-  at.sin_family = AF_INET;
-  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at);
-  socklen_t len = sizeof at;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len);
-  ::close(fd);
-  return ntohs(at.sin_port);
-}
-
-} // namespace
 
 TEST_CASE("promtool accepts /metrics and a real Prometheus scrapes it", "[e2e][serve][metrics]") {
   temp_dir dir;

@@ -5,6 +5,11 @@
 
 #include <httplib.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -22,6 +27,28 @@
 namespace weir::test {
 
 inline const std::string weir_bin = WEIR_BINARY;
+
+/// A free loopback port (bound and released: another process could take it in between, which
+/// a test then reports as a failure to start).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at);
+  socklen_t len = sizeof at;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len);
+  ::close(fd);
+  return ntohs(at.sin_port);
+}
+
+/// The whole text of a file ("" when there is none).
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f{p};
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
 
 /// Waits for `weir serve` to say where it listens (`what`: "listening on http://" or "tcp
 /// ingest on "); the port, or 0.
@@ -41,13 +68,15 @@ inline int wait_for_port(const std::filesystem::path& log,
   return 0;
 }
 
-/// `weir serve` of DIR/p.toml on a free loopback port (plus `extra` arguments), its output in
-/// DIR/LOG; `port` is 0 when it did not say where it listens. Killed when it goes.
+/// `weir serve` of DIR/p.toml on a free loopback port (plus `extra` arguments, and WEIR_FAULT
+/// = `fault` when given), its output in DIR/LOG; `port` is 0 when it did not say where it
+/// listens. Killed when it goes.
 struct served {
   background proc;
   int port = 0;
-  served(const temp_dir& dir, const std::string& log, const std::vector<std::string>& extra = {})
-    : proc(args(dir, extra), dir.path / log)
+  served(const temp_dir& dir, const std::string& log, const std::vector<std::string>& extra = {},
+         const std::string& fault = "")
+    : proc(args(dir, extra), dir.path / log, "/dev/null", fault)
     , port(wait_for_port(dir.path / log)) {}
   static std::vector<std::string> args(const temp_dir& dir, const std::vector<std::string>& extra) {
     std::vector<std::string> a{weir_bin, "serve", (dir.path / "p.toml").string(), "--listen",
