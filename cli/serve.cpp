@@ -1392,8 +1392,11 @@ std::vector<std::string> csv_fields(std::string_view line) {
 /// A csv page of results as rows; false when a row does not read back.
 bool parse_page(const std::string& body, query_answer& page) {
   page.rows.clear();
+  page.epochs.clear();
   size_t at = 0;
   bool header = true;
+  // Columns after the aggregates: version, and epoch in the change feed.
+  const size_t tail = page.change_feed ? 2 : 1;
   while (at < body.size()) {
     size_t nl = body.find('\n', at);
     std::string_view line{body.data() + at, (nl == std::string::npos ? body.size() : nl) - at};
@@ -1401,23 +1404,25 @@ bool parse_page(const std::string& body, query_answer& page) {
     if (line.empty())
       continue;
     auto f = csv_fields(line);
-    if (f.size() < 4)
+    if (f.size() < 3 + tail)
       return false;
     if (header) {
       header = false;
-      page.aggregates.assign(f.begin() + 3, f.end() - 1);
+      page.aggregates.assign(f.begin() + 3, f.end() - static_cast<std::ptrdiff_t>(tail));
       continue;
     }
-    if (f.size() != page.aggregates.size() + 4)
+    if (f.size() != page.aggregates.size() + 3 + tail)
       return false;
     window_result r;
     if (!parse_time(f[0], time_format::iso8601, r.start) ||
         !parse_time(f[1], time_format::iso8601, r.end))
       return false;
     r.key = internal_key(f[2]);
-    for (size_t i = 3; i + 1 < f.size(); ++i)
+    for (size_t i = 3; i + tail < f.size(); ++i)
       r.values.push_back(f[i].empty() ? std::nan("") : std::strtod(f[i].c_str(), nullptr));
-    r.version = static_cast<uint32_t>(std::strtoul(f.back().c_str(), nullptr, 10));
+    r.version = static_cast<uint32_t>(std::strtoul(f[f.size() - tail].c_str(), nullptr, 10));
+    if (page.change_feed)
+      page.epochs.push_back(std::strtoull(f.back().c_str(), nullptr, 10));
     page.rows.push_back(std::move(r));
   }
   return true;
@@ -1461,7 +1466,9 @@ caf::error print_status(const std::string& url, const std::string& pipeline, siz
 
 caf::error query_server(const std::string& url, const std::string& pipeline,
                         const std::string& key, const std::string& from, const std::string& to,
-                        const std::function<void(const query_answer&)>& on_page) {
+                        const std::optional<uint64_t>& since_epoch,
+                        const std::function<void(const query_answer&)>& on_page,
+                        uint64_t* epoch) {
   httplib::Client http{url};
   if (!http.is_valid())
     return make_error(errc::bad_config, "--server " + url + ": give http://HOST:PORT");
@@ -1474,8 +1481,12 @@ caf::error query_server(const std::string& url, const std::string& pipeline,
     params.emplace("from", from);
   if (!to.empty())
     params.emplace("to", to);
-  const std::string path = "/v1/pipelines/" + httplib::detail::encode_query_param(pipeline) + "/results";
+  if (since_epoch)
+    params.emplace("since_epoch", std::to_string(*since_epoch));
+  const std::string path =
+    "/v1/pipelines/" + httplib::detail::encode_query_param(pipeline) + "/results";
   query_answer page;
+  page.change_feed = since_epoch.has_value();
   for (;;) {
     auto r = http.Get(path, params, httplib::Headers{});
     if (!r)
@@ -1492,6 +1503,8 @@ caf::error query_server(const std::string& url, const std::string& pipeline,
     if (!parse_page(r->body, page))
       return make_error(errc::bad_input, "--server " + url + ": an answer that is not results");
     on_page(page);
+    if (epoch != nullptr && r->has_header("Weir-Epoch"))
+      *epoch = std::strtoull(r->get_header_value("Weir-Epoch").c_str(), nullptr, 10);
     if (!r->has_header("Weir-Next-Cursor"))
       return caf::none;
     params.erase("after");

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,9 +50,13 @@ caf::error print_status(const std::string& url, const std::string& pipeline, siz
 
 /// `weir query --server URL`: the committed results of `pipeline` from a running `weir serve`
 /// at URL (http://HOST:PORT), a page at a time, as query_store_pages gives them from a store.
-/// Key, from and to as for `weir query` (empty: none).
+/// Key, from and to as for `weir query` (empty: none). With `since_epoch`, the change feed: the
+/// rows later epochs committed, each with its epoch; `epoch` (when given) gets the last epoch
+/// the answer covers, where the next call follows on.
 caf::error query_server(const std::string& url, const std::string& pipeline,
                         const std::string& key, const std::string& from, const std::string& to,
-                        const std::function<void(const query_answer&)>& on_page);
+                        const std::optional<uint64_t>& since_epoch,
+                        const std::function<void(const query_answer&)>& on_page,
+                        uint64_t* epoch = nullptr);
 
 } // namespace weir::cli

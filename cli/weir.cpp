@@ -226,16 +226,25 @@ caf::expected<std::optional<weir::timestamp>> optional_time(const std::string& t
 
 int cmd_query(const std::string& store, const std::string& server, const std::string& pipeline,
               const std::string& key, const std::string& from, const std::string& to,
-              const std::string& format) {
+              const std::string& format, std::optional<uint64_t> since_epoch) {
   if (!server.empty()) {
     result_writer out{format, stdout_sink()};
-    auto err = weir::cli::query_server(server, pipeline, key, from, to,
-                                       [&](const weir::query_answer& page) { out.page(page); });
+    uint64_t epoch = 0;
+    auto err = weir::cli::query_server(
+      server, pipeline, key, from, to, since_epoch,
+      [&](const weir::query_answer& page) { out.page(page); }, &epoch);
     if (err)
       return fail(err);
     out.finish();
+    if (since_epoch) // where a script follows on
+      std::fprintf(stderr, "weir query: up to epoch %llu (follow with --since-epoch %llu)\n",
+                   static_cast<unsigned long long>(epoch), static_cast<unsigned long long>(epoch));
     return exit_ok;
   }
+  if (since_epoch)
+    return fail(weir::make_error(weir::errc::bad_config,
+                                 "query: --since-epoch reads the change feed of a running weir "
+                                 "serve: give --server"));
   auto t_from = optional_time(from);
   if (!t_from)
     return fail(t_from.error());
@@ -457,6 +466,10 @@ int main(int argc, char** argv) {
   query->add_option("--format", q_format, "table, csv or json")
     ->check(CLI::IsMember({"table", "csv", "json"}))
     ->capture_default_str();
+  std::optional<uint64_t> q_since;
+  query->add_option("--since-epoch", q_since,
+                    "with --server: the change feed, rows committed by epochs after this one "
+                    "(needs [pipeline.results] change_feed = true)");
   query->footer(exit_codes_text);
 
   auto* status = app.add_subcommand("status", "Show the recent committed epochs (batch tasks) "
@@ -518,7 +531,7 @@ int main(int argc, char** argv) {
   if (*query)
     return q_server.empty() && store.empty()
              ? fail(weir::make_error(weir::errc::bad_config, "query: give --store or --server"))
-             : cmd_query(store, q_server, q_pipeline, q_key, q_from, q_to, q_format);
+             : cmd_query(store, q_server, q_pipeline, q_key, q_from, q_to, q_format, q_since);
   if (*status) {
     if (auto err = weir::cli::print_status(s_server, s_pipeline, s_limit))
       return fail(err);
