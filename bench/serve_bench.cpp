@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
   int lines = 1000;
   int keys = 300;
   int lookups = 2000;
+  int64_t span = 0;
+  bool key_index = true;
   std::string dir;
   bool durable = true;
   std::string protocol = "http";
@@ -84,6 +86,12 @@ int main(int argc, char** argv) {
   app.add_option("--lines", lines, "events per body")->capture_default_str();
   app.add_option("--keys", keys, "distinct keys")->capture_default_str();
   app.add_option("--lookups", lookups, "keyed result lookups timed after the ingest")
+    ->capture_default_str();
+  app.add_option("--span", span,
+                 "seconds each client's events cover (default: lines * bodies / 100; more "
+                 "spreads them over more windows)");
+  app.add_option("--key-index", key_index,
+                 "keep the pipeline's key index ([pipeline.results] key_index, true/false)")
     ->capture_default_str();
   app.add_option("--dir", dir, "work directory (default: a new temporary one, removed)");
   app.add_option("--durable", durable, "fsync each landed body and commit (true/false)")
@@ -102,7 +110,8 @@ int main(int argc, char** argv) {
            "  key = [\"k\"]\n  measures = [\"amount\"]\n\n  [pipeline.window]\n"
            "  kind = \"tumbling\"\n  size = \"1m\"\n  out_of_orderness = \"10m\"\n\n"
            "  [[pipeline.aggregate]]\n  fn = \"count\"\n  [[pipeline.aggregate]]\n"
-           "  fn = \"sum\"\n  field = \"amount\"\n";
+           "  fn = \"sum\"\n  field = \"amount\"\n\n  [pipeline.results]\n  key_index = "
+        << (key_index ? "true" : "false") << "\n";
   }
   // weir serve, its stdout through a pipe to learn the port.
   int out[2];
@@ -146,7 +155,11 @@ int main(int argc, char** argv) {
   }
 
   // Bodies made before the clock starts: client c, body b, line i has event time
-  // t0 + (b * lines + i) / 100 seconds, so that the clients' times interleave within minutes.
+  // t0 + (b * lines + i) * span / (bodies * lines) seconds (span: 1/100 s a line by default),
+  // so that the clients' times interleave within minutes.
+  const int64_t per_client = static_cast<int64_t>(bodies) * lines;
+  if (span <= 0)
+    span = per_client / 100;
   const int64_t t0 = 1717200000;
   std::vector<std::vector<std::string>> made(static_cast<size_t>(clients));
   std::mt19937_64 rng{42};
@@ -155,7 +168,7 @@ int main(int argc, char** argv) {
       std::string body;
       body.reserve(static_cast<size_t>(lines) * 64);
       for (int i = 0; i < lines; ++i) {
-        const int64_t t = t0 + (static_cast<int64_t>(b) * lines + i) / 100;
+        const int64_t t = t0 + (static_cast<int64_t>(b) * lines + i) * span / per_client;
         body += "{\"ts\":\"" + iso(t) + "\",\"k\":\"k" + std::to_string(rng() % keys) +
                 "\",\"amount\":" + std::to_string(rng() % 1000) + "}\n";
       }

@@ -124,23 +124,34 @@ public:
       return;
     }
     buf_.clear();
-    for (size_t i = 0; i < a.rows.size(); ++i) {
-      const auto& r = a.rows[i];
-      if (format_ == "json")
-        json_row(r, a.aggregates);
-      else
-        csv_row(r);
-      if (a.change_feed) { // the epoch ends the row
-        buf_.pop_back();
-        buf_ += format_ == "json" ? ", \"epoch\": " : ",";
-        buf_ += std::to_string(a.epochs[i]);
-        buf_ += format_ == "json" ? '}' : '\n';
-      }
-    }
+    for (size_t i = 0; i < a.rows.size(); ++i)
+      add(a.rows[i], a.aggregates, a.change_feed ? std::optional{a.epochs[i]} : std::nullopt);
     sink_(buf_);
+    buf_.clear();
+  }
+
+  /// csv and json: starts the answer (the rows of the change feed carry their epoch).
+  void begin(const std::vector<std::string>& aggregates, bool change_feed) {
+    if (!started_)
+      start(aggregates, change_feed);
+  }
+
+  /// csv and json, after begin(): one row as it comes from the store, without copying it;
+  /// the text goes to the sink a megabyte at a time (and at finish()).
+  void row(const weir::window_result& r, const std::vector<std::string>& aggregates,
+           std::optional<uint64_t> epoch = std::nullopt) {
+    add(r, aggregates, epoch);
+    if (buf_.size() >= (size_t{1} << 20)) {
+      sink_(buf_);
+      buf_.clear();
+    }
   }
 
   void finish() {
+    if (!buf_.empty()) {
+      sink_(buf_);
+      buf_.clear();
+    }
     if (format_ == "json")
       sink_(first_ ? "[]\n" : "\n]\n");
     else if (table_)
@@ -148,6 +159,20 @@ public:
   }
 
 private:
+  void add(const weir::window_result& r, const std::vector<std::string>& aggs,
+           std::optional<uint64_t> epoch) {
+    if (format_ == "json")
+      json_row(r, aggs);
+    else
+      csv_row(r);
+    if (epoch) { // the change feed: the epoch ends the row
+      buf_.pop_back();
+      buf_ += format_ == "json" ? ", \"epoch\": " : ",";
+      buf_ += std::to_string(*epoch);
+      buf_ += format_ == "json" ? '}' : '\n';
+    }
+  }
+
   void start(const std::vector<std::string>& aggs, bool with_epoch) {
     started_ = true;
     std::vector<std::string> head{"window_start", "window_end", "key"};

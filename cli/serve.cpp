@@ -430,26 +430,33 @@ private:
       }
       q.after = std::move(after);
     }
-    // One more row than the page tells whether there is a next page.
-    query_answer page;
-    page.window = describe_window(p->window);
-    page.aggregates = aggregate_names(*p);
-    page.rows.reserve(std::min<size_t>(limit + 1, 4096));
+    // Rows are formatted as the store gives them; one more row than the page tells whether
+    // there is a next page.
+    std::string body;
+    result_writer out{format, [&body](std::string_view s) { body.append(s.data(), s.size()); }};
+    const auto aggregates = aggregate_names(*p);
+    out.begin(aggregates, false);
+    size_t rows = 0;
+    bool more = false;
+    window_result last;
     auto err = wh->query(q, [&](const window_result& r) {
-      page.rows.push_back(r);
-      return page.rows.size() <= limit;
+      if (rows == limit) {
+        more = true;
+        return false;
+      }
+      out.row(r, aggregates);
+      last.start = r.start;
+      last.end = r.end;
+      last.key = r.key;
+      ++rows;
+      return true;
     });
     if (err) {
       send_error(res, 500, render(err));
       return;
     }
-    if (page.rows.size() > limit) {
-      page.rows.pop_back();
-      res.set_header("Weir-Next-Cursor", results_cursor(page.rows.back()));
-    }
-    std::string body;
-    result_writer out{format, [&body](std::string_view s) { body.append(s.data(), s.size()); }};
-    out.page(page);
+    if (more)
+      res.set_header("Weir-Next-Cursor", results_cursor(last));
     out.finish();
     res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
   }
@@ -483,23 +490,24 @@ private:
       }
       after.emplace(e, i);
     }
-    query_answer page;
-    page.window = describe_window(p.window);
-    page.aggregates = aggregate_names(p);
-    page.change_feed = true;
+    std::string body;
+    result_writer out{format, [&body](std::string_view s) { body.append(s.data(), s.size()); }};
+    const auto aggregates = aggregate_names(p);
+    out.begin(aggregates, true);
     std::pair<uint64_t, uint32_t> last_at{0, 0};
+    size_t rows = 0;
     bool more = false;
     auto st = wh.changes(p.name, since, after, [&](const change_row& c) {
       const auto& w = c.row;
       if ((q.key && w.key != *q.key) || (q.from && w.start < *q.from) || (q.to && w.end > *q.to))
         return true;
-      if (page.rows.size() == limit) {
+      if (rows == limit) {
         more = true;
         return false;
       }
-      page.rows.push_back(w);
-      page.epochs.push_back(c.epoch);
+      out.row(w, aggregates, c.epoch);
       last_at = {c.epoch, c.index};
+      ++rows;
       return true;
     });
     if (!st) {
@@ -521,9 +529,6 @@ private:
     if (more)
       res.set_header("Weir-Next-Cursor",
                      std::to_string(last_at.first) + "." + std::to_string(last_at.second));
-    std::string body;
-    result_writer out{format, [&body](std::string_view s) { body.append(s.data(), s.size()); }};
-    out.page(page);
     out.finish();
     res.set_content(std::move(body), format == "csv" ? "text/csv" : "application/json");
   }
