@@ -122,6 +122,10 @@ partitions = 3
   out_of_orderness = "30s"
   allowed_lateness = "0s"
 
+  [pipeline.results]
+  key_index = true
+  change_feed = true
+
   [[pipeline.aggregate]]
   fn = "count"
   [[pipeline.aggregate]]
@@ -191,6 +195,15 @@ snapshot() { # store outdir
   for p in $pipelines; do
     wq query --store "$s" --pipeline "$p" --format csv > "$o/q.$p.csv" \
       || die "weir query of $s failed"
+  done
+  # Lookups by key read merchant_hourly's key index (kept in the same commits): the rows of
+  # the key in the full scan, in the same order.
+  local k
+  for k in $(awk -F, 'NR > 1 { print $3 }' "$o/q.merchant_hourly.csv" | sort -u | head -3); do
+    wq query --store "$s" --pipeline merchant_hourly --key "$k" --format csv > "$o/key.csv" \
+      || die "weir query --key of $s failed"
+    cmp -s <(awk -F, -v k="$k" 'NR > 1 && $3 == k' "$o/q.merchant_hourly.csv") \
+      <(tail -n +2 "$o/key.csv") || die "$s: the key index gives other rows for $k than the scan"
   done
   wq dead-letters --store "$s" --format csv > "$o/dead.csv" || die "weir dead-letters of $s failed"
   wq inspect --store "$s" > "$o/inspect.txt" || die "weir inspect of $s failed"
