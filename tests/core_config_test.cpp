@@ -476,3 +476,57 @@ TEST_CASE("files: missing file, relative paths") {
   CHECK(render(bad.error()) == file.string() + ":1: store: expected a string");
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("redis sources and the results indexes") {
+  // base() with its source's path replaced by `source` (lines 4.. of the file).
+  auto with_source = [](const std::string& source, const std::string& pre = "") {
+    auto text = base("", "kind = \"tumbling\"\nsize = \"1h\"\n", "fn = \"count\"\n", "", pre);
+    return text.replace(text.find("path = \"x.csv\"\n"), 15, source);
+  };
+  auto ok = parse_config(with_source("redis = \"10.0.0.7\"\nstream = \"orders\"\n"), "f.toml");
+  REQUIRE(ok);
+  const auto& src = ok->pipelines[0].sources[0];
+  CHECK(src.is_redis());
+  CHECK(src.redis.host == "10.0.0.7");
+  CHECK(src.redis.port == 6379);
+  CHECK(src.redis.group == "weir");
+  CHECK(src.redis.consumer == "weir");
+  CHECK(src.redis.field == "data");
+  CHECK(src.redis.start == "0");
+  CHECK(src.follow);
+  CHECK(src.format == source_format::ndjson);
+  CHECK_FALSE(ok->pipelines[0].results.key_index);
+  CHECK_FALSE(ok->pipelines[0].results.change_feed);
+  auto full = parse_config(
+    with_source("redis = \"127.0.0.1:7000\"\nstream = \"s\"\ngroup = \"g\"\nconsumer = \"c\"\n"
+                "field = \"line\"\nstart = \"$\"\nformat = \"csv\"\nheader = false\n"
+                "columns = [\"ts\", \"k\", \"amount\"]\n",
+                "[pipeline.results]\nkey_index = true\nchange_feed = true\n"
+                "change_retention = \"10m\"\n"),
+    "f.toml");
+  REQUIRE(full);
+  CHECK(full->pipelines[0].sources[0].redis.port == 7000);
+  CHECK(full->pipelines[0].sources[0].redis.start == "$");
+  CHECK(full->pipelines[0].results.key_index);
+  CHECK(full->pipelines[0].results.change_feed);
+  CHECK(full->pipelines[0].results.change_retention == int64_t{600} * 1000000);
+
+  CHECK_ERROR(with_source("redis = \"h:99999\"\nstream = \"s\"\n"),
+              "f.toml:4: pipeline[0].source[0].redis: ", "HOST:PORT");
+  CHECK_ERROR(with_source("redis = \"h\"\n"), "f.toml:3: pipeline[0].source[0].stream: ",
+              "missing");
+  CHECK_ERROR(with_source("redis = \"h\"\nstream = \"s\"\nstart = \"later\"\n"),
+              "f.toml:6: pipeline[0].source[0].start: ", "entry id");
+  CHECK_ERROR(with_source("redis = \"h\"\nstream = \"s\"\npath = \"x.csv\"\n"),
+              "f.toml:6: pipeline[0].source[0].path: ", "not from a path");
+  CHECK_ERROR(with_source("redis = \"h\"\nstream = \"s\"\nformat = \"csv\"\n"),
+              "f.toml:3: pipeline[0].source[0].columns: ", "needs the column names");
+  CHECK_ERROR(with_source("path = \"x.csv\"\nstream = \"s\"\n"),
+              "f.toml:5: pipeline[0].source[0].stream: ", "setting of a Redis source");
+  CHECK_ERROR(with_source("redis = \"h\"\nstream = \"s\"\nhttp = true\n"),
+              "f.toml:4: pipeline[0].source[0].redis: ", "either http or redis");
+  CHECK_ERROR(with_source("path = \"x.csv\"\n", "[pipeline.results]\nchange_retention = \"1h\"\n"),
+              "f.toml:", "only with change_feed = true");
+  CHECK_ERROR(with_source("path = \"x.csv\"\n", "[pipeline.results]\nindex = true\n"),
+              "f.toml:", "key_index");
+}
