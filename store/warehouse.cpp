@@ -119,6 +119,35 @@ void by_key_entry(char* out, uint16_t pid, std::string_view key, timestamp start
   codec::put_be64_signed(out + 18, end);
 }
 
+/// A by_key value: the whole key (u32 length, bytes), then the row as the results table holds
+/// it (version, count, values), so that a lookup reads the index alone, in order.
+void by_key_row(std::string_view key, std::string_view stored, std::string& out) {
+  out.clear();
+  codec::writer w{out};
+  w.str(key);
+  w.raw(stored);
+}
+
+/// The row of a by_key entry (start and end from its key).
+bool decode_by_key(std::string_view k, std::string_view v, window_result& row) {
+  row.start = codec::get_be64_signed(k.data() + 10);
+  row.end = codec::get_be64_signed(k.data() + 18);
+  codec::reader r{v};
+  const std::string_view key = r.str();
+  if (!r.ok())
+    return false;
+  row.key.assign(key.data(), key.size());
+  codec::reader body{v.substr(4 + key.size())};
+  row.version = body.u32();
+  const uint32_t n = body.u32();
+  if (!body.ok() || n > body.remaining() / 8)
+    return false;
+  row.values.resize(n);
+  for (auto& x : row.values)
+    x = body.f64();
+  return body.done();
+}
+
 /// A changes key: (pipeline, epoch, row).
 constexpr size_t change_key_size = 14;
 void change_key(char* out, uint16_t pid, uint64_t epoch, uint32_t row) {
@@ -598,6 +627,7 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const epoch_comm
   uint32_t change_rows = 0;
   char ck[change_key_size];
   std::string change;
+  std::string entry; // a by_key value
   if (feed) {
     auto cur = lmdb::cursor::open(t, changes_);
     if (!cur)
@@ -627,7 +657,8 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const epoch_comm
     if (by_key) {
       char bk[by_key_size];
       by_key_entry(bk, pid, r.key, r.start, r.end);
-      if (auto err = t.put_sealed(by_key_, std::string_view{bk, by_key_size}, {}))
+      by_key_row(r.key, r.stored, entry);
+      if (auto err = t.put_sealed(by_key_, std::string_view{bk, by_key_size}, entry))
         return err;
     }
     if (feed) {
@@ -1137,7 +1168,6 @@ caf::error warehouse::query(const result_query& q,
 
 caf::error warehouse::query_by_key(lmdb::txn& t, uint16_t pid, const result_query& q,
                                    const std::function<bool(const window_result&)>& fn) {
-  const size_t max_key = env_.max_key_size();
   char from[by_key_size];
   by_key_entry(from, pid, *q.key, q.from ? *q.from : min_timestamp, min_timestamp);
   if (q.after && q.after->key == *q.key && q.after->start > (q.from ? *q.from : min_timestamp))
@@ -1145,7 +1175,6 @@ caf::error warehouse::query_by_key(lmdb::txn& t, uint16_t pid, const result_quer
   auto c = lmdb::cursor::open(t, by_key_);
   if (!c)
     return std::move(c.error());
-  std::string key;
   window_result row;
   for (auto more = c->seek(std::string_view{from, by_key_size});; more = c->next()) {
     if (!more)
@@ -1157,7 +1186,8 @@ caf::error warehouse::query_by_key(lmdb::txn& t, uint16_t pid, const result_quer
       return t.corrupt(by_key_, k, "a key index entry of the wrong size");
     if (std::memcmp(k.data(), from, 10) != 0)
       return caf::none; // past this key's hash
-    if (auto body = c->sealed_value(); !body)
+    auto body = c->sealed_value();
+    if (!body)
       return std::move(body.error());
     const timestamp start = codec::get_be64_signed(k.data() + 10);
     const timestamp end = codec::get_be64_signed(k.data() + 18);
@@ -1167,16 +1197,10 @@ caf::error warehouse::query_by_key(lmdb::txn& t, uint16_t pid, const result_quer
       continue;
     if (q.after && (start < q.after->start || (start == q.after->start && end <= q.after->end)))
       continue;
-    encode_result_key(pid, start, end, *q.key, max_key, key);
-    auto v = t.get_sealed(results_, key);
-    if (!v)
-      return std::move(v.error());
-    if (!*v)
-      continue; // another key with the same hash
-    if (auto derr = decode_result(key, **v, max_key, row))
-      return derr;
+    if (!decode_by_key(k, *body, row))
+      return t.corrupt(by_key_, k, "a key index entry");
     if (row.key != *q.key)
-      continue; // a long key sharing prefix and hash
+      continue; // another key with the same hash
     if (!fn(row))
       return caf::none;
   }
@@ -1214,6 +1238,8 @@ caf::error warehouse::set_indexes(const std::string& pipeline, const result_inde
       // Built from the results, in one pass.
       char bk[by_key_size];
       window_result row;
+      std::string stored;
+      std::string entry;
       const size_t max_key = env_.max_key_size();
       auto err = walk_pipeline(t, results_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
         auto body = cur.sealed_value();
@@ -1221,8 +1247,15 @@ caf::error warehouse::set_indexes(const std::string& pipeline, const result_inde
           return std::move(body.error());
         if (auto derr = decode_result(cur.key(), *body, max_key, row))
           return derr;
+        stored.clear();
+        codec::writer w{stored};
+        w.u32(row.version);
+        w.u32(static_cast<uint32_t>(row.values.size()));
+        for (double v : row.values)
+          w.f64(v);
         by_key_entry(bk, pid, row.key, row.start, row.end);
-        if (auto perr = t.put_sealed(by_key_, std::string_view{bk, by_key_size}, {}))
+        by_key_row(row.key, stored, entry);
+        if (auto perr = t.put_sealed(by_key_, std::string_view{bk, by_key_size}, entry))
           return perr;
         return true;
       });

@@ -23,8 +23,9 @@
 ///                 A row key too long for LMDB is stored under its first bytes plus an XXH3-64
 ///                 of it, with u8 1, the whole row key (varint length first), value.
 ///                 The partition's entry in `state` is the operator's meta value.
-/// - by_key:       (pipeline BE16, XXH3-64 of the key BE64, start sBE64, end sBE64) -> empty:
-///                 the results of a key, for lookups by key (results.key_index)
+/// - by_key:       (pipeline BE16, XXH3-64 of the key BE64, start sBE64, end sBE64) -> key (u32
+///                 length, bytes), version u32, count u32, doubles: a copy of the results of
+///                 a key, so that a lookup by key reads them in order (results.key_index)
 /// - changes:      (pipeline BE16, epoch BE64, row BE32) -> row 0: commit time i64 (wall clock
 ///                 microseconds), rows u32; row i > 0: the i-th result row the epoch wrote, as
 ///                 its results key (u16 length, bytes) and value (results.change_feed)
