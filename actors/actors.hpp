@@ -113,8 +113,8 @@ public:
     accepted_ = accepted;
   }
   /// Adds a task from the cumulative counters its commit holds; drops those older than
-  /// keep_us.
-  void add(epoch_task t, uint64_t read, uint64_t accepted, int64_t keep_us) {
+  /// keep_us. Returns the records it read.
+  uint64_t add(epoch_task t, uint64_t read, uint64_t accepted, int64_t keep_us) {
     std::lock_guard<std::mutex> lock{mu_};
     t.events = read >= read_ ? read - read_ : 0;
     t.accepted = accepted >= accepted_ ? accepted - accepted_ : 0;
@@ -124,6 +124,7 @@ public:
     while (!tasks_.empty() &&
            (tasks_.size() > max_tasks || tasks_.front().committed_at < t.committed_at - keep_us))
       tasks_.pop_front();
+    return t.events;
   }
   /// Sets the latency of epoch e (reported after its commit).
   void set_latency(uint64_t e, int64_t us) {
@@ -208,6 +209,13 @@ struct state_meter {
   std::atomic<uint64_t> latency_count[latency_buckets] = {};
   std::atomic<uint64_t> latency_sum_us{0};
   std::atomic<uint64_t> latencies{0};
+  /// Records per committed epoch (the batch size of each batch task), as a histogram: counts
+  /// per bucket (upper bounds in epoch_size_bounds, then +Inf), their sum and count.
+  static constexpr double epoch_size_bounds[] = {0, 100, 1e3, 1e4, 1e5, 1e6, 1e7};
+  static constexpr size_t epoch_size_buckets = std::size(epoch_size_bounds) + 1;
+  std::atomic<uint64_t> epoch_size_count[epoch_size_buckets] = {};
+  std::atomic<uint64_t> epoch_size_sum{0};
+  std::atomic<uint64_t> epoch_sizes{0};
   task_log tasks; ///< the recent committed epochs
   std::atomic<int64_t> task_keep_us{int64_t{3600} * 1000000}; ///< runtime task_retention
   std::atomic<uint32_t> restarts{0};                          ///< restarts of the run so far
@@ -225,6 +233,14 @@ struct state_meter {
   /// Records preprocess read in this run (those replayed after a restart count again).
   std::atomic<uint64_t> records_read{0};
   mailbox_depths mailboxes;
+  void add_epoch_size(uint64_t records) {
+    size_t b = 0;
+    while (b + 1 < epoch_size_buckets && static_cast<double>(records) > epoch_size_bounds[b])
+      ++b;
+    epoch_size_count[b] += 1;
+    epoch_size_sum += records;
+    epoch_sizes += 1;
+  }
   void add_latency(int64_t us) {
     size_t b = 0;
     while (b + 1 < latency_buckets && static_cast<double>(us) > latency_bounds_s[b] * 1e6)

@@ -119,7 +119,7 @@ void record_task(state_meter& m, const epoch_commit& c, uint64_t e, uint64_t win
     if (partition == preprocess_partition)
       if (auto got = unwrap_counters(blob))
         counts = std::move(*got);
-  m.tasks.add(t, counts.read, counts.accepted, keep_us);
+  m.add_epoch_size(m.tasks.add(t, counts.read, counts.accepted, keep_us));
 }
 
 } // namespace

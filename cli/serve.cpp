@@ -822,6 +822,23 @@ private:
                  static_cast<double>(m.latency_sum_us.load()) / 1e6);
         x.sample("weir_epoch_latency_seconds_count", pl, static_cast<double>(m.latencies.load()));
       }
+      x.family("weir_epoch_records", "histogram",
+               "Records read per committed epoch (the batch size of each task), this run.");
+      for (size_t i = 0; i < meters->size(); ++i) {
+        const auto& m = (*meters)[i];
+        const std::string pl = "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"";
+        uint64_t cumulative = 0;
+        for (size_t b = 0; b < state_meter::epoch_size_buckets; ++b) {
+          cumulative += m.epoch_size_count[b].load();
+          std::string le = "+Inf";
+          if (b + 1 < state_meter::epoch_size_buckets)
+            le = std::to_string(static_cast<uint64_t>(state_meter::epoch_size_bounds[b]));
+          x.sample("weir_epoch_records_bucket", pl + ",le=\"" + le + "\"",
+                   static_cast<double>(cumulative));
+        }
+        x.sample("weir_epoch_records_sum", pl, static_cast<double>(m.epoch_size_sum.load()));
+        x.sample("weir_epoch_records_count", pl, static_cast<double>(m.epoch_sizes.load()));
+      }
     }
     if (auto lk = probe_->lake_store()) {
       if (auto counts = lk->table_counts())

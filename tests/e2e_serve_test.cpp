@@ -758,6 +758,14 @@ TEST_CASE("the plain TCP ingest acknowledges each batch once it is landed", "[e2
   CHECK(events <= sent);
   // The epochs committed after the metrics were read hold nothing new.
   CHECK(events == sent);
+  { // The batch-size histogram counts the same records, one observation per task or more.
+    auto m = http.Get("/metrics");
+    REQUIRE(m);
+    CHECK(sample(m->body, "weir_epoch_records_sum{pipeline=\"p\"}") == sent);
+    CHECK(sample(m->body, "weir_epoch_records_count{pipeline=\"p\"}") >= task_rows);
+    CHECK(sample(m->body, "weir_epoch_records_bucket{pipeline=\"p\",le=\"+Inf\"}") ==
+          sample(m->body, "weir_epoch_records_count{pipeline=\"p\"}"));
+  }
   auto status = weir::test::sh("timeout 30 " + weir_bin + " status --server http://127.0.0.1:" +
                                std::to_string(srv.port) + " --limit 5");
   INFO(status.out);
