@@ -376,11 +376,13 @@ int main(int argc, char** argv) {
   // Options of `weir` itself (--log-level) may also follow the command's name.
   app.fallthrough();
   std::string log_format = "text";
-  app.add_option("--log-format", log_format, "text, or json: one JSON object a line")
+  auto* log_format_flag =
+    app.add_option("--log-format", log_format, "text, or json: one JSON object a line")
     ->check(CLI::IsMember({"text", "json"}))
     ->capture_default_str();
   std::string log_level = "warn";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+  auto* log_level_flag =
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
     ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
     ->capture_default_str();
 
@@ -513,6 +515,15 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return rc == 0 ? exit_ok : exit_usage;
+  }
+  // A run's config may set them too; the flags win.
+  if ((*run || *serve) && (log_level_flag->count() == 0 || log_format_flag->count() == 0)) {
+    if (auto cfg = weir::load_config(config_path)) {
+      if (log_level_flag->count() == 0 && !cfg->runtime.log_level.empty())
+        log_level = cfg->runtime.log_level;
+      if (log_format_flag->count() == 0 && !cfg->runtime.log_format.empty())
+        log_format = cfg->runtime.log_format;
+    } // a bad config is reported by the command itself
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   if (log_format == "json")

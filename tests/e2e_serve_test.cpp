@@ -879,9 +879,11 @@ TEST_CASE("promtool accepts /metrics and a real Prometheus scrapes it", "[e2e][s
 TEST_CASE("log lines are JSON objects with --log-format json", "[e2e][logs]") {
   temp_dir dir;
   write_file(dir.path / "in.csv", "ts,k,amount\n" + csv_rows(500, t0, 3, 4, 2) + "x,y\n");
-  write_file(dir.path / "p.toml", "slow_epoch = \"1us\"\n" + config());
+  // The config sets the format and a level the flag then overrides.
+  write_file(dir.path / "p.toml",
+             "slow_epoch = \"1us\"\nlog_format = \"json\"\nlog_level = \"off\"\n" + config());
   auto r = weir::test::sh("cd " + dir.str() + " && timeout 60 " + weir_bin +
-                          " run p.toml --quiet --log-level info --log-format json");
+                          " run p.toml --quiet --log-level info");
   INFO(r.out);
   CHECK(r.rc == 0);
   const std::regex object{R"re(\{"time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", "level": )re"
@@ -903,4 +905,14 @@ TEST_CASE("log lines are JSON objects with --log-format json", "[e2e][logs]") {
   CHECK(warnings >= 1); // the slow epochs
   auto bad = weir::test::sh("timeout 30 " + weir_bin + " run p.toml --log-format xml");
   CHECK(bad.rc == 2);
+  // The flag wins over the config; a bad value in the config names its key.
+  auto text = weir::test::sh("cd " + dir.str() + " && rm -rf store && timeout 60 " + weir_bin +
+                             " run p.toml --quiet --log-level info --log-format text");
+  CHECK(text.rc == 0);
+  CHECK(text.out.find("[info]") != std::string::npos);
+  CHECK(text.out.find("\"level\": ") == std::string::npos);
+  write_file(dir.path / "p.toml", "log_format = \"yaml\"\n" + config());
+  auto wrong = weir::test::sh("cd " + dir.str() + " && timeout 30 " + weir_bin + " run p.toml");
+  CHECK(wrong.rc == 2);
+  CHECK(wrong.out.find("p.toml:1: log_format: unknown value") != std::string::npos);
 }

@@ -777,7 +777,7 @@ weir_config read_root(const toml::table& root, const std::string& file) {
                  {"store", "commit_interval", "commit_events", "max_epoch_bytes", "batch_bytes",
                   "max_inflight_batches", "lake_retention", "durable", "restart_budget",
                   "restart_backoff", "restart_backoff_max", "record_retries", "max_poison_records",
-                  "task_retention", "slow_epoch", "pipeline"}};
+                  "task_retention", "slow_epoch", "log_level", "log_format", "pipeline"}};
   auto dir = std::filesystem::path{file}.parent_path().string();
   weir_config c;
   c.file = file;
@@ -806,6 +806,13 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   if (rt.slow_epoch <= 0)
     fail(*r.get("slow_epoch"), "slow_epoch", "must be greater than zero");
   rt.durable = r.get_bool("durable", true);
+  if (r.has("log_level")) {
+    static const char* levels[] = {"trace", "debug", "info", "warn", "error", "off"};
+    rt.log_level =
+      levels[r.get_choice("log_level", {"trace", "debug", "info", "warn", "error", "off"}, 3)];
+  }
+  if (r.has("log_format"))
+    rt.log_format = r.get_choice("log_format", {"text", "json"}, 0) == 1 ? "json" : "text";
   rt.restart_budget = static_cast<uint32_t>(r.get_count("restart_budget", rt.restart_budget, 1000));
   rt.restart_backoff = r.get_duration("restart_backoff", rt.restart_backoff);
   rt.restart_backoff_max = r.get_duration("restart_backoff_max", rt.restart_backoff_max);

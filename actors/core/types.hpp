@@ -159,6 +159,10 @@ enum class commit_mode : uint8_t {
 
 struct runtime_config {
   std::string store; ///< default store directory (relative to the config file)
+  /// Logging of the `weir` command when its --log-level / --log-format are not given (empty:
+  /// the command's defaults, warn and text).
+  std::string log_level;
+  std::string log_format;
   int64_t commit_interval = 100 * us_per_ms;
   uint64_t commit_events = 0; ///< also start an epoch after this many events (0: off)
   /// Ingest reads at most this many raw bytes into one epoch and then waits for the next one:
