@@ -801,44 +801,40 @@ private:
       each("weir_state_written_bytes_total", "counter", "Window-state bytes written this run.",
            [](const state_meter& m) { return m.bytes.load(); });
       mailboxes(x, *meters);
-      x.family("weir_epoch_latency_seconds", "histogram",
-               "From an epoch's start to its commit, epochs of this run.");
-      for (size_t i = 0; i < meters->size(); ++i) {
-        const auto& m = (*meters)[i];
-        const std::string pl = "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"";
-        uint64_t cumulative = 0;
-        for (size_t b = 0; b < state_meter::latency_buckets; ++b) {
-          cumulative += m.latency_count[b].load();
-          std::string le = "+Inf";
-          if (b + 1 < state_meter::latency_buckets) {
-            char buf[32];
-            auto r = std::to_chars(buf, buf + sizeof buf, state_meter::latency_bounds_s[b]);
-            le.assign(buf, r.ptr);
+      // A histogram per pipeline: cumulative bucket counts, then sum and count.
+      auto histogram = [&](const char* name, const char* help, const auto& bounds,
+                           auto counts, auto sum, auto count) {
+        x.family(name, "histogram", help);
+        const std::string n = name;
+        for (size_t i = 0; i < meters->size(); ++i) {
+          const auto& m = (*meters)[i];
+          const std::string pl = "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"";
+          uint64_t cumulative = 0;
+          for (size_t b = 0; b <= std::size(bounds); ++b) {
+            cumulative += counts(m)[b].load();
+            std::string le = "+Inf";
+            if (b < std::size(bounds)) {
+              char buf[32];
+              auto r = std::to_chars(buf, buf + sizeof buf, bounds[b]);
+              le.assign(buf, r.ptr);
+            }
+            x.sample(n + "_bucket", pl + ",le=\"" + le + "\"", static_cast<double>(cumulative));
           }
-          x.sample("weir_epoch_latency_seconds_bucket", pl + ",le=\"" + le + "\"",
-                   static_cast<double>(cumulative));
+          x.sample(n + "_sum", pl, sum(m));
+          x.sample(n + "_count", pl, static_cast<double>(count(m)));
         }
-        x.sample("weir_epoch_latency_seconds_sum", pl,
-                 static_cast<double>(m.latency_sum_us.load()) / 1e6);
-        x.sample("weir_epoch_latency_seconds_count", pl, static_cast<double>(m.latencies.load()));
-      }
-      x.family("weir_epoch_records", "histogram",
-               "Records read per committed epoch (the batch size of each task), this run.");
-      for (size_t i = 0; i < meters->size(); ++i) {
-        const auto& m = (*meters)[i];
-        const std::string pl = "pipeline=\"" + exposition::label(cfg_.pipelines[i].name) + "\"";
-        uint64_t cumulative = 0;
-        for (size_t b = 0; b < state_meter::epoch_size_buckets; ++b) {
-          cumulative += m.epoch_size_count[b].load();
-          std::string le = "+Inf";
-          if (b + 1 < state_meter::epoch_size_buckets)
-            le = std::to_string(static_cast<uint64_t>(state_meter::epoch_size_bounds[b]));
-          x.sample("weir_epoch_records_bucket", pl + ",le=\"" + le + "\"",
-                   static_cast<double>(cumulative));
-        }
-        x.sample("weir_epoch_records_sum", pl, static_cast<double>(m.epoch_size_sum.load()));
-        x.sample("weir_epoch_records_count", pl, static_cast<double>(m.epoch_sizes.load()));
-      }
+      };
+      histogram(
+        "weir_epoch_latency_seconds", "From an epoch's start to its commit, epochs of this run.",
+        state_meter::latency_bounds_s, [](const state_meter& m) { return m.latency_count; },
+        [](const state_meter& m) { return static_cast<double>(m.latency_sum_us.load()) / 1e6; },
+        [](const state_meter& m) { return m.latencies.load(); });
+      histogram(
+        "weir_epoch_records",
+        "Records read per committed epoch (the batch size of each task), this run.",
+        state_meter::epoch_size_bounds, [](const state_meter& m) { return m.epoch_size_count; },
+        [](const state_meter& m) { return static_cast<double>(m.epoch_size_sum.load()); },
+        [](const state_meter& m) { return m.epoch_sizes.load(); });
     }
     if (auto lk = probe_->lake_store()) {
       if (auto counts = lk->table_counts())
