@@ -1,10 +1,14 @@
 #include "store/check.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <set>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #include "actors/core/codec.hpp"
 #include "store/lake.hpp"
@@ -209,8 +213,17 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   walk_table(w, e, where, "meta", t["meta"], meta_check("warehouse"));
   walk_table(w, e, where, "pipelines", t["pipelines"],
              [&](std::string_view k, std::string_view v) { return check_pipeline(k, v, ids); });
-  walk_table(w, e, where, "counters", t["counters"],
-             [](std::string_view, std::string_view v) { return expect_size(v, 8, "a counter"); });
+  // Per pipeline id: its windows counter and key-index counter, result rows and key-index rows.
+  std::map<uint16_t, uint64_t> windows_counter, key_index_counter, result_rows, index_rows;
+  walk_table(w, e, where, "counters", t["counters"], [&](std::string_view k, std::string_view v) {
+    auto why = expect_size(v, 8, "a counter");
+    for (auto [prefix, into] : {std::pair{std::string_view{"windows/"}, &windows_counter},
+                                std::pair{std::string_view{"key_index/"}, &key_index_counter}})
+      if (why.empty() && k.substr(0, prefix.size()) == prefix)
+        (*into)[static_cast<uint16_t>(std::atoi(std::string{k.substr(prefix.size())}.c_str()))] =
+          codec::get_le64(v.data());
+    return why;
+  });
   walk_table(w, e, where, "epochs", t["epochs"], [&](std::string_view k, std::string_view v) {
     auto why = check_pid(k, 2, ids);
     return why.empty() ? expect_size(v, 8, "an epoch") : why;
@@ -225,8 +238,43 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
     return why;
   });
   walk_table(w, e, where, "results", t["results"], [&](std::string_view k, std::string_view v) {
-    return check_result(k, v, e.max_key_size(), ids, row);
+    auto why = check_result(k, v, e.max_key_size(), ids, row);
+    if (why.empty())
+      ++result_rows[codec::get_be16(k.data())];
+    return why;
   });
+  // The key index: (pipeline, hash of the key, start, end) -> key and row.
+  walk_table(w, e, where, "by_key", t["by_key"], [&](std::string_view k, std::string_view v) {
+    auto why = check_pid(k, 26, ids);
+    if (!why.empty())
+      return why;
+    if (!decode_by_key(k, v, row))
+      return std::string{"a key index row that does not decode"};
+    if (codec::get_be64(k.data() + 2) != XXH3_64bits(row.key.data(), row.key.size()))
+      return std::string{"a key index row filed under another key's hash"};
+    if (row.values.size() != ids.at(codec::get_be16(k.data())))
+      return "a key index row with " + std::to_string(row.values.size()) +
+             " values, not one per aggregate";
+    ++index_rows[codec::get_be16(k.data())];
+    return std::string{};
+  });
+  // The change feed: (pipeline, epoch, row) -> row 0 the epoch's header, then its rows.
+  walk_table(w, e, where, "changes", t["changes"], [&](std::string_view k, std::string_view v) {
+    auto why = check_pid(k, 14, ids);
+    if (!why.empty())
+      return why;
+    if (codec::get_be32(k.data() + 10) == 0)
+      return expect_size(v, 12, "a change feed header");
+    if (decode_change(v, e.max_key_size(), row))
+      return std::string{"a change row that does not decode"};
+    return std::string{};
+  });
+  // A key index in use (its counter one above the windows counter) holds every result row.
+  for (const auto& [pid, n] : key_index_counter)
+    if (n != 0 && n == windows_counter[pid] + 1 && index_rows[pid] != result_rows[pid])
+      w.problem(where + ", table by_key: pipeline id " + std::to_string(pid) + " has " +
+                std::to_string(index_rows[pid]) + " key index rows for " +
+                std::to_string(result_rows[pid]) + " result rows");
   walk_table(w, e, where, "state", t["state"],
              [&](std::string_view k, std::string_view) { return check_pid(k, 6, ids); });
   walk_table(w, e, where, "dedupe", t["dedupe"], [&](std::string_view k, std::string_view v) {

@@ -128,26 +128,6 @@ void by_key_row(std::string_view key, std::string_view stored, std::string& out)
   w.raw(stored);
 }
 
-/// The row of a by_key entry (start and end from its key).
-bool decode_by_key(std::string_view k, std::string_view v, window_result& row) {
-  row.start = codec::get_be64_signed(k.data() + 10);
-  row.end = codec::get_be64_signed(k.data() + 18);
-  codec::reader r{v};
-  const std::string_view key = r.str();
-  if (!r.ok())
-    return false;
-  row.key.assign(key.data(), key.size());
-  codec::reader body{v.substr(4 + key.size())};
-  row.version = body.u32();
-  const uint32_t n = body.u32();
-  if (!body.ok() || n > body.remaining() / 8)
-    return false;
-  row.values.resize(n);
-  for (auto& x : row.values)
-    x = body.f64();
-  return body.done();
-}
-
 /// A changes key: (pipeline, epoch, row).
 constexpr size_t change_key_size = 14;
 void change_key(char* out, uint16_t pid, uint64_t epoch, uint32_t row) {
@@ -346,6 +326,33 @@ caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
   if (!r.done())
     return corrupt("a results row");
   return caf::none;
+}
+
+bool decode_by_key(std::string_view k, std::string_view v, window_result& row) {
+  row.start = codec::get_be64_signed(k.data() + 10);
+  row.end = codec::get_be64_signed(k.data() + 18);
+  codec::reader r{v};
+  const std::string_view key = r.str();
+  if (!r.ok())
+    return false;
+  row.key.assign(key.data(), key.size());
+  codec::reader body{v.substr(4 + key.size())};
+  row.version = body.u32();
+  const uint32_t n = body.u32();
+  if (!body.ok() || n > body.remaining() / 8)
+    return false;
+  row.values.resize(n);
+  for (auto& x : row.values)
+    x = body.f64();
+  return body.done();
+}
+
+caf::error decode_change(std::string_view v, size_t max_key, window_result& row) {
+  codec::reader r{v};
+  const uint16_t klen = r.u16();
+  if (!r.ok() || klen > r.remaining())
+    return corrupt("a change row");
+  return decode_result(v.substr(2, klen), v.substr(2 + klen), max_key, row);
 }
 
 caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
@@ -1332,12 +1339,7 @@ warehouse::changes(const std::string& pipeline, uint64_t since_epoch,
       out.index = codec::get_be32(k.data() + 10);
       if (out.index == 0 || (after && std::pair{out.epoch, out.index} <= *after))
         continue;
-      codec::reader r{*body};
-      const uint16_t klen = r.u16();
-      if (!r.ok() || klen > r.remaining())
-        return t.corrupt(changes_, k, "a change row");
-      const std::string_view stored = body->substr(2, klen);
-      if (auto derr = decode_result(stored, body->substr(2 + klen), max_key, out.row))
+      if (auto derr = decode_change(*body, max_key, out.row))
         return derr;
       if (!fn(out))
         return caf::none;

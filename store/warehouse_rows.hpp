@@ -21,6 +21,12 @@ caf::error decode_pipeline(std::string_view name, std::string_view v, pipeline_i
 caf::error decode_result(std::string_view k, std::string_view v, size_t max_key,
                          window_result& row);
 
+/// A `by_key` entry (key `k`, value `v`) into `row`; false when it does not decode.
+bool decode_by_key(std::string_view k, std::string_view v, window_result& row);
+
+/// A row of `changes` (not an epoch's header row 0) into `row`.
+caf::error decode_change(std::string_view v, size_t max_key, window_result& row);
+
 /// A `dead_letters` value.
 caf::error decode_dead_letter(std::string_view v, dead_letter& d);
 

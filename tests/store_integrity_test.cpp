@@ -317,3 +317,65 @@ TEST_CASE("a whole-table query that finds no rows where rows were committed is r
   one.key = "k1";
   CHECK_FALSE(w->query(one, count));
 }
+
+TEST_CASE("weir check verifies the key index and the change feed") {
+  temp_dir dir;
+  {
+    auto s = open_store(dir.str());
+    REQUIRE(s);
+    REQUIRE(s->wh.register_pipeline("p", {"count", "sum_x"}, "tumbling 60s"));
+    REQUIRE(!s->wh.set_indexes("p", {true, int64_t{3600} * 1000000}));
+    for (uint64_t e = 1; e <= 2; ++e) {
+      epoch_commit c;
+      c.pipeline = "p";
+      c.epoch = e;
+      c.results.push_back({"k1", 0, 60, static_cast<uint32_t>(e), {2, 3}});
+      c.results.push_back({"k2", 60, 120, 1, {1, 5}});
+      REQUIRE(s->wh.commit(c));
+    }
+  }
+  auto clean = check_quietly(dir.str());
+  REQUIRE(clean);
+  INFO(messages(*clean));
+  CHECK(clean->clean());
+  const std::string wh = dir.str() + "/warehouse";
+  SECTION("a key index row filed under another key's hash, sealed as the store would") {
+    std::string key(26, '\0');
+    codec::put_be16(key.data(), 1);
+    codec::put_be64(key.data() + 2, 12345);
+    codec::put_be64_signed(key.data() + 10, 0);
+    codec::put_be64_signed(key.data() + 18, 60);
+    std::string v;
+    codec::writer w{v};
+    w.str("k1");
+    w.u32(1);
+    w.u32(2);
+    w.f64(2);
+    w.f64(3);
+    raw_put(wh, "by_key", key, sealed("by_key", key, v));
+    auto r = check_quietly(dir.str());
+    REQUIRE(r);
+    INFO(messages(*r));
+    CHECK_THAT(messages(*r), Catch::Contains("another key's hash"));
+    CHECK(r->problems.size() == 1); // a row that does not count, so none more than the results
+
+  }
+  SECTION("a key index that lost its rows") {
+    weir::test::raw_clear(wh, "by_key");
+    auto r = check_quietly(dir.str());
+    REQUIRE(r);
+    REQUIRE(r->problems.size() == 1);
+    CHECK_THAT(r->problems[0], Catch::Contains("0 key index rows for 2 result rows"));
+  }
+  SECTION("a damaged change row") {
+    std::string key(14, '\0');
+    codec::put_be16(key.data(), 1);
+    codec::put_be64(key.data() + 2, 2);
+    codec::put_be32(key.data() + 10, 1);
+    raw_put(wh, "changes", key, "garbage of some length");
+    auto r = check_quietly(dir.str());
+    REQUIRE(r);
+    REQUIRE(r->problems.size() == 1);
+    CHECK_THAT(r->problems[0], Catch::Contains("table changes"));
+  }
+}
