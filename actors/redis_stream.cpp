@@ -197,7 +197,6 @@ caf::error redis_stream::take(batch& b, size_t max_bytes, size_t max_line_bytes,
     if (e == nullptr)
       return caf::none;
   }
-  std::string scratch;
   for (; next_ < e->elements; ++next_) {
     const auto* entry = e->element[next_];
     if (entry->type != REDIS_REPLY_ARRAY || entry->elements < 2 ||
@@ -237,7 +236,7 @@ caf::error redis_stream::take(batch& b, size_t max_bytes, size_t max_line_bytes,
       }
       ++b.records;
       b.last = *id;
-    } else if (gone) {
+    } else if (gone && !landed) {
       spdlog::warn("source {}: entry {} of stream {} was deleted before it was landed; it is "
                    "acknowledged without a record",
                    source_, id_text, cfg_.stream);
