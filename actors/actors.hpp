@@ -49,7 +49,7 @@ enum class marker_kind : uint8_t {
 /// Everything sent before it on a channel belongs to the epoch.
 struct epoch_marker {
   uint64_t epoch = 0;
-  uint8_t kind = 0;                                   ///< a marker_kind
+  marker_kind kind = marker_kind::normal;
   int64_t watermark = 0;                              ///< set by preprocess
   std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< set by ingest: source -> offset
   bool checkpoint = true; ///< false in a dry run: contributions carry no operator state
@@ -293,6 +293,7 @@ CAF_ADD_TYPE_ID(weir, (weir::frame))
 CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
 CAF_ADD_TYPE_ID(weir, (weir::run_stats))
 CAF_ADD_TYPE_ID(weir, (weir::query_request))
+CAF_ADD_TYPE_ID(weir, (weir::marker_kind))
 CAF_END_TYPE_ID_BLOCK(weir)
 
 namespace weir {
@@ -360,7 +361,7 @@ using coordinator_actor = caf::typed_actor<
   /// name further actors to watch (updater, preprocess): any of them failing fails the run.
   caf::reacts_to<register_atom, uint32_t, caf::actor>,
   /// The updater committed epoch e of pipeline `index` (kind: a marker_kind) with n windows.
-  caf::reacts_to<committed_atom, uint32_t, uint64_t, uint8_t, uint64_t>,
+  caf::reacts_to<committed_atom, uint32_t, uint64_t, marker_kind, uint64_t>,
   /// Preprocess of pipeline `index` reports its counters (at every marker).
   caf::reacts_to<stats_atom, uint32_t, run_stats>,
   /// Stop every pipeline at its next epoch.

@@ -142,7 +142,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       auto& st = self->state;
       mailbox_depths::note(self, st.mailbox);
       st.fired.clear();
-      if (m.kind == static_cast<uint8_t>(marker_kind::final))
+      if (m.kind == marker_kind::final)
         st.op->flush(st.fired);
       else
         st.op->advance(m.watermark, st.fired);
@@ -168,7 +168,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
         return;
       }
       self->send(updater, agg_epoch_atom::value, st.pipeline, to_frame(mb));
-      if (m.kind != static_cast<uint8_t>(marker_kind::normal))
+      if (m.kind != marker_kind::normal)
         self->quit();
     },
   };

@@ -66,7 +66,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
           self->send(self->state.pipelines[i].ingest, stop_atom::value);
       }
     },
-    [self, start_epoch, waiter](committed_atom, uint32_t i, uint64_t e, uint8_t kind,
+    [self, start_epoch, waiter](committed_atom, uint32_t i, uint64_t e, marker_kind kind,
                                 uint64_t windows) {
       if (i >= self->state.pipelines.size())
         return;
@@ -86,7 +86,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
       s.stats.epochs_committed += 1;
       if (s.ingest)
         self->send(s.ingest, committed_atom::value, e);
-      if (kind != static_cast<uint8_t>(marker_kind::normal))
+      if (kind != marker_kind::normal)
         s.finished = true;
       else if (s.wanted)
         start_epoch(i);

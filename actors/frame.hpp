@@ -4,6 +4,7 @@
 /// a kj::Exception from bad bytes into an error, in this one place.
 
 #include <cstring>
+#include <optional>
 #include <string_view>
 
 #include <capnp/message.h>
@@ -30,6 +31,24 @@ window_result decode_result(schema::WindowResult::Reader r);
 void decode_result(schema::WindowResult::Reader r, window_result& out);
 void encode_dead_letter(schema::DeadLetter::Builder b, const dead_letter& d);
 dead_letter decode_dead_letter(schema::DeadLetter::Reader r);
+
+/// How an epoch ends, on the wire (schema::MarkerKind) and back; a value this build does not
+/// know gives nothing.
+static_assert(static_cast<int>(schema::MarkerKind::NORMAL) == static_cast<int>(marker_kind::normal) &&
+              static_cast<int>(schema::MarkerKind::STOP) == static_cast<int>(marker_kind::stop) &&
+              static_cast<int>(schema::MarkerKind::FINAL) == static_cast<int>(marker_kind::final));
+inline schema::MarkerKind to_wire(marker_kind k) { return static_cast<schema::MarkerKind>(k); }
+inline std::optional<marker_kind> from_wire(schema::MarkerKind k) {
+  switch (k) {
+    case schema::MarkerKind::NORMAL:
+      return marker_kind::normal;
+    case schema::MarkerKind::STOP:
+      return marker_kind::stop;
+    case schema::MarkerKind::FINAL:
+      return marker_kind::final;
+  }
+  return std::nullopt;
+}
 
 /// Limits for decoding a frame: bounded traversal and nesting.
 struct decode_limits {

@@ -796,8 +796,8 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       // The end of a run (a stop, or bounded inputs read to their end) fires every open window
       // only when it is the end of the data (weir run --final); otherwise they stay open.
       if (st.stopping || all_done)
-        m.kind = static_cast<uint8_t>(rt.final_flush ? marker_kind::final : marker_kind::stop);
-      st.finished = m.kind != static_cast<uint8_t>(marker_kind::normal);
+        m.kind = rt.final_flush ? marker_kind::final : marker_kind::stop;
+      st.finished = m.kind != marker_kind::normal;
       st.lines_since_marker = 0;
       st.bytes_since_marker = 0;
       st.epoch_asked = false;

@@ -276,7 +276,7 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       st.pre->tick(std::chrono::duration_cast<std::chrono::microseconds>(
                      self->clock().now().time_since_epoch())
                      .count());
-      if (m.kind == static_cast<uint8_t>(marker_kind::final)) {
+      if (m.kind == marker_kind::final) {
         // Every window open now fires; the watermark moves past all of them. It is computed
         // from the largest event time ever accepted (kept in the state), so that a re-run
         // with nothing new does not move it again.
@@ -290,8 +290,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       capnp::MallocMessageBuilder mb;
       auto c = mb.initRoot<schema::PreprocessEpoch>();
       c.setEpoch(m.epoch);
-      c.setFinal(m.kind == static_cast<uint8_t>(marker_kind::final));
-      c.setKind(m.kind);
+      c.setFinal(m.kind == marker_kind::final);
+      c.setMarkerKind(to_wire(m.kind));
       auto offs = c.initOffsets(static_cast<unsigned>(m.offsets.size()));
       for (size_t i = 0; i < m.offsets.size(); ++i) {
         offs[static_cast<unsigned>(i)].setSource(m.offsets[i].first);

@@ -14,13 +14,17 @@ namespace weir {
 constexpr uint32_t preprocess_partition = 0xFFFFFFFF;
 
 caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,
-                                            const std::vector<frame>& aggs, uint8_t& kind) {
+                                            const std::vector<frame>& aggs, marker_kind& kind) {
   epoch_commit c;
   c.pipeline = pipeline;
   auto err = decode_frame(pre, [&](frame_reader& r) {
     auto p = r.root<schema::PreprocessEpoch>();
     c.epoch = p.getEpoch();
-    kind = p.getKind();
+    auto k = from_wire(p.getMarkerKind());
+    if (!k)
+      throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                          kj::str("an epoch marker kind this build does not know"));
+    kind = *k;
     for (auto o : p.getOffsets())
       c.offsets.emplace_back(o.getSource(), o.getOffset());
     if (!c.dead_letters.assign(as_view(p.getDeadLetterPack())))
@@ -140,7 +144,7 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
   auto commit_one = [self, wh, coordinator, mode, meters](uint32_t i, uint64_t e,
                                                           updater_state::pending_epoch& p) {
     auto& slot = self->state.pipelines[i];
-    uint8_t kind = 0;
+    marker_kind kind = marker_kind::normal;
     auto c = assemble_commit(slot.name, *p.pre, p.aggs, kind);
     if (!c) {
       spdlog::error("pipeline {} epoch {}: {}", slot.name, e, render(c.error()));

@@ -42,6 +42,6 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
 
 /// Turns one epoch's contributions into the commit the warehouse applies.
 caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,
-                                            const std::vector<frame>& aggs, uint8_t& kind);
+                                            const std::vector<frame>& aggs, marker_kind& kind);
 
 } // namespace weir

@@ -79,12 +79,20 @@ struct PreprocessEpoch {
   dedupeExpired @4 :List(UInt64);
   state @5 :Data;           # watermark and counters
   final @6 :Bool;           # the sources are exhausted (bounded run)
-  kind @7 :UInt8;           # how the epoch ends: 0 normal, 1 stop, 2 final
+  kind @7 :UInt8;           # no longer filled: see markerKind
   dedupeExpireBefore @8 :Int64 = -9223372036854775808;
                             # ids with an event time below this are expired (dedupeExpired is
                             # no longer filled: the store expires by time)
   deadLetterPack @9 :Data;  # the epoch's dead letters, packed one after the other in the
                             # layout of actors/core/dead_letters.hpp (one blob, read in place)
+  markerKind @10 :MarkerKind; # how the epoch ends
+}
+
+# How an epoch ends (weir::marker_kind).
+enum MarkerKind {
+  normal @0;  # commit and go on
+  stop @1;    # commit and stop: windows the watermark has not closed stay open
+  final @2;   # the end of the data: every open window fires, commit, stop
 }
 
 # What one window-aggregator partition contributes to epoch e: fired results and its state.

@@ -64,7 +64,7 @@ struct log_t {
   std::vector<epoch_marker> markers;               // preprocess: markers
   std::vector<frame> pre_epochs;                   // updater
   std::vector<frame> agg_epochs;                   // updater
-  std::vector<std::tuple<uint32_t, uint64_t, uint8_t, uint64_t>> commits; // coordinator
+  std::vector<std::tuple<uint32_t, uint64_t, marker_kind, uint64_t>> commits; // coordinator
   std::vector<run_stats> stats;                                           // waiter / coordinator
   std::vector<uint32_t> done;                                             // coordinator: done_atom
   std::vector<uint32_t> epoch_requests; // coordinator: (epoch, index) from ingest
@@ -105,7 +105,7 @@ coordinator_actor::behavior_type fake_coordinator(coordinator_actor::pointer sel
   return {
     [](tick_atom) {},
     [](register_atom, uint32_t, const caf::actor&) {},
-    [log](committed_atom, uint32_t i, uint64_t e, uint8_t k, uint64_t n) {
+    [log](committed_atom, uint32_t i, uint64_t e, marker_kind k, uint64_t n) {
       log->commits.emplace_back(i, e, k, n);
     },
     [log](stats_atom, uint32_t, const run_stats& s) { log->stats.push_back(s); },
@@ -194,7 +194,7 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, fina
   sched.run();
   CHECK(log.epochs == std::vector<uint64_t>{5, 6}); // two in flight: no third
   caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{5},
-                 static_cast<uint8_t>(marker_kind::normal), uint64_t{3});
+                 marker_kind::normal, uint64_t{3});
   sched.run();
   CHECK(log.committed == std::vector<uint64_t>{5});
   // The tick that found two in flight is honoured as soon as 5 is committed.
@@ -203,7 +203,7 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, fina
   sched.run();
   CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7}); // remembered, not lost
   caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{6},
-                 static_cast<uint8_t>(marker_kind::normal), uint64_t{0});
+                 marker_kind::normal, uint64_t{0});
   sched.run();
   CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7, 8});
   run_stats s;
@@ -211,7 +211,7 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, fina
   s.read = 42;
   caf::anon_send(coord, stats_atom::value, uint32_t{0}, s);
   caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{7},
-                 static_cast<uint8_t>(marker_kind::final), uint64_t{2});
+                 marker_kind::final, uint64_t{2});
   sched.run();
   CHECK(log.waiter_done);
   REQUIRE(log.stats.size() == 1);
@@ -286,7 +286,7 @@ TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force 
   }
   epoch_marker fin;
   fin.epoch = 2;
-  fin.kind = static_cast<uint8_t>(marker_kind::final);
+  fin.kind = marker_kind::final;
   caf::anon_send(agg, marker_atom::value, fin);
   // Five messages wait (three batches, two markers): handling the first, it sees the other four.
   sched.run_once();
@@ -493,7 +493,7 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
   caf::anon_send(ing, epoch_atom::value, uint64_t{1});
   sched.run();
   REQUIRE(log.markers.size() == 1);
-  CHECK(log.markers[0].kind == static_cast<uint8_t>(marker_kind::stop));
+  CHECK(log.markers[0].kind == marker_kind::stop);
   REQUIRE(log.markers[0].offsets.size() == 1);
   CHECK(log.markers[0].offsets[0].second == text.size());
   // Committing it prunes the lake (retention 0).
@@ -539,7 +539,7 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
   CHECK((*meters)[0].records_read == 101); // the records after the header, the bad one too
   epoch_marker m;
   m.epoch = 1;
-  m.kind = static_cast<uint8_t>(marker_kind::final);
+  m.kind = marker_kind::final;
   m.offsets = {{1, data.size()}};
   caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
                marker_atom::value, m);
@@ -718,7 +718,7 @@ TEST_CASE_METHOD(fixture,
   auto marker = [&](uint64_t e, marker_kind kind = marker_kind::normal) {
     epoch_marker m;
     m.epoch = e;
-    m.kind = static_cast<uint8_t>(kind);
+    m.kind = kind;
     m.offsets = {{1, data.size()}, {2, 0}};
     caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
                  marker_atom::value, m);

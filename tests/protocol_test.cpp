@@ -140,7 +140,7 @@ State& state_of(const Handle& h) {
 
 /// What the fakes saw.
 struct proto_log {
-  std::vector<std::tuple<uint64_t, uint8_t, uint64_t>> commits; ///< coordinator: (e, kind, n)
+  std::vector<std::tuple<uint64_t, marker_kind, uint64_t>> commits; ///< coordinator: (e, kind, n)
   std::vector<std::string> failures;                            ///< coordinator: fail_atom
   std::vector<uint64_t> chunk_acks;                             ///< ingest: acks of chunks
 };
@@ -150,7 +150,7 @@ coordinator_actor::behavior_type recording_coordinator(coordinator_actor::pointe
   return {
     [](tick_atom) {},
     [](register_atom, uint32_t, const caf::actor&) {},
-    [log](committed_atom, uint32_t, uint64_t e, uint8_t kind, uint64_t windows) {
+    [log](committed_atom, uint32_t, uint64_t e, marker_kind kind, uint64_t windows) {
       log->commits.emplace_back(e, kind, windows);
     },
     [](stats_atom, uint32_t, const run_stats&) {},
@@ -218,7 +218,7 @@ frame pre_frame(const epoch_spec& x) {
   capnp::MallocMessageBuilder mb;
   auto c = mb.initRoot<schema::PreprocessEpoch>();
   c.setEpoch(x.epoch);
-  c.setKind(static_cast<uint8_t>(marker_kind::normal));
+  c.setMarkerKind(schema::MarkerKind::NORMAL);
   auto offs = c.initOffsets(static_cast<unsigned>(x.offsets.size()));
   for (unsigned i = 0; i < x.offsets.size(); ++i) {
     offs[i].setSource(x.offsets[i].first);
@@ -564,7 +564,7 @@ std::vector<action> plan(const input_text& in, size_t first_line, uint64_t first
     action a;
     a.is_marker = true;
     a.marker.epoch = epoch++;
-    a.marker.kind = static_cast<uint8_t>(kind);
+    a.marker.kind = kind;
     a.marker.offsets = {{source_id, offset}};
     out.push_back(a);
   };
@@ -678,7 +678,7 @@ void run_generation(store& s, const pipeline_config& cfg, const input_text& in, 
     if (a.is_marker) {
       send(marker_atom::value, a.marker);
       next_epoch = a.marker.epoch + 1;
-      last_marker_sent = a.marker.kind != static_cast<uint8_t>(marker_kind::normal);
+      last_marker_sent = a.marker.kind != marker_kind::normal;
     } else {
       send(chunk_atom::value, ++seq, chunk_frame(in, a.from, a.to, a.with_header));
       line = a.to;
@@ -688,7 +688,7 @@ void run_generation(store& s, const pipeline_config& cfg, const input_text& in, 
   if (!fail) {
     w.sched.run();
     RC_ASSERT(!log.commits.empty());
-    RC_ASSERT(std::get<1>(log.commits.back()) == static_cast<uint8_t>(marker_kind::final));
+    RC_ASSERT(std::get<1>(log.commits.back()) == marker_kind::final);
     // Flow control: every chunk was acknowledged to its sender, once.
     auto acks = log.chunk_acks;
     std::sort(acks.begin(), acks.end());
@@ -706,13 +706,13 @@ void run_generation(store& s, const pipeline_config& cfg, const input_text& in, 
     if (!last_marker_sent) {
       epoch_marker m;
       m.epoch = next_epoch;
-      m.kind = static_cast<uint8_t>(marker_kind::stop);
+      m.kind = marker_kind::stop;
       m.offsets = {{source_id, in.starts[line]}};
       send(marker_atom::value, m);
     }
     w.sched.run();
     RC_ASSERT(!log.commits.empty());
-    RC_ASSERT(std::get<1>(log.commits.back()) != static_cast<uint8_t>(marker_kind::normal));
+    RC_ASSERT(std::get<1>(log.commits.back()) != marker_kind::normal);
     for (auto& a : partitions)
       RC_ASSERT(downs.count(a.address()) == 1u && !downs[a.address()]);
     RC_ASSERT(downs.count(pre.address()) == 0u);
@@ -757,7 +757,7 @@ void run_generation(store& s, const pipeline_config& cfg, const input_text& in, 
     ++next;
     totals.epochs.push_back(e);
     totals.windows_reported += n;
-    if (kind == static_cast<uint8_t>(marker_kind::final))
+    if (kind == marker_kind::final)
       totals.final_committed = true;
   }
   RC_ASSERT(value_of(s.wh->last_epoch(cfg.name)) == next - 1);
@@ -819,13 +819,13 @@ TEST_CASE("updater: an epoch commits once, when the preprocess and every partiti
     w.sched.run();
     // The model: an epoch is complete when all parts + 1 contributions are in.
     std::vector<size_t> arrived(specs.size(), 0);
-    std::vector<std::tuple<uint64_t, uint8_t, uint64_t>> expected_commits;
+    std::vector<std::tuple<uint64_t, marker_kind, uint64_t>> expected_commits;
     uint64_t last = 0;
     for (auto [k, i] : order) {
       deliver(upd, specs[i], k);
       w.sched.run();
       if (++arrived[i] == parts + 1) {
-        expected_commits.emplace_back(specs[i].epoch, uint8_t{0}, specs[i].rows());
+        expected_commits.emplace_back(specs[i].epoch, marker_kind::normal, specs[i].rows());
         last = specs[i].epoch;
       }
       RC_ASSERT(log.commits == expected_commits);
@@ -898,7 +898,7 @@ TEST_CASE(
     auto send_marker = [&](uint64_t e, marker_kind kind, size_t line) {
       epoch_marker m;
       m.epoch = e;
-      m.kind = static_cast<uint8_t>(kind);
+      m.kind = kind;
       m.offsets = {{source_id, in.starts[line]}};
       caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
                    marker_atom::value, m);
@@ -1241,4 +1241,23 @@ TEST_CASE("pipeline: event ids expire by event time the same across restarts") {
     sc.dedupe_horizon = 20 * us_per_s;
     check_recovery(sc);
   });
+}
+
+TEST_CASE("updater: an epoch marker kind the build does not know is refused and not guessed") {
+  for (uint16_t raw : {0, 1, 2, 3, 7, 65535}) {
+    capnp::MallocMessageBuilder mb;
+    auto c = mb.initRoot<schema::PreprocessEpoch>();
+    c.setEpoch(1);
+    c.setMarkerKind(static_cast<schema::MarkerKind>(raw));
+    marker_kind kind = marker_kind::normal;
+    auto got = assemble_commit("p", to_frame(mb), {}, kind);
+    INFO("raw kind " << raw);
+    if (raw <= 2) {
+      REQUIRE(got);
+      CHECK(static_cast<uint16_t>(kind) == raw);
+    } else {
+      REQUIRE_FALSE(got);
+      CHECK(render(got.error()).find("marker kind") != std::string::npos);
+    }
+  }
 }
