@@ -34,10 +34,13 @@ dead_letter decode_dead_letter(schema::DeadLetter::Reader r);
 
 /// How an epoch ends, on the wire (schema::MarkerKind) and back; a value this build does not
 /// know gives nothing.
-static_assert(static_cast<int>(schema::MarkerKind::NORMAL) == static_cast<int>(marker_kind::normal) &&
+static_assert(static_cast<int>(schema::MarkerKind::NORMAL) ==
+                static_cast<int>(marker_kind::normal) &&
               static_cast<int>(schema::MarkerKind::STOP) == static_cast<int>(marker_kind::stop) &&
               static_cast<int>(schema::MarkerKind::FINAL) == static_cast<int>(marker_kind::final));
-inline schema::MarkerKind to_wire(marker_kind k) { return static_cast<schema::MarkerKind>(k); }
+inline schema::MarkerKind to_wire(marker_kind k) {
+  return static_cast<schema::MarkerKind>(k);
+}
 inline std::optional<marker_kind> from_wire(schema::MarkerKind k) {
   switch (k) {
     case schema::MarkerKind::NORMAL:
