@@ -264,7 +264,7 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
     if (!why.empty())
       return why;
     if (codec::get_be32(k.data() + 10) == 0)
-      return expect_size(v, 12, "a change feed header");
+      return expect_size(v, 8, "a change feed header");
     if (decode_change(v, e.max_key_size(), row))
       return std::string{"a change row that does not decode"};
     return std::string{};

@@ -640,18 +640,17 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const epoch_comm
     if (!cur)
       return std::move(cur.error());
     changes.emplace(std::move(*cur));
-    // The epoch's header row: when it was committed and how many rows follow. Epochs only
-    // grow, so its rows go after everything of this pipeline (appended when it is the last).
+    // The epoch's header row: when it was committed (for the retention). Epochs only grow, so
+    // its rows go after everything of this pipeline (appended when it is the last).
     auto end = last_key(t, changes_);
     if (!end)
       return std::move(end.error());
     change_key(ck, pid, c.epoch, 0);
     const bool append = !*end || std::string_view{**end} < std::string_view{ck, change_key_size};
-    char head[12];
+    char head[8];
     codec::put_le64(head, static_cast<uint64_t>(wall_clock_us()));
-    codec::put_le32(head + 8, static_cast<uint32_t>(results.size()));
     if (auto err = changes->put_sealed(std::string_view{ck, change_key_size},
-                                       std::string_view{head, 12}, append ? MDB_APPEND : 0))
+                                       std::string_view{head, 8}, append ? MDB_APPEND : 0))
       return err;
     if (!append)
       changes.reset(); // rows of a later pipeline follow: plain puts
@@ -743,21 +742,6 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const epoch_comm
     if (auto err = index(r, key, value))
       return err;
   }
-  if (feed && change_rows != results.size()) {
-    // Rows an older version did not replace are not changes: the header counts what is there.
-    change_key(ck, pid, c.epoch, 0);
-    char head[12];
-    auto old = t.get_sealed(changes_, std::string_view{ck, change_key_size});
-    if (!old)
-      return std::move(old.error());
-    if (!*old || (*old)->size() != 12)
-      return t.corrupt(changes_, std::string_view{ck, change_key_size}, "a change feed header");
-    std::memcpy(head, (*old)->data(), 8);
-    codec::put_le32(head + 8, change_rows);
-    if (auto err = t.put_sealed(changes_, std::string_view{ck, change_key_size},
-                                std::string_view{head, 12}))
-      return err;
-  }
   return caf::none;
 }
 
@@ -782,7 +766,7 @@ caf::error warehouse::prune_changes(lmdb::txn& t, uint16_t pid, uint64_t epoch, 
       auto head = cur->sealed_value();
       if (!head)
         return std::move(head.error());
-      if (head->size() != 12)
+      if (head->size() != 8)
         return t.corrupt(changes_, k, "a change feed header");
       if (static_cast<int64_t>(codec::get_le64(head->data())) >= before)
         break;
@@ -1245,7 +1229,6 @@ caf::error warehouse::set_indexes(const std::string& pipeline, const result_inde
       // Built from the results, in one pass.
       char bk[by_key_size];
       window_result row;
-      std::string stored;
       std::string entry;
       const size_t max_key = env_.max_key_size();
       auto err = walk_pipeline(t, results_, pid, [&](lmdb::cursor& cur) -> caf::expected<bool> {
@@ -1254,12 +1237,8 @@ caf::error warehouse::set_indexes(const std::string& pipeline, const result_inde
           return std::move(body.error());
         if (auto derr = decode_result(cur.key(), *body, max_key, row))
           return derr;
-        stored.clear();
-        codec::writer w{stored};
-        w.u32(row.version);
-        w.u32(static_cast<uint32_t>(row.values.size()));
-        for (double v : row.values)
-          w.f64(v);
+        // The row as stored (version, count, values), without a long key's copy after it.
+        const auto stored = body->substr(0, 8 + 8 * row.values.size());
         by_key_entry(bk, pid, row.key, row.start, row.end);
         by_key_row(row.key, stored, entry);
         if (auto perr = t.put_sealed(by_key_, std::string_view{bk, by_key_size}, entry))

@@ -27,7 +27,7 @@
 ///                 length, bytes), version u32, count u32, doubles: a copy of the results of
 ///                 a key, so that a lookup by key reads them in order (results.key_index)
 /// - changes:      (pipeline BE16, epoch BE64, row BE32) -> row 0: commit time i64 (wall clock
-///                 microseconds), rows u32; row i > 0: the i-th result row the epoch wrote, as
+///                 microseconds), for the retention; row i > 0: the i-th result row the epoch wrote, as
 ///                 its results key (u16 length, bytes) and value (results.change_feed)
 /// The counters "key_index/<id>" (windows counter + 1 when the index was last complete) and
 /// "change_keep/<id>" (the feed's retention in microseconds) say which are kept. A commit that
