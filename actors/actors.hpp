@@ -216,7 +216,7 @@ struct state_meter {
   std::atomic<uint64_t> epoch_size_count[epoch_size_buckets] = {};
   std::atomic<uint64_t> epoch_size_sum{0};
   std::atomic<uint64_t> epoch_sizes{0};
-  task_log tasks; ///< the recent committed epochs
+  task_log tasks;                                             ///< the recent committed epochs
   std::atomic<int64_t> task_keep_us{int64_t{3600} * 1000000}; ///< runtime task_retention
   std::atomic<uint32_t> restarts{0};                          ///< restarts of the run so far
 
@@ -286,18 +286,6 @@ typename Inspector::result_type inspect(Inspector& f, run_stats& x) {
            x.resume_offsets);
 }
 
-} // namespace weir
-
-CAF_BEGIN_TYPE_ID_BLOCK(weir, caf::first_custom_type_id)
-CAF_ADD_TYPE_ID(weir, (weir::frame))
-CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
-CAF_ADD_TYPE_ID(weir, (weir::run_stats))
-CAF_ADD_TYPE_ID(weir, (weir::query_request))
-CAF_ADD_TYPE_ID(weir, (weir::marker_kind))
-CAF_END_TYPE_ID_BLOCK(weir)
-
-namespace weir {
-
 using chunk_atom = caf::atom_constant<caf::atom("chunk")>;
 using batch_atom = caf::atom_constant<caf::atom("batch")>;
 using marker_atom = caf::atom_constant<caf::atom("marker")>;
@@ -315,6 +303,8 @@ using fail_atom = caf::atom_constant<caf::atom("fail")>;
 using register_atom = caf::atom_constant<caf::atom("register")>;
 using query_atom = caf::atom_constant<caf::atom("query")>;
 using letters_atom = caf::atom_constant<caf::atom("letters")>;
+using run_atom = caf::atom_constant<caf::atom("run")>;
+using restart_atom = caf::atom_constant<caf::atom("restart")>;
 
 /// The window-aggregator partition: event-time windows over one key partition.
 using aggregator_actor = caf::typed_actor<
@@ -357,22 +347,47 @@ using updater_actor = caf::typed_actor<
 using coordinator_actor = caf::typed_actor<
   /// Timer: start the next epoch of each pipeline that has none in flight.
   caf::reacts_to<tick_atom>,
-  /// The ingest actor of pipeline `index` (given once, after it is spawned); other indexes
-  /// name further actors to watch (updater, preprocess): any of them failing fails the run.
-  caf::reacts_to<register_atom, uint32_t, caf::actor>,
+  /// The ingest actor of pipeline `index`, given once after it is spawned. The coordinator
+  /// does not watch it: the supervisor watches every actor of a run.
+  caf::reacts_to<register_atom, uint32_t, ingest_actor>,
   /// The updater committed epoch e of pipeline `index` (kind: a marker_kind) with n windows.
   caf::reacts_to<committed_atom, uint32_t, uint64_t, marker_kind, uint64_t>,
   /// Preprocess of pipeline `index` reports its counters (at every marker).
   caf::reacts_to<stats_atom, uint32_t, run_stats>,
   /// Stop every pipeline at its next epoch.
   caf::reacts_to<stop_atom>,
-  /// A pipeline failed: stop everything and report.
+  /// A pipeline failed (the updater could not commit): report it to the supervisor.
   caf::reacts_to<fail_atom, std::string>,
   /// Ingest of pipeline `index` has nothing more to read: end with a last epoch.
   caf::reacts_to<done_atom, uint32_t>,
   /// Ingest of pipeline `index` has sent `commit_events` lines since its last marker: start
   /// its next epoch now rather than at the next tick.
   caf::reacts_to<epoch_atom, uint32_t>>;
+
+/// What the coordinator reports to the actor that runs it (the supervisor).
+using run_waiter_actor = caf::typed_actor<
+  /// Epoch e of pipeline `index` is committed with n result rows, `latency` microseconds after
+  /// its start (-1: not known).
+  caf::reacts_to<committed_atom, uint32_t, uint64_t, uint64_t, int64_t>,
+  /// The counters of one pipeline at the end of the run (one per pipeline, before done).
+  caf::reacts_to<stats_atom, run_stats>,
+  /// Every pipeline committed its last epoch: the run is over.
+  caf::reacts_to<done_atom>,
+  /// A pipeline failed: its epochs in flight are lost, the generation must go.
+  caf::reacts_to<fail_atom, std::string>>;
+
+/// Supervisor: runs generations of the pipeline actors and restarts them from the last commit
+/// after a failure (actors/supervisor.hpp).
+using supervisor_actor = run_waiter_actor::extend<
+  /// Runs the pipelines; the answer comes when the run ends: what each pipeline did, or why the
+  /// run failed.
+  caf::replies_to<run_atom>::with<std::vector<run_stats>>,
+  /// Stop cleanly: the pipelines commit a last epoch and the run ends.
+  caf::reacts_to<stop_atom>,
+  /// Timer: look at the stop flag of the run.
+  caf::reacts_to<tick_atom>,
+  /// Timer: the backoff after failure `n` of the run is over; start the next generation.
+  caf::reacts_to<restart_atom, uint32_t>>;
 
 /// Warehouse: answers queries on the committed results and dead letters of its store.
 using warehouse_actor = caf::typed_actor<
@@ -384,3 +399,13 @@ using warehouse_actor = caf::typed_actor<
   caf::replies_to<letters_atom, std::string, uint64_t, uint64_t>::with<frame>>;
 
 } // namespace weir
+
+CAF_BEGIN_TYPE_ID_BLOCK(weir, caf::first_custom_type_id)
+CAF_ADD_TYPE_ID(weir, (weir::frame))
+CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
+CAF_ADD_TYPE_ID(weir, (weir::run_stats))
+CAF_ADD_TYPE_ID(weir, (weir::query_request))
+CAF_ADD_TYPE_ID(weir, (weir::marker_kind))
+CAF_ADD_TYPE_ID(weir, (std::vector<weir::run_stats>))
+CAF_ADD_TYPE_ID(weir, (weir::ingest_actor))
+CAF_END_TYPE_ID_BLOCK(weir)

@@ -14,7 +14,7 @@ namespace weir {
 
 coordinator_actor::behavior_type
 coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
-            std::vector<uint64_t> first_epochs, runtime_config rt, caf::actor waiter) {
+            std::vector<uint64_t> first_epochs, runtime_config rt, run_waiter_actor waiter) {
   for (auto e : first_epochs) {
     coordinator_state::slot s;
     s.next_epoch = e;
@@ -34,21 +34,14 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
     self->send(s.ingest, epoch_atom::value, s.next_epoch);
     ++s.next_epoch;
   };
-  // A failed run stops every pipeline actor, so that the actor system can shut down.
+  // A failed pipeline fails the run: the supervisor takes every actor of it down (it watches
+  // them all) and restarts from the last commit.
   auto fail = [self, waiter](std::string why) {
     if (self->state.failed)
       return;
     self->state.failed = true;
-    for (auto& a : self->state.watched)
-      self->send_exit(a, caf::exit_reason::user_shutdown);
-    caf::anon_send(waiter, fail_atom::value, std::move(why));
-    self->quit();
+    self->send(waiter, fail_atom::value, std::move(why));
   };
-  self->set_down_handler([self, fail](caf::down_msg& dm) {
-    if (dm.reason && dm.reason != caf::exit_reason::normal &&
-        dm.reason != caf::exit_reason::user_shutdown)
-      fail("a pipeline actor failed: " + render(dm.reason));
-  });
   const auto interval = std::chrono::microseconds(std::max<int64_t>(rt.commit_interval, 1000));
   self->delayed_send(self, interval, tick_atom::value);
   return {
@@ -57,14 +50,12 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
         start_epoch(i);
       self->delayed_send(self, interval, tick_atom::value);
     },
-    [self](register_atom, uint32_t i, caf::actor ingest) {
-      self->monitor(ingest);
-      self->state.watched.push_back(ingest);
-      if (i < self->state.pipelines.size()) {
-        self->state.pipelines[i].ingest = caf::actor_cast<ingest_actor>(ingest);
-        if (self->state.stopping)
-          self->send(self->state.pipelines[i].ingest, stop_atom::value);
-      }
+    [self](register_atom, uint32_t i, ingest_actor ingest) {
+      if (i >= self->state.pipelines.size())
+        return;
+      self->state.pipelines[i].ingest = std::move(ingest);
+      if (self->state.stopping)
+        self->send(self->state.pipelines[i].ingest, stop_atom::value);
     },
     [self, start_epoch, waiter](committed_atom, uint32_t i, uint64_t e, marker_kind kind,
                                 uint64_t windows) {
@@ -81,7 +72,7 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
         s.started.erase(s.started.begin(), std::next(t));
       }
       // Each commit is reported at once: the waiter's tally survives a generation that fails.
-      caf::anon_send(waiter, committed_atom::value, i, e, windows, latency);
+      self->send(waiter, committed_atom::value, i, e, windows, latency);
       s.stats.windows_committed += windows;
       s.stats.epochs_committed += 1;
       if (s.ingest)
@@ -95,8 +86,8 @@ coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
         all = all && p.finished;
       if (all) {
         for (auto& p : self->state.pipelines)
-          caf::anon_send(waiter, stats_atom::value, p.stats);
-        caf::anon_send(waiter, done_atom::value);
+          self->send(waiter, stats_atom::value, p.stats);
+        self->send(waiter, done_atom::value);
         self->quit();
       }
     },

@@ -28,7 +28,6 @@ struct coordinator_state {
     run_stats stats;
   };
   std::vector<slot> pipelines;
-  std::vector<caf::actor> watched; ///< every registered actor: stopped when the run fails
   bool stopping = false;
   bool failed = false;
 };
@@ -37,11 +36,11 @@ struct coordinator_state {
 /// is reached) it starts the next epoch of each pipeline; at most max_epochs_in_flight per
 /// pipeline are in flight, which bounds what the updater holds. An epoch wanted while that many
 /// are in flight starts as soon as one is committed. `first_epochs[i]` is the epoch pipeline i
-/// starts with (last committed + 1). Reports to `waiter` (committed, pipeline, windows, latency in us or
-/// -1) at each commit, (stats, run_stats) per pipeline and then (done) at the end, or (fail,
-/// text) when a pipeline actor fails.
+/// starts with (last committed + 1). Reports to `waiter` (committed, pipeline, windows, latency in
+/// us or -1) at each commit, (stats, run_stats) per pipeline and then (done) at the end, or (fail,
+/// text) when the updater cannot commit. It watches no actor: the supervisor does.
 coordinator_actor::behavior_type
 coordinator(coordinator_actor::stateful_pointer<coordinator_state> self,
-            std::vector<uint64_t> first_epochs, runtime_config rt, caf::actor waiter);
+            std::vector<uint64_t> first_epochs, runtime_config rt, run_waiter_actor waiter);
 
 } // namespace weir

@@ -84,12 +84,6 @@ caf::error check_reject_ratio(const weir_config& cfg, const std::vector<run_stat
 /// The most scheduler threads a run may ask for: 8 per core, at least 64.
 size_t max_threads();
 
-/// The committed state of one window-aggregator partition as window_operator::snapshot() bytes:
-/// its meta value (from the `state` table) and its rows of the `windows` table; empty when the
-/// meta value is.
-caf::expected<std::string> partition_snapshot(warehouse& wh, const std::string& pipeline,
-                                              uint32_t part, std::string_view meta);
-
 /// Runs the pipelines until their bounded inputs are exhausted (or `stop` is set) and the last
 /// epoch is committed. Fails before anything runs on a bad store or missing input.
 caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,

@@ -104,7 +104,7 @@ updater_actor::behavior_type fake_updater(updater_actor::pointer self, log_t* lo
 coordinator_actor::behavior_type fake_coordinator(coordinator_actor::pointer self, log_t* log) {
   return {
     [](tick_atom) {},
-    [](register_atom, uint32_t, const caf::actor&) {},
+    [](register_atom, uint32_t, const ingest_actor&) {},
     [log](committed_atom, uint32_t i, uint64_t e, marker_kind k, uint64_t n) {
       log->commits.emplace_back(i, e, k, n);
     },
@@ -116,7 +116,7 @@ coordinator_actor::behavior_type fake_coordinator(coordinator_actor::pointer sel
   };
 }
 
-caf::behavior fake_waiter(caf::event_based_actor* self, log_t* log) {
+run_waiter_actor::behavior_type fake_waiter(run_waiter_actor::pointer self, log_t* log) {
   return {
     [log](stats_atom, const run_stats& s) { log->stats.push_back(s); },
     [log](done_atom) { log->waiter_done = true; },
@@ -181,7 +181,7 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, fina
   runtime_config rt;
   rt.commit_interval = 100 * us_per_ms;
   auto coord = sys.spawn(coordinator, std::vector<uint64_t>{5}, rt, waiter);
-  caf::anon_send(coord, register_atom::value, uint32_t{0}, caf::actor_cast<caf::actor>(ing));
+  caf::anon_send(coord, register_atom::value, uint32_t{0}, ing);
   sched.run();
   CHECK(log.epochs.empty());
   sched.advance_time(std::chrono::milliseconds(100));

@@ -37,6 +37,7 @@
 #include "actors/core/preprocessor.hpp"
 #include "actors/frame.hpp"
 #include "actors/preprocess.hpp"
+#include "actors/recovery.hpp"
 #include "actors/runtime.hpp"
 #include "actors/updater.hpp"
 #include "schema/batch.capnp.h"
@@ -149,7 +150,7 @@ coordinator_actor::behavior_type recording_coordinator(coordinator_actor::pointe
                                                        proto_log* log) {
   return {
     [](tick_atom) {},
-    [](register_atom, uint32_t, const caf::actor&) {},
+    [](register_atom, uint32_t, const ingest_actor&) {},
     [log](committed_atom, uint32_t, uint64_t e, marker_kind kind, uint64_t windows) {
       log->commits.emplace_back(e, kind, windows);
     },
@@ -496,7 +497,8 @@ frame chunk_frame(const input_text& in, size_t from, size_t to, bool with_header
   return to_frame(mb);
 }
 
-/// What `prepare` in actors/runtime.cpp reads from the store for one pipeline.
+/// What a generation of this pipeline starts from: recovery's restore_pipeline (the code a run
+/// restarts with), and the committed offset of the one source.
 struct restored {
   preprocess_restore restore;
   uint64_t first_epoch = 1;
@@ -504,27 +506,16 @@ struct restored {
 };
 
 restored prepare_like(warehouse& wh, const pipeline_config& cfg) {
+  prepared p;
+  RC_ASSERT(!restore_pipeline(cfg, wh, cfg.partitions, p));
+  // The partition count never changes here: a store holding another count is a test bug.
+  RC_ASSERT(p.restore.partition_snapshots.size() == cfg.partitions);
   restored r;
-  RC_ASSERT(static_cast<bool>(wh.register_pipeline(cfg.name, {"count", "sum_x"}, "tumbling 10s")));
-  r.first_epoch = value_of(wh.last_epoch(cfg.name)) + 1;
+  r.restore = std::move(p.restore);
+  r.first_epoch = p.first_epoch;
   for (auto& [s, off] : value_of(wh.offsets(cfg.name)))
     if (s == source_id)
       r.offset = off;
-  size_t parts = cfg.partitions;
-  std::vector<std::pair<uint32_t, std::string>> part_states;
-  for (auto& [part, blob] : value_of(wh.states(cfg.name))) {
-    if (part == warehouse::preprocess_partition)
-      r.restore.snapshot = blob;
-    else
-      part_states.emplace_back(part, blob);
-  }
-  // The partition count never changes here: a store holding another count is a test bug.
-  RC_ASSERT(part_states.empty() || part_states.size() == parts);
-  r.restore.partition_snapshots.resize(parts);
-  for (auto& [part, meta] : part_states)
-    if (part < parts)
-      r.restore.partition_snapshots[part] = value_of(partition_snapshot(wh, cfg.name, part, meta));
-  r.restore.dedupe = value_of(wh.dedupe(cfg.name));
   r.restore.bindings.emplace_back(source_id, 0);
   return r;
 }
