@@ -12,6 +12,7 @@
 #include "actors/core/config.hpp"
 #include "actors/core/error.hpp"
 #include "actors/core/toml_reader.hpp"
+#include "cluster/tls.hpp"
 
 namespace weir::cluster {
 
@@ -190,13 +191,21 @@ tls_files read_node_tls(const table_reader& n, const cluster_defaults& d, bool s
       fail(n.line(), n.key(k),
            std::string{"missing: TLS is on, so every node needs a "} + k + ": set cluster.tls." +
              k + " or " + n.key(k) + " (cluster.tls.insecure = true turns TLS off, on loopback)");
+  tls_files out{cert.path, key.path, ca.path};
   if (self) {
     for (auto* s : {&cert, &ca})
       if (!std::filesystem::is_regular_file(s->path))
         fail(s->at.line, s->at.key, "file not found: " + s->path);
     check_private_file(key.path, key.at, "private key");
+    if (auto problem = check_tls_files(out)) {
+      using file = tls_problem::file;
+      const auto& at = problem->which == file::certificate ? cert.at
+                       : problem->which == file::key       ? key.at
+                                                           : ca.at;
+      fail(at.line, at.key, problem->message);
+    }
   }
-  return {cert.path, key.path, ca.path};
+  return out;
 }
 
 /// roles = ["coordinator", "ingest", "aggregate"] (default: ["aggregate"]) and spare.

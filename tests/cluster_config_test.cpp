@@ -2,16 +2,23 @@
 
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "actors/core/error.hpp"
 #include "cluster/config.hpp"
+#include "cluster_test_support.hpp"
 #include "test_support.hpp"
 
 using namespace weir;
@@ -19,39 +26,74 @@ using namespace weir::cluster;
 
 namespace {
 
-/// The example pipeline with a fixed partition count, as a cluster needs.
-std::string pipeline_toml() {
-  std::ifstream in{WEIR_SOURCE_DIR "/examples/transactions/pipeline.toml"};
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto out = text.str();
-  auto at = out.find("name = \"merchant_hourly\"\n");
-  REQUIRE(at != std::string::npos);
-  return out.insert(at, "partitions = 4\n");
-}
-
-/// The 1-based line of the first `needle` in `text`.
-size_t line_in(const std::string& text, const std::string& needle) {
-  auto at = text.find(needle);
-  REQUIRE(at != std::string::npos);
-  return 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + at, '\n'));
-}
-
 const std::string good_secret(64, 'f');
 
-/// A directory with what a cluster config refers to: pipeline.toml, a private secret file and
-/// TLS files for every node (a.pem, a.key, ... and ca.pem; contents are not looked at here).
+/// Keys and certificates made with OpenSSL's library: a CA, and nodes it signs.
+struct pki {
+  using key_ptr = std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)>;
+  using cert_ptr = std::unique_ptr<X509, decltype(&X509_free)>;
+
+  key_ptr ca_key{EVP_EC_gen("P-256"), EVP_PKEY_free};
+  cert_ptr ca{sign("weir test CA", ca_key.get(), true), X509_free};
+
+  /// A certificate for `key`, signed by the CA (self-signed when it is the CA's).
+  X509* sign(const std::string& cn, EVP_PKEY* key, bool is_ca) const {
+    X509* x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), is_ca ? 1 : 2);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(is_ca ? x : ca.get()));
+    if (is_ca) {
+      X509V3_CTX ctx;
+      X509V3_set_ctx_nodb(&ctx);
+      X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
+      X509_EXTENSION* e =
+        X509V3_EXT_conf_nid(nullptr, &ctx, NID_basic_constraints, "critical,CA:TRUE");
+      X509_add_ext(x, e, -1);
+      X509_EXTENSION_free(e);
+    }
+    X509_sign(x, is_ca ? key : ca_key.get(), EVP_sha256());
+    return x;
+  }
+
+  /// Writes the CA certificate to `ca_path`.
+  void write_ca(const std::string& ca_path) const {
+    FILE* f = std::fopen(ca_path.c_str(), "w");
+    PEM_write_X509(f, ca.get());
+    std::fclose(f);
+  }
+
+  /// Writes a new key (mode 600) and its certificate, signed by the CA, for node `name`.
+  void write_node(const std::string& name, const std::string& cert_path,
+                  const std::string& key_path) const {
+    key_ptr key{EVP_EC_gen("P-256"), EVP_PKEY_free};
+    cert_ptr cert{sign(name, key.get(), false), X509_free};
+    FILE* c = std::fopen(cert_path.c_str(), "w");
+    PEM_write_X509(c, cert.get());
+    std::fclose(c);
+    FILE* k = std::fopen(key_path.c_str(), "w");
+    PEM_write_PrivateKey(k, key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+    std::fclose(k);
+    ::chmod(key_path.c_str(), 0600);
+  }
+};
+
+/// A directory with what a cluster config refers to: pipeline.toml, a private secret file, and
+/// a CA (ca.pem) with a key and a certificate for every node (a.pem, a.key, ...).
 struct cluster_dir {
   test::temp_dir dir{"weir_cluster_config_"};
+  pki certs;
 
   cluster_dir() {
-    write("pipeline.toml", pipeline_toml());
+    write("pipeline.toml", test::pipeline_toml());
     write_private("secret", good_secret + "\n");
-    write("ca.pem", "ca");
-    for (auto n : {"a", "b", "c"}) {
-      write(std::string{n} + ".pem", "cert");
-      write_private(std::string{n} + ".key", "key");
-    }
+    certs.write_ca(path("ca.pem"));
+    for (std::string n : {"a", "b", "c"})
+      certs.write_node(n, path(n + ".pem"), path(n + ".key"));
   }
 
   std::string path(const std::string& name) const { return (dir.path / name).string(); }
@@ -377,17 +419,60 @@ TEST_CASE("TLS settings and files") {
 
 TEST_CASE("the pipeline config the cluster runs") {
   cluster_dir d;
-  d.write("auto.toml", replaced(pipeline_toml(), "partitions = 4\n", ""));
+  d.write("auto.toml", replaced(test::pipeline_toml(), "partitions = 4\n", ""));
   CHECK_CLUSTER_ERROR(
     d, replaced(one_node(), "pipeline.toml", "auto.toml"), "3: cluster.pipeline: ",
     "pipeline[0] (\"merchant_hourly\") sets no partitions; a cluster needs a fixed count");
   // Errors of the pipeline config name the pipeline config.
-  auto bad_text = replaced(pipeline_toml(), "size = \"1h\"", "size = \"0s\"");
+  auto bad_text = replaced(test::pipeline_toml(), "size = \"1h\"", "size = \"0s\"");
   d.write("bad.toml", bad_text);
   auto bad = d.error_of(replaced(one_node(), "pipeline.toml", "bad.toml"));
-  CHECK(starts_with(bad, d.path("bad.toml") + ":" + std::to_string(line_in(bad_text, "size =")) +
+  CHECK(starts_with(bad, d.path("bad.toml") + ":" +
+                           std::to_string(test::line_in(bad_text, "size =")) +
                            ": pipeline[0].window.size: "));
   auto missing =
     d.error_of(replaced(one_node(), "pipeline.toml", "none.toml"), "", errc::bad_input);
   CHECK(missing.find(d.path("none.toml")) != std::string::npos);
+}
+
+TEST_CASE("TLS files that do not fit together") {
+  cluster_dir d;
+  auto config = three_nodes();
+  REQUIRE(d.parse(config, "a"));
+  // The error names the setting of the file at fault: a's certificate and key are on lines
+  // 14 and 15, the CA on line 8.
+  auto error_for_a = [&] { return d.error_of(config, "a"); };
+  auto prefix = [&](int line, const char* key) {
+    return d.path("CLUSTER.toml") + ":" + std::to_string(line) + ": " + key + ": ";
+  };
+  SECTION("the key of another node") {
+    std::filesystem::copy_file(d.path("b.key"), d.path("a.key"),
+                               std::filesystem::copy_options::overwrite_existing);
+    auto err = error_for_a();
+    CHECK(starts_with(err, prefix(15, "node[0].key")));
+    CHECK(err.find(d.path("a.key") + " is not the key of certificate " + d.path("a.pem")) !=
+          std::string::npos);
+  }
+  SECTION("a certificate another CA signed") {
+    pki other; // a CA of the same name, but not the cluster's
+    other.write_node("a", d.path("a.pem"), d.path("a.key"));
+    auto err = error_for_a();
+    INFO(err);
+    CHECK(starts_with(err, prefix(14, "node[0].certificate")));
+    CHECK(err.find("the CA " + d.path("ca.pem") + " does not vouch for " + d.path("a.pem") +
+                   ": certificate signature failure") != std::string::npos);
+  }
+  SECTION("files that are not PEM") {
+    d.write("a.pem", "not a certificate");
+    CHECK(starts_with(error_for_a(), prefix(14, "node[0].certificate")));
+    CHECK(error_for_a().find("not a PEM certificate: " + d.path("a.pem")) != std::string::npos);
+    d.certs.write_node("a", d.path("a.pem"), d.path("a.key"));
+    d.write_private("a.key", "not a key");
+    CHECK(starts_with(error_for_a(), prefix(15, "node[0].key")));
+    CHECK(error_for_a().find("not a PEM private key without passphrase") != std::string::npos);
+    d.certs.write_node("a", d.path("a.pem"), d.path("a.key"));
+    d.write("ca.pem", "not a CA");
+    CHECK(starts_with(error_for_a(), prefix(8, "cluster.tls.ca")));
+    CHECK(error_for_a().find("not a PEM CA certificate: " + d.path("ca.pem")) != std::string::npos);
+  }
 }
