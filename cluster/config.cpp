@@ -174,6 +174,22 @@ void read_tls(const table_reader& c, cluster_defaults& d) {
   d.ca = read_tls_file(r, "ca", d.dir, {});
 }
 
+/// The node's own TLS files, before it starts: they exist, the key is private, and they fit
+/// together as TLS will use them.
+void check_own_tls(const tls_setting& cert, const tls_setting& key, const tls_setting& ca) {
+  for (auto* s : {&cert, &ca})
+    if (!std::filesystem::is_regular_file(s->path))
+      fail(s->at.line, s->at.key, "file not found: " + s->path);
+  check_private_file(key.path, key.at, "private key");
+  if (auto problem = check_tls_files({cert.path, key.path, ca.path})) {
+    using file = tls_problem::file;
+    const auto& at = problem->which == file::certificate ? cert.at
+                     : problem->which == file::key       ? key.at
+                                                         : ca.at;
+    fail(at.line, at.key, problem->message);
+  }
+}
+
 /// The TLS files of one node: its overrides over the defaults. With insecure = true there must
 /// be none (a file that is set but not used would let a reader believe TLS is on).
 tls_files read_node_tls(const table_reader& n, const cluster_defaults& d, bool self) {
@@ -191,21 +207,9 @@ tls_files read_node_tls(const table_reader& n, const cluster_defaults& d, bool s
       fail(n.line(), n.key(k),
            std::string{"missing: TLS is on, so every node needs a "} + k + ": set cluster.tls." +
              k + " or " + n.key(k) + " (cluster.tls.insecure = true turns TLS off, on loopback)");
-  tls_files out{cert.path, key.path, ca.path};
-  if (self) {
-    for (auto* s : {&cert, &ca})
-      if (!std::filesystem::is_regular_file(s->path))
-        fail(s->at.line, s->at.key, "file not found: " + s->path);
-    check_private_file(key.path, key.at, "private key");
-    if (auto problem = check_tls_files(out)) {
-      using file = tls_problem::file;
-      const auto& at = problem->which == file::certificate ? cert.at
-                       : problem->which == file::key       ? key.at
-                                                           : ca.at;
-      fail(at.line, at.key, problem->message);
-    }
-  }
-  return out;
+  if (self)
+    check_own_tls(cert, key, ca);
+  return {cert.path, key.path, ca.path};
 }
 
 /// roles = ["coordinator", "ingest", "aggregate"] (default: ["aggregate"]) and spare.
@@ -222,8 +226,7 @@ void read_roles(const table_reader& n, node_config& x) {
     if (flag == nullptr)
       fail(*n.get("roles"), k,
            "unknown role " + in_quotes(roles[i]) +
-             "; expected one of: coordinator, ingest, "
-             "aggregate");
+             "; expected one of: coordinator, ingest, aggregate");
     if (*flag)
       fail(*n.get("roles"), k, "role " + in_quotes(roles[i]) + " given twice");
     *flag = true;
