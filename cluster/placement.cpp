@@ -80,6 +80,19 @@ node_slot place_partition(const cluster_config& c, const aggregate_nodes& nodes,
 
 } // namespace
 
+std::vector<partition_move> moves(const placement& before, const placement& after) {
+  std::vector<partition_move> out;
+  auto pipelines = std::min(before.pipelines.size(), after.pipelines.size());
+  for (size_t k = 0; k < pipelines; ++k) {
+    const auto& b = before.pipelines[k].partitions;
+    const auto& a = after.pipelines[k].partitions;
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+      if (a[i] != b[i])
+        out.push_back({k, i, b[i], a[i]});
+  }
+  return out;
+}
+
 uint64_t rendezvous_weight(const std::string& pipeline, size_t partition, const std::string& node) {
   // pipeline name, a zero byte, the partition as 8 bytes little endian, the node name.
   std::string bytes = pipeline;

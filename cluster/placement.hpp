@@ -55,6 +55,18 @@ struct placement {
 placement place(const cluster_config& c, const std::vector<pipeline_shape>& pipelines,
                 const std::vector<bool>& alive);
 
+/// A partition whose node changed between two placements.
+struct partition_move {
+  size_t pipeline = 0; ///< index into placement::pipelines
+  size_t partition = 0;
+  node_slot from;
+  node_slot to;
+};
+
+/// The partitions that `after` places elsewhere than `before` (two placements of the same
+/// pipelines): what the nodes must hand over when membership changes.
+std::vector<partition_move> moves(const placement& before, const placement& after);
+
 /// The rendezvous weight of node `node` for partition `partition` of pipeline `pipeline`: the
 /// partition goes to the candidate with the highest weight (ties: the smaller name).
 uint64_t rendezvous_weight(const std::string& pipeline, size_t partition, const std::string& node);

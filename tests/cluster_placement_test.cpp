@@ -169,6 +169,13 @@ TEST_CASE("a node going down moves only its partitions, and they come back with 
         moved += *was == lost;
       }
     CHECK(moved > 0);
+    // moves() lists exactly those, checked against the comparison above.
+    auto listed = moves(before, after);
+    CHECK(listed.size() == moved);
+    for (const auto& m : listed) {
+      CHECK(m.from == node_slot{lost});
+      CHECK(m.to == after.pipelines[m.pipeline].partitions[m.partition]);
+    }
     CHECK(names_of(c, place(c, two_pipelines, all_alive(c))) == names_of(c, before));
   }
 }
