@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iterator>
 #include <stdexcept>
+#include <utility>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -123,8 +124,8 @@ std::string encode_hello(const std::string& cluster, const std::string& node, co
   return out;
 }
 
-handshake::handshake(const identity& me, nonce_registry& seen)
-  : me_(me)
+handshake::handshake(identity me, nonce_registry& seen)
+  : me_(std::move(me))
   , seen_(seen)
   , own_nonce_(fresh_nonce()) {
   seen_.remember(own_nonce_);

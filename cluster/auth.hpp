@@ -91,9 +91,9 @@ public:
     std::string reply;
   };
 
-  /// Draws this side's nonce (RAND_bytes) and remembers it in `seen`. `me` and `seen` must
-  /// outlive the handshake (they belong to the node, a handshake to one connection).
-  handshake(const identity& me, nonce_registry& seen);
+  /// Draws this side's nonce (RAND_bytes) and remembers it in `seen`, which must outlive the
+  /// handshake (it belongs to the node, a handshake to one connection).
+  handshake(identity me, nonce_registry& seen);
 
   /// The hello to send first: version, cluster, node name, nonce.
   const std::string& hello() const { return hello_; }
@@ -118,7 +118,7 @@ private:
   outcome on_response(std::string_view message);
   outcome refuse(refusal why, std::string detail);
 
-  const identity& me_;
+  identity me_;
   nonce_registry& seen_;
   nonce own_nonce_{};
   nonce peer_nonce_{};
