@@ -5,7 +5,7 @@ packages=(
   g++ cmake ninja-build pkg-config ccache
   libcaf-dev capnproto libcapnp-dev liblmdb-dev lmdb-utils libspdlog-dev catch2
   libtomlplusplus-dev libcli11-dev libsimdjson-dev libfast-float-dev libxxhash-dev
-  librapidcheck-dev libcpp-httplib-dev libhiredis-dev
+  librapidcheck-dev libcpp-httplib-dev libhiredis-dev libssl-dev
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -13,9 +13,10 @@ for p in "${packages[@]}"; do
 done
 # With --tests: the servers and clients the tests start on loopback (prometheus: promtool and a
 # real scrape of weir serve; redis-server: the Redis Streams source; chromium: the status page
-# in a headless browser); their recommended extras are not needed.
+# in a headless browser; openssl: the certificate commands of docs/cluster.md); their
+# recommended extras are not needed.
 servers=()
-if [ "${1:-}" = "--tests" ]; then servers=(prometheus redis-server chromium); fi
+if [ "${1:-}" = "--tests" ]; then servers=(prometheus redis-server chromium openssl); fi
 missing_servers=()
 for p in ${servers[@]+"${servers[@]}"}; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing_servers+=("$p")

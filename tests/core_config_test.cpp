@@ -511,6 +511,18 @@ TEST_CASE("redis sources and the results indexes") {
   CHECK(full->pipelines[0].results.change_feed);
   CHECK(full->pipelines[0].results.change_retention == int64_t{600} * 1000000);
 
+  // An IPv6 host is written in brackets, and given to the client without them.
+  auto v6 = parse_config(with_source("redis = \"[::1]:7000\"\nstream = \"s\"\n"), "f.toml");
+  REQUIRE(v6);
+  CHECK(v6->pipelines[0].sources[0].redis.host == "::1");
+  CHECK(v6->pipelines[0].sources[0].redis.port == 7000);
+  auto v6_default =
+    parse_config(with_source("redis = \"[fd00::7]\"\nstream = \"s\"\n"), "f.toml");
+  REQUIRE(v6_default);
+  CHECK(v6_default->pipelines[0].sources[0].redis.host == "fd00::7");
+  CHECK(v6_default->pipelines[0].sources[0].redis.port == 6379);
+  CHECK_ERROR(with_source("redis = \"::1\"\nstream = \"s\"\n"),
+              "f.toml:4: pipeline[0].source[0].redis: ", "HOST:PORT");
   CHECK_ERROR(with_source("redis = \"h:99999\"\nstream = \"s\"\n"),
               "f.toml:4: pipeline[0].source[0].redis: ", "HOST:PORT");
   CHECK_ERROR(with_source("redis = \"h\"\n"), "f.toml:3: pipeline[0].source[0].stream: ",

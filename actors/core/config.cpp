@@ -3,10 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <initializer_list>
 #include <set>
-#include <sstream>
 
 #include <toml++/toml.h>
 
@@ -14,6 +11,7 @@
 #include "actors/core/expr.hpp"
 #include "actors/core/stream_entry.hpp"
 #include "actors/core/timeparse.hpp"
+#include "actors/core/toml_reader.hpp"
 
 namespace weir {
 
@@ -99,264 +97,18 @@ const char* to_string(late_policy x) {
 
 namespace {
 
-/// A config error in flight. The checks below are deeply nested; unwinding to parse_config,
-/// the one place that turns this into a caf::error, keeps every check a single line.
-struct config_failure {
-  uint32_t line;
-  std::string key;
-  std::string message;
-};
-
-uint32_t line_of(const toml::node& n) {
-  auto l = n.source().begin.line;
-  return l == 0 ? 1 : l;
-}
-
-[[noreturn]] void fail(uint32_t line, std::string key, std::string message) {
-  throw config_failure{line, std::move(key), std::move(message)};
-}
-
-[[noreturn]] void fail(const toml::node& n, std::string key, std::string message) {
-  fail(line_of(n), std::move(key), std::move(message));
-}
-
-std::string in_quotes(std::string_view s) {
-  return "\"" + std::string{s} + "\"";
-}
-
-std::string join(std::initializer_list<const char*> xs) {
-  std::string out;
-  for (auto x : xs) {
-    if (!out.empty())
-      out += ", ";
-    out += x;
-  }
-  return out;
-}
-
-bool valid_name(std::string_view s) {
-  if (s.empty())
-    return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '.' || c == '-';
-  });
-}
-
-/// Typed, checked access to one TOML table whose keys were checked against an allowed list.
-class table_reader {
-public:
-  table_reader(const toml::table& t, std::string path, std::initializer_list<const char*> allowed)
-    : t_(t)
-    , path_(std::move(path)) {
-    for (auto&& [k, v] : t) {
-      const std::string_view name = k.str(); // a lambda cannot capture a binding in C++17
-      bool ok =
-        std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return name == a; });
-      if (!ok)
-        fail(v, key(k.str()), "unknown key; allowed: " + join(allowed));
-    }
-  }
-
-  const toml::table& table() const { return t_; }
-  const std::string& path() const { return path_; }
-  uint32_t line() const { return line_of(t_); }
-
-  std::string key(std::string_view k) const {
-    return path_.empty() ? std::string{k} : path_ + "." + std::string{k};
-  }
-
-  const toml::node* get(std::string_view k) const { return t_.get(k); }
-  bool has(std::string_view k) const { return t_.contains(k); }
-
-  const toml::node& require(std::string_view k) const {
-    auto n = get(k);
-    if (n == nullptr)
-      fail(line(), key(k), "missing required key");
-    return *n;
-  }
-
-  std::string get_string(std::string_view k, std::string def) const {
-    auto n = get(k);
-    if (n == nullptr)
-      return def;
-    if (!n->is_string())
-      fail(*n, key(k), "expected a string");
-    return n->as_string()->get();
-  }
-
-  std::string req_string(std::string_view k) const {
-    require(k);
-    return get_string(k, {});
-  }
-
-  bool get_bool(std::string_view k, bool def) const {
-    auto n = get(k);
-    if (n == nullptr)
-      return def;
-    if (!n->is_boolean())
-      fail(*n, key(k), "expected true or false");
-    return n->as_boolean()->get();
-  }
-
-  /// A non-negative integer no larger than `max`.
-  int64_t get_count(std::string_view k, int64_t def, int64_t max = INT64_MAX) const {
-    auto n = get(k);
-    if (n == nullptr)
-      return def;
-    if (!n->is_integer())
-      fail(*n, key(k), "expected an integer");
-    int64_t v = n->as_integer()->get();
-    if (v < 0 || v > max)
-      fail(*n, key(k), "must be between 0 and " + std::to_string(max));
-    return v;
-  }
-
-  /// A duration: "250us", "100ms", "5s", "2m", "1h", "1d", or an integer of milliseconds.
-  int64_t get_duration(std::string_view k, int64_t def) const {
-    auto n = get(k);
-    if (n == nullptr)
-      return def;
-    int64_t us = 0;
-    if (n->is_integer()) {
-      int64_t ms = n->as_integer()->get();
-      if (ms < 0 || ms > max_duration / us_per_ms)
-        fail(*n, key(k), "duration out of range");
-      return ms * us_per_ms;
-    }
-    if (!n->is_string() || !parse_duration(n->as_string()->get(), us))
-      fail(*n, key(k),
-           "expected a duration such as \"250us\", \"100ms\", \"5s\", \"2m\", \"1h\", \"1d\" or "
-           "an integer of milliseconds");
-    return us;
-  }
-
-  std::optional<double> get_number(std::string_view k) const {
-    auto n = get(k);
-    if (n == nullptr)
-      return std::nullopt;
-    if (n->is_integer())
-      return static_cast<double>(n->as_integer()->get());
-    if (!n->is_floating_point())
-      fail(*n, key(k), "expected a number");
-    double v = n->as_floating_point()->get();
-    if (std::isnan(v))
-      fail(*n, key(k), "expected a number, not nan");
-    return v;
-  }
-
-  /// An array of non-empty strings, or (with `single`) one string.
-  std::vector<std::string> get_strings(std::string_view k, bool single = false) const {
-    std::vector<std::string> out;
-    auto n = get(k);
-    if (n == nullptr)
-      return out;
-    if (single && n->is_string()) {
-      out.push_back(n->as_string()->get());
-      if (out.back().empty())
-        fail(*n, key(k), "must not be empty");
-      return out;
-    }
-    if (!n->is_array())
-      fail(*n, key(k),
-           single ? "expected a string or an array of strings" : "expected an array of strings");
-    const auto& a = *n->as_array();
-    for (size_t i = 0; i < a.size(); ++i) {
-      const auto& e = *a.get(i);
-      auto ek = key(k) + "[" + std::to_string(i) + "]";
-      if (!e.is_string())
-        fail(e, ek, "expected a string");
-      if (e.as_string()->get().empty())
-        fail(e, ek, "must not be empty");
-      out.push_back(e.as_string()->get());
-    }
-    return out;
-  }
-
-  /// A string that must be one of `names`; returns its index.
-  size_t get_choice(std::string_view k, std::initializer_list<const char*> names,
-                    size_t def) const {
-    auto n = get(k);
-    if (n == nullptr)
-      return def;
-    if (!n->is_string())
-      fail(*n, key(k), "expected one of: " + join(names));
-    const auto& s = n->as_string()->get();
-    size_t i = 0;
-    for (auto x : names) {
-      if (s == x)
-        return i;
-      ++i;
-    }
-    fail(*n, key(k), "unknown value " + in_quotes(s) + "; expected one of: " + join(names));
-  }
-
-  /// A sub-table (optional when `required` is false: then nullptr when missing).
-  const toml::table* get_table(std::string_view k, bool required) const {
-    auto n = required ? &require(k) : get(k);
-    if (n == nullptr)
-      return nullptr;
-    if (!n->is_table())
-      fail(*n, key(k), "expected a table");
-    return n->as_table();
-  }
-
-  /// An array of tables ([[k]] or an array of inline tables).
-  std::vector<const toml::table*> get_tables(std::string_view k) const {
-    std::vector<const toml::table*> out;
-    auto n = get(k);
-    if (n == nullptr)
-      return out;
-    if (!n->is_array())
-      fail(*n, key(k), "expected an array of tables ([[" + key(k) + "]] or [{...}, ...])");
-    const auto& a = *n->as_array();
-    for (size_t i = 0; i < a.size(); ++i) {
-      const auto& e = *a.get(i);
-      if (!e.is_table())
-        fail(e, key(k) + "[" + std::to_string(i) + "]", "expected a table");
-      out.push_back(e.as_table());
-    }
-    return out;
-  }
-
-private:
-  const toml::table& t_;
-  std::string path_;
-};
-
-std::string resolve(const std::string& dir, const std::string& p) {
-  if (p == "-" || p.empty())
-    return p;
-  std::filesystem::path path{p};
-  if (path.is_absolute() || dir.empty())
-    return p;
-  return (std::filesystem::path{dir} / path).lexically_normal().string();
-}
-
-std::string index_key(const std::string& base, std::string_view k, size_t i) {
-  return base + "." + std::string{k} + "[" + std::to_string(i) + "]";
-}
+using namespace toml_check;
 
 /// The Redis settings of a source: redis = "HOST:PORT" (port 6379 when left out), stream,
 /// and optionally group, consumer, field, start and password_env.
 void read_redis(const table_reader& r, source_config& s) {
   auto& c = s.redis;
-  auto addr = r.get_string("redis", {});
-  auto bad_addr = [&] {
-    fail(*r.get("redis"), r.key("redis"), "must be \"HOST:PORT\" or \"HOST\", e.g. "
-                                          "\"127.0.0.1:6379\"");
-  };
-  auto colon = addr.rfind(':');
-  c.host = addr.substr(0, colon);
-  if (colon != std::string::npos) {
-    auto port = addr.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != port.npos ||
-        std::stoul(port) == 0 || std::stoul(port) > 65535)
-      bad_addr();
-    c.port = static_cast<uint16_t>(std::stoul(port));
-  }
-  if (c.host.empty() || c.host.find_first_of(" /") != std::string::npos)
-    bad_addr();
+  auto addr = parse_host_port(r.get_string("redis", {}), 6379);
+  if (!addr)
+    fail(*r.get("redis"), r.key("redis"),
+         "must be \"HOST:PORT\" or \"HOST\", e.g. \"127.0.0.1:6379\"");
+  c.host = addr->host;
+  c.port = addr->port;
   c.stream = r.req_string("stream");
   if (c.stream.empty())
     fail(*r.get("stream"), r.key("stream"), "must not be empty");
@@ -840,28 +592,15 @@ weir_config read_root(const toml::table& root, const std::string& file) {
 } // namespace
 
 caf::expected<weir_config> parse_config(std::string_view text, const std::string& path) {
-  try {
-    toml::table root = toml::parse(text, path);
-    return read_root(root, path);
-  } catch (const toml::parse_error& e) {
-    auto line = e.source().begin.line == 0 ? 1 : e.source().begin.line;
-    return make_error(errc::bad_config, path + ":" + std::to_string(line) +
-                                          ": syntax: " + std::string{e.description()});
-  } catch (const config_failure& e) {
-    return make_error(errc::bad_config,
-                      path + ":" + std::to_string(e.line) + ": " + e.key + ": " + e.message);
-  }
+  return toml_check::parse_checked<weir_config>(
+    text, path, [&path](const toml::table& root) { return read_root(root, path); });
 }
 
 caf::expected<weir_config> load_config(const std::string& path) {
-  std::ifstream in{path, std::ios::binary};
-  if (!in)
-    return make_error(errc::bad_input, "cannot read config file " + path);
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  if (in.bad())
-    return make_error(errc::bad_input, "cannot read config file " + path);
-  return parse_config(buf.str(), path);
+  auto text = toml_check::read_config_file(path);
+  if (!text)
+    return std::move(text.error());
+  return parse_config(*text, path);
 }
 
 } // namespace weir
