@@ -136,7 +136,9 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
         self->quit(err);
         return;
       }
-      self->send(preprocess, ack_atom::value, st.partition, seq);
+      // A partition spawned on another node before its preprocess acks whoever sent the batch.
+      auto to = preprocess ? preprocess : caf::actor_cast<preprocess_actor>(self->current_sender());
+      self->send(to, ack_atom::value, st.partition, seq);
     },
     [self, updater](marker_atom, const epoch_marker& m) {
       auto& st = self->state;

@@ -25,7 +25,8 @@ struct aggregator_state {
 
 /// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from
 /// the last committed epoch, as window_operator::snapshot() bytes (empty for a fresh start).
-/// Batches are acked to `preprocess`, contributions go to `updater`; the partition's mailbox
+/// Batches are acked to `preprocess` (null: to the sender of each batch, for a partition spawned
+/// on another node before its preprocess), contributions go to `updater`; the partition's mailbox
 /// depth goes to `meter` (may be null).
 aggregator_actor::behavior_type
 aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,

@@ -147,9 +147,12 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   if (!restore.dedupe.empty())
     st.pre->restore(st.pre->watermark(), restore.dedupe);
   for (size_t p = 0; p < n; ++p) {
-    auto a = self->spawn(aggregator, pipeline, static_cast<uint32_t>(p), cfg,
-                         std::move(restore.partition_snapshots[p]), preprocess_actor{self}, updater,
-                         st.meter);
+    // Linked either way: a partition that fails takes its preprocess down, and the other way.
+    auto a = p < restore.partitions.size()
+               ? restore.partitions[p]
+               : self->spawn(aggregator, pipeline, static_cast<uint32_t>(p), cfg,
+                             std::move(restore.partition_snapshots[p]), preprocess_actor{self},
+                             updater, st.meter);
     self->link_to(a);
     st.partitions.push_back(a);
   }

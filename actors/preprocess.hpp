@@ -45,6 +45,9 @@ struct preprocess_restore {
   std::vector<std::string> partition_snapshots;      ///< one per partition (empty: fresh)
   std::vector<std::pair<uint32_t, size_t>> bindings; ///< lake source id -> cfg.sources index
   quarantine quarantined; ///< what earlier failures of this run found (actors/core/poison.hpp)
+  /// Partitions spawned elsewhere (on the nodes of a cluster), one per partition snapshot: used
+  /// instead of spawning them here. Empty: preprocess spawns its partitions itself.
+  std::vector<aggregator_actor> partitions;
 };
 
 /// Preprocess of pipeline `pipeline`: spawns its window-aggregator partitions (restored from

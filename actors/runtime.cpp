@@ -317,19 +317,29 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   deps.stop = opts.stop;
   deps.first = std::move(*preps);
   deps.tallies = std::move(*tallies);
-  deps.spawn = [cfg, lake_ptr, wh_ptr, meters](caf::actor_system& sys, run_waiter_actor waiter,
-                                               std::vector<prepared> ps) {
-    return spawn_generation(sys, std::move(waiter), cfg, std::move(ps), lake_ptr, wh_ptr, meters);
+  deps.spawn = [cfg, lake_ptr, wh_ptr, meters, cluster = opts.cluster](
+                 caf::actor_system& sys, run_waiter_actor waiter, std::vector<prepared> ps) {
+    return spawn_generation(sys, std::move(waiter), cfg, std::move(ps), lake_ptr, wh_ptr, meters,
+                            cluster);
   };
   deps.prepare = [cfg, lake_ptr, wh_ptr, cores] { return prepare(cfg, *lake_ptr, *wh_ptr, cores); };
   system_config sys_cfg{opts.threads ? opts.threads : cores};
+  if (opts.cluster)
+    opts.cluster->configure(sys_cfg);
   caf::actor_system sys{sys_cfg};
   auto sup = sys.spawn(supervisor, std::move(deps));
   caf::expected<std::vector<run_stats>> out{std::vector<run_stats>{}};
   caf::scoped_actor self{sys};
+  if (opts.cluster)
+    if (auto err = opts.cluster->start(sys, sup)) {
+      self->send_exit(sup, caf::exit_reason::user_shutdown);
+      return err;
+    }
   self->request(sup, caf::infinite, run_atom::value)
     .receive([&](std::vector<run_stats>& s) { out = std::move(s); },
              [&](caf::error& err) { out = std::move(err); });
+  if (opts.cluster)
+    opts.cluster->stop(sys);
   return out;
 }
 

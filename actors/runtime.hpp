@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <caf/actor_system_config.hpp>
 #include <caf/expected.hpp>
 
 #include "actors/actors.hpp"
@@ -57,6 +58,26 @@ private:
   std::shared_ptr<state_meters> meters_;
 };
 
+/// How a run takes part in a cluster (cluster/node.hpp implements it); a run without one keeps
+/// every actor in this process.
+class run_cluster {
+public:
+  virtual ~run_cluster() = default;
+  /// Prepares the run's actor system config before the system starts (the io module, TLS).
+  virtual void configure(caf::actor_system_config& cfg) = 0;
+  /// The system runs and `sup` supervises the run: publish this node. (A node that goes away
+  /// takes its partitions with it, and the supervisor sees them go.)
+  virtual caf::error start(caf::actor_system& sys, supervisor_actor sup) = 0;
+  /// Spawns the window-aggregator partitions of pipeline `pipeline` of one generation on their
+  /// nodes, one per snapshot (its restored state), sending contributions to `updater`.
+  /// errc::node_lost when a node that should hold one cannot be reached.
+  virtual caf::expected<std::vector<aggregator_actor>>
+  spawn_partitions(caf::actor_system& sys, uint32_t pipeline, std::vector<std::string> snapshots,
+                   updater_actor updater) = 0;
+  /// The run is over: stop watching, close what start opened.
+  virtual void stop(caf::actor_system& sys) = 0;
+};
+
 struct run_options {
   std::string store;                       ///< store directory (empty: the config's)
   size_t threads = 0;                      ///< scheduler threads (0: number of cores)
@@ -74,6 +95,9 @@ struct run_options {
   /// Records of http sources come in through this process (`weir serve`); without it a config
   /// with an http source is refused, since nothing would ever feed it.
   bool http_sources = false;
+  /// When set, the run is the coordinating node of a cluster and its partitions run where the
+  /// cluster places them.
+  std::shared_ptr<run_cluster> cluster;
 };
 
 /// errc::too_many_rejects when a pipeline of a finished run rejected more of the records it

@@ -55,7 +55,8 @@ void warn_slow(const std::string& pipeline, uint64_t e, int64_t latency_us,
 generation spawn_generation(caf::actor_system& sys, run_waiter_actor waiter, const weir_config& cfg,
                             std::vector<prepared> preps, const std::shared_ptr<lake>& lk,
                             const std::shared_ptr<warehouse>& wh,
-                            const std::shared_ptr<state_meters>& meters) {
+                            const std::shared_ptr<state_meters>& meters,
+                            const std::shared_ptr<run_cluster>& cluster) {
   generation g;
   std::vector<uint64_t> first_epochs;
   std::vector<std::pair<std::string, size_t>> slots;
@@ -70,6 +71,18 @@ generation spawn_generation(caf::actor_system& sys, run_waiter_actor waiter, con
     auto idx = static_cast<uint32_t>(i);
     // One pipeline's meter, sharing the ownership of them all.
     std::shared_ptr<state_meter> meter{meters, &(*meters)[i]};
+    if (cluster) {
+      auto parts =
+        cluster->spawn_partitions(sys, idx, std::move(preps[i].restore.partition_snapshots), upd);
+      if (!parts) {
+        g.failed = std::move(parts.error());
+        return g;
+      }
+      preps[i].restore.partition_snapshots.assign(parts->size(), std::string{});
+      for (auto& a : *parts)
+        g.members.push_back(caf::actor_cast<caf::actor>(a));
+      preps[i].restore.partitions = std::move(*parts);
+    }
     auto pre = sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd,
                          g.coordinator, meter);
     auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk,
@@ -82,6 +95,8 @@ generation spawn_generation(caf::actor_system& sys, run_waiter_actor waiter, con
 }
 
 void supervisor_state::on_commit(uint32_t i, uint64_t e, int64_t latency) {
+  // A generation that commits works: the next failure waits the first backoff again.
+  backoff = std::max<int64_t>(deps.cfg.runtime.restart_backoff, 0);
   auto& meters = *deps.meters;
   if (i >= deps.tallies.size() || latency < 0)
     return;
@@ -100,6 +115,15 @@ void supervisor_state::on_commit(uint32_t i, uint64_t e, int64_t latency) {
 void supervisor_state::note_reason(const caf::error& reason) {
   if (!fatal && reason && is_fatal(reason))
     fatal = reason;
+  // A node going away (its connection lost, or silent past the cluster's failure timeout) is the
+  // cluster's business: the next generation is placed on the nodes still there, outside the
+  // restart budget.
+  if (!reason)
+    return;
+  if (reason == caf::exit_reason::remote_link_unreachable ||
+      (reason.category() == caf::atom("weir") &&
+       reason.code() == static_cast<uint8_t>(errc::node_lost)))
+    node_lost = true;
   if (span)
     return;
   span = record_span_of(reason);
@@ -133,7 +157,7 @@ caf::error supervisor_state::judge_failure(int64_t& wait) {
   const std::string where = last_commits(cfg, *deps.wh);
   if (stop_wanted())
     return make_error(errc::internal, failure + "; stopped; " + where);
-  bool budgeted = true;
+  bool budgeted = !node_lost;
   if (span) {
     // A failure that names its records restarts outside the budget: each such restart
     // narrows the failure down (retry, isolate the chunk, dead-letter the line), and the
@@ -171,7 +195,13 @@ caf::error supervisor_state::judge_failure(int64_t& wait) {
   for (auto& m : *deps.meters)
     m.restarts += 1;
   wait = std::max<int64_t>(cfg.runtime.restart_backoff, 0);
-  if (budgeted) {
+  if (node_lost) {
+    // Waiting for the cluster: the backoff grows as for other failures, the budget stays.
+    wait = backoff;
+    spdlog::warn("{}; the next generation is placed on the nodes there are, in {} ms ({})", failure,
+                 wait / us_per_ms, where);
+    backoff = std::min(backoff * 2, std::max(cfg.runtime.restart_backoff_max, backoff));
+  } else if (budgeted) {
     ++budget_spent;
     wait = backoff;
     spdlog::warn("{}; restart {} of {} in {} ms from the last commit ({})", failure, budget_spent,
@@ -194,22 +224,33 @@ void finish(supervisor_ptr self, T&& result) {
   self->quit();
 }
 
+void end_generation(supervisor_ptr self);
+
 /// Spawns and watches the next generation from `preps`.
 void start_generation(supervisor_ptr self, std::vector<prepared> preps) {
   auto& st = self->state;
   for (size_t i = 0; i < preps.size(); ++i)
     preps[i].restore.quarantined = st.tracker->of(static_cast<uint32_t>(i));
   st.gen = st.deps.spawn(self->system(), self, std::move(preps));
-  for (auto& m : st.gen.members)
+  st.alive.clear();
+  for (auto& m : st.gen.members) {
     self->monitor(m);
-  st.alive = st.gen.members.size();
+    st.alive.insert(m.address());
+  }
   st.stats.clear();
   st.failure.clear();
   st.fatal = caf::error{};
   st.span.reset();
   st.span_what.clear();
   st.stop_sent = false;
+  st.node_lost = false;
   st.now = supervisor_state::phase::running;
+  if (st.gen.failed) {
+    st.note_reason(st.gen.failed);
+    st.failure = render(st.gen.failed);
+    end_generation(self);
+    return;
+  }
   if (st.stop_wanted()) {
     st.stop_sent = true;
     self->send(st.gen.coordinator, stop_atom::value);
@@ -245,7 +286,7 @@ void end_generation(supervisor_ptr self) {
   st.now = supervisor_state::phase::draining;
   for (auto& m : st.gen.members)
     self->send_exit(m, caf::exit_reason::user_shutdown);
-  if (st.alive == 0)
+  if (st.alive.empty())
     generation_gone(self);
 }
 
@@ -284,15 +325,15 @@ supervisor_actor::behavior_type supervisor(supervisor_ptr self, supervisor_deps 
   st.backoff = std::max<int64_t>(rt.restart_backoff, 0);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
-    if (st.alive > 0)
-      --st.alive;
+    if (st.alive.erase(dm.source) == 0)
+      return; // not of this generation
     spdlog::debug("supervisor: {} is down: {}", caf::to_string(dm.source), render(dm.reason));
     st.note_reason(dm.reason);
     if (st.now == supervisor_state::phase::running && dm.reason &&
         dm.reason != caf::exit_reason::user_shutdown) {
       st.failure = "a pipeline actor failed: " + render(dm.reason);
       end_generation(self);
-    } else if (st.now == supervisor_state::phase::draining && st.alive == 0) {
+    } else if (st.now == supervisor_state::phase::draining && st.alive.empty()) {
       generation_gone(self);
     }
   });

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,9 @@ namespace weir {
 struct generation {
   coordinator_actor coordinator;
   std::vector<caf::actor> members; ///< every actor the supervisor watches, the coordinator too
+  /// Set when the generation could not be spawned whole (a node of the cluster could not be
+  /// reached): the members spawned are taken down and the run restarts as after a failure.
+  caf::error failed;
 };
 
 /// Spawns one generation from what `prepare` found; the coordinator reports to `waiter`.
@@ -66,9 +70,9 @@ struct supervisor_state {
 
   // The generation now running.
   generation gen;
-  size_t alive = 0;
-  std::vector<run_stats> stats; ///< what the coordinator reported at the end
-  std::string failure;          ///< empty while it goes well
+  std::set<caf::actor_addr> alive; ///< members not seen down yet
+  std::vector<run_stats> stats;    ///< what the coordinator reported at the end
+  std::string failure;             ///< empty while it goes well
   /// The first failure that a restart would only meet again (a damaged store, bad input, too
   /// many rejects), also when it comes while the generation is taken down: it ends the run.
   caf::error fatal;
@@ -76,6 +80,7 @@ struct supervisor_state {
   std::string span_what;
   bool stop_sent = false;
   bool stop_asked = false; ///< (stop) came: the run ends as when the stop flag is set
+  bool node_lost = false;  ///< the failure is a node of the cluster going away
 
   bool stop_wanted() const { return stop_asked || (deps.stop && deps.stop->load()); }
   /// Epoch e of pipeline i is committed, `latency` us after its start (-1: not known).
@@ -94,10 +99,12 @@ supervisor_actor::behavior_type
 supervisor(supervisor_actor::stateful_pointer<supervisor_state> self, supervisor_deps deps);
 
 /// The real generation: coordinator, updater, and per pipeline its preprocess (with its
-/// window-aggregator partitions) and ingest, with the run's stores and meters.
+/// window-aggregator partitions) and ingest, with the run's stores and meters. With `cluster`
+/// set, the partitions run where the cluster places them.
 generation spawn_generation(caf::actor_system& sys, run_waiter_actor waiter, const weir_config& cfg,
                             std::vector<prepared> preps, const std::shared_ptr<lake>& lk,
                             const std::shared_ptr<warehouse>& wh,
-                            const std::shared_ptr<state_meters>& meters);
+                            const std::shared_ptr<state_meters>& meters,
+                            const std::shared_ptr<run_cluster>& cluster = nullptr);
 
 } // namespace weir

@@ -30,6 +30,7 @@
 #include "cli/output.hpp"
 #include "cli/progress.hpp"
 #include "cli/serve.hpp"
+#include "cluster/node.hpp"
 #include "store/lake.hpp"
 #include "store/store.hpp"
 #include "store/warehouse.hpp"
@@ -82,7 +83,6 @@ int fail(const caf::error& err) {
   return code_of(err);
 }
 
-
 const char* signal_name(int sig) {
   return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
 }
@@ -100,47 +100,10 @@ caf::expected<weir::weir_config> config_for_run(const std::string& config_path) 
   return cfg;
 }
 
-int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
-            bool dry_run, bool no_exactly_once, bool final_flush,
-            const weir::cli::progress_options& progress_opts) {
-  auto cfg = config_for_run(config_path);
-  if (!cfg)
-    return fail(cfg.error());
-  weir::run_options opts;
-  // Progress is drawn from the run's live meters, which the probe shows.
-  std::optional<weir::cli::progress_reporter> progress;
-  if (progress_opts.mode != weir::cli::progress_mode::off) {
-    opts.probe = std::make_shared<weir::run_probe>();
-    progress.emplace(progress_opts, opts.probe);
-  }
-  opts.store = store;
-  opts.threads = threads;
-  opts.stop = &stop_requested;
-  opts.final_flush = final_flush;
-  if (dry_run)
-    opts.mode = weir::commit_mode::none;
-  else if (no_exactly_once)
-    opts.mode = weir::commit_mode::results_only;
-  auto t0 = std::chrono::steady_clock::now();
-  auto res = weir::run_pipelines(*cfg, opts);
-  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (progress)
-    progress->finish(); // its last line, before the summary or the error
-  if (!res)
-    return fail(res.error());
-  // A followed source runs until stopped: a stop is its normal end. A bounded run that was
-  // stopped did not finish: it exits as shells expect of a signalled command (128 + signal).
-  const int sig = stop_signal.load();
-  bool follows = false;
-  for (const auto& p : cfg->pipelines)
-    for (const auto& src : p.sources)
-      follows = follows || src.follow;
-  const int code = sig != 0 && !follows ? 128 + sig : exit_ok;
-  // Mostly rejected records fail the run after its summary is printed.
-  const auto rejects = weir::check_reject_ratio(*cfg, *res);
-  if (quiet)
-    return rejects ? fail(rejects) : code;
-  for (const auto& s : *res) {
+/// What each pipeline of a finished run did (`weir run`, the coordinating `weir node`).
+void print_summary(const std::vector<weir::run_stats>& res, double secs, int sig, bool dry_run,
+                   bool no_exactly_once) {
+  for (const auto& s : res) {
     const uint64_t rejected = weir::total_rejected(s.rejected);
     std::cout << "pipeline " << s.pipeline << "\n";
     std::printf("  events read        %12llu\n", static_cast<unsigned long long>(s.read));
@@ -186,7 +149,77 @@ int cmd_run(const std::string& config_path, const std::string& store, size_t thr
     }
   }
   std::fflush(stdout);
+}
+
+int cmd_run(const std::string& config_path, const std::string& store, size_t threads, bool quiet,
+            bool dry_run, bool no_exactly_once, bool final_flush,
+            const weir::cli::progress_options& progress_opts) {
+  auto cfg = config_for_run(config_path);
+  if (!cfg)
+    return fail(cfg.error());
+  weir::run_options opts;
+  // Progress is drawn from the run's live meters, which the probe shows.
+  std::optional<weir::cli::progress_reporter> progress;
+  if (progress_opts.mode != weir::cli::progress_mode::off) {
+    opts.probe = std::make_shared<weir::run_probe>();
+    progress.emplace(progress_opts, opts.probe);
+  }
+  opts.store = store;
+  opts.threads = threads;
+  opts.stop = &stop_requested;
+  opts.final_flush = final_flush;
+  if (dry_run)
+    opts.mode = weir::commit_mode::none;
+  else if (no_exactly_once)
+    opts.mode = weir::commit_mode::results_only;
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = weir::run_pipelines(*cfg, opts);
+  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (progress)
+    progress->finish(); // its last line, before the summary or the error
+  if (!res)
+    return fail(res.error());
+  // A followed source runs until stopped: a stop is its normal end. A bounded run that was
+  // stopped did not finish: it exits as shells expect of a signalled command (128 + signal).
+  const int sig = stop_signal.load();
+  bool follows = false;
+  for (const auto& p : cfg->pipelines)
+    for (const auto& src : p.sources)
+      follows = follows || src.follow;
+  const int code = sig != 0 && !follows ? 128 + sig : exit_ok;
+  // Mostly rejected records fail the run after its summary is printed.
+  const auto rejects = weir::check_reject_ratio(*cfg, *res);
+  if (quiet)
+    return rejects ? fail(rejects) : code;
+  print_summary(*res, secs, sig, dry_run, no_exactly_once);
+  std::fflush(stdout);
   return rejects ? fail(rejects) : code;
+}
+
+int cmd_node(const std::string& cluster_path, const std::string& name, size_t threads, bool quiet,
+             bool final_flush) {
+  auto c = weir::cluster::load_cluster_config(cluster_path, name);
+  if (!c)
+    return fail(c.error());
+  if (auto err = weir::fault::check_env())
+    return fail(err);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  weir::run_options opts;
+  opts.threads = threads;
+  opts.stop = &stop_requested;
+  opts.final_flush = final_flush;
+  auto t0 = std::chrono::steady_clock::now();
+  auto res = weir::cluster::run_node(*c, opts);
+  auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!res)
+    return fail(res.error());
+  if (*c->self != c->coordinator())
+    return exit_ok; // a node that serves partitions ends when it is told to
+  const auto rejects = weir::check_reject_ratio(c->pipeline, *res);
+  if (!quiet)
+    print_summary(*res, secs, stop_signal.load(), false, false);
+  return rejects ? fail(rejects) : exit_ok;
 }
 
 int cmd_serve(const std::string& config_path, const weir::cli::serve_options& opts) {
@@ -222,7 +255,6 @@ caf::expected<std::optional<weir::timestamp>> optional_time(const std::string& t
     return t.error();
   return std::optional<weir::timestamp>{*t};
 }
-
 
 int cmd_query(const std::string& store, const std::string& server, const std::string& pipeline,
               const std::string& key, const std::string& from, const std::string& to,
@@ -378,13 +410,13 @@ int main(int argc, char** argv) {
   std::string log_format = "text";
   auto* log_format_flag =
     app.add_option("--log-format", log_format, "text, or json: one JSON object a line")
-    ->check(CLI::IsMember({"text", "json"}))
-    ->capture_default_str();
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   std::string log_level = "warn";
   auto* log_level_flag =
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
-    ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
-    ->capture_default_str();
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}))
+      ->capture_default_str();
 
   auto* run = app.add_subcommand("run", "Run the pipelines of a config until their input ends "
                                         "(or SIGINT/SIGTERM in follow mode) and print a summary");
@@ -434,20 +466,38 @@ int main(int argc, char** argv) {
   serve->add_option("PIPELINE.toml", config_path, "pipeline config")->required();
   serve->add_option("--listen", serve_opts.listen, "HOST:PORT to answer on (port 0: any free one)")
     ->capture_default_str();
-  serve->add_option("--tcp", serve_opts.tcp_listen,
-                    "HOST:PORT of a plain TCP ingest as well (docs/serve.md; port 0: any free one)");
+  serve->add_option(
+    "--tcp", serve_opts.tcp_listen,
+    "HOST:PORT of a plain TCP ingest as well (docs/serve.md; port 0: any free one)");
   serve->add_option("--store", serve_opts.store, "store directory (default: the config's `store`)");
-  serve->add_option("--threads", serve_opts.threads, "scheduler threads (default: number of cores)");
-  serve->add_option("--max-body-bytes", serve_opts.max_body_bytes,
-                    "POST bodies larger than this are refused (413)")
+  serve->add_option("--threads", serve_opts.threads,
+                    "scheduler threads (default: number of cores)");
+  serve
+    ->add_option("--max-body-bytes", serve_opts.max_body_bytes,
+                 "POST bodies larger than this are refused (413)")
     ->capture_default_str()
     ->check(CLI::PositiveNumber);
-  serve->add_option("--max-pending-bytes", serve_opts.max_pending_bytes,
-                    "bytes landed but not yet committed per http source above which clients "
-                    "get 429 with Retry-After")
+  serve
+    ->add_option("--max-pending-bytes", serve_opts.max_pending_bytes,
+                 "bytes landed but not yet committed per http source above which clients "
+                 "get 429 with Retry-After")
     ->capture_default_str()
     ->check(CLI::PositiveNumber);
   serve->footer(exit_codes_text);
+
+  auto* node = app.add_subcommand("node", "Run one node of a cluster (docs/cluster.md): the "
+                                          "coordinating node runs the pipelines and prints a "
+                                          "summary, the others hold partitions until "
+                                          "SIGINT/SIGTERM");
+  std::string cluster_path;
+  std::string node_name;
+  node->add_option("--cluster", cluster_path, "cluster config (CLUSTER.toml)")->required();
+  node->add_option("--name", node_name, "the node of the cluster config to run as")->required();
+  node->add_option("--threads", threads, "scheduler threads (default: number of cores)");
+  node->add_flag("--quiet", quiet, "print no summary");
+  node->add_flag("--final", final_flush,
+                 "the input ends here for good: fire every open window at the end");
+  node->footer(exit_codes_text);
 
   auto* query = app.add_subcommand("query", "Print committed window results");
   std::string q_pipeline;
@@ -529,9 +579,8 @@ int main(int argc, char** argv) {
   if (log_format == "json")
     weir::cli::use_json_logs();
   if (*run) {
-    auto progress = weir::cli::progress_options_of(progress_mode, progress_interval,
-                                                   ::isatty(STDERR_FILENO) == 1,
-                                                   log_format == "json");
+    auto progress = weir::cli::progress_options_of(
+      progress_mode, progress_interval, ::isatty(STDERR_FILENO) == 1, log_format == "json");
     if (!progress)
       return fail(progress.error());
     return cmd_run(config_path, store, threads, quiet, dry_run, no_exactly_once, final_flush,
@@ -539,6 +588,8 @@ int main(int argc, char** argv) {
   }
   if (*serve)
     return cmd_serve(config_path, serve_opts);
+  if (*node)
+    return cmd_node(cluster_path, node_name, threads, quiet, final_flush);
   if (*query)
     return q_server.empty() && store.empty()
              ? fail(weir::make_error(weir::errc::bad_config, "query: give --store or --server"))

@@ -20,6 +20,7 @@ const char* to_string(errc x) {
     case errc::record_failed: return "record_failed";
     case errc::store_busy: return "store_busy";
     case errc::too_many_rejects: return "too_many_rejects";
+    case errc::node_lost: return "node_lost";
   }
   return "unknown";
 }

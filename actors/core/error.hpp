@@ -28,6 +28,7 @@ enum class errc : uint8_t {
   record_failed,     ///< processing records threw; the error says which (record_span_of)
   store_busy,        ///< another process writes to the store (store_lock)
   too_many_rejects,  ///< more records rejected than max_reject_ratio allows
+  node_lost,         ///< a node of the cluster is down or cannot be reached
 };
 
 const char* to_string(errc x);

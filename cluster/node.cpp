@@ -1,0 +1,379 @@
+#include "cluster/node.hpp"
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <caf/actor_cast.hpp>
+#include <caf/actor_system.hpp>
+#include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
+#include <caf/openssl/publish.hpp>
+#include <caf/openssl/unpublish.hpp>
+#include <caf/scoped_actor.hpp>
+#include <caf/system_messages.hpp>
+#include <caf/typed_event_based_actor.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/aggregator.hpp"
+#include "actors/core/error.hpp"
+#include "cluster/auth.hpp"
+#include "cluster/placement.hpp"
+
+namespace weir::cluster {
+
+namespace {
+
+/// The nonces of a node's handshakes, shared by the node actor (peers that dial it) and the
+/// coordinating run (the peers it dials): a nonce seen in either is a replay in both.
+struct shared_nonces {
+  std::mutex mu;
+  nonce_registry seen;
+};
+
+/// A refusal, as the peer gets it (the log has the detail).
+caf::error refused(const std::string& why) {
+  return make_error(errc::bad_input, "refused by the cluster: " + why);
+}
+
+struct node_state {
+  static inline const char* name = "node";
+  cluster_config cfg;
+  identity me;
+  std::shared_ptr<shared_nonces> nonces;
+  std::map<caf::node_id, std::unique_ptr<handshake>> pending; ///< hello read, response awaited
+  std::map<caf::node_id, std::string> peers;                  ///< authenticated: their names
+  std::set<caf::actor_addr> held;                             ///< partitions running here
+
+  /// The node that sent the message being handled.
+  template <class Self>
+  static caf::node_id sender_node(Self* self) {
+    auto& s = self->current_sender();
+    return s ? s->node() : caf::node_id{};
+  }
+};
+
+using node_ptr = node_actor::stateful_pointer<node_state>;
+
+caf::result<std::string, std::string> on_hello(node_ptr self, const std::string& hello) {
+  auto& st = self->state;
+  auto from = node_state::sender_node(self);
+  std::lock_guard<std::mutex> lock{st.nonces->mu};
+  auto hs = std::make_unique<handshake>(st.me, st.nonces->seen);
+  auto out = hs->feed(hello);
+  if (out.refused != refusal::none) {
+    spdlog::warn("node {}: refused peer {}: {}", st.me.self, caf::to_string(from), hs->detail());
+    return refused(to_string(out.refused));
+  }
+  std::string mine = hs->hello();
+  st.pending[from] = std::move(hs);
+  return {std::move(mine), std::move(out.reply)};
+}
+
+caf::result<bool> on_auth(node_ptr self, const std::string& response) {
+  auto& st = self->state;
+  auto from = node_state::sender_node(self);
+  auto i = st.pending.find(from);
+  if (i == st.pending.end()) {
+    spdlog::warn("node {}: refused peer {}: a response without a hello", st.me.self,
+                 caf::to_string(from));
+    return refused("out of order");
+  }
+  std::unique_ptr<handshake> hs = std::move(i->second);
+  st.pending.erase(i);
+  std::lock_guard<std::mutex> lock{st.nonces->mu};
+  auto out = hs->feed(response);
+  if (out.refused != refusal::none || !hs->accepted()) {
+    spdlog::warn("node {}: refused peer {}: {}", st.me.self, hs->peer(), hs->detail());
+    return refused(to_string(out.refused));
+  }
+  spdlog::info("node {}: peer {} authenticated", st.me.self, hs->peer());
+  st.peers[from] = hs->peer();
+  return true;
+}
+
+caf::result<aggregator_actor> on_place(node_ptr self, uint32_t pipeline, uint32_t part,
+                                       std::string& snapshot, updater_actor updater) {
+  auto& st = self->state;
+  auto from = node_state::sender_node(self);
+  auto peer = st.peers.find(from);
+  if (peer == st.peers.end()) {
+    spdlog::warn("node {}: refused a partition from unauthenticated peer {}", st.me.self,
+                 caf::to_string(from));
+    return refused("not authenticated");
+  }
+  const auto& pipelines = st.cfg.pipeline.pipelines;
+  if (pipeline >= pipelines.size() || part >= pipelines[pipeline].partitions || !updater) {
+    spdlog::warn("node {}: refused partition {} of pipeline {} from {}: no such partition",
+                 st.me.self, part, pipeline, peer->second);
+    return make_error(errc::bad_input, "no such partition");
+  }
+  auto a =
+    self->system().spawn(aggregator, pipeline, part, pipelines[pipeline], std::move(snapshot),
+                         preprocess_actor{}, std::move(updater), std::shared_ptr<state_meter>{});
+  self->monitor(a);
+  st.held.insert(a.address());
+  spdlog::info("node {}: runs partition {} of pipeline {} for {}", st.me.self, part,
+               pipelines[pipeline].name, peer->second);
+  return a;
+}
+
+/// The node actor of node `c.self`.
+node_actor::behavior_type node(node_ptr self, cluster_config c,
+                               std::shared_ptr<shared_nonces> nonces) {
+  auto& st = self->state;
+  st.me = identity_of(c, c.nodes[*c.self].name);
+  st.cfg = std::move(c);
+  st.nonces = std::move(nonces);
+  self->set_down_handler([self](caf::down_msg& dm) { self->state.held.erase(dm.source); });
+  return {
+    [self](hello_atom, const std::string& hello) { return on_hello(self, hello); },
+    [self](auth_atom, const std::string& response) { return on_auth(self, response); },
+    [self](place_atom, uint32_t pipeline, uint32_t part, std::string& snapshot,
+           updater_actor updater) {
+      return on_place(self, pipeline, part, snapshot, std::move(updater));
+    },
+    [self](ping_atom) -> caf::result<std::string, uint32_t> {
+      if (!self->state.peers.count(node_state::sender_node(self)))
+        return refused("not authenticated");
+      return {self->state.me.self, static_cast<uint32_t>(self->state.held.size())};
+    },
+  };
+}
+
+/// The middleman actor that dials and publishes: caf::openssl's, or the plain one.
+caf::io::middleman_actor dialer(caf::actor_system& sys, const cluster_config& c) {
+  return c.insecure ? sys.middleman().actor_handle() : sys.openssl_manager().actor_handle();
+}
+
+/// Publishes `n` on node `self`'s address.
+caf::error publish_node(caf::actor_system& sys, const cluster_config& c, size_t self,
+                        const node_actor& n) {
+  const auto& me = c.nodes[self];
+  caf::expected<uint16_t> port = caf::error{};
+  if (c.insecure)
+    port = sys.middleman().publish(n, me.port, me.host.c_str(), true);
+  else
+    port = caf::openssl::publish(n, me.port, me.host.c_str(), true);
+  if (!port)
+    return make_error(errc::bad_config, c.file + ": node " + me.name + " cannot listen on " +
+                                          me.address() + ": " + sys.render(port.error()));
+  spdlog::info("node {} listens on {}{}", me.name, me.address(),
+               c.insecure ? " (insecure: no TLS)" : " (TLS)");
+  return caf::none;
+}
+
+/// The coordinating node's side of the cluster: dials the aggregate nodes, proves the secret
+/// and checks theirs, and spawns each generation's partitions where the placement puts them.
+class coordinator_link : public run_cluster {
+public:
+  explicit coordinator_link(cluster_config c)
+    : c_(std::move(c))
+    , self_(*c_.self)
+    , shapes_(shapes_of(c_))
+    , nonces_(std::make_shared<shared_nonces>())
+    , me_(identity_of(c_, c_.nodes[self_].name)) {}
+
+  void configure(caf::actor_system_config& cfg) override { configure_system(cfg, c_, self_); }
+
+  caf::error start(caf::actor_system& sys, supervisor_actor) override {
+    local_ = sys.spawn(node, c_, nonces_);
+    return publish_node(sys, c_, self_, local_);
+  }
+
+  caf::expected<std::vector<aggregator_actor>> spawn_partitions(caf::actor_system& sys,
+                                                                uint32_t pipeline,
+                                                                std::vector<std::string> snapshots,
+                                                                updater_actor updater) override {
+    std::vector<bool> alive(c_.nodes.size(), false);
+    for (size_t i = 0; i < c_.nodes.size(); ++i)
+      alive[i] = i == self_ || (c_.nodes[i].aggregate && connected(sys, i));
+    auto where = place(c_, shapes_, alive);
+    const auto& slots = where.pipelines.at(pipeline).partitions;
+    const auto& p = c_.pipeline.pipelines.at(pipeline);
+    std::vector<aggregator_actor> out;
+    for (uint32_t part = 0; part < snapshots.size(); ++part) {
+      if (part >= slots.size() || !slots[part])
+        return make_error(errc::node_lost, "pipeline " + p.name + ": no node can hold partition " +
+                                             std::to_string(part) + " now");
+      auto a = spawn_one(sys, *slots[part], pipeline, part, std::move(snapshots[part]), updater);
+      if (!a)
+        return a.error();
+      out.push_back(std::move(*a));
+    }
+    return out;
+  }
+
+  void stop(caf::actor_system& sys) override {
+    if (!local_)
+      return;
+    caf::scoped_actor self{sys};
+    self->send_exit(local_, caf::exit_reason::user_shutdown);
+  }
+
+private:
+  std::chrono::milliseconds timeout() const {
+    return std::chrono::milliseconds(std::max<int64_t>(c_.failure_timeout / us_per_ms, 100));
+  }
+
+  /// Partition `part` on node `n`: here, or through node n's actor.
+  caf::expected<aggregator_actor> spawn_one(caf::actor_system& sys, size_t n, uint32_t pipeline,
+                                            uint32_t part, std::string snapshot,
+                                            updater_actor updater) {
+    if (n == self_)
+      return sys.spawn(aggregator, pipeline, part, c_.pipeline.pipelines[pipeline],
+                       std::move(snapshot), preprocess_actor{}, std::move(updater),
+                       std::shared_ptr<state_meter>{});
+    caf::scoped_actor self{sys};
+    caf::expected<aggregator_actor> out = caf::error{};
+    self
+      ->request(peers_[n], timeout(), place_atom::value, pipeline, part, std::move(snapshot),
+                std::move(updater))
+      .receive([&](aggregator_actor& a) { out = std::move(a); },
+               [&](caf::error& err) {
+                 out = make_error(errc::node_lost, "node " + c_.nodes[n].name +
+                                                     " did not take partition " +
+                                                     std::to_string(part) + ": " + sys.render(err));
+               });
+    if (!out)
+      peers_.erase(n);
+    return out;
+  }
+
+  /// Whether node `n` is connected and authenticated (dialing it when it is not).
+  bool connected(caf::actor_system& sys, size_t n) {
+    auto i = peers_.find(n);
+    if (i != peers_.end() && !i->second->getf(caf::abstract_actor::is_terminated_flag))
+      return true;
+    peers_.erase(n);
+    auto peer = dial(sys, n);
+    if (!peer) {
+      spdlog::warn("node {}: node {} at {} is not available: {}", c_.nodes[self_].name,
+                   c_.nodes[n].name, c_.nodes[n].address(), render(peer.error()));
+      return false;
+    }
+    peers_[n] = std::move(*peer);
+    return true;
+  }
+
+  /// Dials node `n` and runs the handshake both ways.
+  caf::expected<node_actor> dial(caf::actor_system& sys, size_t n) {
+    const auto& to = c_.nodes[n];
+    caf::scoped_actor self{sys};
+    caf::expected<node_actor> peer = caf::error{};
+    self->request(dialer(sys, c_), timeout(), caf::connect_atom::value, to.host, to.port)
+      .receive(
+        [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+          if (ptr)
+            peer = caf::actor_cast<node_actor>(std::move(ptr));
+          else
+            peer = make_error(errc::node_lost, "nothing published at " + to.address());
+        },
+        [&](caf::error& err) { peer = make_error(errc::node_lost, sys.render(err)); });
+    if (!peer)
+      return peer;
+    if (auto err = authenticate(self, *peer, to.name))
+      return err;
+    return peer;
+  }
+
+  /// The handshake with a dialed node: hello, its hello and response, our response.
+  caf::error authenticate(caf::scoped_actor& self, const node_actor& peer,
+                          const std::string& name) {
+    std::unique_ptr<handshake> hs;
+    {
+      std::lock_guard<std::mutex> lock{nonces_->mu};
+      hs = std::make_unique<handshake>(me_, nonces_->seen);
+    }
+    caf::error err;
+    std::string reply;
+    self->request(peer, timeout(), hello_atom::value, hs->hello())
+      .receive(
+        [&](std::string& their_hello, std::string& their_response) {
+          std::lock_guard<std::mutex> lock{nonces_->mu};
+          auto a = hs->feed(their_hello);
+          auto b = a.refused == refusal::none ? hs->feed(their_response) : a;
+          if (b.refused != refusal::none || !hs->accepted())
+            err = make_error(errc::node_lost,
+                             "node " + name + " failed the handshake: " + hs->detail());
+          reply = std::move(a.reply);
+        },
+        [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
+    if (err)
+      return err;
+    if (hs->peer() != name)
+      return make_error(errc::node_lost,
+                        "the node at the address of " + name + " is " + hs->peer());
+    self->request(peer, timeout(), auth_atom::value, std::move(reply))
+      .receive([&](bool) {}, [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
+    return err;
+  }
+
+  cluster_config c_;
+  size_t self_;
+  std::vector<pipeline_shape> shapes_;
+  std::shared_ptr<shared_nonces> nonces_;
+  identity me_;
+  node_actor local_;
+  std::map<size_t, node_actor> peers_; ///< authenticated node actors of the other nodes
+};
+
+/// A node that only serves partitions: publishes its node actor until `stop` is set.
+caf::error serve_node(const cluster_config& c, const run_options& opts) {
+  struct config : caf::actor_system_config {
+    explicit config(size_t threads) {
+      add_message_types<caf::id_block::weir>();
+      set("scheduler.max-threads", threads);
+      set("logger.verbosity", caf::atom("quiet"));
+    }
+  } cfg{opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency())};
+  configure_system(cfg, c, *c.self);
+  caf::actor_system sys{cfg};
+  auto n = sys.spawn(node, c, std::make_shared<shared_nonces>());
+  if (auto err = publish_node(sys, c, *c.self, n))
+    return err;
+  while (!(opts.stop && opts.stop->load()))
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  spdlog::info("node {} stops", c.nodes[*c.self].name);
+  caf::anon_send_exit(n, caf::exit_reason::user_shutdown);
+  return caf::none;
+}
+
+} // namespace
+
+void configure_system(caf::actor_system_config& cfg, const cluster_config& c, size_t self) {
+  cfg.load<caf::io::middleman>();
+  cfg.set("middleman.heartbeat-interval", caf::timespan{c.heartbeat * 1000});
+  cfg.set("middleman.connection-timeout", caf::timespan{c.failure_timeout * 1000});
+  if (c.insecure)
+    return;
+  cfg.load<caf::openssl::manager>();
+  const auto& tls = c.nodes[self].tls;
+  cfg.openssl_certificate = tls.certificate;
+  cfg.openssl_key = tls.key;
+  cfg.openssl_cafile = tls.ca;
+}
+
+caf::expected<std::vector<run_stats>> run_node(const cluster_config& c, run_options opts) {
+  if (!c.self)
+    return make_error(errc::bad_config, c.file + ": no node to run as");
+  const auto& me = c.nodes[*c.self];
+  if (c.ingest() != c.coordinator())
+    return make_error(errc::bad_config,
+                      c.file + ": node " + c.nodes[c.ingest()].name +
+                        " has the ingest role but not the coordinator role: this version runs "
+                        "ingest (and its lake) on the coordinating node; give both roles to one "
+                        "node");
+  if (*c.self != c.coordinator()) {
+    if (auto err = serve_node(c, opts))
+      return err;
+    return std::vector<run_stats>{};
+  }
+  opts.store = me.store;
+  opts.cluster = std::make_shared<coordinator_link>(c);
+  return run_pipelines(c.pipeline, opts);
+}
+
+} // namespace weir::cluster

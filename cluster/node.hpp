@@ -1,0 +1,59 @@
+#pragma once
+
+/// A node of a Weir cluster (`weir node`): the node actor every node publishes on its address,
+/// and the run of the coordinating node, which places the window-aggregator partitions of each
+/// generation on the nodes (cluster/placement.hpp) over CAF's own distribution (BASP, with TLS
+/// through caf::openssl unless the cluster is insecure).
+///
+/// A peer reaches nothing but the node actor until it has proved the cluster secret with the
+/// challenge and response of cluster/auth.hpp, in both directions; a partition is spawned only
+/// for a peer that did. Heartbeats are BASP's own (middleman.heartbeat-interval, from the
+/// cluster's `heartbeat`); a peer silent for `failure_timeout` is disconnected, which takes its
+/// partitions down, and the supervisor restarts the generation on the nodes that are left.
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <caf/atom.hpp>
+#include <caf/expected.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/actors.hpp"
+#include "actors/runtime.hpp"
+#include "cluster/config.hpp"
+
+namespace weir::cluster {
+
+using hello_atom = caf::atom_constant<caf::atom("hello")>;
+using auth_atom = caf::atom_constant<caf::atom("auth")>;
+using place_atom = caf::atom_constant<caf::atom("place")>;
+using ping_atom = caf::atom_constant<caf::atom("ping")>;
+
+/// The actor each node publishes: the only one a peer can reach before it is authenticated.
+using node_actor = caf::typed_actor<
+  /// A peer's hello (cluster/auth.hpp): answered with this node's hello and this node's
+  /// response to the peer's challenge.
+  caf::replies_to<hello_atom, std::string>::with<std::string, std::string>,
+  /// The peer's response to this node's challenge: true once verified; a refusal is logged
+  /// and answered with an error.
+  caf::replies_to<auth_atom, std::string>::with<bool>,
+  /// Spawns partition `part` of pipeline `pipeline` from its restored state `snapshot`
+  /// (window_operator::snapshot() bytes), contributing to `updater`; for authenticated peers only.
+  caf::replies_to<place_atom, uint32_t, uint32_t, std::string,
+                  updater_actor>::with<aggregator_actor>,
+  /// Heartbeat of a tool (`weir status --cluster`): the node's name and the partitions it holds.
+  caf::replies_to<ping_atom>::with<std::string, uint32_t>>;
+
+/// Makes `cfg` (before the actor system starts) load CAF's io module for cluster `c` and, unless
+/// the cluster is insecure, caf::openssl with node `self`'s TLS files; BASP heartbeats follow the
+/// cluster's heartbeat and failure_timeout.
+void configure_system(caf::actor_system_config& cfg, const cluster_config& c, size_t self);
+
+/// Runs node `c.self` of the cluster until `stop` is set. The coordinating node runs the
+/// pipelines (as `weir run` does, with `opts`; its partitions placed on the nodes) and returns
+/// when they end; every other node serves partitions until stopped.
+caf::expected<std::vector<run_stats>> run_node(const cluster_config& c, run_options opts);
+
+} // namespace weir::cluster
