@@ -141,8 +141,8 @@ State& state_of(const Handle& h) {
 /// What the fakes saw.
 struct proto_log {
   std::vector<std::tuple<uint64_t, marker_kind, uint64_t>> commits; ///< coordinator: (e, kind, n)
-  std::vector<std::string> failures;                            ///< coordinator: fail_atom
-  std::vector<uint64_t> chunk_acks;                             ///< ingest: acks of chunks
+  std::vector<std::string> failures;                                ///< coordinator: fail_atom
+  std::vector<uint64_t> chunk_acks;                                 ///< ingest: acks of chunks
 };
 
 coordinator_actor::behavior_type recording_coordinator(coordinator_actor::pointer self,
@@ -236,7 +236,7 @@ frame pre_frame(const epoch_spec& x) {
   }
   c.setDedupeExpireBefore(x.expire_before);
   c.setState(data_of(x.pre_state));
-  return to_frame(mb);
+  return to_frame<schema::PreprocessEpoch>(mb);
 }
 
 frame agg_frame(const epoch_spec& x, uint32_t p) {
@@ -249,7 +249,7 @@ frame agg_frame(const epoch_spec& x, uint32_t p) {
     rs.push_back(r);
   c.setResultPack(as_data(rs.bytes()));
   c.setState(data_of(x.states[p]));
-  return to_frame(mb);
+  return to_frame<schema::AggregatorEpoch>(mb);
 }
 
 /// Sends contribution `who` of epoch x to the updater: the PreprocessEpoch when who is the
@@ -493,7 +493,7 @@ frame chunk_frame(const input_text& in, size_t from, size_t to, bool with_header
   c.setData(data_of(data));
   if (with_header)
     c.setHeader(header);
-  return to_frame(mb);
+  return to_frame<schema::RawChunk>(mb);
 }
 
 /// What `prepare` in actors/runtime.cpp reads from the store for one pipeline.
@@ -1250,7 +1250,7 @@ TEST_CASE("updater: an epoch marker kind the build does not know is refused and 
     c.setEpoch(1);
     c.setMarkerKind(static_cast<schema::MarkerKind>(raw));
     marker_kind kind = marker_kind::normal;
-    auto got = assemble_commit("p", to_frame(mb), {}, kind);
+    auto got = assemble_commit("p", to_frame<schema::PreprocessEpoch>(mb), {}, kind);
     INFO("raw kind " << raw);
     if (raw <= 2) {
       REQUIRE(got);
