@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/core/fault.hpp"
+#include "actors/core/timeparse.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
 
@@ -79,12 +80,15 @@ caf::error decode_batch(const frame& f, const aggregate_layout& layout, uint32_t
     v.hashes = column<uint64_t>(b.getHashes(), v.n * v.hash_width);
     if (v.n > 0 && (!v.time || !v.wm_before || !v.key_hash || !v.key_end || !v.values || !v.hashes))
       refuse_frame("a column shorter than the batch's " + std::to_string(v.n) + " events");
-    // Key ends must be monotone and within the key bytes.
+    // Key ends must be monotone and within the key bytes; event times within what a parser
+    // gives (window arithmetic stays far from overflow).
     uint32_t prev = 0;
     for (size_t i = 0; i < v.n; ++i) {
       if (v.key_end[i] < prev || v.key_end[i] > kb.size())
         refuse_frame("key ends out of order or past the key bytes");
       prev = v.key_end[i];
+      if (v.time[i] < min_parsed_time || v.time[i] > max_parsed_time)
+        refuse_frame("an event time outside the years 0000 to 9999");
     }
     origin = {pipeline, b.getOriginSource(), b.getOriginBegin(), b.getOriginEnd(),
               b.getOriginLine()};
