@@ -69,9 +69,9 @@ inline std::optional<marker_kind> from_wire(schema::MarkerKind k) {
 /// they may come from another node, and even a local one is checked, so that a bug upstream is a
 /// clear error instead of a misread. A frame outside them fails with errc::decode.
 struct decode_limits {
-  /// Larger frames are refused before a byte is read. The largest frames Weir makes (an epoch's
-  /// window-state changes of a million windows) are a few hundred MiB; Cap'n Proto holds a Data
-  /// field of at most 512 MiB anyway.
+  /// Larger frames are refused before a byte is read. Weir's frames stay far below: a chunk is
+  /// at most batch_bytes, an epoch's contribution holds one epoch's results and state changes
+  /// (tens of MiB for a million windows); a Cap'n Proto Data field holds at most 512 MiB.
   size_t max_words = size_t{1} << 27; // 1 GiB
   /// Words a decode may read, as a multiple of the frame's size (Cap'n Proto's traversal limit).
   /// Every struct and list read counts its words, so a frame whose pointers all lead to the same
