@@ -1285,8 +1285,8 @@ TEST_CASE("updater and preprocess: a frame of another struct fails the decode, n
     auto coord = w.track(w.sys.spawn(recording_coordinator, &log));
     auto upd = spawn_updater(w, {{"p", 1}}, s.wh, coord);
     downs_t downs;
-    w.track(w.sys.spawn(watcher, std::vector<caf::actor>{caf::actor_cast<caf::actor>(upd)},
-                        &downs));
+    w.track(
+      w.sys.spawn(watcher, std::vector<caf::actor>{caf::actor_cast<caf::actor>(upd)}, &downs));
     w.sched.run();
     if (pre_slot) {
       caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg_frame(x, 0));
@@ -1322,8 +1322,7 @@ TEST_CASE("updater and preprocess: a frame of another struct fails the decode, n
   auto pre =
     w.track(w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, test::no_meter));
   downs_t downs;
-  w.track(
-    w.sys.spawn(watcher, std::vector<caf::actor>{caf::actor_cast<caf::actor>(pre)}, &downs));
+  w.track(w.sys.spawn(watcher, std::vector<caf::actor>{caf::actor_cast<caf::actor>(pre)}, &downs));
   w.sched.run();
   event_columns cols;
   caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
