@@ -27,14 +27,17 @@ namespace weir {
 
 /// An owning buffer holding one serialized Cap'n Proto message (see schema/). Readers and
 /// builders never cross an actor boundary; frames do. Local sends share the buffer (CAF messages
-/// are copy-on-write), so a frame is not copied between actors of one process.
+/// are copy-on-write), so a frame is not copied between actors of one process. `type` names the
+/// schema struct at its root (capnp::typeId), so that a frame of another struct is refused when
+/// decoded instead of being misread (actors/frame.hpp makes and reads frames).
 struct frame {
+  uint64_t type = 0;
   std::vector<uint64_t> words;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, frame& x) {
-  return f(caf::meta::type_name("weir.frame"), x.words);
+  return f(caf::meta::type_name("weir.frame"), x.type, x.words);
 }
 
 /// How an epoch ends.

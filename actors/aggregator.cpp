@@ -4,39 +4,13 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/core/fault.hpp"
+#include "actors/core/timeparse.hpp"
 #include "actors/frame.hpp"
 #include "schema/batch.capnp.h"
 
 namespace weir {
 
 namespace {
-
-/// Decodes an EventBatch frame into a view over its columns; false if a column is short.
-bool view_batch(schema::EventBatch::Reader b, event_view& v) {
-  v.n = b.getCount();
-  v.value_width = b.getValueWidth();
-  v.hash_width = b.getHashWidth();
-  v.time = column<int64_t>(b.getTime(), v.n);
-  v.wm_before = column<int64_t>(b.getWmBefore(), v.n);
-  v.key_hash = column<uint64_t>(b.getKeyHash(), v.n);
-  v.key_end = column<uint32_t>(b.getKeyEnd(), v.n);
-  auto kb = b.getKeyBytes();
-  v.key_bytes = reinterpret_cast<const char*>(kb.begin());
-  v.values = column<double>(b.getValues(), v.n * v.value_width);
-  v.hashes = column<uint64_t>(b.getHashes(), v.n * v.hash_width);
-  if (v.n == 0)
-    return true;
-  if (!v.time || !v.wm_before || !v.key_hash || !v.key_end || !v.values || !v.hashes)
-    return false;
-  // Key ends must be monotone and within the key bytes.
-  uint32_t prev = 0;
-  for (size_t i = 0; i < v.n; ++i) {
-    if (v.key_end[i] < prev || v.key_end[i] > kb.size())
-      return false;
-    prev = v.key_end[i];
-  }
-  return true;
-}
 
 /// Fault injection (docs/faults.md): processes a batch in two halves with the point
 /// `aggregator.mid_batch` between them. Only taken when WEIR_FAULT is set; the result is the
@@ -80,6 +54,65 @@ void check_record_faults(const event_view& v) {
 
 } // namespace
 
+caf::error decode_batch(const frame& f, const aggregate_layout& layout, uint32_t pipeline,
+                        uint32_t partition, event_view& v, record_span& origin) {
+  return decode_frame<schema::EventBatch>(f, [&](schema::EventBatch::Reader b) {
+    if (b.getPartition() != partition)
+      refuse_frame("a batch of partition " + std::to_string(b.getPartition()) +
+                   " sent to partition " + std::to_string(partition));
+    // Widths first: they bound the sizes computed from them below.
+    if (b.getValueWidth() != layout.value_width || b.getHashWidth() != layout.hash_width)
+      refuse_frame("value and hash widths " + std::to_string(b.getValueWidth()) + " and " +
+                   std::to_string(b.getHashWidth()) + " where the pipeline has " +
+                   std::to_string(layout.value_width) + " and " +
+                   std::to_string(layout.hash_width));
+    v = event_view{};
+    v.n = b.getCount();
+    v.value_width = layout.value_width;
+    v.hash_width = layout.hash_width;
+    v.time = column<int64_t>(b.getTime(), v.n);
+    v.wm_before = column<int64_t>(b.getWmBefore(), v.n);
+    v.key_hash = column<uint64_t>(b.getKeyHash(), v.n);
+    v.key_end = column<uint32_t>(b.getKeyEnd(), v.n);
+    auto kb = b.getKeyBytes();
+    v.key_bytes = reinterpret_cast<const char*>(kb.begin());
+    v.values = column<double>(b.getValues(), v.n * v.value_width);
+    v.hashes = column<uint64_t>(b.getHashes(), v.n * v.hash_width);
+    if (v.n > 0 && (!v.time || !v.wm_before || !v.key_hash || !v.key_end || !v.values || !v.hashes))
+      refuse_frame("a column shorter than the batch's " + std::to_string(v.n) + " events");
+    // Key ends must be monotone and within the key bytes; event times within what a parser
+    // gives (window arithmetic stays far from overflow).
+    uint32_t prev = 0;
+    for (size_t i = 0; i < v.n; ++i) {
+      if (v.key_end[i] < prev || v.key_end[i] > kb.size())
+        refuse_frame("key ends out of order or past the key bytes");
+      prev = v.key_end[i];
+      if (v.time[i] < min_parsed_time || v.time[i] > max_parsed_time)
+        refuse_frame("an event time outside the years 0000 to 9999");
+    }
+    origin = {pipeline, b.getOriginSource(), b.getOriginBegin(), b.getOriginEnd(),
+              b.getOriginLine()};
+  });
+}
+
+caf::error aggregator_state::process(const event_view& v, const record_span& origin) {
+  // A failure while processing the records names them (the batch's origin), so that the
+  // supervisor can retry, isolate and finally dead-letter a poison record.
+  try {
+    if (!fault::armed()) {
+      op->process(v);
+      return caf::none;
+    }
+    // fault injection: aggregator.mid_batch, aggregator.record
+    check_record_faults(v);
+    if (!process_in_halves(*op, v))
+      return fault::injected("aggregator.mid_batch");
+    return caf::none;
+  } catch (const std::exception& e) {
+    return make_record_error(origin, "aggregating records failed: " + std::string(e.what()));
+  }
+}
+
 aggregator_actor::behavior_type
 aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t pipeline,
            uint32_t partition, pipeline_config cfg, std::string snapshot,
@@ -103,34 +136,11 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
     [self, preprocess](batch_atom, uint64_t seq, const frame& f) {
       auto& st = self->state;
       mailbox_depths::note(self, st.mailbox);
-      bool injected = false;
-      caf::error failed;
-      auto err = decode_frame(f, [&](frame_reader& r) {
-        auto b = r.root<schema::EventBatch>();
-        event_view v;
-        if (!view_batch(b, v) || v.value_width != st.layout.value_width ||
-            v.hash_width != st.layout.hash_width)
-          throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                              kj::str("event batch with inconsistent columns"));
-        // A failure while processing the records names them (the batch's origin), so that the
-        // supervisor can retry, isolate and finally dead-letter a poison record.
-        try {
-          if (fault::armed()) { // fault injection: aggregator.mid_batch, aggregator.record
-            check_record_faults(v);
-            injected = !process_in_halves(*st.op, v);
-          } else {
-            st.op->process(v);
-          }
-        } catch (const std::exception& e) {
-          record_span at{st.pipeline, b.getOriginSource(), b.getOriginBegin(), b.getOriginEnd(),
-                         b.getOriginLine()};
-          failed = make_record_error(at, "aggregating records failed: " + std::string(e.what()));
-        }
-      });
-      if (!err && failed)
-        err = std::move(failed);
-      if (!err && injected)
-        err = fault::injected("aggregator.mid_batch");
+      event_view v;
+      record_span origin;
+      auto err = decode_batch(f, st.layout, st.pipeline, st.partition, v, origin);
+      if (!err)
+        err = st.process(v, origin);
       if (err) {
         spdlog::error("partition {}: {}", st.partition, render(err));
         self->quit(err);
@@ -169,7 +179,8 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
         self->quit(fault::injected("send.contribution"));
         return;
       }
-      self->send(updater, agg_epoch_atom::value, st.pipeline, to_frame(mb));
+      self->send(updater, agg_epoch_atom::value, st.pipeline,
+                 to_frame<schema::AggregatorEpoch>(mb));
       if (m.kind != marker_kind::normal)
         self->quit();
     },

@@ -6,6 +6,7 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/core/error.hpp"
 #include "actors/core/types.hpp"
 #include "actors/core/window_operator.hpp"
 
@@ -17,11 +18,22 @@ struct aggregator_state {
   uint32_t partition = 0;
   std::unique_ptr<window_operator> op;
   aggregate_layout layout;
-  result_pack fired; ///< reused between epochs
-  state_delta delta; ///< reused between epochs
+  result_pack fired;                        ///< reused between epochs
+  state_delta delta;                        ///< reused between epochs
   std::shared_ptr<state_meter> meter;       ///< the pipeline's live meter (null: none)
   std::atomic<uint64_t>* mailbox = nullptr; ///< where this partition's mailbox depth goes
+
+  /// Aggregates the events of one batch; errc::record_failed naming `origin` when that throws.
+  caf::error process(const event_view& v, const record_span& origin);
 };
+
+/// Reads an EventBatch frame meant for partition `partition` of pipeline `pipeline` (aggregates
+/// as in `layout`) into a view over its columns, in place in the frame's words, and where its
+/// records came from. errc::decode for bad bytes, a batch of another partition, widths not the
+/// layout's, a column shorter than the count or key ends out of order or past the key bytes:
+/// what it gives can be processed without reading out of bounds.
+caf::error decode_batch(const frame& f, const aggregate_layout& layout, uint32_t pipeline,
+                        uint32_t partition, event_view& v, record_span& origin);
 
 /// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from
 /// the last committed epoch, as window_operator::snapshot() bytes (empty for a fresh start).

@@ -1,13 +1,18 @@
 #include "actors/frame.hpp"
 
+#include <cstdio>
+
 #include <kj/io.h>
 
 #include "schema/batch.capnp.h"
 
 namespace weir {
 
-frame to_frame(capnp::MessageBuilder& builder) {
+namespace detail {
+
+frame to_frame(capnp::MessageBuilder& builder, uint64_t type) {
   frame f;
+  f.type = type;
   f.words.resize(capnp::computeSerializedSizeInWords(builder));
   kj::ArrayOutputStream out(
     kj::arrayPtr(reinterpret_cast<kj::byte*>(f.words.data()), f.words.size() * sizeof(uint64_t)));
@@ -15,21 +20,63 @@ frame to_frame(capnp::MessageBuilder& builder) {
   return f;
 }
 
+} // namespace detail
+
+void refuse_frame(std::string why) {
+  throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
+                      kj::heapString(why.data(), why.size()));
+}
+
 namespace {
 
-capnp::ReaderOptions options_of(decode_limits limits) {
+template <class... Ts>
+std::string name_of(uint64_t type, type_list<Ts...>) {
+  std::string out;
+  ((type == capnp::typeId<Ts>() ? void(out = frame_type_name<Ts>()) : void()), ...);
+  return out;
+}
+
+/// The words of `f` for the reader, after the checks that come before reading any of them.
+kj::ArrayPtr<const capnp::word> checked_words(const frame& f, const decode_limits& limits) {
+  if (f.words.empty())
+    refuse_frame("empty frame");
+  if (f.words.size() > limits.max_words)
+    refuse_frame("a frame of " + std::to_string(f.words.size() * 8) +
+                 " bytes is over the limit of " + std::to_string(limits.max_words * 8));
+  return kj::arrayPtr(reinterpret_cast<const capnp::word*>(f.words.data()), f.words.size());
+}
+
+capnp::ReaderOptions options_of(const frame& f, const decode_limits& limits) {
   capnp::ReaderOptions opts;
-  opts.traversalLimitInWords = limits.traversal_words;
+  opts.traversalLimitInWords = limits.traversal_factor * f.words.size();
   opts.nestingLimit = limits.nesting;
   return opts;
 }
 
 } // namespace
 
+std::string frame_type_name(uint64_t type) {
+  if (type == 0)
+    return "an untyped frame";
+  auto name = name_of(type, frame_roots{});
+  if (!name.empty())
+    return name;
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "struct @0x%016llx", static_cast<unsigned long long>(type));
+  return buf;
+}
+
 frame_reader::frame_reader(const frame& f, decode_limits limits)
-  : reader_(kj::arrayPtr(reinterpret_cast<const capnp::word*>(f.words.data()), f.words.size()),
-            options_of(limits)) {
-  // nop
+  : type_(f.type)
+  , reader_(checked_words(f, limits), options_of(f, limits)) {
+  // Trailing words are not a message's: a frame is exactly one message.
+  if (reader_.getEnd() != reinterpret_cast<const capnp::word*>(f.words.data() + f.words.size()))
+    refuse_frame("the frame has words after its message");
+}
+
+caf::error decode_error(const std::string& type, const kj::Exception& e) {
+  return make_error(errc::decode,
+                    "undecodable " + type + " frame: " + std::string(e.getDescription().cStr()));
 }
 
 frame encode_event_batch(uint32_t partition, timestamp watermark, const event_columns& c,
@@ -56,7 +103,7 @@ frame encode_event_batch(uint32_t partition, timestamp watermark, const event_co
   b.setOriginBegin(origin.begin);
   b.setOriginEnd(origin.end);
   b.setOriginLine(origin.line);
-  return to_frame(mb);
+  return to_frame<schema::EventBatch>(mb);
 }
 
 void encode_result(schema::WindowResult::Builder b, const window_result& w) {

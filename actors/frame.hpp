@@ -5,9 +5,11 @@
 
 #include <cstring>
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include <capnp/message.h>
+#include <capnp/schema.h>
 #include <capnp/serialize.h>
 
 #include "actors/actors.hpp"
@@ -17,8 +19,18 @@
 
 namespace weir {
 
-/// Serializes a message into a frame (one copy of the segments).
-frame to_frame(capnp::MessageBuilder& builder);
+namespace detail {
+frame to_frame(capnp::MessageBuilder& builder, uint64_t type);
+} // namespace detail
+
+/// Serializes a message whose root is a T into a frame that says so (one copy of the segments).
+/// T is explicit: a frame names the struct it was built with, and a reader of another struct
+/// refuses it.
+template <class T>
+frame to_frame(capnp::MessageBuilder& builder) {
+  static_assert(capnp::kind<T>() == capnp::Kind::STRUCT, "a frame holds a schema struct");
+  return detail::to_frame(builder, capnp::typeId<T>());
+}
 
 /// Encodes the accepted events of one partition as an EventBatch frame.
 frame encode_event_batch(uint32_t partition, timestamp watermark, const event_columns& c,
@@ -53,34 +65,76 @@ inline std::optional<marker_kind> from_wire(schema::MarkerKind k) {
   return std::nullopt;
 }
 
-/// Limits for decoding a frame: bounded traversal and nesting.
+/// The limits every decode of a frame applies (frame_reader). A frame's bytes are not trusted:
+/// they may come from another node, and even a local one is checked, so that a bug upstream is a
+/// clear error instead of a misread. A frame outside them fails with errc::decode.
 struct decode_limits {
-  uint64_t traversal_words = uint64_t{1} << 32;
-  int nesting = 16;
+  /// Larger frames are refused before a byte is read. Weir's frames stay far below: a chunk is
+  /// at most batch_bytes, an epoch's contribution holds one epoch's results and state changes
+  /// (tens of MiB for a million windows); a Cap'n Proto Data field holds at most 512 MiB.
+  size_t max_words = size_t{1} << 27; // 1 GiB
+  /// Words a decode may read, as a multiple of the frame's size (Cap'n Proto's traversal limit).
+  /// Every struct and list read counts its words, so a frame whose pointers all lead to the same
+  /// bytes cannot make a reader walk more than this many times its size. Our readers read each
+  /// object of a frame once.
+  uint64_t traversal_factor = 4;
+  /// How deep pointers may lead: our deepest frame goes four levels (DeadLetters > letters >
+  /// letter > raw).
+  int nesting = 8;
 };
 
-/// A decoded frame; reader() is valid as long as this object and the frame live.
+/// Throws the kj::Exception that decode_frame turns into errc::decode: a frame that reads well
+/// but says something impossible (a column shorter than its count, a partition out of range).
+[[noreturn]] void refuse_frame(std::string why);
+
+/// The display name of a frame's root struct ("EventBatch"), for messages; the hex type id for a
+/// struct that is not one of the frame roots below.
+std::string frame_type_name(uint64_t type);
+
+template <class T>
+std::string frame_type_name() {
+  return capnp::Schema::from<T>().getShortDisplayName().cStr();
+}
+
+/// The structs frames hold at their root, one per kind of message between actors.
+template <class... Ts>
+struct type_list {};
+using frame_roots = type_list<schema::RawChunk, schema::EventBatch, schema::PreprocessEpoch,
+                              schema::AggregatorEpoch, schema::QueryResult, schema::DeadLetters>;
+
+/// A frame opened for reading in place (no copy of its words), within `limits`. The constructor
+/// and root() throw kj::Exception for a frame that is empty, too large, truncated, has trailing
+/// words or holds another struct; decode_frame turns that into an error.
 class frame_reader {
 public:
   explicit frame_reader(const frame& f, decode_limits limits = {});
+
   template <class T>
   typename T::Reader root() {
+    if (type_ != capnp::typeId<T>())
+      refuse_frame("it holds " + frame_type_name(type_) + ", not " + frame_type_name<T>());
     return reader_.getRoot<T>();
   }
 
 private:
+  uint64_t type_;
   capnp::FlatArrayMessageReader reader_;
 };
 
-/// Runs fn(reader) and converts a kj::Exception thrown by bad bytes into errc::decode.
-template <class F>
-caf::error decode_frame(const frame& f, F&& fn) {
+/// errc::decode for a frame meant to hold `type` that failed with `e`.
+caf::error decode_error(const std::string& type, const kj::Exception& e);
+
+/// Runs fn(root) on the T at the root of `f` and turns a kj::Exception (bad bytes, limits, or
+/// refuse_frame in fn) into errc::decode naming T. Readers must not outlive fn; what fn keeps
+/// (string views of Data fields) points into f's words.
+template <class T, class F>
+caf::error decode_frame(const frame& f, F&& fn, decode_limits limits = {}) {
   try {
-    frame_reader r{f};
-    fn(r);
+    frame_reader r{f, limits};
+    fn(r.root<T>());
     return caf::none;
   } catch (const kj::Exception& e) {
-    return make_error(errc::decode, std::string("undecodable frame: ") + e.getDescription().cStr());
+    return decode_error(frame_type_name<T>(), e);
   }
 }
 

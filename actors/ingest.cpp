@@ -457,7 +457,7 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       return;
     }
     ++st.inflight;
-    self->send(next, chunk_atom::value, ++st.seq, to_frame(mb));
+    self->send(next, chunk_atom::value, ++st.seq, to_frame<schema::RawChunk>(mb));
     const uint64_t end = offset + (lm.span > 0 ? lm.span : data.size());
     if (st.meter && end > s.pos)
       st.meter->bytes_read.fetch_add(end - s.pos, std::memory_order_relaxed);

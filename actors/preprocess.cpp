@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <limits>
 
 #include <capnp/message.h>
 #include <spdlog/spdlog.h>
@@ -49,7 +50,107 @@ bool ship(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t se
   return true;
 }
 
+/// Processes a suspect chunk one line at a time, each shipped on its own, so that a failure
+/// names its line; poison lines go to dead letters unprocessed (actors/core/poison.hpp).
+caf::error take_lines(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t seq,
+                      const raw_chunk& c, const aggregate_layout& layout, size_t& sent,
+                      bool& quit) {
+  auto& st = self->state;
+  const auto data = c.data;
+  size_t pos = 0;
+  while (pos < data.size()) {
+    auto nl = static_cast<const char*>(std::memchr(data.data() + pos, '\n', data.size() - pos));
+    size_t end = nl == nullptr ? data.size() : static_cast<size_t>(nl - data.data()) + 1;
+    auto line = data.substr(pos, end - pos);
+    const record_span at{st.pipeline, c.source, c.offset + pos, c.offset + end, true};
+    pos = end;
+    if (const auto* q = st.quarantined.poisoned(c.source, at.begin)) {
+      spdlog::warn("pipeline {}: poison record at source {} offset {} goes to dead letters: {}",
+                   st.cfg.name, c.source, at.begin, q->what);
+      st.pre->reject_poison(c.source, at.begin, line,
+                            "poison record: processing failed on every retry: " + q->what);
+    } else {
+      try {
+        st.pre->process(c.source, at.begin, line);
+      } catch (const std::exception& e) {
+        return make_record_error(at, "processing a record failed: " + std::string(e.what()));
+      }
+    }
+    if (!ship(self, seq, at, layout, sent)) {
+      quit = true;
+      return caf::none;
+    }
+  }
+  return caf::none;
+}
+
+/// Processes the lines of a chunk decoded by decode_chunk and ships what they give. `quit`:
+/// an injected fault made the actor quit.
+caf::error take_chunk(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t seq,
+                      raw_chunk c, const aggregate_layout& layout, size_t& sent, bool& quit) {
+  auto& st = self->state;
+  if (c.header && st.headers_seen.insert(c.source).second)
+    st.pre->set_header(c.source, *c.header);
+  if (c.config_index > 0 && st.bound.insert(c.source).second)
+    st.pre->bind_source(c.source, c.config_index - 1); // a source that appeared while running
+  if (c.header_len > 0) {
+    // A csv stream on stdin starts with its own header line.
+    auto line = c.data.substr(0, c.header_len);
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
+      line.remove_suffix(1);
+    st.pre->set_header(c.source, line);
+    st.headers_seen.insert(c.source);
+    c.data.remove_prefix(c.header_len);
+    c.offset += c.header_len;
+  }
+  if (c.long_span > 0) {
+    // One over-long line that ingest streamed past: a dead letter, nothing to process.
+    st.pre->reject_long_line(c.source, c.offset, c.long_span, c.long_length, c.data);
+    quit = !ship(self, seq, {st.pipeline, c.source, c.offset, c.offset + c.long_span, false},
+                 layout, sent);
+    return caf::none;
+  }
+  const record_span whole{st.pipeline, c.source, c.offset, c.offset + c.data.size(), false};
+  if (st.quarantined.touches(c.source, whole.begin, whole.end))
+    return take_lines(self, seq, c, layout, sent, quit);
+  try {
+    st.pre->process(c.source, c.offset, c.data);
+  } catch (const std::exception& e) {
+    return make_record_error(whole, "processing records failed: " + std::string(e.what()));
+  }
+  quit = !ship(self, seq, whole, layout, sent);
+  return caf::none;
+}
+
 } // namespace
+
+caf::error decode_chunk(const frame& f, size_t sources, raw_chunk& out) {
+  return decode_frame<schema::RawChunk>(f, [&](schema::RawChunk::Reader c) {
+    out = raw_chunk{};
+    out.source = c.getSource();
+    out.offset = c.getOffset();
+    out.data = as_view(c.getData());
+    if (c.hasHeader()) {
+      auto h = c.getHeader();
+      out.header = std::string_view{h.cStr(), h.size()};
+    }
+    out.header_len = c.getHeaderLen();
+    out.long_span = c.getLongSpan();
+    out.long_length = c.getLongLength();
+    out.config_index = c.getConfigIndex();
+    if (out.config_index > sources)
+      refuse_frame("source " + std::to_string(out.source) + " bound to configured source " +
+                   std::to_string(out.config_index) + " of " + std::to_string(sources));
+    if (out.header_len > out.data.size())
+      refuse_frame("a header line of " + std::to_string(out.header_len) + " bytes in " +
+                   std::to_string(out.data.size()) + " bytes of data");
+    const uint64_t span = out.long_span > 0 ? out.long_span : out.data.size();
+    if (out.long_span > 0 && out.data.size() > out.long_span)
+      refuse_frame("a long line's head longer than the line");
+    if (out.offset > std::numeric_limits<uint64_t>::max() - span)
+      refuse_frame("bytes past the largest offset");
+  });
+}
 
 caf::error preprocess_state::check_rejects() const {
   const auto& k = pre->counters();
@@ -163,85 +264,15 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       if (st.meter)
         mailbox_depths::note(self, &st.meter->mailboxes.preprocess);
       size_t sent = 0;
-      caf::error failed;
       bool quit = false;
       const uint64_t read_before = st.pre->counters().read;
-      auto err = decode_frame(f, [&](frame_reader& r) {
-        auto c = r.root<schema::RawChunk>();
-        auto source = c.getSource();
-        if (c.hasHeader() && st.headers_seen.insert(source).second) {
-          auto h = c.getHeader();
-          st.pre->set_header(source, std::string_view{h.cStr(), h.size()});
-        }
-        if (auto ci = c.getConfigIndex(); ci > 0 && st.bound.insert(source).second)
-          st.pre->bind_source(source, ci - 1); // a source that appeared while running
-        auto data = as_view(c.getData());
-        auto offset = c.getOffset();
-        if (auto n = c.getHeaderLen(); n > 0 && n <= data.size()) {
-          // A csv stream on stdin starts with its own header line.
-          auto line = data.substr(0, n);
-          while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
-            line.remove_suffix(1);
-          st.pre->set_header(source, line);
-          st.headers_seen.insert(source);
-          data.remove_prefix(n);
-          offset += n;
-        }
-        if (auto span = c.getLongSpan(); span > 0) {
-          // One over-long line that ingest streamed past: a dead letter, nothing to process.
-          st.pre->reject_long_line(source, offset, span, c.getLongLength(), data);
-          quit =
-            !ship(self, seq, {st.pipeline, source, offset, offset + span, false}, layout, sent);
-          return;
-        }
-        const record_span whole{st.pipeline, source, offset, offset + data.size(), false};
-        if (!st.quarantined.touches(source, whole.begin, whole.end)) {
-          try {
-            st.pre->process(source, offset, data);
-          } catch (const std::exception& e) {
-            failed =
-              make_record_error(whole, "processing records failed: " + std::string(e.what()));
-            return;
-          }
-          quit = !ship(self, seq, whole, layout, sent);
-          return;
-        }
-        // A suspect chunk: one line at a time, each shipped on its own, so that a failure names
-        // its line; poison lines go to dead letters unprocessed (actors/core/poison.hpp).
-        size_t pos = 0;
-        while (pos < data.size()) {
-          auto nl =
-            static_cast<const char*>(std::memchr(data.data() + pos, '\n', data.size() - pos));
-          size_t end = nl == nullptr ? data.size() : static_cast<size_t>(nl - data.data()) + 1;
-          auto line = data.substr(pos, end - pos);
-          const record_span at{st.pipeline, source, offset + pos, offset + end, true};
-          pos = end;
-          if (const auto* q = st.quarantined.poisoned(source, at.begin)) {
-            spdlog::warn(
-              "pipeline {}: poison record at source {} offset {} goes to dead letters: {}",
-              st.cfg.name, source, at.begin, q->what);
-            st.pre->reject_poison(source, at.begin, line,
-                                  "poison record: processing failed on every retry: " + q->what);
-          } else {
-            try {
-              st.pre->process(source, at.begin, line);
-            } catch (const std::exception& e) {
-              failed =
-                make_record_error(at, "processing a record failed: " + std::string(e.what()));
-              return;
-            }
-          }
-          if (!ship(self, seq, at, layout, sent)) {
-            quit = true;
-            return;
-          }
-        }
-      });
+      raw_chunk c;
+      auto err = decode_chunk(f, st.cfg.sources.size(), c);
+      if (!err)
+        err = take_chunk(self, seq, c, layout, sent, quit);
       if (st.meter && st.pre->counters().read > read_before)
         st.meter->records_read.fetch_add(st.pre->counters().read - read_before,
                                          std::memory_order_relaxed);
-      if (!err && failed)
-        err = std::move(failed);
       if (!err && !quit)
         err = st.check_rejects();
       if (err) {
@@ -324,7 +355,8 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         self->quit(fault::injected("send.contribution"));
         return;
       }
-      self->send(updater, pre_epoch_atom::value, st.pipeline, to_frame(mb));
+      self->send(updater, pre_epoch_atom::value, st.pipeline,
+                 to_frame<schema::PreprocessEpoch>(mb));
       st.epoch_dead_letters.clear();
       const auto& k = st.pre->counters();
       run_stats s;

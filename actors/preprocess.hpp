@@ -5,6 +5,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <caf/typed_event_based_actor.hpp>
@@ -37,6 +38,23 @@ struct preprocess_state {
   /// judged on its summary: check_reject_ratio).
   caf::error check_rejects() const;
 };
+
+/// A RawChunk frame, read: views into the frame's words (valid while the frame lives).
+struct raw_chunk {
+  uint32_t source = 0;
+  uint64_t offset = 0;
+  std::string_view data;
+  std::optional<std::string_view> header; ///< the source's csv header line, when sent
+  uint32_t header_len = 0;                ///< data starts with a header line this long
+  uint64_t long_span = 0;                 ///< > 0: one over-long line (see schema/batch.capnp)
+  uint64_t long_length = 0;
+  uint32_t config_index = 0; ///< 1 + the configured source it binds `source` to (0: none)
+};
+
+/// Reads a RawChunk frame for a pipeline of `sources` configured sources. errc::decode for bad
+/// bytes, a configured source past `sources`, a header longer than the data, a long line's head
+/// longer than the line or bytes past the largest offset.
+caf::error decode_chunk(const frame& f, size_t sources, raw_chunk& out);
 
 /// What the preprocess actor starts from: the restored state of the last committed epoch.
 struct preprocess_restore {

@@ -364,22 +364,6 @@ caf::error with_warehouse(const std::string& dir, F fn) {
   return err;
 }
 
-/// Decodes one QueryResult page into `a`, reusing its rows (and their strings and vectors)
-/// from the page before: paging allocates nothing per row once warm.
-caf::error decode_page(const frame& f, query_answer& a) {
-  a.aggregates.clear();
-  return decode_frame(f, [&](frame_reader& r) {
-    auto q = r.root<schema::QueryResult>();
-    a.window = q.getWindow();
-    for (auto n : q.getAggregates())
-      a.aggregates.emplace_back(n.cStr(), n.size());
-    auto rows = q.getRows();
-    a.rows.resize(rows.size());
-    for (unsigned i = 0; i < rows.size(); ++i)
-      decode_result(rows[i], a.rows[i]);
-  });
-}
-
 } // namespace
 
 caf::expected<committed_status> committed_status_of(warehouse& wh, const std::string& pipeline) {
@@ -430,7 +414,7 @@ caf::error query_store_pages(const std::string& dir, const std::string& pipeline
     pending.emplace(self->request(server, caf::infinite, query_atom::value, req));
     for (;;) {
       caf::error err;
-      pending->receive([&](frame& f) { err = decode_page(f, page); },
+      pending->receive([&](frame& f) { err = decode_query_page(f, req, page); },
                        [&](caf::error& e) { err = std::move(e); });
       if (err)
         return err;
@@ -497,19 +481,8 @@ store_dead_letter_pages(const std::string& dir, const std::string& pipeline, uin
         caf::error err;
         rows.clear();
         self->request(server, caf::infinite, letters_atom::value, name, after, want)
-          .receive(
-            [&](frame& f) {
-              err = decode_frame(f, [&](frame_reader& r) {
-                for (auto l : r.root<schema::DeadLetters>().getLetters()) {
-                  dead_letter_row x;
-                  x.pipeline = l.getPipeline();
-                  x.seq = l.getSequence();
-                  x.letter = decode_dead_letter(l.getLetter());
-                  rows.push_back(std::move(x));
-                }
-              });
-            },
-            [&](caf::error& e) { err = std::move(e); });
+          .receive([&](frame& f) { err = decode_letters_page(f, name, after, want, rows); },
+                   [&](caf::error& e) { err = std::move(e); });
         if (err)
           return err;
         if (limit != 0)

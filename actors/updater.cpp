@@ -13,68 +13,79 @@ namespace weir {
 /// Partition id under which the preprocess state is stored.
 constexpr uint32_t preprocess_partition = 0xFFFFFFFF;
 
-caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,
-                                            const std::vector<frame>& aggs, marker_kind& kind) {
-  epoch_commit c;
-  c.pipeline = pipeline;
-  auto err = decode_frame(pre, [&](frame_reader& r) {
-    auto p = r.root<schema::PreprocessEpoch>();
+caf::expected<uint64_t> decode_pre_epoch_head(const frame& f) {
+  uint64_t e = 0;
+  if (auto err = decode_frame<schema::PreprocessEpoch>(
+        f, [&](schema::PreprocessEpoch::Reader p) { e = p.getEpoch(); }))
+    return err;
+  return e;
+}
+
+caf::expected<std::pair<uint64_t, uint32_t>> decode_agg_epoch_head(const frame& f,
+                                                                   size_t partitions) {
+  std::pair<uint64_t, uint32_t> out{0, 0};
+  auto err = decode_frame<schema::AggregatorEpoch>(f, [&](schema::AggregatorEpoch::Reader a) {
+    out = {a.getEpoch(), a.getPartition()};
+    if (out.second >= partitions)
+      refuse_frame("partition " + std::to_string(out.second) + " of a pipeline of " +
+                   std::to_string(partitions));
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+namespace {
+
+/// The preprocess contribution of an epoch into `c`, and how the epoch ends into `kind`.
+caf::error add_pre_epoch(const frame& pre, epoch_commit& c, marker_kind& kind) {
+  return decode_frame<schema::PreprocessEpoch>(pre, [&](schema::PreprocessEpoch::Reader p) {
     c.epoch = p.getEpoch();
     auto k = from_wire(p.getMarkerKind());
     if (!k)
-      throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                          kj::str("an epoch marker kind this build does not know"));
+      refuse_frame("an epoch marker kind this build does not know");
     kind = *k;
     for (auto o : p.getOffsets())
       c.offsets.emplace_back(o.getSource(), o.getOffset());
     if (!c.dead_letters.assign(as_view(p.getDeadLetterPack())))
-      throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                          kj::str("dead letters that do not decode"));
+      refuse_frame("dead letters that do not decode");
     for (auto d : p.getDedupeAdded())
       c.dedupe_added.emplace_back(d.getId(), d.getTime());
     c.dedupe_expire_before = p.getDedupeExpireBefore();
     c.states.emplace_back(preprocess_partition, std::string(as_view(p.getState())));
   });
-  if (err)
+}
+
+/// One partition's contribution of epoch c.epoch into `c`.
+caf::error add_agg_epoch(const frame& f, epoch_commit& c) {
+  return decode_frame<schema::AggregatorEpoch>(f, [&](schema::AggregatorEpoch::Reader a) {
+    if (a.getEpoch() != c.epoch)
+      refuse_frame("contribution of epoch " + std::to_string(a.getEpoch()) + " to epoch " +
+                   std::to_string(c.epoch));
+    if (!c.results.append(as_view(a.getResultPack())))
+      refuse_frame("window results that do not decode");
+    c.states.emplace_back(a.getPartition(), std::string(as_view(a.getState())));
+    if (a.hasStatePuts() || a.hasStateDels())
+      c.windows.push_back({a.getPartition(), std::string(as_view(a.getStatePuts())),
+                           std::string(as_view(a.getStateDels()))});
+  });
+}
+
+} // namespace
+
+caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,
+                                            const std::vector<frame>& aggs, marker_kind& kind) {
+  epoch_commit c;
+  c.pipeline = pipeline;
+  if (auto err = add_pre_epoch(pre, c, kind))
     return err;
-  for (const auto& f : aggs) {
-    err = decode_frame(f, [&](frame_reader& r) {
-      auto a = r.root<schema::AggregatorEpoch>();
-      if (a.getEpoch() != c.epoch)
-        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                            kj::str("contribution of another epoch"));
-      if (!c.results.append(as_view(a.getResultPack())))
-        throw kj::Exception(kj::Exception::Type::FAILED, __FILE__, __LINE__,
-                            kj::str("window results that do not decode"));
-      c.states.emplace_back(a.getPartition(), std::string(as_view(a.getState())));
-      if (a.hasStatePuts() || a.hasStateDels())
-        c.windows.push_back({a.getPartition(), std::string(as_view(a.getStatePuts())),
-                             std::string(as_view(a.getStateDels()))});
-    });
-    if (err)
+  for (const auto& f : aggs)
+    if (auto err = add_agg_epoch(f, c))
       return err;
-  }
   return c;
 }
 
 namespace {
-
-/// Reads the epoch number of a contribution without keeping the reader.
-uint64_t epoch_of_pre(const frame& f) {
-  uint64_t e = 0;
-  decode_frame(f, [&](frame_reader& r) { e = r.root<schema::PreprocessEpoch>().getEpoch(); });
-  return e;
-}
-
-/// Reads the epoch and partition of an aggregator contribution.
-std::pair<uint64_t, uint32_t> epoch_of_agg(const frame& f) {
-  std::pair<uint64_t, uint32_t> out{0, 0};
-  decode_frame(f, [&](frame_reader& r) {
-    auto a = r.root<schema::AggregatorEpoch>();
-    out = {a.getEpoch(), a.getPartition()};
-  });
-  return out;
-}
 
 /// Adds one committed epoch to the pipeline's state meter: bytes of window state written, and the
 /// operators' memory at the epoch's end (all partitions together).
@@ -86,9 +97,8 @@ void meter_epoch(state_meter& m, const epoch_commit& c, const std::vector<frame>
     bytes += blob.size();
   uint64_t memory = 0;
   uint64_t rows = 0;
-  for (const auto& f : aggs)
-    decode_frame(f, [&](frame_reader& r) {
-      auto a = r.root<schema::AggregatorEpoch>();
+  for (const auto& f : aggs) // decoded once already: assemble_commit
+    decode_frame<schema::AggregatorEpoch>(f, [&](schema::AggregatorEpoch::Reader a) {
       memory += a.getStateMemory();
       rows += a.getStateRows();
     });
@@ -201,26 +211,38 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
       slot.epochs.erase(it);
     }
   };
+  // A contribution that does not decode fails the generation, as a failed commit does.
+  auto refuse = [self, coordinator](uint32_t i, const caf::error& err) {
+    spdlog::error("pipeline {}: {}", self->state.pipelines[i].name, render(err));
+    self->send(coordinator, fail_atom::value, render(err));
+    self->quit(err);
+  };
   return {
-    [self, try_commit, meters](pre_epoch_atom, uint32_t i, frame& f) {
+    [self, try_commit, meters, refuse](pre_epoch_atom, uint32_t i, frame& f) {
       if (i >= self->state.pipelines.size())
         return;
       if (meters && i < meters->size())
         mailbox_depths::note(self, &(*meters)[i].mailboxes.updater);
-      auto e = epoch_of_pre(f);
-      self->state.pipelines[i].epochs[e].pre = std::move(f);
+      auto e = decode_pre_epoch_head(f);
+      if (!e)
+        return refuse(i, e.error());
+      self->state.pipelines[i].epochs[*e].pre = std::move(f);
       try_commit(i);
     },
-    [self, try_commit, meters](agg_epoch_atom, uint32_t i, frame& f) {
+    [self, try_commit, meters, refuse](agg_epoch_atom, uint32_t i, frame& f) {
       if (i >= self->state.pipelines.size())
         return;
       if (meters && i < meters->size())
         mailbox_depths::note(self, &(*meters)[i].mailboxes.updater);
-      auto [e, part] = epoch_of_agg(f);
-      auto& p = self->state.pipelines[i].epochs[e];
+      auto& slot = self->state.pipelines[i];
+      auto head = decode_agg_epoch_head(f, slot.partitions);
+      if (!head)
+        return refuse(i, head.error());
+      auto [e, part] = *head;
+      auto& p = slot.epochs[e];
       if (!p.partitions.insert(part).second) {
         spdlog::warn("pipeline {} epoch {}: a second contribution of partition {} is ignored",
-                     self->state.pipelines[i].name, e, part);
+                     slot.name, e, part);
         return;
       }
       p.aggs.push_back(std::move(f));

@@ -40,7 +40,16 @@ updater_actor::behavior_type updater(updater_actor::stateful_pointer<updater_sta
                                      std::shared_ptr<warehouse> wh, coordinator_actor coordinator,
                                      commit_mode mode, std::shared_ptr<state_meters> meters);
 
-/// Turns one epoch's contributions into the commit the warehouse applies.
+/// The epoch of a PreprocessEpoch frame; errc::decode for bad bytes.
+caf::expected<uint64_t> decode_pre_epoch_head(const frame& f);
+/// The epoch and partition of an AggregatorEpoch frame of a pipeline of `partitions`
+/// partitions; errc::decode for bad bytes or a partition out of range (it would count for a
+/// partition whose contribution is still missing).
+caf::expected<std::pair<uint64_t, uint32_t>> decode_agg_epoch_head(const frame& f,
+                                                                   size_t partitions);
+
+/// Turns one epoch's contributions into the commit the warehouse applies; errc::decode for a
+/// contribution that does not decode, holds another epoch or undecodable results.
 caf::expected<epoch_commit> assemble_commit(const std::string& pipeline, const frame& pre,
                                             const std::vector<frame>& aggs, marker_kind& kind);
 

@@ -7,7 +7,7 @@
 #
 # Usage: scripts/fuzz.sh [--seconds N] [target...]
 #   --seconds N   run time per target (default 120)
-#   targets       csv ndjson time expr config (default: all)
+#   targets       csv ndjson time expr config frames (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=120
@@ -19,7 +19,7 @@ while (($#)); do
     *) targets+=("$1"); shift ;;
   esac
 done
-((${#targets[@]})) || targets=(csv ndjson time expr config)
+((${#targets[@]})) || targets=(csv ndjson time expr config frames)
 command -v clang++ >/dev/null || { echo "fuzz.sh needs clang++ (apt-get install clang)"; exit 2; }
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DWEIR_FUZZ=ON -DWEIR_BUILD_BENCH=OFF >/dev/null

@@ -65,8 +65,8 @@ struct log_t {
   std::vector<frame> pre_epochs;                   // updater
   std::vector<frame> agg_epochs;                   // updater
   std::vector<std::tuple<uint32_t, uint64_t, marker_kind, uint64_t>> commits; // coordinator
-  std::vector<run_stats> stats;                                           // waiter / coordinator
-  std::vector<uint32_t> done;                                             // coordinator: done_atom
+  std::vector<run_stats> stats;         // waiter / coordinator
+  std::vector<uint32_t> done;           // coordinator: done_atom
   std::vector<uint32_t> epoch_requests; // coordinator: (epoch, index) from ingest
   std::vector<std::pair<uint32_t, uint64_t>> waiter_commits; // waiter: (pipeline, windows)
   bool waiter_done = false;
@@ -161,9 +161,9 @@ pipeline_config tumbling_config(int64_t size, int64_t ooo) {
 std::vector<window_result> results_of(const std::vector<frame>& frames) {
   std::vector<window_result> out;
   for (auto& f : frames) {
-    auto err = decode_frame(f, [&](frame_reader& r) {
+    auto err = decode_frame<schema::AggregatorEpoch>(f, [&](schema::AggregatorEpoch::Reader root) {
       result_pack pack;
-      REQUIRE(pack.assign(as_view(r.root<schema::AggregatorEpoch>().getResultPack())));
+      REQUIRE(pack.assign(as_view(root.getResultPack())));
       for (auto w : pack)
         out.push_back(w);
     });
@@ -193,8 +193,8 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, fina
   sched.advance_time(std::chrono::milliseconds(100));
   sched.run();
   CHECK(log.epochs == std::vector<uint64_t>{5, 6}); // two in flight: no third
-  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{5},
-                 marker_kind::normal, uint64_t{3});
+  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{5}, marker_kind::normal,
+                 uint64_t{3});
   sched.run();
   CHECK(log.committed == std::vector<uint64_t>{5});
   // The tick that found two in flight is honoured as soon as 5 is committed.
@@ -202,16 +202,16 @@ TEST_CASE_METHOD(fixture, "coordinator: epochs on the timer, two in flight, fina
   caf::anon_send(coord, epoch_atom::value, uint32_t{0}); // commit_events reached
   sched.run();
   CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7}); // remembered, not lost
-  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{6},
-                 marker_kind::normal, uint64_t{0});
+  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{6}, marker_kind::normal,
+                 uint64_t{0});
   sched.run();
   CHECK(log.epochs == std::vector<uint64_t>{5, 6, 7, 8});
   run_stats s;
   s.pipeline = "t";
   s.read = 42;
   caf::anon_send(coord, stats_atom::value, uint32_t{0}, s);
-  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{7},
-                 marker_kind::final, uint64_t{2});
+  caf::anon_send(coord, committed_atom::value, uint32_t{0}, uint64_t{7}, marker_kind::final,
+                 uint64_t{2});
   sched.run();
   CHECK(log.waiter_done);
   REQUIRE(log.stats.size() == 1);
@@ -328,7 +328,7 @@ TEST_CASE_METHOD(fixture,
     d.add(1, 7, "bad number in field x: 'q'", "");
     c.setDeadLetterPack(
       capnp::Data::Reader(reinterpret_cast<const kj::byte*>(d.bytes().data()), d.bytes().size()));
-    return to_frame(mb);
+    return to_frame<schema::PreprocessEpoch>(mb);
   };
   auto agg_frame = [](uint64_t e, uint32_t p, int64_t start) {
     capnp::MallocMessageBuilder mb;
@@ -339,7 +339,7 @@ TEST_CASE_METHOD(fixture,
     rs.push_back({"k" + std::to_string(p), start, start + 10, 1, {3.0}});
     c.setResultPack(as_data(rs.bytes()));
     c.setState(capnp::Data::Reader(reinterpret_cast<const kj::byte*>("s"), 1));
-    return to_frame(mb);
+    return to_frame<schema::AggregatorEpoch>(mb);
   };
   caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg_frame(1, 0, 0));
   caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, pre_frame(1));
@@ -393,7 +393,7 @@ TEST_CASE_METHOD(fixture, "updater: epochs commit in order, each partition count
   auto pre = [](uint64_t e) {
     capnp::MallocMessageBuilder mb;
     mb.initRoot<schema::PreprocessEpoch>().setEpoch(e);
-    return to_frame(mb);
+    return to_frame<schema::PreprocessEpoch>(mb);
   };
   auto agg = [](uint64_t e, uint32_t p) {
     capnp::MallocMessageBuilder mb;
@@ -403,7 +403,7 @@ TEST_CASE_METHOD(fixture, "updater: epochs commit in order, each partition count
     result_pack rs;
     rs.push_back({"e" + std::to_string(e) + "p" + std::to_string(p), 0, 10, 1, {1.0}});
     c.setResultPack(as_data(rs.bytes()));
-    return to_frame(mb);
+    return to_frame<schema::AggregatorEpoch>(mb);
   };
   // Epoch 2 is complete before epoch 1: it waits, then both commit, 1 first.
   caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, pre(2));
@@ -467,8 +467,7 @@ TEST_CASE_METHOD(fixture, "ingest: lands every chunk in the lake before sending 
   std::string seen;
   uint64_t expect_offset = 0;
   for (auto& f : log.chunks) {
-    REQUIRE(!decode_frame(f, [&](frame_reader& r) {
-      auto c = r.root<schema::RawChunk>();
+    REQUIRE(!decode_frame<schema::RawChunk>(f, [&](schema::RawChunk::Reader c) {
       CHECK(c.getSource() == in.id);
       CHECK(c.getOffset() == expect_offset);
       auto data = as_view(c.getData());
@@ -533,7 +532,7 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
   c.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
   // Sent as if by the ingest actor, so the ack goes back to it.
   caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
-               chunk_atom::value, uint64_t{1}, to_frame(mb));
+               chunk_atom::value, uint64_t{1}, to_frame<schema::RawChunk>(mb));
   sched.run();
   CHECK(log.chunk_acks == std::vector<uint64_t>{1});
   CHECK((*meters)[0].records_read == 101); // the records after the header, the bad one too
@@ -547,17 +546,17 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
   REQUIRE(log.pre_epochs.size() == 1);
   REQUIRE(log.agg_epochs.size() == 2);
   size_t letters = 0;
-  REQUIRE(!decode_frame(log.pre_epochs[0], [&](frame_reader& r) {
-    auto p = r.root<schema::PreprocessEpoch>();
-    CHECK(p.getFinal());
-    CHECK(p.getOffsets()[0].getOffset() == data.size());
-    dead_letter_pack pack;
-    REQUIRE(pack.assign(as_view(p.getDeadLetterPack())));
-    for (auto d : pack) {
-      ++letters;
-      CHECK(d.raw.find("oops") != std::string_view::npos);
-    }
-  }));
+  REQUIRE(!decode_frame<schema::PreprocessEpoch>(
+    log.pre_epochs[0], [&](schema::PreprocessEpoch::Reader p) {
+      CHECK(p.getFinal());
+      CHECK(p.getOffsets()[0].getOffset() == data.size());
+      dead_letter_pack pack;
+      REQUIRE(pack.assign(as_view(p.getDeadLetterPack())));
+      for (auto d : pack) {
+        ++letters;
+        CHECK(d.raw.find("oops") != std::string_view::npos);
+      }
+    }));
   CHECK(letters == 1);
   auto got = results_of(log.agg_epochs);
   REQUIRE(got.size() == ref.size());
@@ -627,8 +626,7 @@ TEST_CASE_METHOD(fixture, "warehouse: answers queries and dead-letter listings f
   ask(query_atom::value, request("t", "k3", 100, 300));
   REQUIRE(answers.size() == 1);
   std::vector<window_result> got;
-  REQUIRE(!decode_frame(answers[0], [&](frame_reader& r) {
-    auto q = r.root<schema::QueryResult>();
+  REQUIRE(!decode_frame<schema::QueryResult>(answers[0], [&](schema::QueryResult::Reader q) {
     CHECK(q.getAggregates().size() == 2);
     for (auto w : q.getRows())
       got.push_back(decode_result(w));
@@ -645,8 +643,8 @@ TEST_CASE_METHOD(fixture, "warehouse: answers queries and dead-letter listings f
   }
   ask(letters_atom::value, std::string{}, uint64_t{0}, uint64_t{0});
   REQUIRE(answers.size() == 2);
-  REQUIRE(!decode_frame(answers[1], [&](frame_reader& r) {
-    auto ls = r.root<schema::DeadLetters>().getLetters();
+  REQUIRE(!decode_frame<schema::DeadLetters>(answers[1], [&](schema::DeadLetters::Reader root) {
+    auto ls = root.getLetters();
     REQUIRE(ls.size() == 1);
     CHECK(ls[0].getLetter().getOffset() == 99);
     CHECK(std::string(ls[0].getLetter().getReason().cStr()) == "missing field k");
@@ -665,10 +663,11 @@ TEST_CASE_METHOD(fixture, "warehouse: answers queries and dead-letter listings f
   for (int pages = 0; pages < 100; ++pages) {
     ask(query_atom::value, q);
     std::vector<window_result> page;
-    REQUIRE(!decode_frame(answers.back(), [&](frame_reader& r) {
-      for (auto w : r.root<schema::QueryResult>().getRows())
-        page.push_back(decode_result(w));
-    }));
+    REQUIRE(
+      !decode_frame<schema::QueryResult>(answers.back(), [&](schema::QueryResult::Reader root) {
+        for (auto w : root.getRows())
+          page.push_back(decode_result(w));
+      }));
     paged.insert(paged.end(), page.begin(), page.end());
     if (page.size() < q.limit)
       break;
@@ -714,7 +713,7 @@ TEST_CASE_METHOD(fixture,
   c.setOffset(0);
   c.setData(capnp::Data::Reader(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
   caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
-               chunk_atom::value, uint64_t{1}, to_frame(mb));
+               chunk_atom::value, uint64_t{1}, to_frame<schema::RawChunk>(mb));
   auto marker = [&](uint64_t e, marker_kind kind = marker_kind::normal) {
     epoch_marker m;
     m.epoch = e;

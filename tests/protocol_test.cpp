@@ -142,8 +142,8 @@ State& state_of(const Handle& h) {
 /// What the fakes saw.
 struct proto_log {
   std::vector<std::tuple<uint64_t, marker_kind, uint64_t>> commits; ///< coordinator: (e, kind, n)
-  std::vector<std::string> failures;                            ///< coordinator: fail_atom
-  std::vector<uint64_t> chunk_acks;                             ///< ingest: acks of chunks
+  std::vector<std::string> failures;                                ///< coordinator: fail_atom
+  std::vector<uint64_t> chunk_acks;                                 ///< ingest: acks of chunks
 };
 
 coordinator_actor::behavior_type recording_coordinator(coordinator_actor::pointer self,
@@ -237,7 +237,7 @@ frame pre_frame(const epoch_spec& x) {
   }
   c.setDedupeExpireBefore(x.expire_before);
   c.setState(data_of(x.pre_state));
-  return to_frame(mb);
+  return to_frame<schema::PreprocessEpoch>(mb);
 }
 
 frame agg_frame(const epoch_spec& x, uint32_t p) {
@@ -250,7 +250,7 @@ frame agg_frame(const epoch_spec& x, uint32_t p) {
     rs.push_back(r);
   c.setResultPack(as_data(rs.bytes()));
   c.setState(data_of(x.states[p]));
-  return to_frame(mb);
+  return to_frame<schema::AggregatorEpoch>(mb);
 }
 
 /// Sends contribution `who` of epoch x to the updater: the PreprocessEpoch when who is the
@@ -494,7 +494,7 @@ frame chunk_frame(const input_text& in, size_t from, size_t to, bool with_header
   c.setData(data_of(data));
   if (with_header)
     c.setHeader(header);
-  return to_frame(mb);
+  return to_frame<schema::RawChunk>(mb);
 }
 
 /// What a generation of this pipeline starts from: recovery's restore_pipeline (the code a run
@@ -1241,7 +1241,7 @@ TEST_CASE("updater: an epoch marker kind the build does not know is refused and 
     c.setEpoch(1);
     c.setMarkerKind(static_cast<schema::MarkerKind>(raw));
     marker_kind kind = marker_kind::normal;
-    auto got = assemble_commit("p", to_frame(mb), {}, kind);
+    auto got = assemble_commit("p", to_frame<schema::PreprocessEpoch>(mb), {}, kind);
     INFO("raw kind " << raw);
     if (raw <= 2) {
       REQUIRE(got);
@@ -1251,4 +1251,79 @@ TEST_CASE("updater: an epoch marker kind the build does not know is refused and 
       CHECK(render(got.error()).find("marker kind") != std::string::npos);
     }
   }
+}
+
+TEST_CASE("updater and preprocess: a frame of another struct fails the decode, not misread") {
+  quiet_logs();
+  // Epoch 1 of a pipeline of one partition: each contribution also goes to the slot of the
+  // other struct. An AggregatorEpoch read as a PreprocessEpoch would give the same epoch number
+  // (both start with it) and empty offsets, so misread it would commit.
+  epoch_spec x;
+  x.epoch = 1;
+  x.offsets = {{source_id, 100}};
+  x.pre_state = "pre";
+  x.results = {{window_result{"k", 0, 10 * us_per_s, 1, {1.0, 2.0}}}};
+  x.states = {"agg"};
+  const std::string wrong_struct =
+    "undecodable PreprocessEpoch frame: it holds AggregatorEpoch, not PreprocessEpoch";
+  for (bool pre_slot : {true, false}) {
+    INFO("the wrong frame goes to the " << (pre_slot ? "PreprocessEpoch" : "AggregatorEpoch")
+                                        << " slot");
+    store s;
+    world w;
+    REQUIRE(static_cast<bool>(s.wh->register_pipeline("p", {"count", "sum"}, "tumbling 10s")));
+    proto_log log;
+    auto coord = w.track(w.sys.spawn(recording_coordinator, &log));
+    auto upd = spawn_updater(w, {{"p", 1}}, s.wh, coord);
+    downs_t downs;
+    w.track(
+      w.sys.spawn(watcher, std::vector<caf::actor>{caf::actor_cast<caf::actor>(upd)}, &downs));
+    w.sched.run();
+    if (pre_slot) {
+      caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, agg_frame(x, 0));
+      caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, agg_frame(x, 0));
+    } else {
+      caf::anon_send(upd, pre_epoch_atom::value, uint32_t{0}, pre_frame(x));
+      caf::anon_send(upd, agg_epoch_atom::value, uint32_t{0}, pre_frame(x));
+    }
+    w.sched.run();
+    CHECK(log.commits.empty());
+    CHECK(*s.wh->last_epoch("p") == 0);
+    REQUIRE(log.failures.size() == 1);
+    const std::string want =
+      pre_slot ? wrong_struct
+               : "undecodable AggregatorEpoch frame: it holds PreprocessEpoch, not AggregatorEpoch";
+    CHECK(log.failures[0] == want);
+    REQUIRE(downs.size() == 1);
+    auto reason = downs.begin()->second;
+    CHECK(reason.code() == static_cast<uint8_t>(errc::decode));
+    CHECK(render(reason) == want);
+    w.stop_all();
+  }
+  // Preprocess given an EventBatch where a RawChunk belongs: the generation fails, nothing is
+  // processed or acknowledged.
+  store s;
+  world w;
+  const auto cfg = make_config(2);
+  proto_log log;
+  auto coord = w.track(w.sys.spawn(recording_coordinator, &log));
+  auto ing = w.track(w.sys.spawn(recording_ingest, &log));
+  auto upd = spawn_updater(w, {{cfg.name, cfg.partitions}}, s.wh, coord);
+  auto r = prepare_like(*s.wh, cfg);
+  auto pre =
+    w.track(w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, test::no_meter));
+  downs_t downs;
+  w.track(w.sys.spawn(watcher, std::vector<caf::actor>{caf::actor_cast<caf::actor>(pre)}, &downs));
+  w.sched.run();
+  event_columns cols;
+  caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
+               chunk_atom::value, uint64_t{1},
+               encode_event_batch(0, 0, cols, make_layout(cfg.aggregates)));
+  w.sched.run();
+  CHECK(log.chunk_acks.empty());
+  REQUIRE(downs.size() == 1);
+  CHECK(downs.begin()->second.code() == static_cast<uint8_t>(errc::decode));
+  CHECK(render(downs.begin()->second) ==
+        "undecodable RawChunk frame: it holds EventBatch, not RawChunk");
+  w.stop_all();
 }
