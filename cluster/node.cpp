@@ -287,27 +287,36 @@ private:
       std::lock_guard<std::mutex> lock{nonces_->mu};
       hs = std::make_unique<handshake>(me_, nonces_->seen);
     }
-    caf::error err;
+    caf::error err;    ///< the exchange failed
+    caf::error denied; ///< the peer did not prove the secret
     std::string reply;
     self->request(peer, timeout(), hello_atom::value, hs->hello())
       .receive(
         [&](std::string& their_hello, std::string& their_response) {
           std::lock_guard<std::mutex> lock{nonces_->mu};
           auto a = hs->feed(their_hello);
-          auto b = a.refused == refusal::none ? hs->feed(their_response) : a;
-          if (b.refused != refusal::none || !hs->accepted())
+          if (a.refused != refusal::none) {
             err = make_error(errc::node_lost,
                              "node " + name + " failed the handshake: " + hs->detail());
+            return;
+          }
           reply = std::move(a.reply);
+          auto b = hs->feed(their_response);
+          if (b.refused != refusal::none || !hs->accepted())
+            denied = make_error(errc::node_lost,
+                                "node " + name + " failed the handshake: " + hs->detail());
         },
         [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
     if (err)
       return err;
+    // Our response goes even when the peer's failed, so that both sides log the refusal.
+    self->request(peer, timeout(), auth_atom::value, std::move(reply))
+      .receive([&](bool) {}, [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
+    if (denied)
+      return denied;
     if (hs->peer() != name)
       return make_error(errc::node_lost,
                         "the node at the address of " + name + " is " + hs->peer());
-    self->request(peer, timeout(), auth_atom::value, std::move(reply))
-      .receive([&](bool) {}, [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
     return err;
   }
 

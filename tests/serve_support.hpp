@@ -28,28 +28,6 @@ namespace weir::test {
 
 inline const std::string weir_bin = WEIR_BINARY;
 
-/// A free loopback port (bound and released: another process could take it in between, which
-/// a test then reports as a failure to start).
-inline int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in at{};
-  at.sin_family = AF_INET;
-  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at);
-  socklen_t len = sizeof at;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len);
-  ::close(fd);
-  return ntohs(at.sin_port);
-}
-
-/// The whole text of a file ("" when there is none).
-inline std::string read_text(const std::filesystem::path& p) {
-  std::ifstream f{p};
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 /// Waits for `weir serve` to say where it listens (`what`: "listening on http://" or "tcp
 /// ingest on "); the port, or 0.
 inline int wait_for_port(const std::filesystem::path& log,

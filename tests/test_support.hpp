@@ -3,7 +3,11 @@
 /// Helpers shared by the tests: a temporary directory removed at the end, running a command
 /// line and capturing its output, writing a file.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -11,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -93,6 +98,28 @@ inline std::vector<std::string> split(const std::string& line, char sep) {
   }
   out.push_back(cur);
   return out;
+}
+
+/// A free loopback port (bound and released: another process could take it in between, which
+/// a test then reports as a failure to start).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&at), sizeof at);
+  socklen_t len = sizeof at;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&at), &len);
+  ::close(fd);
+  return ntohs(at.sin_port);
+}
+
+/// The whole text of a file ("" when there is none).
+inline std::string read_text(const std::filesystem::path& p) {
+  std::ifstream f{p};
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
 }
 
 } // namespace weir::test

@@ -1,0 +1,239 @@
+// A three-node cluster as processes on loopback (`weir node`), end to end: its results must equal
+// a single-node `weir run` of the same input, also when a node is killed or stopped mid-run; a
+// peer without the cluster secret is refused and gets nothing; garbage on a node's port does not
+// take the node down.
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/background.hpp"
+#include "tests/cluster_test_support.hpp"
+#include "tests/test_support.hpp"
+
+using namespace weir::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string weir = WEIR_BINARY;
+const std::vector<std::string> names{"a", "b", "c"};
+
+/// Transactions over 20 days of event time for 200 merchants, a little out of order, with a
+/// duplicate id and a malformed line every few thousand.
+void write_input(const fs::path& path, size_t events) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  REQUIRE(f);
+  std::fprintf(f, "tx_id,ts,merchant,amount,currency\n");
+  std::mt19937_64 rng{7};
+  const int64_t start = 1717200000;
+  const int64_t span = 20 * 86400;
+  for (size_t i = 0; i < events; ++i) {
+    int64_t t = start + static_cast<int64_t>(i) * span / static_cast<int64_t>(events);
+    t -= static_cast<int64_t>(rng() % 60);
+    std::fprintf(f, "tx%zu,%s,m%llu,%llu.%02llu,EUR\n", i, iso(t).c_str(),
+                 static_cast<unsigned long long>(rng() % 200),
+                 static_cast<unsigned long long>(rng() % 500),
+                 static_cast<unsigned long long>(rng() % 100));
+    if (i % 4999 == 17)
+      std::fprintf(f, "tx%zu,%s,m1,1.00,EUR\n", i, iso(t).c_str()); // a duplicate id
+    if (i % 7001 == 3)
+      std::fprintf(f, "bad,line\n");
+  }
+  std::fclose(f);
+}
+
+/// Waits until the file at `path` holds `needle`.
+bool wait_for(const fs::path& path, const std::string& needle, double secs) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(secs);
+  while (std::chrono::steady_clock::now() < until) {
+    if (read_text(path).find(needle) != std::string::npos)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+/// The committed results and dead letters of a store, sorted.
+std::string store_text(const fs::path& store) {
+  auto q = sh("timeout 60 " + weir + " query --store " + store.string() +
+              " --pipeline merchant_hourly --format csv | sort");
+  auto d =
+    sh("timeout 60 " + weir + " dead-letters --store " + store.string() + " --format csv | sort");
+  REQUIRE(q.rc == 0);
+  REQUIRE(d.rc == 0);
+  return q.out + "\n--- dead letters ---\n" + d.out;
+}
+
+struct cluster_fixture {
+  temp_dir dir{"weir_cluster_"};
+  std::map<std::string, std::unique_ptr<background>> nodes;
+
+  explicit cluster_fixture(size_t events) {
+    write_input(dir.path / "tx.csv", events);
+    auto p = pipeline_toml();
+    const std::string path = "path = \"transactions.csv\"";
+    auto at = p.find(path);
+    REQUIRE(at != std::string::npos);
+    write_file(dir.path / "pipeline.toml", p.replace(at, path.size(), "path = \"tx.csv\""));
+    write_file(dir.path / "secret", "0123456789abcdef0123456789abcdef-test-secret\n");
+    write_file(dir.path / "rogue", "fedcba9876543210fedcba9876543210-rogue-secret\n");
+    fs::permissions(dir.path / "secret", fs::perms::owner_read | fs::perms::owner_write);
+    fs::permissions(dir.path / "rogue", fs::perms::owner_read | fs::perms::owner_write);
+    std::string nodes_toml;
+    for (const auto& n : names)
+      nodes_toml +=
+        "[[node]]\nname = \"" + n + "\"\naddress = \"127.0.0.1:" + std::to_string(free_port()) +
+        "\"\nstore = \"" + n + "\"\nroles = " +
+        (n == "a" ? "[\"coordinator\", \"ingest\", \"aggregate\"]" : "[\"aggregate\"]") + "\n";
+    auto cluster = [&](const std::string& secret) {
+      return "[cluster]\nname = \"test\"\npipeline = \"pipeline.toml\"\nsecret_file = \"" + secret +
+             "\"\nheartbeat = \"200ms\"\nfailure_timeout = \"1s\"\n[cluster.tls]\n"
+             "insecure = true\n" +
+             nodes_toml;
+    };
+    write_file(dir.path / "cluster.toml", cluster("secret"));
+    write_file(dir.path / "rogue.toml", cluster("rogue"));
+    auto single = sh("cd " + dir.str() + " && timeout 120 " + weir +
+                     " run pipeline.toml --store single --final --quiet");
+    REQUIRE(single.rc == 0);
+  }
+
+  fs::path log(const std::string& name) const { return dir.path / (name + ".log"); }
+
+  /// Starts node `name` (b or c: they serve partitions) and waits until it listens.
+  void start(const std::string& name) {
+    nodes[name] = std::make_unique<background>(
+      std::vector<std::string>{weir, "node", "--cluster", (dir.path / "cluster.toml").string(),
+                               "--name", name, "--log-level", "info"},
+      log(name));
+    REQUIRE(wait_for(log(name), "listens on", 10));
+  }
+
+  /// Starts the coordinating node a with the cluster config `config`.
+  background& start_coordinator(const std::string& config = "cluster.toml") {
+    nodes["a"] = std::make_unique<background>(
+      std::vector<std::string>{weir, "node", "--cluster", (dir.path / config).string(), "--name",
+                               "a", "--final", "--log-level", "info"},
+      log("a"));
+    return *nodes["a"];
+  }
+
+  /// Node a's store must equal the single-node run's.
+  void check_results() { CHECK(store_text(dir.path / "a") == store_text(dir.path / "single")); }
+};
+
+} // namespace
+
+TEST_CASE("cluster: three nodes on loopback commit what one node commits") {
+  cluster_fixture f{200000};
+  f.start("b");
+  f.start("c");
+  auto& a = f.start_coordinator();
+  REQUIRE(a.wait(120) == 0);
+  // Every node held partitions: the placement spread them.
+  CHECK(read_text(f.log("b")).find("runs partition") != std::string::npos);
+  CHECK(read_text(f.log("c")).find("runs partition") != std::string::npos);
+  CHECK(read_text(f.log("b")).find("peer a authenticated") != std::string::npos);
+  f.check_results();
+  // The partition nodes stop cleanly on SIGTERM.
+  f.nodes["b"]->signal(SIGTERM);
+  CHECK(f.nodes["b"]->wait(10) == 0);
+}
+
+TEST_CASE("cluster: a node killed mid-run, its partitions go elsewhere, nothing counts twice") {
+  cluster_fixture f{1500000};
+  f.start("b");
+  f.start("c");
+  auto& a = f.start_coordinator();
+  REQUIRE(wait_for(f.log("c"), "runs partition", 30));
+  REQUIRE(wait_for(f.log("a"), "epoch 2 committed", 30));
+  f.nodes["c"]->signal(SIGKILL);
+  REQUIRE(a.wait(120) == 0);
+  auto out = read_text(f.log("a"));
+  CHECK(out.find("remote_link_unreachable") != std::string::npos);
+  CHECK(out.find("is not available") != std::string::npos); // c, at the restart
+  CHECK(out.find("restarts                      1") != std::string::npos);
+  f.check_results();
+}
+
+TEST_CASE("cluster: a stopped node is given up after failure_timeout and can come back") {
+  cluster_fixture f{1500000};
+  f.start("b");
+  f.start("c");
+  auto& a = f.start_coordinator();
+  REQUIRE(wait_for(f.log("b"), "runs partition", 30));
+  REQUIRE(wait_for(f.log("a"), "epoch 2 committed", 30));
+  f.nodes["b"]->signal(SIGSTOP);
+  REQUIRE(a.wait(120) == 0);
+  f.nodes["b"]->signal(SIGCONT);
+  CHECK(read_text(f.log("a")).find("restarts") != std::string::npos);
+  f.check_results();
+  // Its partitions learn that their run is gone; the node itself stays up.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  CHECK(f.nodes["b"]->wait(0) == -1);
+}
+
+TEST_CASE("cluster: a peer without the cluster secret is refused and gets no partition") {
+  cluster_fixture f{100000};
+  f.start("b");
+  f.start("c");
+  auto& a = f.start_coordinator("rogue.toml");
+  REQUIRE(a.wait(120) == 0);
+  for (const auto& n : {"b", "c"}) {
+    auto text = read_text(f.log(n));
+    CHECK(text.find("refused peer") != std::string::npos);
+    CHECK(text.find("runs partition") == std::string::npos);
+  }
+  CHECK(read_text(f.log("a")).find("failed the handshake") != std::string::npos);
+  f.check_results(); // a ran every partition itself
+}
+
+TEST_CASE("cluster: garbage on a node's port is dropped and the node serves on") {
+  cluster_fixture f{100000};
+  f.start("b");
+  f.start("c");
+  auto text = read_text(f.dir.path / "cluster.toml");
+  auto at = text.find("127.0.0.1:", text.find("name = \"b\""));
+  const int port = std::stoi(text.substr(at + 10));
+  std::mt19937 rng{11};
+  auto send = [&](std::string bytes) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(port));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    (void)!::write(fd, bytes.data(), bytes.size());
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ::close(fd);
+  };
+  auto random_bytes = [&](size_t n) {
+    std::string s(n, '\0');
+    for (auto& c : s)
+      c = static_cast<char>(rng());
+    return s;
+  };
+  send(random_bytes(64));
+  send(random_bytes(4096));
+  // A BASP header of each message type with a small payload of random bytes.
+  for (char type = 0; type < 8; ++type)
+    send(std::string{type, 0, 0, 0, 0, 0, 0, 64} + random_bytes(24) + random_bytes(64));
+  send(""); // connect and go
+  CHECK(f.nodes["b"]->wait(0.5) == -1);
+  auto& a = f.start_coordinator();
+  REQUIRE(a.wait(120) == 0);
+  CHECK(read_text(f.log("b")).find("runs partition") != std::string::npos);
+  f.check_results();
+}
