@@ -222,6 +222,42 @@ int cmd_node(const std::string& cluster_path, const std::string& name, size_t th
   return rejects ? fail(rejects) : exit_ok;
 }
 
+int cmd_cluster_status(const std::string& cluster_path, const std::string& name) {
+  auto c = weir::cluster::load_cluster_config(cluster_path, name);
+  if (!c)
+    return fail(c.error());
+  auto nodes = weir::cluster::cluster_status(*c);
+  if (!nodes)
+    return fail(nodes.error());
+  const auto now = std::chrono::duration_cast<std::chrono::microseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+  std::printf("cluster %s: %zu nodes\n", c->name.c_str(), nodes->size());
+  size_t up = 0;
+  for (const auto& n : *nodes) {
+    up += n.up ? 1 : 0;
+    std::string parts;
+    for (const auto& [pipeline, p] : n.partitions)
+      parts += (parts.empty() ? "" : " ") + pipeline + "/" + std::to_string(p);
+    std::printf("  %-12s %-22s %-4s %-34s %s\n", n.name.c_str(), n.address.c_str(),
+                n.up ? "up" : "down", n.roles.c_str(),
+                n.up ? (parts.empty() ? "no partitions" : "partitions " + parts).c_str()
+                     : n.error.c_str());
+    for (const auto& p : n.pipelines) {
+      std::printf("    pipeline %s: last epoch %llu, %llu windows, %u restarts", p.name.c_str(),
+                  static_cast<unsigned long long>(p.last_epoch),
+                  static_cast<unsigned long long>(p.windows), p.restarts);
+      if (p.watermark != weir::min_timestamp)
+        std::printf(", watermark %s (lag %.1f s)", weir::format_time(p.watermark).c_str(),
+                    static_cast<double>(now - p.watermark) / 1e6);
+      std::printf("\n");
+    }
+  }
+  std::fflush(stdout);
+  // Exit 0 when every node answers, 1 when one does not (scripts can wait on it).
+  return up == nodes->size() ? exit_ok : exit_failed;
+}
+
 int cmd_serve(const std::string& config_path, const weir::cli::serve_options& opts) {
   auto cfg = config_for_run(config_path);
   if (!cfg)
@@ -525,11 +561,20 @@ int main(int argc, char** argv) {
   query->footer(exit_codes_text);
 
   auto* status = app.add_subcommand("status", "Show the recent committed epochs (batch tasks) "
-                                              "of a running weir serve");
+                                              "of a running weir serve, or the nodes of a "
+                                              "cluster");
   std::string s_server;
   std::string s_pipeline;
   size_t s_limit = 20;
-  status->add_option("--server", s_server, "the server (http://HOST:PORT)")->required();
+  std::string s_cluster;
+  auto* s_server_opt = status->add_option("--server", s_server, "the server (http://HOST:PORT)");
+  status
+    ->add_option("--cluster", s_cluster,
+                 "a cluster config (CLUSTER.toml): every node's state, partitions, and how far "
+                 "the pipelines are")
+    ->excludes(s_server_opt);
+  status->add_option("--name", node_name,
+                     "with --cluster and TLS: the node whose certificate this machine holds");
   status->add_option("--pipeline", s_pipeline, "one pipeline only");
   status->add_option("--limit", s_limit, "epochs per pipeline, newest")
     ->capture_default_str()
@@ -595,6 +640,10 @@ int main(int argc, char** argv) {
              ? fail(weir::make_error(weir::errc::bad_config, "query: give --store or --server"))
              : cmd_query(store, q_server, q_pipeline, q_key, q_from, q_to, q_format, q_since);
   if (*status) {
+    if (!s_cluster.empty())
+      return cmd_cluster_status(s_cluster, node_name);
+    if (s_server.empty())
+      return fail(weir::make_error(weir::errc::bad_config, "status: give --server or --cluster"));
     if (auto err = weir::cli::print_status(s_server, s_pipeline, s_limit))
       return fail(err);
     return exit_ok;

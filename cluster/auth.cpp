@@ -81,6 +81,7 @@ identity identity_of(const cluster_config& c, const std::string& self) {
   identity out{c.name, self, c.secret, {}};
   for (const auto& n : c.nodes)
     out.nodes.push_back(n.name);
+  out.nodes.push_back(status_client);
   return out;
 }
 

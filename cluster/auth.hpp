@@ -59,7 +59,12 @@ struct identity {
   std::vector<std::string> nodes; ///< every node of the cluster (this one included)
 };
 
-/// The identity of node `self` of cluster `c`.
+/// The name a tool (`weir status --cluster`) goes by in the handshake. No node can have it ('@'
+/// is not allowed in node names), and a node answers such a peer's status requests only.
+inline constexpr const char* status_client = "@status";
+
+/// The identity of node `self` of cluster `c` (or of a tool, with self = status_client). The
+/// peers it accepts are the nodes of `c` and status_client.
 identity identity_of(const cluster_config& c, const std::string& self);
 
 /// The nonces a node has issued and received lately, shared by all its handshakes: a hello

@@ -19,8 +19,10 @@
 
 #include "actors/aggregator.hpp"
 #include "actors/core/error.hpp"
+#include "actors/frame.hpp"
 #include "cluster/auth.hpp"
 #include "cluster/placement.hpp"
+#include "schema/cluster.capnp.h"
 
 namespace weir::cluster {
 
@@ -43,15 +45,23 @@ struct node_state {
   cluster_config cfg;
   identity me;
   std::shared_ptr<shared_nonces> nonces;
+  std::shared_ptr<run_probe> probe; ///< the run of the coordinating node (null elsewhere)
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::map<caf::node_id, std::unique_ptr<handshake>> pending; ///< hello read, response awaited
   std::map<caf::node_id, std::string> peers;                  ///< authenticated: their names
-  std::set<caf::actor_addr> held;                             ///< partitions running here
+  /// Partitions running here: (pipeline, partition).
+  std::map<caf::actor_addr, std::pair<uint32_t, uint32_t>> held;
 
   /// The node that sent the message being handled.
   template <class Self>
   static caf::node_id sender_node(Self* self) {
     auto& s = self->current_sender();
     return s ? s->node() : caf::node_id{};
+  }
+  /// The name of the authenticated peer on `from` ("" when it is not).
+  std::string peer_name(const caf::node_id& from) const {
+    auto i = peers.find(from);
+    return i == peers.end() ? std::string{} : i->second;
   }
 };
 
@@ -98,35 +108,86 @@ caf::result<aggregator_actor> on_place(node_ptr self, uint32_t pipeline, uint32_
                                        std::string& snapshot, updater_actor updater) {
   auto& st = self->state;
   auto from = node_state::sender_node(self);
-  auto peer = st.peers.find(from);
-  if (peer == st.peers.end()) {
-    spdlog::warn("node {}: refused a partition from unauthenticated peer {}", st.me.self,
-                 caf::to_string(from));
-    return refused("not authenticated");
+  // The coordinating node places its own partitions through its node actor too.
+  auto peer = from == self->node() ? st.me.self : st.peer_name(from);
+  if (peer.empty() || peer == status_client) {
+    spdlog::warn("node {}: refused a partition from {} peer {}", st.me.self,
+                 peer.empty() ? "unauthenticated" : "tool", caf::to_string(from));
+    return refused("not authenticated as a node");
   }
   const auto& pipelines = st.cfg.pipeline.pipelines;
   if (pipeline >= pipelines.size() || part >= pipelines[pipeline].partitions || !updater) {
     spdlog::warn("node {}: refused partition {} of pipeline {} from {}: no such partition",
-                 st.me.self, part, pipeline, peer->second);
+                 st.me.self, part, pipeline, peer);
     return make_error(errc::bad_input, "no such partition");
   }
   auto a =
     self->system().spawn(aggregator, pipeline, part, pipelines[pipeline], std::move(snapshot),
                          preprocess_actor{}, std::move(updater), std::shared_ptr<state_meter>{});
   self->monitor(a);
-  st.held.insert(a.address());
+  st.held.emplace(a.address(), std::make_pair(pipeline, part));
   spdlog::info("node {}: runs partition {} of pipeline {} for {}", st.me.self, part,
-               pipelines[pipeline].name, peer->second);
+               pipelines[pipeline].name, peer);
   return a;
 }
 
-/// The node actor of node `c.self`.
+/// The pipelines' progress as the coordinating node's run shows it, into `out`.
+void progress_of(const run_probe& probe, capnp::List<schema::PipelineProgress>::Builder out,
+                 const weir_config& cfg) {
+  auto wh = probe.store();
+  auto meters = probe.meters();
+  for (unsigned i = 0; i < out.size(); ++i) {
+    const auto& name = cfg.pipelines[i].name;
+    auto b = out[i];
+    b.setName(name);
+    b.setWatermark(min_timestamp);
+    b.setMaxTime(min_timestamp);
+    if (meters && i < meters->size())
+      b.setRestarts((*meters)[i].restarts.load());
+    if (!wh)
+      continue;
+    auto st = committed_status_of(*wh, name);
+    if (!st)
+      continue;
+    b.setLastEpoch(st->epoch);
+    b.setWindows(st->windows);
+    b.setWatermark(st->watermark);
+    b.setMaxTime(st->max_time);
+  }
+}
+
+caf::result<frame> on_status(node_ptr self) {
+  auto& st = self->state;
+  auto from = node_state::sender_node(self);
+  if (from != self->node() && st.peer_name(from).empty())
+    return refused("not authenticated");
+  capnp::MallocMessageBuilder mb;
+  auto b = mb.initRoot<schema::NodeStatus>();
+  b.setNode(st.me.self);
+  b.setUptimeUs(std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - st.started)
+                  .count());
+  auto parts = b.initPartitions(static_cast<unsigned>(st.held.size()));
+  unsigned k = 0;
+  for (const auto& [addr, at] : st.held) {
+    parts[k].setPipeline(st.cfg.pipeline.pipelines[at.first].name);
+    parts[k++].setPartition(at.second);
+  }
+  if (st.probe)
+    progress_of(*st.probe, b.initPipelines(static_cast<unsigned>(st.cfg.pipeline.pipelines.size())),
+                st.cfg.pipeline);
+  return to_frame<schema::NodeStatus>(mb);
+}
+
+/// The node actor of node `c.self`; `probe` shows the run of the coordinating node (may be null).
 node_actor::behavior_type node(node_ptr self, cluster_config c,
-                               std::shared_ptr<shared_nonces> nonces) {
+                               std::shared_ptr<shared_nonces> nonces,
+                               std::shared_ptr<run_probe> probe) {
   auto& st = self->state;
   st.me = identity_of(c, c.nodes[*c.self].name);
   st.cfg = std::move(c);
   st.nonces = std::move(nonces);
+  st.probe = std::move(probe);
   self->set_down_handler([self](caf::down_msg& dm) { self->state.held.erase(dm.source); });
   return {
     [self](hello_atom, const std::string& hello) { return on_hello(self, hello); },
@@ -135,11 +196,7 @@ node_actor::behavior_type node(node_ptr self, cluster_config c,
            updater_actor updater) {
       return on_place(self, pipeline, part, snapshot, std::move(updater));
     },
-    [self](ping_atom) -> caf::result<std::string, uint32_t> {
-      if (!self->state.peers.count(node_state::sender_node(self)))
-        return refused("not authenticated");
-      return {self->state.me.self, static_cast<uint32_t>(self->state.held.size())};
-    },
+    [self](status_atom) { return on_status(self); },
   };
 }
 
@@ -165,21 +222,92 @@ caf::error publish_node(caf::actor_system& sys, const cluster_config& c, size_t 
   return caf::none;
 }
 
+/// What dialing a node takes: this side's identity and nonces, and how long to wait.
+struct dialer_context {
+  caf::actor_system& sys;
+  const cluster_config& c;
+  const identity& me;
+  shared_nonces& nonces;
+  std::chrono::milliseconds timeout;
+};
+
+/// The handshake with a dialed node: hello, its hello and response, our response.
+caf::error authenticate(const dialer_context& d, caf::scoped_actor& self, const node_actor& peer,
+                        const std::string& name) {
+  std::unique_ptr<handshake> hs;
+  {
+    std::lock_guard<std::mutex> lock{d.nonces.mu};
+    hs = std::make_unique<handshake>(d.me, d.nonces.seen);
+  }
+  caf::error err;    ///< the exchange failed
+  caf::error denied; ///< the peer did not prove the secret
+  std::string reply;
+  self->request(peer, d.timeout, hello_atom::value, hs->hello())
+    .receive(
+      [&](std::string& their_hello, std::string& their_response) {
+        std::lock_guard<std::mutex> lock{d.nonces.mu};
+        auto a = hs->feed(their_hello);
+        if (a.refused != refusal::none) {
+          err =
+            make_error(errc::node_lost, "node " + name + " failed the handshake: " + hs->detail());
+          return;
+        }
+        reply = std::move(a.reply);
+        auto b = hs->feed(their_response);
+        if (b.refused != refusal::none || !hs->accepted())
+          denied =
+            make_error(errc::node_lost, "node " + name + " failed the handshake: " + hs->detail());
+      },
+      [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
+  if (err)
+    return err;
+  // Our response goes even when the peer's failed, so that both sides log the refusal.
+  self->request(peer, d.timeout, auth_atom::value, std::move(reply))
+    .receive([&](bool) {}, [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
+  if (denied)
+    return denied;
+  if (hs->peer() != name)
+    return make_error(errc::node_lost, "the node at the address of " + name + " is " + hs->peer());
+  return err;
+}
+
+/// Dials node `n` and runs the handshake both ways.
+caf::expected<node_actor> dial(const dialer_context& d, size_t n) {
+  const auto& to = d.c.nodes[n];
+  caf::scoped_actor self{d.sys};
+  caf::expected<node_actor> peer = caf::error{};
+  self->request(dialer(d.sys, d.c), d.timeout, caf::connect_atom::value, to.host, to.port)
+    .receive(
+      [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+        if (ptr)
+          peer = caf::actor_cast<node_actor>(std::move(ptr));
+        else
+          peer = make_error(errc::node_lost, "nothing published at " + to.address());
+      },
+      [&](caf::error& err) { peer = make_error(errc::node_lost, d.sys.render(err)); });
+  if (!peer)
+    return peer;
+  if (auto err = authenticate(d, self, *peer, to.name))
+    return err;
+  return peer;
+}
+
 /// The coordinating node's side of the cluster: dials the aggregate nodes, proves the secret
 /// and checks theirs, and spawns each generation's partitions where the placement puts them.
 class coordinator_link : public run_cluster {
 public:
-  explicit coordinator_link(cluster_config c)
+  coordinator_link(cluster_config c, std::shared_ptr<run_probe> probe)
     : c_(std::move(c))
     , self_(*c_.self)
     , shapes_(shapes_of(c_))
     , nonces_(std::make_shared<shared_nonces>())
-    , me_(identity_of(c_, c_.nodes[self_].name)) {}
+    , me_(identity_of(c_, c_.nodes[self_].name))
+    , probe_(std::move(probe)) {}
 
   void configure(caf::actor_system_config& cfg) override { configure_system(cfg, c_, self_); }
 
   caf::error start(caf::actor_system& sys, supervisor_actor) override {
-    local_ = sys.spawn(node, c_, nonces_);
+    local_ = sys.spawn(node, c_, nonces_, probe_);
     return publish_node(sys, c_, self_, local_);
   }
 
@@ -222,15 +350,11 @@ private:
   caf::expected<aggregator_actor> spawn_one(caf::actor_system& sys, size_t n, uint32_t pipeline,
                                             uint32_t part, std::string snapshot,
                                             updater_actor updater) {
-    if (n == self_)
-      return sys.spawn(aggregator, pipeline, part, c_.pipeline.pipelines[pipeline],
-                       std::move(snapshot), preprocess_actor{}, std::move(updater),
-                       std::shared_ptr<state_meter>{});
     caf::scoped_actor self{sys};
     caf::expected<aggregator_actor> out = caf::error{};
     self
-      ->request(peers_[n], timeout(), place_atom::value, pipeline, part, std::move(snapshot),
-                std::move(updater))
+      ->request(n == self_ ? local_ : peers_[n], timeout(), place_atom::value, pipeline, part,
+                std::move(snapshot), std::move(updater))
       .receive([&](aggregator_actor& a) { out = std::move(a); },
                [&](caf::error& err) {
                  out = make_error(errc::node_lost, "node " + c_.nodes[n].name +
@@ -248,7 +372,7 @@ private:
     if (i != peers_.end() && !i->second->getf(caf::abstract_actor::is_terminated_flag))
       return true;
     peers_.erase(n);
-    auto peer = dial(sys, n);
+    auto peer = dial({sys, c_, me_, *nonces_, timeout()}, n);
     if (!peer) {
       spdlog::warn("node {}: node {} at {} is not available: {}", c_.nodes[self_].name,
                    c_.nodes[n].name, c_.nodes[n].address(), render(peer.error()));
@@ -258,89 +382,65 @@ private:
     return true;
   }
 
-  /// Dials node `n` and runs the handshake both ways.
-  caf::expected<node_actor> dial(caf::actor_system& sys, size_t n) {
-    const auto& to = c_.nodes[n];
-    caf::scoped_actor self{sys};
-    caf::expected<node_actor> peer = caf::error{};
-    self->request(dialer(sys, c_), timeout(), caf::connect_atom::value, to.host, to.port)
-      .receive(
-        [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
-          if (ptr)
-            peer = caf::actor_cast<node_actor>(std::move(ptr));
-          else
-            peer = make_error(errc::node_lost, "nothing published at " + to.address());
-        },
-        [&](caf::error& err) { peer = make_error(errc::node_lost, sys.render(err)); });
-    if (!peer)
-      return peer;
-    if (auto err = authenticate(self, *peer, to.name))
-      return err;
-    return peer;
-  }
-
-  /// The handshake with a dialed node: hello, its hello and response, our response.
-  caf::error authenticate(caf::scoped_actor& self, const node_actor& peer,
-                          const std::string& name) {
-    std::unique_ptr<handshake> hs;
-    {
-      std::lock_guard<std::mutex> lock{nonces_->mu};
-      hs = std::make_unique<handshake>(me_, nonces_->seen);
-    }
-    caf::error err;    ///< the exchange failed
-    caf::error denied; ///< the peer did not prove the secret
-    std::string reply;
-    self->request(peer, timeout(), hello_atom::value, hs->hello())
-      .receive(
-        [&](std::string& their_hello, std::string& their_response) {
-          std::lock_guard<std::mutex> lock{nonces_->mu};
-          auto a = hs->feed(their_hello);
-          if (a.refused != refusal::none) {
-            err = make_error(errc::node_lost,
-                             "node " + name + " failed the handshake: " + hs->detail());
-            return;
-          }
-          reply = std::move(a.reply);
-          auto b = hs->feed(their_response);
-          if (b.refused != refusal::none || !hs->accepted())
-            denied = make_error(errc::node_lost,
-                                "node " + name + " failed the handshake: " + hs->detail());
-        },
-        [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
-    if (err)
-      return err;
-    // Our response goes even when the peer's failed, so that both sides log the refusal.
-    self->request(peer, timeout(), auth_atom::value, std::move(reply))
-      .receive([&](bool) {}, [&](caf::error& e) { err = make_error(errc::node_lost, render(e)); });
-    if (denied)
-      return denied;
-    if (hs->peer() != name)
-      return make_error(errc::node_lost,
-                        "the node at the address of " + name + " is " + hs->peer());
-    return err;
-  }
-
   cluster_config c_;
   size_t self_;
   std::vector<pipeline_shape> shapes_;
   std::shared_ptr<shared_nonces> nonces_;
   identity me_;
+  std::shared_ptr<run_probe> probe_;
   node_actor local_;
   std::map<size_t, node_actor> peers_; ///< authenticated node actors of the other nodes
 };
 
+/// The actor system of a node that runs no pipeline, or of a tool.
+struct node_system_config : caf::actor_system_config {
+  explicit node_system_config(size_t threads) {
+    add_message_types<caf::id_block::weir>();
+    set("scheduler.max-threads", threads);
+    set("logger.verbosity", caf::atom("quiet"));
+  }
+};
+
+/// Decodes a NodeStatus frame into `r`.
+caf::error decode_status(const frame& f, node_report& r) {
+  return decode_frame<schema::NodeStatus>(f, [&](schema::NodeStatus::Reader s) {
+    r.uptime_us = s.getUptimeUs();
+    for (auto p : s.getPartitions())
+      r.partitions.emplace_back(p.getPipeline().cStr(), p.getPartition());
+    for (auto p : s.getPipelines()) {
+      pipeline_progress x;
+      x.name = p.getName().cStr();
+      x.last_epoch = p.getLastEpoch();
+      x.windows = p.getWindows();
+      x.watermark = p.getWatermark();
+      x.max_time = p.getMaxTime();
+      x.restarts = p.getRestarts();
+      r.pipelines.push_back(std::move(x));
+    }
+  });
+}
+
+/// "coordinator, ingest, aggregate" of node `n`.
+std::string roles_of(const node_config& n) {
+  std::string out;
+  auto add = [&](bool on, const char* what) {
+    if (on)
+      out += (out.empty() ? "" : ", ") + std::string{what};
+  };
+  add(n.coordinator, "coordinator");
+  add(n.ingest, "ingest");
+  add(n.aggregate && !n.spare, "aggregate");
+  add(n.spare, "spare");
+  return out;
+}
+
 /// A node that only serves partitions: publishes its node actor until `stop` is set.
 caf::error serve_node(const cluster_config& c, const run_options& opts) {
-  struct config : caf::actor_system_config {
-    explicit config(size_t threads) {
-      add_message_types<caf::id_block::weir>();
-      set("scheduler.max-threads", threads);
-      set("logger.verbosity", caf::atom("quiet"));
-    }
-  } cfg{opts.threads ? opts.threads : std::max(1u, std::thread::hardware_concurrency())};
+  node_system_config cfg{opts.threads ? opts.threads
+                                      : std::max(1u, std::thread::hardware_concurrency())};
   configure_system(cfg, c, *c.self);
   caf::actor_system sys{cfg};
-  auto n = sys.spawn(node, c, std::make_shared<shared_nonces>());
+  auto n = sys.spawn(node, c, std::make_shared<shared_nonces>(), std::shared_ptr<run_probe>{});
   if (auto err = publish_node(sys, c, *c.self, n))
     return err;
   while (!(opts.stop && opts.stop->load()))
@@ -381,8 +481,46 @@ caf::expected<std::vector<run_stats>> run_node(const cluster_config& c, run_opti
     return std::vector<run_stats>{};
   }
   opts.store = me.store;
-  opts.cluster = std::make_shared<coordinator_link>(c);
+  if (!opts.probe)
+    opts.probe = std::make_shared<run_probe>(); // for the status of the run (weir status)
+  opts.cluster = std::make_shared<coordinator_link>(c, opts.probe);
   return run_pipelines(c.pipeline, opts);
+}
+
+caf::expected<std::vector<node_report>> cluster_status(const cluster_config& c) {
+  if (!c.insecure && !c.self)
+    return make_error(errc::bad_config, c.file + ": the cluster uses TLS: give --name, the node "
+                                                 "whose certificate this machine holds");
+  node_system_config cfg{2};
+  configure_system(cfg, c, c.self.value_or(0));
+  caf::actor_system sys{cfg};
+  shared_nonces nonces;
+  const auto me = identity_of(c, status_client);
+  const auto wait =
+    std::chrono::milliseconds(std::max<int64_t>(c.failure_timeout / us_per_ms, 100));
+  std::vector<node_report> out;
+  for (size_t n = 0; n < c.nodes.size(); ++n) {
+    node_report r;
+    r.name = c.nodes[n].name;
+    r.address = c.nodes[n].address();
+    r.roles = roles_of(c.nodes[n]);
+    auto peer = dial({sys, c, me, nonces, wait}, n);
+    if (!peer) {
+      r.error = render(peer.error());
+      out.push_back(std::move(r));
+      continue;
+    }
+    caf::scoped_actor self{sys};
+    caf::error err;
+    self->request(*peer, wait, status_atom::value)
+      .receive([&](frame& f) { err = decode_status(f, r); },
+               [&](caf::error& e) { err = std::move(e); });
+    r.up = !err;
+    if (err)
+      r.error = render(err);
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 } // namespace weir::cluster

@@ -21,6 +21,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "actors/actors.hpp"
+#include "actors/core/types.hpp"
 #include "actors/runtime.hpp"
 #include "cluster/config.hpp"
 
@@ -29,7 +30,7 @@ namespace weir::cluster {
 using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using auth_atom = caf::atom_constant<caf::atom("auth")>;
 using place_atom = caf::atom_constant<caf::atom("place")>;
-using ping_atom = caf::atom_constant<caf::atom("ping")>;
+using status_atom = caf::atom_constant<caf::atom("status")>;
 
 /// The actor each node publishes: the only one a peer can reach before it is authenticated.
 using node_actor = caf::typed_actor<
@@ -43,8 +44,9 @@ using node_actor = caf::typed_actor<
   /// (window_operator::snapshot() bytes), contributing to `updater`; for authenticated peers only.
   caf::replies_to<place_atom, uint32_t, uint32_t, std::string,
                   updater_actor>::with<aggregator_actor>,
-  /// Heartbeat of a tool (`weir status --cluster`): the node's name and the partitions it holds.
-  caf::replies_to<ping_atom>::with<std::string, uint32_t>>;
+  /// What the node holds and, on the coordinating node, how far the pipelines are: a
+  /// NodeStatus frame (schema/cluster.capnp); for authenticated peers and tools.
+  caf::replies_to<status_atom>::with<frame>>;
 
 /// Makes `cfg` (before the actor system starts) load CAF's io module for cluster `c` and, unless
 /// the cluster is insecure, caf::openssl with node `self`'s TLS files; BASP heartbeats follow the
@@ -55,5 +57,31 @@ void configure_system(caf::actor_system_config& cfg, const cluster_config& c, si
 /// pipelines (as `weir run` does, with `opts`; its partitions placed on the nodes) and returns
 /// when they end; every other node serves partitions until stopped.
 caf::expected<std::vector<run_stats>> run_node(const cluster_config& c, run_options opts);
+
+/// How far a pipeline is, as the coordinating node reports it.
+struct pipeline_progress {
+  std::string name;
+  uint64_t last_epoch = 0;
+  uint64_t windows = 0;
+  timestamp watermark = min_timestamp;
+  timestamp max_time = min_timestamp;
+  uint32_t restarts = 0;
+};
+
+/// What `weir status --cluster` shows of one node.
+struct node_report {
+  std::string name;
+  std::string address;
+  std::string roles;
+  bool up = false;
+  std::string error;                                        ///< why it is not up
+  int64_t uptime_us = 0;                                    ///< since its node actor started
+  std::vector<std::pair<std::string, uint32_t>> partitions; ///< (pipeline, partition) held
+  std::vector<pipeline_progress> pipelines;                 ///< the coordinating node only
+};
+
+/// Asks every node of the cluster for its status, as a tool (status_client). With TLS, the
+/// certificate of node `c.self` is presented (the tool runs on that node's machine).
+caf::expected<std::vector<node_report>> cluster_status(const cluster_config& c);
 
 } // namespace weir::cluster

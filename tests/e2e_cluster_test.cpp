@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,7 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string weir = WEIR_BINARY;
+const std::string weir_bin = WEIR_BINARY;
 const std::vector<std::string> names{"a", "b", "c"};
 
 /// Transactions over 20 days of event time for 200 merchants, a little out of order, with a
@@ -67,10 +68,10 @@ bool wait_for(const fs::path& path, const std::string& needle, double secs) {
 
 /// The committed results and dead letters of a store, sorted.
 std::string store_text(const fs::path& store) {
-  auto q = sh("timeout 60 " + weir + " query --store " + store.string() +
+  auto q = sh("timeout 60 " + weir_bin + " query --store " + store.string() +
               " --pipeline merchant_hourly --format csv | sort");
-  auto d =
-    sh("timeout 60 " + weir + " dead-letters --store " + store.string() + " --format csv | sort");
+  auto d = sh("timeout 60 " + weir_bin + " dead-letters --store " + store.string() +
+              " --format csv | sort");
   REQUIRE(q.rc == 0);
   REQUIRE(d.rc == 0);
   return q.out + "\n--- dead letters ---\n" + d.out;
@@ -105,7 +106,7 @@ struct cluster_fixture {
     };
     write_file(dir.path / "cluster.toml", cluster("secret"));
     write_file(dir.path / "rogue.toml", cluster("rogue"));
-    auto single = sh("cd " + dir.str() + " && timeout 120 " + weir +
+    auto single = sh("cd " + dir.str() + " && timeout 120 " + weir_bin +
                      " run pipeline.toml --store single --final --quiet");
     REQUIRE(single.rc == 0);
   }
@@ -115,7 +116,7 @@ struct cluster_fixture {
   /// Starts node `name` (b or c: they serve partitions) and waits until it listens.
   void start(const std::string& name) {
     nodes[name] = std::make_unique<background>(
-      std::vector<std::string>{weir, "node", "--cluster", (dir.path / "cluster.toml").string(),
+      std::vector<std::string>{weir_bin, "node", "--cluster", (dir.path / "cluster.toml").string(),
                                "--name", name, "--log-level", "info"},
       log(name));
     REQUIRE(wait_for(log(name), "listens on", 10));
@@ -124,8 +125,8 @@ struct cluster_fixture {
   /// Starts the coordinating node a with the cluster config `config`.
   background& start_coordinator(const std::string& config = "cluster.toml") {
     nodes["a"] = std::make_unique<background>(
-      std::vector<std::string>{weir, "node", "--cluster", (dir.path / config).string(), "--name",
-                               "a", "--final", "--log-level", "info"},
+      std::vector<std::string>{weir_bin, "node", "--cluster", (dir.path / config).string(),
+                               "--name", "a", "--final", "--log-level", "info"},
       log("a"));
     return *nodes["a"];
   }
@@ -159,6 +160,17 @@ TEST_CASE("cluster: a node killed mid-run, its partitions go elsewhere, nothing 
   auto& a = f.start_coordinator();
   REQUIRE(wait_for(f.log("c"), "runs partition", 30));
   REQUIRE(wait_for(f.log("a"), "epoch 2 committed", 30));
+  // While it runs, `weir status --cluster` shows every node up and each partition once.
+  auto st =
+    sh("timeout 30 " + weir_bin + " status --cluster " + (f.dir.path / "cluster.toml").string());
+  CHECK(st.rc == 0);
+  std::multiset<std::string> held;
+  for (size_t at = 0; (at = st.out.find("merchant_hourly/", at)) != std::string::npos; ++at)
+    held.insert(st.out.substr(at, 17));
+  CHECK(held == std::multiset<std::string>{"merchant_hourly/0", "merchant_hourly/1",
+                                           "merchant_hourly/2", "merchant_hourly/3"});
+  CHECK(std::count(st.out.begin(), st.out.end(), '\n') >= 4);
+  CHECK(st.out.find("pipeline merchant_hourly: last epoch") != std::string::npos);
   f.nodes["c"]->signal(SIGKILL);
   REQUIRE(a.wait(120) == 0);
   auto out = read_text(f.log("a"));
