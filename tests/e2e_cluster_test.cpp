@@ -131,6 +131,17 @@ struct cluster_fixture {
     return *nodes["a"];
   }
 
+  /// Starts b, c and then a, and waits until node `holder` runs a partition and a committed two
+  /// epochs: the run is under way on every node.
+  background& start_running(const std::string& holder) {
+    start("b");
+    start("c");
+    auto& a = start_coordinator();
+    REQUIRE(wait_for(log(holder), "runs partition", 30));
+    REQUIRE(wait_for(log("a"), "epoch 2 committed", 30));
+    return a;
+  }
+
   /// Node a's store must equal the single-node run's.
   void check_results() { CHECK(store_text(dir.path / "a") == store_text(dir.path / "single")); }
 };
@@ -155,11 +166,7 @@ TEST_CASE("cluster: three nodes on loopback commit what one node commits") {
 
 TEST_CASE("cluster: a node killed mid-run, its partitions go elsewhere, nothing counts twice") {
   cluster_fixture f{1500000};
-  f.start("b");
-  f.start("c");
-  auto& a = f.start_coordinator();
-  REQUIRE(wait_for(f.log("c"), "runs partition", 30));
-  REQUIRE(wait_for(f.log("a"), "epoch 2 committed", 30));
+  auto& a = f.start_running("c");
   // While it runs, `weir status --cluster` shows every node up and each partition once.
   auto st =
     sh("timeout 30 " + weir_bin + " status --cluster " + (f.dir.path / "cluster.toml").string());
@@ -182,11 +189,7 @@ TEST_CASE("cluster: a node killed mid-run, its partitions go elsewhere, nothing 
 
 TEST_CASE("cluster: a stopped node is given up after failure_timeout and can come back") {
   cluster_fixture f{1500000};
-  f.start("b");
-  f.start("c");
-  auto& a = f.start_coordinator();
-  REQUIRE(wait_for(f.log("b"), "runs partition", 30));
-  REQUIRE(wait_for(f.log("a"), "epoch 2 committed", 30));
+  auto& a = f.start_running("b");
   f.nodes["b"]->signal(SIGSTOP);
   REQUIRE(a.wait(120) == 0);
   f.nodes["b"]->signal(SIGCONT);
