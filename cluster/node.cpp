@@ -6,6 +6,8 @@
 #include <set>
 #include <thread>
 
+#include <xxhash.h>
+
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/io/middleman.hpp>
@@ -18,6 +20,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/aggregator.hpp"
+#include "actors/core/definition.hpp"
 #include "actors/core/error.hpp"
 #include "actors/frame.hpp"
 #include "cluster/auth.hpp"
@@ -105,7 +108,8 @@ caf::result<bool> on_auth(node_ptr self, const std::string& response) {
 }
 
 caf::result<aggregator_actor> on_place(node_ptr self, uint32_t pipeline, uint32_t part,
-                                       std::string& snapshot, updater_actor updater) {
+                                       uint64_t shape, std::string& snapshot,
+                                       updater_actor updater) {
   auto& st = self->state;
   auto from = node_state::sender_node(self);
   // The coordinating node places its own partitions through its node actor too.
@@ -116,10 +120,12 @@ caf::result<aggregator_actor> on_place(node_ptr self, uint32_t pipeline, uint32_
     return refused("not authenticated as a node");
   }
   const auto& pipelines = st.cfg.pipeline.pipelines;
-  if (pipeline >= pipelines.size() || part >= pipelines[pipeline].partitions || !updater) {
-    spdlog::warn("node {}: refused partition {} of pipeline {} from {}: no such partition",
+  if (pipeline >= pipelines.size() || part >= pipelines[pipeline].partitions || !updater ||
+      shape != pipeline_shape_of(pipelines[pipeline])) {
+    spdlog::warn("node {}: refused partition {} of pipeline {} from {}: this node's pipeline "
+                 "config differs",
                  st.me.self, part, pipeline, peer);
-    return make_error(errc::bad_input, "no such partition");
+    return make_error(errc::bad_input, "node " + st.me.self + " runs another pipeline config");
   }
   auto a =
     self->system().spawn(aggregator, pipeline, part, pipelines[pipeline], std::move(snapshot),
@@ -192,9 +198,9 @@ node_actor::behavior_type node(node_ptr self, cluster_config c,
   return {
     [self](hello_atom, const std::string& hello) { return on_hello(self, hello); },
     [self](auth_atom, const std::string& response) { return on_auth(self, response); },
-    [self](place_atom, uint32_t pipeline, uint32_t part, std::string& snapshot,
+    [self](place_atom, uint32_t pipeline, uint32_t part, uint64_t shape, std::string& snapshot,
            updater_actor updater) {
-      return on_place(self, pipeline, part, snapshot, std::move(updater));
+      return on_place(self, pipeline, part, shape, snapshot, std::move(updater));
     },
     [self](status_atom) { return on_status(self); },
   };
@@ -322,13 +328,20 @@ public:
     const auto& slots = where.pipelines.at(pipeline).partitions;
     const auto& p = c_.pipeline.pipelines.at(pipeline);
     std::vector<aggregator_actor> out;
+    // Partitions of a generation that cannot be spawned whole go again: nothing links them yet.
+    auto give_up = [&](caf::error err) {
+      for (auto& a : out)
+        caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+      return err;
+    };
     for (uint32_t part = 0; part < snapshots.size(); ++part) {
       if (part >= slots.size() || !slots[part])
-        return make_error(errc::node_lost, "pipeline " + p.name + ": no node can hold partition " +
-                                             std::to_string(part) + " now");
+        return give_up(make_error(errc::node_lost, "pipeline " + p.name +
+                                                     ": no node can hold partition " +
+                                                     std::to_string(part) + " now"));
       auto a = spawn_one(sys, *slots[part], pipeline, part, std::move(snapshots[part]), updater);
       if (!a)
-        return a.error();
+        return give_up(a.error());
       out.push_back(std::move(*a));
     }
     return out;
@@ -354,12 +367,20 @@ private:
     caf::expected<aggregator_actor> out = caf::error{};
     self
       ->request(n == self_ ? local_ : peers_[n], timeout(), place_atom::value, pipeline, part,
-                std::move(snapshot), std::move(updater))
+                pipeline_shape_of(c_.pipeline.pipelines[pipeline]), std::move(snapshot),
+                std::move(updater))
       .receive([&](aggregator_actor& a) { out = std::move(a); },
                [&](caf::error& err) {
-                 out = make_error(errc::node_lost, "node " + c_.nodes[n].name +
-                                                     " did not take partition " +
-                                                     std::to_string(part) + ": " + sys.render(err));
+                 const auto why = "node " + c_.nodes[n].name + " did not take partition " +
+                                  std::to_string(part) + ": " + render(err);
+                 // A node that answers with a refusal will refuse again: the configs differ.
+                 // Waiting for the cluster would not help; the run ends with it.
+                 if (err.category() == caf::atom("weir"))
+                   out = make_error(errc::bad_config,
+                                    why + " (do all nodes run the same CLUSTER.toml and pipeline "
+                                          "config?)");
+                 else
+                   out = make_error(errc::node_lost, why);
                });
     if (!out)
       peers_.erase(n);
@@ -451,6 +472,11 @@ caf::error serve_node(const cluster_config& c, const run_options& opts) {
 }
 
 } // namespace
+
+uint64_t pipeline_shape_of(const pipeline_config& p) {
+  auto text = encode_definition(p) + "\npartitions " + std::to_string(p.partitions);
+  return XXH64(text.data(), text.size(), 0);
+}
 
 void configure_system(caf::actor_system_config& cfg, const cluster_config& c, size_t self) {
   cfg.load<caf::io::middleman>();

@@ -41,12 +41,18 @@ using node_actor = caf::typed_actor<
   /// and answered with an error.
   caf::replies_to<auth_atom, std::string>::with<bool>,
   /// Spawns partition `part` of pipeline `pipeline` from its restored state `snapshot`
-  /// (window_operator::snapshot() bytes), contributing to `updater`; for authenticated peers only.
-  caf::replies_to<place_atom, uint32_t, uint32_t, std::string,
+  /// (window_operator::snapshot() bytes), contributing to `updater`; for authenticated nodes
+  /// only. `shape` is the pipeline's fingerprint (pipeline_shape_of): a node whose own config
+  /// differs refuses.
+  caf::replies_to<place_atom, uint32_t, uint32_t, uint64_t, std::string,
                   updater_actor>::with<aggregator_actor>,
   /// What the node holds and, on the coordinating node, how far the pipelines are: a
   /// NodeStatus frame (schema/cluster.capnp); for authenticated peers and tools.
   caf::replies_to<status_atom>::with<frame>>;
+
+/// A fingerprint of what a partition of `p` computes: its definition (window, key, fields,
+/// aggregates) and its partition count. Nodes running different configs disagree on it.
+uint64_t pipeline_shape_of(const pipeline_config& p);
 
 /// Makes `cfg` (before the actor system starts) load CAF's io module for cluster `c` and, unless
 /// the cluster is insecure, caf::openssl with node `self`'s TLS files; BASP heartbeats follow the

@@ -105,6 +105,13 @@ struct cluster_fixture {
              nodes_toml;
     };
     write_file(dir.path / "cluster.toml", cluster("secret"));
+    // The same cluster, with a pipeline of another partition count.
+    auto other = p;
+    other.replace(other.find("partitions = 4"), 14, "partitions = 2");
+    write_file(dir.path / "pipeline2.toml", other);
+    auto c2 = cluster("secret");
+    c2.replace(c2.find("pipeline.toml"), 13, "pipeline2.toml");
+    write_file(dir.path / "cluster2.toml", c2);
     write_file(dir.path / "rogue.toml", cluster("rogue"));
     auto single = sh("cd " + dir.str() + " && timeout 120 " + weir_bin +
                      " run pipeline.toml --store single --final --quiet");
@@ -114,9 +121,9 @@ struct cluster_fixture {
   fs::path log(const std::string& name) const { return dir.path / (name + ".log"); }
 
   /// Starts node `name` (b or c: they serve partitions) and waits until it listens.
-  void start(const std::string& name) {
+  void start(const std::string& name, const std::string& config = "cluster.toml") {
     nodes[name] = std::make_unique<background>(
-      std::vector<std::string>{weir_bin, "node", "--cluster", (dir.path / "cluster.toml").string(),
+      std::vector<std::string>{weir_bin, "node", "--cluster", (dir.path / config).string(),
                                "--name", name, "--log-level", "info"},
       log(name));
     REQUIRE(wait_for(log(name), "listens on", 10));
@@ -251,4 +258,15 @@ TEST_CASE("cluster: garbage on a node's port is dropped and the node serves on")
   REQUIRE(a.wait(120) == 0);
   CHECK(read_text(f.log("b")).find("runs partition") != std::string::npos);
   f.check_results();
+}
+
+TEST_CASE("cluster: a node with another pipeline config is refused and the run ends") {
+  cluster_fixture f{20000};
+  f.start("b", "cluster2.toml");
+  f.start("c");
+  auto& a = f.start_coordinator();
+  REQUIRE(a.wait(60) == 2); // a config error: waiting for the cluster would not help
+  CHECK(read_text(f.log("b")).find("pipeline config differs") != std::string::npos);
+  CHECK(read_text(f.log("a")).find("do all nodes run the same") != std::string::npos);
+  CHECK(read_text(f.log("b")).find("runs partition") == std::string::npos);
 }
