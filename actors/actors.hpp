@@ -49,7 +49,9 @@ enum class marker_kind : uint8_t {
 };
 
 /// The marker of epoch `epoch` that flows ingest -> preprocess -> every aggregator partition.
-/// Everything sent before it on a channel belongs to the epoch.
+/// Everything sent before it on a channel belongs to the epoch. Ingest sends it to preprocess as
+/// this struct (they always run in the same process); preprocess sends it on to the partitions,
+/// which may run on other nodes, as an EpochMarker frame (encode_marker, decode_marker).
 struct epoch_marker {
   uint64_t epoch = 0;
   marker_kind kind = marker_kind::normal;
@@ -313,9 +315,9 @@ using restart_atom = caf::atom_constant<caf::atom("restart")>;
 using aggregator_actor = caf::typed_actor<
   /// An EventBatch frame (sequence number for the ack); acks with (ack, partition, seq).
   caf::reacts_to<batch_atom, uint64_t, frame>,
-  /// Epoch marker: fire what the watermark allows (or everything when final), send the
+  /// An EpochMarker frame: fire what the watermark allows (or everything when final), send the
   /// AggregatorEpoch contribution to the updater.
-  caf::reacts_to<marker_atom, epoch_marker>>;
+  caf::reacts_to<marker_atom, frame>>;
 
 /// Preprocess: validate, clean, dedupe, judge lateness, partition.
 using preprocess_actor = caf::typed_actor<
@@ -323,7 +325,8 @@ using preprocess_actor = caf::typed_actor<
   caf::reacts_to<chunk_atom, uint64_t, frame>,
   /// A partition finished batch `seq`.
   caf::reacts_to<ack_atom, uint32_t, uint64_t>,
-  /// Epoch marker from ingest: forward to every partition, contribute PreprocessEpoch.
+  /// Epoch marker from ingest (a CAF struct: ingest and preprocess share a process): forward it
+  /// as an EpochMarker frame to every partition, contribute PreprocessEpoch.
   caf::reacts_to<marker_atom, epoch_marker>>;
 
 /// Ingest: reads the sources, lands raw chunks in the lake, sends them on under flow control.

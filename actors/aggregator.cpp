@@ -95,6 +95,20 @@ caf::error decode_batch(const frame& f, const aggregate_layout& layout, uint32_t
   });
 }
 
+caf::error decode_marker(const frame& f, epoch_marker& out) {
+  return decode_frame<schema::EpochMarker>(f, [&](schema::EpochMarker::Reader m) {
+    auto kind = from_wire(m.getKind());
+    if (!kind)
+      refuse_frame("a marker kind this build does not know (" +
+                   std::to_string(static_cast<unsigned>(m.getKind())) + ")");
+    out = epoch_marker{};
+    out.epoch = m.getEpoch();
+    out.kind = *kind;
+    out.watermark = m.getWatermark();
+    out.checkpoint = m.getCheckpoint();
+  });
+}
+
 caf::error aggregator_state::process(const event_view& v, const record_span& origin) {
   // A failure while processing the records names them (the batch's origin), so that the
   // supervisor can retry, isolate and finally dead-letter a poison record.
@@ -150,9 +164,15 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       auto to = preprocess ? preprocess : caf::actor_cast<preprocess_actor>(self->current_sender());
       self->send(to, ack_atom::value, st.partition, seq);
     },
-    [self, updater](marker_atom, const epoch_marker& m) {
+    [self, updater](marker_atom, const frame& f) {
       auto& st = self->state;
       mailbox_depths::note(self, st.mailbox);
+      epoch_marker m;
+      if (auto err = decode_marker(f, m)) {
+        spdlog::error("partition {}: {}", st.partition, render(err));
+        self->quit(err);
+        return;
+      }
       st.fired.clear();
       if (m.kind == marker_kind::final)
         st.op->flush(st.fired);

@@ -106,6 +106,16 @@ frame encode_event_batch(uint32_t partition, timestamp watermark, const event_co
   return to_frame<schema::EventBatch>(mb);
 }
 
+frame encode_marker(const epoch_marker& m) {
+  capnp::MallocMessageBuilder mb(16);
+  auto b = mb.initRoot<schema::EpochMarker>();
+  b.setEpoch(m.epoch);
+  b.setKind(to_wire(m.kind));
+  b.setWatermark(m.watermark);
+  b.setCheckpoint(m.checkpoint);
+  return to_frame<schema::EpochMarker>(mb);
+}
+
 void encode_result(schema::WindowResult::Builder b, const window_result& w) {
   b.setKey(as_data(w.key));
   b.setStart(w.start);

@@ -36,6 +36,10 @@ frame to_frame(capnp::MessageBuilder& builder) {
 frame encode_event_batch(uint32_t partition, timestamp watermark, const event_columns& c,
                          const aggregate_layout& layout, const record_span& origin = {});
 
+/// Encodes the marker preprocess sends to its partitions as an EpochMarker frame: epoch, kind,
+/// watermark and checkpoint flag (the offsets stay with preprocess).
+frame encode_marker(const epoch_marker& m);
+
 /// A window result or a dead letter into its schema struct and back.
 void encode_result(schema::WindowResult::Builder b, const window_result& w);
 window_result decode_result(schema::WindowResult::Reader r);
@@ -99,8 +103,9 @@ std::string frame_type_name() {
 /// The structs frames hold at their root, one per kind of message between actors.
 template <class... Ts>
 struct type_list {};
-using frame_roots = type_list<schema::RawChunk, schema::EventBatch, schema::PreprocessEpoch,
-                              schema::AggregatorEpoch, schema::QueryResult, schema::DeadLetters>;
+using frame_roots =
+  type_list<schema::RawChunk, schema::EventBatch, schema::EpochMarker, schema::PreprocessEpoch,
+            schema::AggregatorEpoch, schema::QueryResult, schema::DeadLetters>;
 
 /// A frame opened for reading in place (no copy of its words), within `limits`. The constructor
 /// and root() throw kj::Exception for a frame that is empty, too large, truncated, has trailing

@@ -319,8 +319,11 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
           st.pre->set_watermark(fw);
       }
       m.watermark = st.pre->watermark();
+      // Encoded once per epoch: every partition, here or on another node, gets the same frame
+      // (each message holds a copy of its few words).
+      const auto marker = encode_marker(m);
       for (auto& p : st.partitions)
-        self->send(p, marker_atom::value, m);
+        self->send(p, marker_atom::value, marker);
       capnp::MallocMessageBuilder mb;
       auto c = mb.initRoot<schema::PreprocessEpoch>();
       c.setEpoch(m.epoch);

@@ -95,6 +95,15 @@ enum MarkerKind {
   final @2;   # the end of the data: every open window fires, commit, stop
 }
 
+# The end of epoch e on one key partition: preprocess -> window-aggregator, after the batches
+# of the epoch. The same frame goes to every partition.
+struct EpochMarker {
+  epoch @0 :UInt64;
+  kind @1 :MarkerKind;
+  watermark @2 :Int64;      # the pipeline's watermark at the end of the epoch
+  checkpoint @3 :Bool;      # false in a dry run: the contribution carries no operator state
+}
+
 # What one window-aggregator partition contributes to epoch e: fired results and its state.
 struct AggregatorEpoch {
   epoch @0 :UInt64;

@@ -281,13 +281,13 @@ TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force 
       epoch_marker m;
       m.epoch = 1;
       m.watermark = evs[cut[2] - 1].w;
-      caf::anon_send(agg, marker_atom::value, m);
+      caf::anon_send(agg, marker_atom::value, encode_marker(m));
     }
   }
   epoch_marker fin;
   fin.epoch = 2;
   fin.kind = marker_kind::final;
-  caf::anon_send(agg, marker_atom::value, fin);
+  caf::anon_send(agg, marker_atom::value, encode_marker(fin));
   // Five messages wait (three batches, two markers): handling the first, it sees the other four.
   sched.run_once();
   CHECK(meter->mailboxes.partition_depth(0) == 4);
@@ -305,6 +305,67 @@ TEST_CASE_METHOD(fixture, "aggregator: batches and markers give the brute-force 
     CHECK(w.values[1] == Approx(std::get<1>(i->second)));
     CHECK(w.values[2] == std::get<2>(i->second));
   }
+}
+
+TEST_CASE_METHOD(fixture, "aggregator: a marker frame of an unknown kind or another struct "
+                          "ends it with errc::decode, before it fires or contributes") {
+  log_t log;
+  auto cfg = tumbling_config(10 * us_per_s, 0);
+  auto pre = sys.spawn(fake_preprocess, &log);
+  auto upd = sys.spawn(fake_updater, &log);
+  // A marker of kind 3 (MarkerKind knows 0 to 2), as another build might send it.
+  capnp::MallocMessageBuilder mb;
+  auto m = mb.initRoot<schema::EpochMarker>();
+  m.setEpoch(1);
+  m.setKind(static_cast<schema::MarkerKind>(3));
+  m.setWatermark(100 * us_per_s);
+  m.setCheckpoint(true);
+  const auto unknown_kind = to_frame<schema::EpochMarker>(mb);
+  // A PreprocessEpoch of epoch 1 (it starts with the epoch too), and an EventBatch.
+  capnp::MallocMessageBuilder pb;
+  pb.initRoot<schema::PreprocessEpoch>().setEpoch(1);
+  const auto pre_epoch = to_frame<schema::PreprocessEpoch>(pb);
+  const auto batch = encode_event_batch(0, 0, event_columns{}, make_layout(cfg.aggregates));
+  const std::vector<std::pair<frame, std::string>> cases = {
+    {unknown_kind, "undecodable EpochMarker frame: a marker kind this build does not know (3)"},
+    {pre_epoch, "undecodable EpochMarker frame: it holds PreprocessEpoch, not EpochMarker"},
+    {batch, "undecodable EpochMarker frame: it holds EventBatch, not EpochMarker"},
+  };
+  for (const auto& [bad, want] : cases) {
+    INFO(want);
+    auto agg =
+      sys.spawn(aggregator, uint32_t{0}, uint32_t{0}, cfg, std::string{}, pre, upd, nullptr);
+    caf::error reason;
+    bool down = false;
+    auto watch = sys.spawn([&, agg](caf::event_based_actor* self) -> caf::behavior {
+      self->monitor(agg);
+      self->set_down_handler([&](caf::down_msg& dm) {
+        down = true;
+        reason = dm.reason;
+      });
+      return {[](caf::ok_atom) {}};
+    });
+    sched.run();
+    caf::anon_send(agg, marker_atom::value, bad);
+    sched.run();
+    REQUIRE(down);
+    CHECK(reason.code() == static_cast<uint8_t>(errc::decode));
+    CHECK(render(reason) == want);
+    CHECK(log.agg_epochs.empty());
+    caf::anon_send_exit(watch, caf::exit_reason::user_shutdown);
+    sched.run();
+  }
+  // The same marker with a known kind is taken: a contribution of epoch 1.
+  auto agg = sys.spawn(aggregator, uint32_t{0}, uint32_t{0}, cfg, std::string{}, pre, upd, nullptr);
+  sched.run();
+  m.setKind(schema::MarkerKind::NORMAL);
+  caf::anon_send(agg, marker_atom::value, to_frame<schema::EpochMarker>(mb));
+  sched.run();
+  REQUIRE(log.agg_epochs.size() == 1);
+  REQUIRE_FALSE(decode_frame<schema::AggregatorEpoch>(
+    log.agg_epochs[0], [](schema::AggregatorEpoch::Reader c) { CHECK(c.getEpoch() == 1); }));
+  caf::anon_send_exit(agg, caf::exit_reason::user_shutdown);
+  sched.run();
 }
 
 TEST_CASE_METHOD(fixture,

@@ -1327,3 +1327,74 @@ TEST_CASE("updater and preprocess: a frame of another struct fails the decode, n
         "undecodable RawChunk frame: it holds EventBatch, not RawChunk");
   w.stop_all();
 }
+
+TEST_CASE("preprocess: a partition given a marker frame it cannot decode fails the generation") {
+  quiet_logs();
+  // Epoch 1 commits. In epoch 2 partition 0 gets, before the real marker, a marker of a kind
+  // this build does not know (as from another build on another node): it must fail with
+  // errc::decode and take preprocess down, and nothing of epoch 2 may be committed.
+  std::vector<event> evs;
+  for (int i = 0; i < 60; ++i)
+    evs.push_back(
+      {"e" + std::to_string(i), first_time_s + i / 2, "k" + std::to_string(i % 24), i % 7});
+  auto in = make_input(evs);
+  const auto cfg = make_config(2);
+  store s;
+  world w;
+  auto r = prepare_like(*s.wh, cfg);
+  proto_log log;
+  auto coord = w.track(w.sys.spawn(recording_coordinator, &log));
+  auto ing = w.track(w.sys.spawn(recording_ingest, &log));
+  auto upd = spawn_updater(w, {{cfg.name, cfg.partitions}}, s.wh, coord);
+  auto pre =
+    w.track(w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, test::no_meter));
+  w.sched.run();
+  const auto partitions = state_of<preprocess_state>(pre).partitions;
+  REQUIRE(partitions.size() == 2);
+  downs_t downs;
+  w.track(w.sys.spawn(watcher,
+                      std::vector<caf::actor>{caf::actor_cast<caf::actor>(pre),
+                                              caf::actor_cast<caf::actor>(partitions[0])},
+                      &downs));
+  w.sched.run();
+  auto as_ingest = [&](auto&&... xs) {
+    caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
+                 std::forward<decltype(xs)>(xs)...);
+  };
+  auto marker = [&](uint64_t e, marker_kind kind, size_t line) {
+    epoch_marker m;
+    m.epoch = e;
+    m.kind = kind;
+    m.offsets = {{source_id, in.starts[line]}};
+    return m;
+  };
+  as_ingest(chunk_atom::value, uint64_t{1}, chunk_frame(in, 0, 30, true));
+  as_ingest(marker_atom::value, marker(1, marker_kind::normal, 30));
+  w.sched.run();
+  REQUIRE(log.commits.size() == 1);
+  REQUIRE(downs.empty());
+  const auto offsets_after_1 = value_of(s.wh->offsets(cfg.name));
+  as_ingest(chunk_atom::value, uint64_t{2}, chunk_frame(in, 30, 60, false));
+  w.sched.run();
+  capnp::MallocMessageBuilder mb;
+  auto bad = mb.initRoot<schema::EpochMarker>();
+  bad.setEpoch(2);
+  bad.setKind(static_cast<schema::MarkerKind>(7));
+  bad.setWatermark(max_timestamp);
+  bad.setCheckpoint(true);
+  caf::send_as(caf::actor_cast<caf::actor>(pre), partitions[0], marker_atom::value,
+               to_frame<schema::EpochMarker>(mb));
+  as_ingest(marker_atom::value, marker(2, marker_kind::final, 60));
+  w.sched.run();
+  const std::string want =
+    "undecodable EpochMarker frame: a marker kind this build does not know (7)";
+  REQUIRE(downs.count(partitions[0].address()) == 1);
+  CHECK(downs[partitions[0].address()].code() == static_cast<uint8_t>(errc::decode));
+  CHECK(render(downs[partitions[0].address()]) == want);
+  REQUIRE(downs.count(pre.address()) == 1); // linked: the generation ends
+  CHECK(render(downs[pre.address()]) == want);
+  CHECK(log.commits.size() == 1);
+  CHECK(value_of(s.wh->last_epoch(cfg.name)) == 1u);
+  CHECK(value_of(s.wh->offsets(cfg.name)) == offsets_after_1);
+  w.stop_all();
+}

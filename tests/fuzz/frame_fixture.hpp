@@ -137,6 +137,20 @@ inline std::vector<std::pair<std::string, frame>> seed_frames() {
       "EventBatch-" + std::to_string(n),
       encode_event_batch(fixture_partition, 1'699'999'995'000'000, cols, layout, origin));
   }
+  // EpochMarker, as preprocess sends them to its partitions: a normal one, the final one (its
+  // watermark past every window) and one of a dry run (no checkpoint).
+  auto marker = [&](const std::string& name, uint64_t e, marker_kind kind, timestamp w,
+                    bool checkpoint) {
+    epoch_marker m;
+    m.epoch = e;
+    m.kind = kind;
+    m.watermark = w;
+    m.checkpoint = checkpoint;
+    out.emplace_back("EpochMarker-" + name, encode_marker(m));
+  };
+  marker("normal", 3, marker_kind::normal, 1'699'999'995'000'000, true);
+  marker("final", 4, marker_kind::final, 1'700'003'600'000'000, true);
+  marker("dry_stop", 5, marker_kind::stop, min_timestamp, false);
   out.emplace_back("PreprocessEpoch-letters", pre_epoch_frame(3, true));
   out.emplace_back("PreprocessEpoch-quiet", pre_epoch_frame(4, false));
   out.emplace_back("AggregatorEpoch-results", agg_epoch_frame(3, 0, 3));
@@ -216,6 +230,16 @@ inline caf::error decode_as<schema::EventBatch>(const frame& f, uint64_t& sink) 
   auto err = decode_batch(f, fixture_layout(), 0, fixture_partition, v, origin);
   if (!err)
     sink += touch(v) + origin.begin;
+  return err;
+}
+
+template <>
+inline caf::error decode_as<schema::EpochMarker>(const frame& f, uint64_t& sink) {
+  epoch_marker m;
+  auto err = decode_marker(f, m);
+  if (!err)
+    sink += m.epoch + static_cast<uint64_t>(m.watermark) + static_cast<uint64_t>(m.kind) +
+            (m.checkpoint ? 1 : 0);
   return err;
 }
 
