@@ -58,8 +58,10 @@ done
 weir="$bin/weir"
 gen="$bin/weir-gen"
 cluster="$here/scripts/cluster"
-[ -x "$weir" ] && [ -x "$gen" ] \
-  || { echo "cluster-chaos: no weir and weir-gen in $bin (build first, or give --bin)" >&2; exit 2; }
+if [ ! -x "$weir" ] || [ ! -x "$gen" ]; then
+  echo "cluster-chaos: no weir and weir-gen in $bin (build first, or give --bin)" >&2
+  exit 2
+fi
 RANDOM=$seed
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/weir-chaos.XXXXXX")" || exit 2
@@ -221,6 +223,30 @@ check_nodes() {
   done
 }
 
+# n1 has ended: it must have exited 0, and its store must equal the reference. True when the
+# kills have reached the target; otherwise starts n1 again on a fresh store (a new round).
+end_round() {
+  local rc
+  wait "$cpid"
+  rc=$?
+  cpid=""
+  [ "$rc" = 0 ] || fail "n1 exited with $rc: $(tail -3 "$dir/n1.log")"
+  store_text "$dir/n1" "$work/round$rounds.txt"
+  compared=$(( compared + windows_ref ))
+  if ! cmp -s "$work/ref.txt" "$work/round$rounds.txt"; then
+    differing=$(( differing + $(diff "$work/ref.txt" "$work/round$rounds.txt" | grep -c '^[<>]') ))
+    echo "cluster-chaos: round $rounds differs from the reference; first differences:"
+    diff "$work/ref.txt" "$work/round$rounds.txt" | head -10 | sed 's/^/  /'
+  fi
+  [ "$kills" -ge "$kills_target" ] && return 0
+  echo "cluster-chaos: round $rounds finished after $kills kills; a new round on a fresh store"
+  rm -rf "$dir/n1"
+  rounds=$(( rounds + 1 ))
+  round_start=$(now_ms)
+  start_coordinator
+  return 1
+}
+
 # -- the chaotic run ------------------------------------------------------------------------------
 kills=0 rounds=1 coordinator_starts=0 compared=0 differing=0
 t_run=$(now_ms)
@@ -232,24 +258,7 @@ while :; do
   [ $(( now - round_start )) -gt $(( run_limit * 1000 )) ] \
     && fail "n1 did not finish round $rounds within $run_limit s: $(tail -3 "$dir/n1.log")"
   if [ "${state[n1]}" = running ] && ! alive "$cpid"; then
-    wait "$cpid"
-    rc=$?
-    cpid=""
-    [ "$rc" = 0 ] || fail "n1 exited with $rc: $(tail -3 "$dir/n1.log")"
-    store_text "$dir/n1" "$work/round$rounds.txt"
-    compared=$(( compared + windows_ref ))
-    if ! cmp -s "$work/ref.txt" "$work/round$rounds.txt"; then
-      differing=$(( differing + $(diff "$work/ref.txt" "$work/round$rounds.txt" | grep -c '^[<>]') ))
-      echo "cluster-chaos: round $rounds differs from the reference; first differences:"
-      diff "$work/ref.txt" "$work/round$rounds.txt" | head -10 | sed 's/^/  /'
-    fi
-    [ "$kills" -ge "$kills_target" ] && break
-    # n1 finished before the target: a fresh store, the same input, and on.
-    echo "cluster-chaos: round $rounds finished after $kills kills; a new round on a fresh store"
-    rm -rf "$dir/n1"
-    rounds=$(( rounds + 1 ))
-    round_start=$now
-    start_coordinator
+    end_round && break
   fi
   check_nodes
   revive "$now"
