@@ -89,10 +89,12 @@ caf::error take_lines(preprocess_actor::stateful_pointer<preprocess_state> self,
 caf::error take_chunk(preprocess_actor::stateful_pointer<preprocess_state> self, uint64_t seq,
                       raw_chunk c, const aggregate_layout& layout, size_t& sent, bool& quit) {
   auto& st = self->state;
+  // A source seen first now (one that appeared while running, or every source when ingest runs
+  // on another node) is bound before its header is read: the header is read by its binding.
+  if (c.config_index > 0 && st.bound.insert(c.source).second)
+    st.pre->bind_source(c.source, c.config_index - 1);
   if (c.header && st.headers_seen.insert(c.source).second)
     st.pre->set_header(c.source, *c.header);
-  if (c.config_index > 0 && st.bound.insert(c.source).second)
-    st.pre->bind_source(c.source, c.config_index - 1); // a source that appeared while running
   if (c.header_len > 0) {
     // A csv stream on stdin starts with its own header line.
     auto line = c.data.substr(0, c.header_len);

@@ -92,16 +92,18 @@ caf::error restore_pipeline(const pipeline_config& p, warehouse& wh, size_t part
 
 namespace {
 
-/// The inputs of source `si` of pipeline `p`, with their committed offsets, into `pr`.
+/// The inputs of source `si` of pipeline `p`, with their committed offsets, into `out` (and
+/// their lake ids' configured sources into `bindings`).
 caf::error prepare_source(const weir_config& cfg, const pipeline_config& p, size_t si,
-                          const offset_list& offsets, lake& lk, prepared& pr) {
+                          const offset_list& offsets, lake& lk, pipeline_sources& out,
+                          std::vector<std::pair<uint32_t, size_t>>& bindings) {
   const auto& src = p.sources[si];
   if (src.http || src.is_redis()) {
     auto in = resolve_network_source(lk, offsets, p.name, src, static_cast<uint32_t>(si));
     if (!in)
       return in.error();
-    pr.restore.bindings.emplace_back(in->id, si);
-    pr.inputs.inputs.push_back(std::move(*in));
+    bindings.emplace_back(in->id, si);
+    out.inputs.push_back(std::move(*in));
     return caf::none;
   }
   auto files = expand_source(src);
@@ -115,8 +117,8 @@ caf::error prepare_source(const weir_config& cfg, const pipeline_config& p, size
     if (!ins)
       return ins.error();
     for (auto& in : *ins) {
-      pr.restore.bindings.emplace_back(in.id, si);
-      pr.inputs.inputs.push_back(std::move(in));
+      bindings.emplace_back(in.id, si);
+      out.inputs.push_back(std::move(in));
     }
   }
   return caf::none;
@@ -124,7 +126,21 @@ caf::error prepare_source(const weir_config& cfg, const pipeline_config& p, size
 
 } // namespace
 
-caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, warehouse& wh,
+caf::error prepare_inputs(const weir_config& cfg, const pipeline_config& p,
+                          const offset_list& committed, lake& lk, pipeline_sources& out,
+                          std::vector<std::pair<uint32_t, size_t>>& bindings) {
+  out.inputs.clear();
+  for (size_t si = 0; si < p.sources.size(); ++si)
+    if (auto err = prepare_source(cfg, p, si, committed, lk, out, bindings))
+      return err;
+  out.pipeline = p.name;
+  out.sources = p.sources;
+  out.committed = committed;
+  out.persist = cfg.runtime.mode == commit_mode::exactly_once;
+  return caf::none;
+}
+
+caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake* lk, warehouse& wh,
                                              size_t cores) {
   std::vector<prepared> preps;
   for (const auto& p : cfg.pipelines) {
@@ -134,13 +150,11 @@ caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, w
     auto offsets = wh.offsets(p.name);
     if (!offsets)
       return offsets.error();
-    for (size_t si = 0; si < p.sources.size(); ++si)
-      if (auto err = prepare_source(cfg, p, si, *offsets, lk, pr))
-        return err;
     pr.inputs.pipeline = p.name;
-    pr.inputs.sources = p.sources;
     pr.inputs.committed = *offsets;
-    pr.inputs.persist = cfg.runtime.mode == commit_mode::exactly_once;
+    if (lk)
+      if (auto err = prepare_inputs(cfg, p, *offsets, *lk, pr.inputs, pr.restore.bindings))
+        return err;
     preps.push_back(std::move(pr));
   }
   return preps;
@@ -243,15 +257,15 @@ run_stats summarize(const std::string& name, const std::vector<run_stats>& last,
   return out;
 }
 
-std::vector<std::pair<std::string, uint64_t>> resume_points(const std::string& name, lake& lk,
-                                                            warehouse& wh) {
+std::vector<std::pair<std::string, uint64_t>>
+resume_points(const std::string& name, const std::vector<std::pair<uint32_t, std::string>>& sources,
+              warehouse& wh) {
   std::vector<std::pair<std::string, uint64_t>> out;
   auto offsets = wh.offsets(name);
-  auto sources = lk.sources();
-  if (!offsets || !sources)
+  if (!offsets)
     return out;
   for (const auto& [id, off] : *offsets)
-    for (const auto& [sid, key] : *sources)
+    for (const auto& [sid, key] : sources)
       if (sid == id)
         out.emplace_back(key, off);
   return out;

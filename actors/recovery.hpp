@@ -41,10 +41,18 @@ struct prepared {
 caf::error restore_pipeline(const pipeline_config& p, warehouse& wh, size_t partitions,
                             prepared& out);
 
-/// Reads where every pipeline stands in the store: restore_pipeline, then each source's inputs
-/// with their committed offsets. Everything that can fail before processing (store, inputs)
-/// fails here, before any actor runs.
-caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake& lk, warehouse& wh,
+/// The inputs of pipeline `p` from its committed offsets (lake source id -> offset) and the lake
+/// `lk`: every source's files (or network source) with where each resumes, into `out`, and each
+/// lake id's configured source into `bindings`. Done where the lake is: in the run, or on the
+/// ingest node of a cluster.
+caf::error prepare_inputs(const weir_config& cfg, const pipeline_config& p,
+                          const offset_list& committed, lake& lk, pipeline_sources& out,
+                          std::vector<std::pair<uint32_t, size_t>>& bindings);
+
+/// Reads where every pipeline stands in the store: restore_pipeline, the committed offsets, and
+/// with a lake (`lk`; null when ingest runs on another node) each source's inputs. Everything
+/// that can fail before processing (store, inputs) fails here, before any actor runs.
+caf::expected<std::vector<prepared>> prepare(const weir_config& cfg, lake* lk, warehouse& wh,
                                              size_t cores);
 
 /// Sets where pipeline `p` starts into its inputs on its meter (see state_meter::bytes_read):
@@ -77,9 +85,11 @@ uint64_t open_windows(const pipeline_config& p, warehouse& wh);
 run_stats summarize(const std::string& name, const std::vector<run_stats>& last, const tally& t,
                     uint32_t restarts, warehouse& wh, commit_mode mode);
 
-/// Where pipeline `name` resumes: its sources' store keys with their committed offsets.
-std::vector<std::pair<std::string, uint64_t>> resume_points(const std::string& name, lake& lk,
-                                                            warehouse& wh);
+/// Where pipeline `name` resumes: its sources' lake keys (`sources`: lake id -> key, as
+/// lake::sources() gives them) with their committed offsets.
+std::vector<std::pair<std::string, uint64_t>>
+resume_points(const std::string& name, const std::vector<std::pair<uint32_t, std::string>>& sources,
+              warehouse& wh);
 
 /// "last good commits: p1 epoch 4 p2 epoch 9", for the messages of a failed run.
 std::string last_commits(const weir_config& cfg, warehouse& wh);

@@ -124,8 +124,6 @@ caf::expected<std::vector<std::string>> expand_source(const source_config& src) 
   return out;
 }
 
-namespace {
-
 /// Checks every input before a store is touched: each source names files that exist and can
 /// be read (errc::bad_input), and each csv header holds the fields the pipeline reads
 /// (errc::bad_config). So a missing input creates no store files, and a header that does not
@@ -159,6 +157,8 @@ caf::error check_inputs(const weir_config& cfg) {
   }
   return caf::none;
 }
+
+namespace {
 
 /// Compares each pipeline's config with the definition stored with its results, before
 /// anything is written: a change that would make the stored results and state mean something
@@ -264,8 +264,11 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
                             ": a redis source acknowledges entries once they are landed in the "
                             "lake, which only an exactly-once run does");
     }
-  if (auto err = check_inputs(cfg))
-    return err;
+  // Ingest on another node checks the inputs there, where they are.
+  const bool remote_ingest = opts.cluster && opts.cluster->remote_ingest();
+  if (!remote_ingest)
+    if (auto err = check_inputs(cfg))
+      return err;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec)
@@ -274,15 +277,29 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   auto lock = store_lock::acquire(dir);
   if (!lock)
     return lock.error();
-  auto st = open_store(dir, cfg.runtime.durable); // lake and warehouse of one store
-  if (!st)
-    return st.error();
-  if (auto err = check_definitions(cfg, st->wh))
+  std::shared_ptr<lake> lake_ptr; // null when ingest runs on another node, with the lake
+  std::shared_ptr<warehouse> wh_ptr;
+  if (remote_ingest) {
+    auto wh = warehouse::open(dir, cfg.runtime.durable);
+    if (!wh)
+      return wh.error();
+    bool holds_data = false;
+    auto id = warehouse_identity(*wh, holds_data);
+    if (!id)
+      return id.error();
+    opts.cluster->bind_store(*id, holds_data);
+    wh_ptr = std::make_shared<warehouse>(std::move(*wh));
+  } else {
+    auto st = open_store(dir, cfg.runtime.durable); // lake and warehouse of one store
+    if (!st)
+      return st.error();
+    lake_ptr = std::make_shared<lake>(std::move(st->lk));
+    wh_ptr = std::make_shared<warehouse>(std::move(st->wh));
+  }
+  if (auto err = check_definitions(cfg, *wh_ptr))
     return err;
-  auto lake_ptr = std::make_shared<lake>(std::move(st->lk));
-  auto wh_ptr = std::make_shared<warehouse>(std::move(st->wh));
   const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
-  auto preps = prepare(cfg, *lake_ptr, *wh_ptr, cores);
+  auto preps = prepare(cfg, lake_ptr.get(), *wh_ptr, cores);
   if (!preps)
     return preps.error();
   if (cfg.runtime.mode == commit_mode::results_only)
@@ -322,7 +339,11 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     return spawn_generation(sys, std::move(waiter), cfg, std::move(ps), lake_ptr, wh_ptr, meters,
                             cluster);
   };
-  deps.prepare = [cfg, lake_ptr, wh_ptr, cores] { return prepare(cfg, *lake_ptr, *wh_ptr, cores); };
+  deps.prepare = [cfg, lake_ptr, wh_ptr, cores] {
+    return prepare(cfg, lake_ptr.get(), *wh_ptr, cores);
+  };
+  if (remote_ingest)
+    deps.source_keys = [cluster = opts.cluster](uint32_t i) { return cluster->source_keys(i); };
   system_config sys_cfg{opts.threads ? opts.threads : cores};
   if (opts.cluster)
     opts.cluster->configure(sys_cfg);

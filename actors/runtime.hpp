@@ -17,6 +17,7 @@
 #include "actors/actors.hpp"
 #include "actors/core/preprocessor.hpp"
 #include "actors/core/types.hpp"
+#include "actors/sources.hpp"
 #include "store/lake.hpp"
 #include "store/warehouse.hpp"
 
@@ -76,6 +77,25 @@ public:
                    updater_actor updater) = 0;
   /// The run is over: stop watching, close what start opened.
   virtual void stop(caf::actor_system& sys) = 0;
+
+  /// Whether the pipelines' ingest runs on another node, next to its sources and with its lake
+  /// there: the run then opens only its warehouse, and spawn_ingest places each generation's
+  /// ingest actors.
+  virtual bool remote_ingest() const = 0;
+  /// The identity of the run's warehouse (store/store.hpp) and whether it holds committed
+  /// epochs, before the first generation: the ingest node binds its lake to it.
+  virtual void bind_store(std::string identity, bool holds_data) = 0;
+  /// Spawns the ingest of pipeline `pipeline` on its node (remote_ingest), resuming from the
+  /// `committed` offsets (lake source id -> offset), sending to `next` and `coordinator`; a
+  /// final run (`final_flush`) ends with a final marker. errc::node_lost when the node cannot be
+  /// reached; what the node refuses (its store, its inputs) comes back as the node's error.
+  virtual caf::expected<ingest_actor> spawn_ingest(caf::actor_system& sys, uint32_t pipeline,
+                                                   const offset_list& committed, bool final_flush,
+                                                   preprocess_actor next,
+                                                   coordinator_actor coordinator) = 0;
+  /// The sources of pipeline `pipeline` in the remote lake (id -> key), as its ingest node told
+  /// them when it last started it (empty before).
+  virtual std::vector<std::pair<uint32_t, std::string>> source_keys(uint32_t pipeline) = 0;
 };
 
 struct run_options {
@@ -104,6 +124,11 @@ struct run_options {
 /// read than its preprocess.max_reject_ratio allows (the run committed them as dead letters,
 /// but must not look like a success).
 caf::error check_reject_ratio(const weir_config& cfg, const std::vector<run_stats>& stats);
+
+/// Checks every input of `cfg` before a store is touched: each source names files that exist
+/// and can be read (errc::bad_input), and each csv header holds the fields the pipeline reads
+/// (errc::bad_config). Done by run_pipelines, and by the ingest node of a cluster at its start.
+caf::error check_inputs(const weir_config& cfg);
 
 /// The most scheduler threads a run may ask for: 8 per core, at least 64.
 size_t max_threads();

@@ -85,10 +85,22 @@ generation spawn_generation(caf::actor_system& sys, run_waiter_actor waiter, con
     }
     auto pre = sys.spawn(preprocess, idx, cfg.pipelines[i], std::move(preps[i].restore), upd,
                          g.coordinator, meter);
-    auto ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk,
-                                        pre, g.coordinator, meter);
-    caf::anon_send(g.coordinator, register_atom::value, idx, ing);
     g.members.push_back(caf::actor_cast<caf::actor>(pre));
+    ingest_actor ing;
+    if (cluster && cluster->remote_ingest()) {
+      // Its lake is on its node: the node resolves the inputs from the committed offsets.
+      auto remote = cluster->spawn_ingest(sys, idx, preps[i].inputs.committed,
+                                          cfg.runtime.final_flush, pre, g.coordinator);
+      if (!remote) {
+        g.failed = std::move(remote.error());
+        return g;
+      }
+      ing = std::move(*remote);
+    } else {
+      ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk, pre,
+                                     g.coordinator, meter);
+    }
+    caf::anon_send(g.coordinator, register_atom::value, idx, ing);
     g.members.push_back(caf::actor_cast<caf::actor>(ing));
   }
   return g;
@@ -145,7 +157,12 @@ std::vector<run_stats> supervisor_state::summary() const {
     t.state_epochs = m.epochs;
     t.state_memory = m.peak_memory;
     t.state_rows = m.rows_at_peak;
-    t.resume_offsets = resume_points(p.name, *deps.lk, wh);
+    std::vector<std::pair<uint32_t, std::string>> keys;
+    if (deps.source_keys)
+      keys = deps.source_keys(static_cast<uint32_t>(i));
+    else if (auto ks = deps.lk ? deps.lk->sources() : caf::expected<decltype(keys)>{keys})
+      keys = std::move(*ks);
+    t.resume_offsets = resume_points(p.name, keys, wh);
   }
   return total;
 }

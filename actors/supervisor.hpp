@@ -54,6 +54,8 @@ struct supervisor_deps {
   std::vector<tally> tallies;  ///< the pipelines at the start of the run
   generation_spawner spawn;
   generation_preparer prepare;
+  /// The lake sources of pipeline i (id -> key) when the lake is on another node (null: `lk`'s).
+  std::function<std::vector<std::pair<uint32_t, std::string>>(uint32_t)> source_keys;
 };
 
 struct supervisor_state {

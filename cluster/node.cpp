@@ -1,6 +1,8 @@
 #include "cluster/node.hpp"
 
 #include <chrono>
+#include <filesystem>
+#include <optional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -20,12 +22,16 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/aggregator.hpp"
+#include "actors/ingest.hpp"
+#include "actors/recovery.hpp"
 #include "actors/core/definition.hpp"
 #include "actors/core/error.hpp"
 #include "actors/frame.hpp"
 #include "cluster/auth.hpp"
 #include "cluster/placement.hpp"
 #include "schema/cluster.capnp.h"
+#include "store/lock.hpp"
+#include "store/store.hpp"
 
 namespace weir::cluster {
 
@@ -54,6 +60,19 @@ struct node_state {
   std::map<caf::node_id, std::string> peers;                  ///< authenticated: their names
   /// Partitions running here: (pipeline, partition).
   std::map<caf::actor_addr, std::pair<uint32_t, uint32_t>> held;
+
+  // The ingest node only.
+  std::shared_ptr<lake> lk;                 ///< the lake in this node's store
+  std::map<uint32_t, ingest_actor> ingests; ///< pipeline -> its ingest running here
+  std::map<caf::actor_addr, uint32_t> fed;  ///< the preprocess actor each ingest sends to
+  /// A start that waits for the previous ingest of its pipeline to be gone.
+  struct waiting_start {
+    caf::typed_response_promise<ingest_actor, frame> rp;
+    frame request;
+    preprocess_actor next;
+    coordinator_actor coordinator;
+  };
+  std::map<uint32_t, waiting_start> waiting;
 
   /// The node that sent the message being handled.
   template <class Self>
@@ -137,6 +156,162 @@ caf::result<aggregator_actor> on_place(node_ptr self, uint32_t pipeline, uint32_
   return a;
 }
 
+/// What an IngestRequest frame asks for.
+struct ingest_request {
+  uint32_t pipeline = 0;
+  uint64_t shape = 0;
+  std::string identity;
+  bool holds_data = false;
+  offset_list committed;
+  bool final_flush = false;
+};
+
+/// Decodes an IngestRequest frame for a config of `pipelines` pipelines.
+caf::error decode_ingest_request(const frame& f, size_t pipelines, ingest_request& out) {
+  caf::error bad;
+  auto err = decode_frame<schema::IngestRequest>(f, [&](schema::IngestRequest::Reader r) {
+    out.pipeline = r.getPipeline();
+    out.shape = r.getShape();
+    auto id = r.getStoreIdentity();
+    out.identity.assign(reinterpret_cast<const char*>(id.begin()), id.size());
+    out.holds_data = r.getWarehouseHoldsData();
+    for (auto o : r.getCommitted())
+      out.committed.emplace_back(o.getSource(), o.getOffset());
+    out.final_flush = r.getFinalFlush();
+    if (out.pipeline >= pipelines)
+      bad = make_error(errc::decode, "undecodable IngestRequest frame: pipeline " +
+                                       std::to_string(out.pipeline) + " of " +
+                                       std::to_string(pipelines));
+    else if (out.identity.empty())
+      bad = make_error(errc::decode, "undecodable IngestRequest frame: no store identity");
+  });
+  return err ? err : bad;
+}
+
+/// Starts the ingest `r` asks for (the previous one of its pipeline is gone): binds the lake to
+/// the warehouse's store, resolves the inputs from the committed offsets and spawns the actor.
+caf::expected<std::pair<ingest_actor, frame>> start_ingest(node_ptr self, const ingest_request& r,
+                                                           preprocess_actor next,
+                                                           coordinator_actor coordinator) {
+  auto& st = self->state;
+  const auto& coord = st.cfg.nodes[st.cfg.coordinator()];
+  if (auto err = bind_lake(*st.lk, r.identity, r.holds_data,
+                           "of node " + coord.name + " (" + coord.store + ")"))
+    return err;
+  weir_config run = st.cfg.pipeline;
+  run.runtime.mode = commit_mode::exactly_once;
+  run.runtime.final_flush = r.final_flush;
+  const auto& p = run.pipelines[r.pipeline];
+  pipeline_sources inputs;
+  std::vector<std::pair<uint32_t, size_t>> bindings; // preprocess binds from the chunks
+  if (auto err = prepare_inputs(run, p, r.committed, *st.lk, inputs, bindings))
+    return err;
+  auto sources = st.lk->sources();
+  if (!sources)
+    return sources.error();
+  auto ing = self->system().spawn<caf::detached>(ingest, r.pipeline, std::move(inputs),
+                                                 run.runtime, st.lk, next, std::move(coordinator),
+                                                 std::shared_ptr<state_meter>{});
+  self->monitor(ing);
+  self->monitor(next);
+  st.ingests[r.pipeline] = ing;
+  st.fed[next.address()] = r.pipeline;
+  capnp::MallocMessageBuilder mb;
+  auto list = mb.initRoot<schema::IngestStarted>().initSources(
+    static_cast<unsigned>(sources->size()));
+  for (unsigned k = 0; k < list.size(); ++k) {
+    list[k].setId((*sources)[k].first);
+    list[k].setKey((*sources)[k].second);
+  }
+  spdlog::info("node {}: runs the ingest of pipeline {} from {} committed offset(s)", st.me.self,
+               p.name, r.committed.size());
+  return std::make_pair(std::move(ing), to_frame<schema::IngestStarted>(mb));
+}
+
+/// Answers the waiting start of pipeline `pipeline`, if any: its previous ingest is gone.
+void start_waiting(node_ptr self, uint32_t pipeline) {
+  auto& st = self->state;
+  auto i = st.waiting.find(pipeline);
+  if (i == st.waiting.end())
+    return;
+  auto w = std::move(i->second);
+  st.waiting.erase(i);
+  ingest_request r;
+  auto err = decode_ingest_request(w.request, st.cfg.pipeline.pipelines.size(), r);
+  auto started = err ? caf::expected<std::pair<ingest_actor, frame>>{err}
+                     : start_ingest(self, r, std::move(w.next), std::move(w.coordinator));
+  if (!started) {
+    spdlog::error("node {}: cannot start the ingest of pipeline {}: {}", st.me.self,
+                  st.cfg.pipeline.pipelines[pipeline].name, render(started.error()));
+    w.rp.deliver(started.error());
+    return;
+  }
+  w.rp.deliver(std::move(started->first), std::move(started->second));
+}
+
+caf::typed_response_promise<ingest_actor, frame> on_ingest(node_ptr self, frame& request,
+                                                           preprocess_actor next,
+                                                           coordinator_actor coordinator) {
+  auto& st = self->state;
+  auto from = node_state::sender_node(self); // before the promise takes the sender over
+  auto rp = self->make_response_promise<ingest_actor, frame>();
+  const auto& coord = st.cfg.nodes[st.cfg.coordinator()].name;
+  if (st.peer_name(from) != coord) {
+    spdlog::warn("node {}: refused an ingest from {}: only node {} starts ingest", st.me.self,
+                 caf::to_string(from), coord);
+    rp.deliver(refused("not the coordinating node"));
+    return rp;
+  }
+  ingest_request r;
+  if (auto err = decode_ingest_request(request, st.cfg.pipeline.pipelines.size(), r)) {
+    spdlog::warn("node {}: refused an ingest request: {}", st.me.self, render(err));
+    rp.deliver(err);
+    return rp;
+  }
+  if (!st.lk || !next || !coordinator ||
+      r.shape != pipeline_shape_of(st.cfg.pipeline.pipelines[r.pipeline])) {
+    spdlog::warn("node {}: refused the ingest of pipeline {}: {}", st.me.self, r.pipeline,
+                 st.lk ? "this node's pipeline config differs" : "this node has no ingest role");
+    rp.deliver(make_error(errc::bad_config, "node " + st.me.self + (st.lk ? " runs another pipeline config" : " has no ingest role")));
+    return rp;
+  }
+  // One ingest per pipeline writes the lake: the one of an earlier generation goes first, and
+  // this start waits for its down message.
+  auto& w = st.waiting[r.pipeline];
+  if (w.rp.pending())
+    w.rp.deliver(make_error(errc::node_lost, "superseded by a newer start"));
+  w = node_state::waiting_start{rp, std::move(request), std::move(next), std::move(coordinator)};
+  auto old = st.ingests.find(r.pipeline);
+  if (old == st.ingests.end())
+    start_waiting(self, r.pipeline);
+  else
+    self->send_exit(old->second, caf::exit_reason::user_shutdown);
+  return rp;
+}
+
+/// A monitored actor is gone: a partition, an ingest, or the preprocess actor an ingest sends
+/// to (then that ingest goes too: its generation is over).
+void on_down(node_ptr self, const caf::down_msg& dm) {
+  auto& st = self->state;
+  st.held.erase(dm.source);
+  if (auto f = st.fed.find(dm.source); f != st.fed.end()) {
+    auto i = st.ingests.find(f->second);
+    st.fed.erase(f);
+    if (i != st.ingests.end()) {
+      spdlog::info("node {}: the preprocess of pipeline {} is gone ({}); its ingest stops",
+                   st.me.self, st.cfg.pipeline.pipelines[i->first].name, render(dm.reason));
+      self->send_exit(i->second, caf::exit_reason::user_shutdown);
+    }
+  }
+  for (auto i = st.ingests.begin(); i != st.ingests.end(); ++i)
+    if (i->second.address() == dm.source) {
+      auto pipeline = i->first;
+      st.ingests.erase(i);
+      start_waiting(self, pipeline);
+      return;
+    }
+}
+
 /// The pipelines' progress as the coordinating node's run shows it, into `out`.
 void progress_of(const run_probe& probe, capnp::List<schema::PipelineProgress>::Builder out,
                  const weir_config& cfg) {
@@ -188,19 +363,32 @@ caf::result<frame> on_status(node_ptr self) {
 /// The node actor of node `c.self`; `probe` shows the run of the coordinating node (may be null).
 node_actor::behavior_type node(node_ptr self, cluster_config c,
                                std::shared_ptr<shared_nonces> nonces,
-                               std::shared_ptr<run_probe> probe) {
+                               std::shared_ptr<run_probe> probe, std::shared_ptr<lake> lk) {
   auto& st = self->state;
   st.me = identity_of(c, c.nodes[*c.self].name);
   st.cfg = std::move(c);
   st.nonces = std::move(nonces);
   st.probe = std::move(probe);
-  self->set_down_handler([self](caf::down_msg& dm) { self->state.held.erase(dm.source); });
+  st.lk = std::move(lk);
+  self->set_down_handler([self](caf::down_msg& dm) { on_down(self, dm); });
+  // The node stops: what it runs for others stops with it (a detached ingest that follows its
+  // files would otherwise keep the process alive).
+  self->set_exit_handler([self](caf::exit_msg& em) {
+    for (auto& [pipeline, ing] : self->state.ingests)
+      self->send_exit(ing, em.reason);
+    for (auto& [addr, at] : self->state.held)
+      self->send_exit(addr, em.reason);
+    self->quit(em.reason);
+  });
   return {
     [self](hello_atom, const std::string& hello) { return on_hello(self, hello); },
     [self](auth_atom, const std::string& response) { return on_auth(self, response); },
     [self](place_atom, uint32_t pipeline, uint32_t part, uint64_t shape, std::string& snapshot,
            updater_actor updater) {
       return on_place(self, pipeline, part, shape, snapshot, std::move(updater));
+    },
+    [self](ingest_atom, frame& request, preprocess_actor next, coordinator_actor coordinator) {
+      return on_ingest(self, request, std::move(next), std::move(coordinator));
     },
     [self](status_atom) { return on_status(self); },
   };
@@ -313,7 +501,7 @@ public:
   void configure(caf::actor_system_config& cfg) override { configure_system(cfg, c_, self_); }
 
   caf::error start(caf::actor_system& sys, supervisor_actor) override {
-    local_ = sys.spawn(node, c_, nonces_, probe_);
+    local_ = sys.spawn(node, c_, nonces_, probe_, std::shared_ptr<lake>{});
     return publish_node(sys, c_, self_, local_);
   }
 
@@ -345,6 +533,79 @@ public:
       out.push_back(std::move(*a));
     }
     return out;
+  }
+
+  bool remote_ingest() const override { return c_.ingest() != self_; }
+
+  void bind_store(std::string identity, bool holds_data) override {
+    store_identity_ = std::move(identity);
+    holds_data_ = holds_data;
+  }
+
+  caf::expected<ingest_actor> spawn_ingest(caf::actor_system& sys, uint32_t pipeline,
+                                           const offset_list& committed, bool final_flush,
+                                           preprocess_actor next,
+                                           coordinator_actor coordinator) override {
+    const size_t n = c_.ingest();
+    const auto& name = c_.nodes[n].name;
+    if (!connected(sys, n))
+      return make_error(errc::node_lost, "the ingest node " + name + " cannot be reached");
+    capnp::MallocMessageBuilder mb;
+    auto b = mb.initRoot<schema::IngestRequest>();
+    b.setPipeline(pipeline);
+    b.setShape(pipeline_shape_of(c_.pipeline.pipelines.at(pipeline)));
+    b.setStoreIdentity(capnp::Data::Reader(
+      reinterpret_cast<const capnp::byte*>(store_identity_.data()), store_identity_.size()));
+    b.setWarehouseHoldsData(holds_data_);
+    auto offs = b.initCommitted(static_cast<unsigned>(committed.size()));
+    for (unsigned k = 0; k < offs.size(); ++k) {
+      offs[k].setSource(committed[k].first);
+      offs[k].setOffset(committed[k].second);
+    }
+    b.setFinalFlush(final_flush);
+    caf::scoped_actor self{sys};
+    caf::expected<ingest_actor> out = caf::error{};
+    // Resolving the inputs reads the first bytes of every file: more than a round trip.
+    const auto wait = std::max(10 * timeout(), std::chrono::milliseconds(10000));
+    self
+      ->request(peers_[n], wait, ingest_atom::value, to_frame<schema::IngestRequest>(mb),
+                std::move(next), std::move(coordinator))
+      .receive(
+        [&](ingest_actor& a, frame& started) {
+          std::vector<std::pair<uint32_t, std::string>> keys;
+          auto err = decode_frame<schema::IngestStarted>(started, [&](auto r) {
+            for (auto src : r.getSources())
+              keys.emplace_back(src.getId(), src.getKey().cStr());
+          });
+          if (err) {
+            caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+            out = make_error(errc::node_lost, "node " + name + ": " + render(err));
+            return;
+          }
+          std::lock_guard<std::mutex> lock{keys_mu_};
+          keys_[pipeline] = std::move(keys);
+          out = std::move(a);
+        },
+        [&](caf::error& err) {
+          // The node's own verdict (its store, its inputs, its config) keeps its code: a lake
+          // of another store or a missing input ends the run as it would on one node.
+          if (err.category() == caf::atom("weir") &&
+              static_cast<errc>(err.code()) != errc::node_lost)
+            out = make_error(static_cast<errc>(err.code()),
+                             "ingest node " + name + ": " + render(err));
+          else
+            out = make_error(errc::node_lost,
+                             "the ingest node " + name + " did not start ingest: " + render(err));
+        });
+    if (!out && static_cast<errc>(out.error().code()) == errc::node_lost)
+      peers_.erase(n);
+    return out;
+  }
+
+  std::vector<std::pair<uint32_t, std::string>> source_keys(uint32_t pipeline) override {
+    std::lock_guard<std::mutex> lock{keys_mu_};
+    auto i = keys_.find(pipeline);
+    return i == keys_.end() ? std::vector<std::pair<uint32_t, std::string>>{} : i->second;
   }
 
   void stop(caf::actor_system& sys) override {
@@ -411,6 +672,10 @@ private:
   std::shared_ptr<run_probe> probe_;
   node_actor local_;
   std::map<size_t, node_actor> peers_; ///< authenticated node actors of the other nodes
+  std::string store_identity_;         ///< of the warehouse, for the ingest node's lake
+  bool holds_data_ = false;            ///< the warehouse holds committed epochs
+  std::mutex keys_mu_;                 ///< source_keys is asked from the supervisor's thread
+  std::map<uint32_t, std::vector<std::pair<uint32_t, std::string>>> keys_;
 };
 
 /// The actor system of a node that runs no pipeline, or of a tool.
@@ -460,8 +725,30 @@ caf::error serve_node(const cluster_config& c, const run_options& opts) {
   node_system_config cfg{opts.threads ? opts.threads
                                       : std::max(1u, std::thread::hardware_concurrency())};
   configure_system(cfg, c, *c.self);
+  // The ingest node: its inputs are checked and its lake opened before it listens, so that a
+  // missing input or an unusable store ends it at once, naming the file.
+  const auto& me = c.nodes[*c.self];
+  std::optional<store_lock> lock;
+  std::shared_ptr<lake> lk;
+  if (me.ingest) {
+    if (auto err = check_inputs(c.pipeline))
+      return err;
+    std::error_code ec;
+    std::filesystem::create_directories(me.store, ec);
+    if (ec)
+      return make_error(errc::store_io,
+                        "cannot create store directory " + me.store + ": " + ec.message());
+    auto l = store_lock::acquire(me.store);
+    if (!l)
+      return l.error();
+    lock.emplace(std::move(*l));
+    auto opened = lake::open(me.store, c.pipeline.runtime.durable);
+    if (!opened)
+      return opened.error();
+    lk = std::make_shared<lake>(std::move(*opened));
+  }
   caf::actor_system sys{cfg};
-  auto n = sys.spawn(node, c, std::make_shared<shared_nonces>(), std::shared_ptr<run_probe>{});
+  auto n = sys.spawn(node, c, std::make_shared<shared_nonces>(), std::shared_ptr<run_probe>{}, lk);
   if (auto err = publish_node(sys, c, *c.self, n))
     return err;
   while (!(opts.stop && opts.stop->load()))
@@ -495,12 +782,6 @@ caf::expected<std::vector<run_stats>> run_node(const cluster_config& c, run_opti
   if (!c.self)
     return make_error(errc::bad_config, c.file + ": no node to run as");
   const auto& me = c.nodes[*c.self];
-  if (c.ingest() != c.coordinator())
-    return make_error(errc::bad_config,
-                      c.file + ": node " + c.nodes[c.ingest()].name +
-                        " has the ingest role but not the coordinator role: this version runs "
-                        "ingest (and its lake) on the coordinating node; give both roles to one "
-                        "node");
   if (*c.self != c.coordinator()) {
     if (auto err = serve_node(c, opts))
       return err;

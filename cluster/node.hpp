@@ -10,6 +10,12 @@
 /// for a peer that did. Heartbeats are BASP's own (middleman.heartbeat-interval, from the
 /// cluster's `heartbeat`); a peer silent for `failure_timeout` is disconnected, which takes its
 /// partitions down, and the supervisor restarts the generation on the nodes that are left.
+///
+/// The ingest of every pipeline runs on the node with the ingest role, next to its sources and
+/// with its lake in that node's store. When that is not the coordinating node, the coordinating
+/// node opens only its warehouse and asks the ingest node for each generation's ingest actors;
+/// the lake is bound to the warehouse's store identity, so that committed offsets never meet a
+/// lake they do not belong to.
 
 #include <atomic>
 #include <memory>
@@ -31,6 +37,7 @@ using hello_atom = caf::atom_constant<caf::atom("hello")>;
 using auth_atom = caf::atom_constant<caf::atom("auth")>;
 using place_atom = caf::atom_constant<caf::atom("place")>;
 using status_atom = caf::atom_constant<caf::atom("status")>;
+using ingest_atom = caf::atom_constant<caf::atom("ingest")>;
 
 /// The actor each node publishes: the only one a peer can reach before it is authenticated.
 using node_actor = caf::typed_actor<
@@ -46,6 +53,13 @@ using node_actor = caf::typed_actor<
   /// differs refuses.
   caf::replies_to<place_atom, uint32_t, uint32_t, uint64_t, std::string,
                   updater_actor>::with<aggregator_actor>,
+  /// Starts the ingest of one pipeline on the ingest node, with its lake there: an IngestRequest
+  /// frame (schema/cluster.capnp) says which, where its sources resume and which store the lake
+  /// belongs to; it sends to the preprocess actor and the coordinator given. The ingest of that
+  /// pipeline started before is stopped first, so that one ingest at a time writes the lake.
+  /// Answered with the actor and an IngestStarted frame; for the coordinating node only.
+  caf::replies_to<ingest_atom, frame, preprocess_actor, coordinator_actor>::with<ingest_actor,
+                                                                               frame>,
   /// What the node holds and, on the coordinating node, how far the pipelines are: a
   /// NodeStatus frame (schema/cluster.capnp); for authenticated peers and tools.
   caf::replies_to<status_atom>::with<frame>>;

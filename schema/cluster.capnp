@@ -28,3 +28,29 @@ struct NodeStatus {
   partitions @2 :List(HeldPartition);
   pipelines @3 :List(PipelineProgress); # the coordinating node while it runs; empty elsewhere
 }
+
+# The coordinating node asks the ingest node to start the ingest of one pipeline for a
+# generation (cluster/node.hpp): where its sources resume, and which store its lake belongs to.
+struct IngestRequest {
+  pipeline @0 :UInt32;           # index in the pipeline config
+  shape @1 :UInt64;              # the pipeline's fingerprint (pipeline_shape_of)
+  storeIdentity @2 :Data;        # the identity of the coordinating node's warehouse
+  warehouseHoldsData @3 :Bool;   # it holds committed epochs: a new lake cannot go with it
+  committed @4 :List(LakeOffset);# committed offsets: lake source id -> offset
+  finalFlush @5 :Bool;           # the run is final (weir node --final): end with a final marker
+}
+
+struct LakeOffset {
+  source @0 :UInt32;
+  offset @1 :UInt64;
+}
+
+# The ingest node's answer: the sources its lake knows (id -> key), for where the run resumes.
+struct IngestStarted {
+  sources @0 :List(LakeSource);
+}
+
+struct LakeSource {
+  id @0 :UInt32;
+  key @1 :Text;
+}

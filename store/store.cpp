@@ -93,6 +93,48 @@ caf::error bind_identity(lake& lk, warehouse& wh) {
   return lk.record_identity(id);
 }
 
+caf::expected<std::string> warehouse_identity(warehouse& wh, bool& holds_data) {
+  // What a lake elsewhere must still have: the source ids of committed offsets.
+  auto ps = wh.pipelines();
+  if (!ps)
+    return std::move(ps.error());
+  holds_data = false;
+  for (const auto& p : *ps) {
+    auto last = wh.last_epoch(p.name);
+    if (!last)
+      return std::move(last.error());
+    holds_data = holds_data || *last > 0;
+  }
+  auto wid = wh.identity();
+  if (!wid)
+    return std::move(wid.error());
+  if (*wid)
+    return **wid;
+  auto id = new_identity();
+  if (auto err = wh.record_identity(id))
+    return err;
+  return id;
+}
+
+caf::error bind_lake(lake& lk, std::string_view id, bool warehouse_holds_data,
+                     const std::string& where) {
+  auto lid = lk.identity();
+  if (!lid)
+    return std::move(lid.error());
+  if (*lid) {
+    if (**lid == id)
+      return caf::none;
+    return make_error(errc::store_corrupt,
+                      "the lake " + lk.dir() + " belongs to store " + show_identity(**lid) +
+                        " but the warehouse " + where + " to store " + show_identity(id) +
+                        ": they were not made together and cannot be used as one store");
+  }
+  if (warehouse_holds_data)
+    return lost_half("the lake " + lk.dir(), "the warehouse " + where, id,
+                     "the source ids the committed offsets refer to are gone");
+  return lk.record_identity(id);
+}
+
 caf::expected<store_pair> open_store(const std::string& dir, bool durable) {
   auto lk = lake::open(dir, durable);
   if (!lk)

@@ -30,6 +30,18 @@ caf::expected<store_pair> open_store(const std::string& dir, bool durable = true
 /// Checks that lake and warehouse are one store, recording a new identity in a new store.
 caf::error bind_identity(lake& lk, warehouse& wh);
 
+/// The warehouse alone, when its lake lives on another node (the ingest node of a cluster):
+/// its identity, recorded now when it has none, and in `holds_data` whether it holds committed
+/// epochs (whose offsets count bytes of the lake's sources). The lake is bound to it on its node with bind_lake.
+caf::expected<std::string> warehouse_identity(warehouse& wh, bool& holds_data);
+
+/// Binds a lake to the identity `id` of a warehouse on another node (`where` names it for the
+/// messages), with the rules of bind_identity: equal identities are one store; a lake that
+/// records another is refused; a new lake adopts the identity unless the warehouse held data
+/// (the source ids its committed offsets refer to would be gone). errc::store_corrupt.
+caf::error bind_lake(lake& lk, std::string_view id, bool warehouse_holds_data,
+                     const std::string& where);
+
 /// A store identity as 32 hex digits.
 std::string show_identity(std::string_view id);
 
