@@ -49,22 +49,17 @@ enum class marker_kind : uint8_t {
 };
 
 /// The marker of epoch `epoch` that flows ingest -> preprocess -> every aggregator partition.
-/// Everything sent before it on a channel belongs to the epoch. Ingest sends it to preprocess as
-/// this struct (they always run in the same process); preprocess sends it on to the partitions,
-/// which may run on other nodes, as an EpochMarker frame (encode_marker, decode_marker).
+/// Everything sent before it on a channel belongs to the epoch. This is its form in memory: on
+/// both hops it travels as an EpochMarker frame (encode_marker, decode_marker), since ingest,
+/// preprocess and the partitions may each run on another node.
 struct epoch_marker {
   uint64_t epoch = 0;
   marker_kind kind = marker_kind::normal;
-  int64_t watermark = 0;                              ///< set by preprocess
-  std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< set by ingest: source -> offset
+  int64_t watermark = 0; ///< set by preprocess
+  /// Set by ingest: source -> offset reached; preprocess sends its partitions none.
+  std::vector<std::pair<uint32_t, uint64_t>> offsets;
   bool checkpoint = true; ///< false in a dry run: contributions carry no operator state
 };
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, epoch_marker& x) {
-  return f(caf::meta::type_name("weir.epoch_marker"), x.epoch, x.kind, x.watermark, x.offsets,
-           x.checkpoint);
-}
 
 /// One page of committed results: rows of `pipeline` (`key` empty: every key) with
 /// start >= from and end <= to, in (start, end, key) order, after the row (after_start,
@@ -325,9 +320,10 @@ using preprocess_actor = caf::typed_actor<
   caf::reacts_to<chunk_atom, uint64_t, frame>,
   /// A partition finished batch `seq`.
   caf::reacts_to<ack_atom, uint32_t, uint64_t>,
-  /// Epoch marker from ingest (a CAF struct: ingest and preprocess share a process): forward it
-  /// as an EpochMarker frame to every partition, contribute PreprocessEpoch.
-  caf::reacts_to<marker_atom, epoch_marker>>;
+  /// An EpochMarker frame from ingest (which may run on another node) with the offsets it
+  /// reached: forward the marker, without offsets, as an EpochMarker frame to every partition,
+  /// contribute PreprocessEpoch with the offsets.
+  caf::reacts_to<marker_atom, frame>>;
 
 /// Ingest: reads the sources, lands raw chunks in the lake, sends them on under flow control.
 using ingest_actor = caf::typed_actor<
@@ -408,7 +404,6 @@ using warehouse_actor = caf::typed_actor<
 
 CAF_BEGIN_TYPE_ID_BLOCK(weir, caf::first_custom_type_id)
 CAF_ADD_TYPE_ID(weir, (weir::frame))
-CAF_ADD_TYPE_ID(weir, (weir::epoch_marker))
 CAF_ADD_TYPE_ID(weir, (weir::run_stats))
 CAF_ADD_TYPE_ID(weir, (weir::query_request))
 CAF_ADD_TYPE_ID(weir, (weir::marker_kind))

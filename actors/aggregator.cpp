@@ -95,20 +95,6 @@ caf::error decode_batch(const frame& f, const aggregate_layout& layout, uint32_t
   });
 }
 
-caf::error decode_marker(const frame& f, epoch_marker& out) {
-  return decode_frame<schema::EpochMarker>(f, [&](schema::EpochMarker::Reader m) {
-    auto kind = from_wire(m.getKind());
-    if (!kind)
-      refuse_frame("a marker kind this build does not know (" +
-                   std::to_string(static_cast<unsigned>(m.getKind())) + ")");
-    out = epoch_marker{};
-    out.epoch = m.getEpoch();
-    out.kind = *kind;
-    out.watermark = m.getWatermark();
-    out.checkpoint = m.getCheckpoint();
-  });
-}
-
 caf::error aggregator_state::process(const event_view& v, const record_span& origin) {
   // A failure while processing the records names them (the batch's origin), so that the
   // supervisor can retry, isolate and finally dead-letter a poison record.
@@ -168,7 +154,7 @@ aggregator(aggregator_actor::stateful_pointer<aggregator_state> self, uint32_t p
       auto& st = self->state;
       mailbox_depths::note(self, st.mailbox);
       epoch_marker m;
-      if (auto err = decode_marker(f, m)) {
+      if (auto err = decode_marker(f, m, 0)) { // preprocess sends partitions no offsets
         spdlog::error("partition {}: {}", st.partition, render(err));
         self->quit(err);
         return;

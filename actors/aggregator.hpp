@@ -35,11 +35,6 @@ struct aggregator_state {
 caf::error decode_batch(const frame& f, const aggregate_layout& layout, uint32_t pipeline,
                         uint32_t partition, event_view& v, record_span& origin);
 
-/// Reads an EpochMarker frame into `out` (its offsets stay empty: a partition needs none).
-/// errc::decode for bad bytes, a frame of another struct or a marker kind this build does not
-/// know.
-caf::error decode_marker(const frame& f, epoch_marker& out);
-
 /// One window-aggregator partition of pipeline `pipeline`. `snapshot` is the state restored from
 /// the last committed epoch, as window_operator::snapshot() bytes (empty for a fresh start).
 /// Batches are acked to `preprocess` (null: to the sender of each batch, for a partition spawned

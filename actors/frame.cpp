@@ -113,7 +113,33 @@ frame encode_marker(const epoch_marker& m) {
   b.setKind(to_wire(m.kind));
   b.setWatermark(m.watermark);
   b.setCheckpoint(m.checkpoint);
+  auto offs = b.initOffsets(static_cast<unsigned>(m.offsets.size()));
+  for (size_t i = 0; i < m.offsets.size(); ++i) {
+    offs[static_cast<unsigned>(i)].setSource(m.offsets[i].first);
+    offs[static_cast<unsigned>(i)].setOffset(m.offsets[i].second);
+  }
   return to_frame<schema::EpochMarker>(mb);
+}
+
+caf::error decode_marker(const frame& f, epoch_marker& out, size_t max_offsets) {
+  return decode_frame<schema::EpochMarker>(f, [&](schema::EpochMarker::Reader m) {
+    auto kind = from_wire(m.getKind());
+    if (!kind)
+      refuse_frame("a marker kind this build does not know (" +
+                   std::to_string(static_cast<unsigned>(m.getKind())) + ")");
+    auto offs = m.getOffsets();
+    if (offs.size() > max_offsets)
+      refuse_frame(std::to_string(offs.size()) + " offsets, more than the " +
+                   std::to_string(max_offsets) + " allowed");
+    out = epoch_marker{};
+    out.epoch = m.getEpoch();
+    out.kind = *kind;
+    out.watermark = m.getWatermark();
+    out.checkpoint = m.getCheckpoint();
+    out.offsets.reserve(offs.size());
+    for (auto o : offs)
+      out.offsets.emplace_back(o.getSource(), o.getOffset());
+  });
 }
 
 void encode_result(schema::WindowResult::Builder b, const window_result& w) {

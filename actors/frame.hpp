@@ -36,8 +36,9 @@ frame to_frame(capnp::MessageBuilder& builder) {
 frame encode_event_batch(uint32_t partition, timestamp watermark, const event_columns& c,
                          const aggregate_layout& layout, const record_span& origin = {});
 
-/// Encodes the marker preprocess sends to its partitions as an EpochMarker frame: epoch, kind,
-/// watermark and checkpoint flag (the offsets stay with preprocess).
+/// Encodes an epoch marker as an EpochMarker frame: epoch, kind, watermark, checkpoint flag and
+/// offsets. Ingest sends it to preprocess with the offsets it reached; preprocess sends it on to
+/// its partitions with none (they commit no offsets, and the frame goes to every partition).
 frame encode_marker(const epoch_marker& m);
 
 /// A window result or a dead letter into its schema struct and back.
@@ -125,6 +126,16 @@ private:
   uint64_t type_;
   capnp::FlatArrayMessageReader reader_;
 };
+
+/// Reads an EpochMarker frame into `out`. errc::decode for bad bytes, a frame of another struct,
+/// a marker kind this build does not know or more than `max_offsets` offsets (preprocess allows
+/// one per source generation ingest may report; a partition, which gets none, allows 0).
+caf::error decode_marker(const frame& f, epoch_marker& out, size_t max_offsets);
+
+/// The offsets preprocess accepts in a marker from ingest: one per source ingest reads, and a
+/// pipeline may read many (every generation of a rotated file is a source of its own). 2^20 is
+/// far beyond any real pipeline and keeps a marker below 17 MiB.
+constexpr size_t max_marker_offsets = size_t{1} << 20;
 
 /// errc::decode for a frame meant to hold `type` that failed with `e`.
 caf::error decode_error(const std::string& type, const kj::Exception& e);

@@ -802,7 +802,8 @@ ingest_actor::behavior_type ingest(ingest_actor::stateful_pointer<ingest_state> 
       st.bytes_since_marker = 0;
       st.epoch_asked = false;
       st.epoch_offsets[e] = m.offsets;
-      self->send(next, marker_atom::value, std::move(m));
+      // A frame: preprocess may run on another node.
+      self->send(next, marker_atom::value, encode_marker(m));
       if (!st.finished)
         pump(); // reading may have waited for this epoch
     },

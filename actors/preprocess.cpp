@@ -304,10 +304,19 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
         st.ack_to.erase(j);
       }
     },
-    [self, updater, coordinator](marker_atom, epoch_marker m) {
+    [self, updater, coordinator](marker_atom, const frame& f) {
       auto& st = self->state;
       if (st.meter)
         mailbox_depths::note(self, &st.meter->mailboxes.preprocess);
+      epoch_marker m;
+      if (auto err = decode_marker(f, m, max_marker_offsets)) {
+        spdlog::error("pipeline {}: {}", st.cfg.name, render(err));
+        self->quit(err);
+        return;
+      }
+      // The offsets go to the updater in the contribution, not to the partitions.
+      auto offsets = std::move(m.offsets);
+      m.offsets.clear();
       // The actor clock (test_coordinator's under test) drives idle_timeout.
       st.pre->tick(std::chrono::duration_cast<std::chrono::microseconds>(
                      self->clock().now().time_since_epoch())
@@ -331,10 +340,10 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
       c.setEpoch(m.epoch);
       c.setFinal(m.kind == marker_kind::final);
       c.setMarkerKind(to_wire(m.kind));
-      auto offs = c.initOffsets(static_cast<unsigned>(m.offsets.size()));
-      for (size_t i = 0; i < m.offsets.size(); ++i) {
-        offs[static_cast<unsigned>(i)].setSource(m.offsets[i].first);
-        offs[static_cast<unsigned>(i)].setOffset(m.offsets[i].second);
+      auto offs = c.initOffsets(static_cast<unsigned>(offsets.size()));
+      for (size_t i = 0; i < offsets.size(); ++i) {
+        offs[static_cast<unsigned>(i)].setSource(offsets[i].first);
+        offs[static_cast<unsigned>(i)].setOffset(offsets[i].second);
       }
       // Referenced in place, not copied (they may be many MiB): the pack stays as it is until
       // the message is serialized below.

@@ -95,13 +95,16 @@ enum MarkerKind {
   final @2;   # the end of the data: every open window fires, commit, stop
 }
 
-# The end of epoch e on one key partition: preprocess -> window-aggregator, after the batches
-# of the epoch. The same frame goes to every partition.
+# The end of epoch e: ingest -> preprocess after the chunks of the epoch, then preprocess ->
+# every window-aggregator partition after the batches of the epoch (the same frame to each).
 struct EpochMarker {
   epoch @0 :UInt64;
   kind @1 :MarkerKind;
-  watermark @2 :Int64;      # the pipeline's watermark at the end of the epoch
+  watermark @2 :Int64;      # the pipeline's watermark at the end of the epoch (set by preprocess)
   checkpoint @3 :Bool;      # false in a dry run: the contribution carries no operator state
+  offsets @4 :List(SourceOffset);
+                            # set by ingest: source id -> offset reached; empty in the frames
+                            # preprocess sends to partitions (they commit no offsets)
 }
 
 # What one window-aggregator partition contributes to epoch e: fired results and its state.

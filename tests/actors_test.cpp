@@ -90,7 +90,11 @@ preprocess_actor::behavior_type fake_preprocess(preprocess_actor::pointer self, 
       self->send(caf::actor_cast<ingest_actor>(self->current_sender()), ack_atom::value, seq);
     },
     [log](ack_atom, uint32_t p, uint64_t seq) { log->acks.emplace_back(p, seq); },
-    [log](marker_atom, const epoch_marker& m) { log->markers.push_back(m); },
+    [log](marker_atom, const frame& f) {
+      epoch_marker m;
+      CHECK_FALSE(decode_marker(f, m, max_marker_offsets));
+      log->markers.push_back(std::move(m));
+    },
   };
 }
 
@@ -602,7 +606,7 @@ TEST_CASE_METHOD(fixture, "preprocess: partitions, dead letters and markers reac
   m.kind = marker_kind::final;
   m.offsets = {{1, data.size()}};
   caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
-               marker_atom::value, m);
+               marker_atom::value, encode_marker(m));
   sched.run();
   REQUIRE(log.pre_epochs.size() == 1);
   REQUIRE(log.agg_epochs.size() == 2);
@@ -781,7 +785,7 @@ TEST_CASE_METHOD(fixture,
     m.kind = kind;
     m.offsets = {{1, data.size()}, {2, 0}};
     caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
-                 marker_atom::value, m);
+                 marker_atom::value, encode_marker(m));
     sched.run();
   };
   sched.run();

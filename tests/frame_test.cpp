@@ -209,19 +209,24 @@ TEST_CASE("frame: each actor's decoder refuses fields out of range instead of us
                 "an event time outside the years 0000 to 9999"));
     }
   }
-  SECTION("EpochMarker (aggregator)") {
-    auto marker = [](uint16_t kind) {
+  SECTION("EpochMarker (preprocess, aggregator)") {
+    auto marker = [](uint16_t kind, std::vector<std::pair<uint32_t, uint64_t>> offsets = {}) {
       capnp::MallocMessageBuilder mb;
       auto m = mb.initRoot<schema::EpochMarker>();
       m.setEpoch(7);
       m.setKind(static_cast<schema::MarkerKind>(kind));
       m.setWatermark(-5);
+      auto offs = m.initOffsets(static_cast<unsigned>(offsets.size()));
+      for (unsigned i = 0; i < offsets.size(); ++i) {
+        offs[i].setSource(offsets[i].first);
+        offs[i].setOffset(offsets[i].second);
+      }
       return to_frame<schema::EpochMarker>(mb);
     };
     // The kinds MarkerKind knows map to marker_kind by value (normal 0, stop 1, final 2).
     for (uint16_t kind : {0, 1, 2}) {
       epoch_marker m;
-      REQUIRE_FALSE(decode_marker(marker(kind), m));
+      REQUIRE_FALSE(decode_marker(marker(kind), m, 0));
       CHECK(static_cast<uint16_t>(m.kind) == kind);
       CHECK(m.epoch == 7);
       CHECK(m.watermark == -5);
@@ -230,27 +235,41 @@ TEST_CASE("frame: each actor's decoder refuses fields out of range instead of us
     }
     for (uint16_t kind : {3, 255, 65535}) {
       epoch_marker m;
-      CHECK(decode_failure(decode_marker(marker(kind), m)) ==
+      CHECK(decode_failure(decode_marker(marker(kind), m, 0)) ==
             "undecodable EpochMarker frame: a marker kind this build does not know (" +
               std::to_string(kind) + ")");
     }
-    // What preprocess encodes comes back, but its offsets (they stay with preprocess).
+    // What ingest encodes comes back whole, offsets in their order; what was in `got` before
+    // is gone.
     epoch_marker sent;
     sent.epoch = 41;
     sent.kind = marker_kind::final;
     sent.watermark = max_timestamp;
     sent.checkpoint = true;
-    sent.offsets = {{1, 100}};
+    for (uint32_t s = 0; s < 300; ++s)
+      sent.offsets.emplace_back(s * 7919 % 1000, (uint64_t{s} << 40) + s);
     epoch_marker got;
     got.offsets = {{2, 200}};
-    REQUIRE_FALSE(decode_marker(encode_marker(sent), got));
+    REQUIRE_FALSE(decode_marker(encode_marker(sent), got, 300));
     CHECK(got.epoch == 41);
     CHECK(got.kind == marker_kind::final);
     CHECK(got.watermark == max_timestamp);
     CHECK(got.checkpoint);
-    CHECK(got.offsets.empty());
+    REQUIRE(got.offsets.size() == 300);
+    for (uint32_t s = 0; s < 300; ++s) {
+      CHECK(got.offsets[s].first == s * 7919 % 1000);
+      CHECK(got.offsets[s].second == (uint64_t{s} << 40) + s);
+    }
+    // The bound on offsets: up to max_offsets pass, one more is refused.
+    const std::vector<std::pair<uint32_t, uint64_t>> three{{1, 10}, {2, 20}, {3, 30}};
     epoch_marker m;
-    CHECK(decode_failure(decode_marker(event_batch(1), m)) ==
+    REQUIRE_FALSE(decode_marker(marker(0, three), m, 3));
+    CHECK(m.offsets == three);
+    CHECK(decode_failure(decode_marker(marker(0, three), m, 2)) ==
+          "undecodable EpochMarker frame: 3 offsets, more than the 2 allowed");
+    CHECK(decode_failure(decode_marker(marker(0, three), m, 0)) ==
+          "undecodable EpochMarker frame: 3 offsets, more than the 0 allowed");
+    CHECK(decode_failure(decode_marker(event_batch(1), m, max_marker_offsets)) ==
           "undecodable EpochMarker frame: it holds EventBatch, not EpochMarker");
   }
   SECTION("RawChunk (preprocess)") {

@@ -667,7 +667,7 @@ void run_generation(store& s, const pipeline_config& cfg, const input_text& in, 
   for (size_t i = 0; i < stop_at; ++i) {
     auto& a = actions[i];
     if (a.is_marker) {
-      send(marker_atom::value, a.marker);
+      send(marker_atom::value, encode_marker(a.marker));
       next_epoch = a.marker.epoch + 1;
       last_marker_sent = a.marker.kind != marker_kind::normal;
     } else {
@@ -699,7 +699,7 @@ void run_generation(store& s, const pipeline_config& cfg, const input_text& in, 
       m.epoch = next_epoch;
       m.kind = marker_kind::stop;
       m.offsets = {{source_id, in.starts[line]}};
-      send(marker_atom::value, m);
+      send(marker_atom::value, encode_marker(m));
     }
     w.sched.run();
     RC_ASSERT(!log.commits.empty());
@@ -892,7 +892,7 @@ TEST_CASE(
       m.kind = kind;
       m.offsets = {{source_id, in.starts[line]}};
       caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
-                   marker_atom::value, m);
+                   marker_atom::value, encode_marker(m));
     };
     // Epoch 1 commits normally.
     send_chunk(0, 41, 1);
@@ -1366,7 +1366,7 @@ TEST_CASE("preprocess: a partition given a marker frame it cannot decode fails t
     m.epoch = e;
     m.kind = kind;
     m.offsets = {{source_id, in.starts[line]}};
-    return m;
+    return encode_marker(m);
   };
   as_ingest(chunk_atom::value, uint64_t{1}, chunk_frame(in, 0, 30, true));
   as_ingest(marker_atom::value, marker(1, marker_kind::normal, 30));
@@ -1397,4 +1397,94 @@ TEST_CASE("preprocess: a partition given a marker frame it cannot decode fails t
   CHECK(value_of(s.wh->last_epoch(cfg.name)) == 1u);
   CHECK(value_of(s.wh->offsets(cfg.name)) == offsets_after_1);
   w.stop_all();
+}
+
+TEST_CASE("preprocess: a marker frame from ingest it cannot decode fails the generation") {
+  quiet_logs();
+  // Epoch 1 commits with the offset its marker frame carried. In epoch 2 ingest (on another
+  // node, say) sends a marker frame preprocess cannot take: preprocess must fail with
+  // errc::decode, its partitions with it, and nothing of epoch 2 may be committed.
+  struct bad_marker {
+    const char* what;
+    frame f;
+    std::string want;
+  };
+  std::vector<bad_marker> cases;
+  {
+    capnp::MallocMessageBuilder mb;
+    auto m = mb.initRoot<schema::EpochMarker>();
+    m.setEpoch(2);
+    m.setKind(static_cast<schema::MarkerKind>(9));
+    cases.push_back({"unknown kind", to_frame<schema::EpochMarker>(mb),
+                     "undecodable EpochMarker frame: a marker kind this build does not know (9)"});
+  }
+  {
+    capnp::MallocMessageBuilder mb;
+    auto c = mb.initRoot<schema::RawChunk>();
+    c.setSource(source_id);
+    cases.push_back({"another struct", to_frame<schema::RawChunk>(mb),
+                     "undecodable EpochMarker frame: it holds RawChunk, not EpochMarker"});
+  }
+  {
+    epoch_marker m;
+    m.epoch = 2;
+    m.kind = marker_kind::final;
+    m.offsets.assign((size_t{1} << 20) + 1, {source_id, 0});
+    cases.push_back({"too many offsets", encode_marker(m),
+                     "undecodable EpochMarker frame: 1048577 offsets, more than the 1048576 "
+                     "allowed"});
+  }
+  std::vector<event> evs;
+  for (int i = 0; i < 60; ++i)
+    evs.push_back(
+      {"e" + std::to_string(i), first_time_s + i / 2, "k" + std::to_string(i % 24), i % 7});
+  auto in = make_input(evs);
+  const auto cfg = make_config(2);
+  for (auto& bad : cases) {
+    INFO(bad.what);
+    store s;
+    world w;
+    auto r = prepare_like(*s.wh, cfg);
+    proto_log log;
+    auto coord = w.track(w.sys.spawn(recording_coordinator, &log));
+    auto ing = w.track(w.sys.spawn(recording_ingest, &log));
+    auto upd = spawn_updater(w, {{cfg.name, cfg.partitions}}, s.wh, coord);
+    auto pre =
+      w.track(w.sys.spawn(preprocess, uint32_t{0}, cfg, r.restore, upd, coord, test::no_meter));
+    w.sched.run();
+    const auto partitions = state_of<preprocess_state>(pre).partitions;
+    REQUIRE(partitions.size() == 2);
+    downs_t downs;
+    w.track(w.sys.spawn(watcher,
+                        std::vector<caf::actor>{caf::actor_cast<caf::actor>(pre),
+                                                caf::actor_cast<caf::actor>(partitions[0])},
+                        &downs));
+    w.sched.run();
+    auto as_ingest = [&](auto&&... xs) {
+      caf::send_as(caf::actor_cast<caf::actor>(ing), caf::actor_cast<caf::actor>(pre),
+                   std::forward<decltype(xs)>(xs)...);
+    };
+    epoch_marker m1;
+    m1.epoch = 1;
+    m1.offsets = {{source_id, in.starts[30]}};
+    as_ingest(chunk_atom::value, uint64_t{1}, chunk_frame(in, 0, 30, true));
+    as_ingest(marker_atom::value, encode_marker(m1));
+    w.sched.run();
+    REQUIRE(log.commits.size() == 1);
+    REQUIRE(downs.empty());
+    const auto offsets_after_1 = value_of(s.wh->offsets(cfg.name));
+    const std::vector<std::pair<uint32_t, uint64_t>> want_offsets{{source_id, in.starts[30]}};
+    CHECK(offsets_after_1 == want_offsets); // the offset came through the marker frame
+    as_ingest(chunk_atom::value, uint64_t{2}, chunk_frame(in, 30, 60, false));
+    as_ingest(marker_atom::value, bad.f);
+    w.sched.run();
+    REQUIRE(downs.count(pre.address()) == 1);
+    CHECK(downs[pre.address()].code() == static_cast<uint8_t>(errc::decode));
+    CHECK(render(downs[pre.address()]) == bad.want);
+    CHECK(downs.count(partitions[0].address()) == 1); // linked: the generation ends
+    CHECK(log.commits.size() == 1);
+    CHECK(value_of(s.wh->last_epoch(cfg.name)) == 1u);
+    CHECK(value_of(s.wh->offsets(cfg.name)) == offsets_after_1);
+    w.stop_all();
+  }
 }

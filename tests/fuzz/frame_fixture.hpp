@@ -138,19 +138,22 @@ inline std::vector<std::pair<std::string, frame>> seed_frames() {
       encode_event_batch(fixture_partition, 1'699'999'995'000'000, cols, layout, origin));
   }
   // EpochMarker, as preprocess sends them to its partitions: a normal one, the final one (its
-  // watermark past every window) and one of a dry run (no checkpoint).
+  // watermark past every window) and one of a dry run (no checkpoint); and as ingest sends them
+  // to preprocess, with the offsets it reached.
   auto marker = [&](const std::string& name, uint64_t e, marker_kind kind, timestamp w,
-                    bool checkpoint) {
+                    bool checkpoint, std::vector<std::pair<uint32_t, uint64_t>> offsets = {}) {
     epoch_marker m;
     m.epoch = e;
     m.kind = kind;
     m.watermark = w;
     m.checkpoint = checkpoint;
+    m.offsets = std::move(offsets);
     out.emplace_back("EpochMarker-" + name, encode_marker(m));
   };
   marker("normal", 3, marker_kind::normal, 1'699'999'995'000'000, true);
   marker("final", 4, marker_kind::final, 1'700'003'600'000'000, true);
   marker("dry_stop", 5, marker_kind::stop, min_timestamp, false);
+  marker("ingest", 6, marker_kind::normal, 0, true, {{1, 4096}, {2, 0}, {7, 1'000'000'007}});
   out.emplace_back("PreprocessEpoch-letters", pre_epoch_frame(3, true));
   out.emplace_back("PreprocessEpoch-quiet", pre_epoch_frame(4, false));
   out.emplace_back("AggregatorEpoch-results", agg_epoch_frame(3, 0, 3));
@@ -235,11 +238,15 @@ inline caf::error decode_as<schema::EventBatch>(const frame& f, uint64_t& sink) 
 
 template <>
 inline caf::error decode_as<schema::EpochMarker>(const frame& f, uint64_t& sink) {
+  // As preprocess decodes a marker from ingest (a partition's bound of 0 refuses more).
   epoch_marker m;
-  auto err = decode_marker(f, m);
-  if (!err)
+  auto err = decode_marker(f, m, max_marker_offsets);
+  if (!err) {
     sink += m.epoch + static_cast<uint64_t>(m.watermark) + static_cast<uint64_t>(m.kind) +
             (m.checkpoint ? 1 : 0);
+    for (auto& [source, offset] : m.offsets)
+      sink += source + offset;
+  }
   return err;
 }
 
