@@ -9,7 +9,8 @@
 # Prints the figures and a one-line verdict (PASS/FAIL); exits 0 on PASS, 1 on FAIL (results
 # differ, a node crashed, n1 failed or hung), 2 on a usage or setup error.
 #
-#   scripts/cluster-chaos.sh [--nodes N] [--events E] [--kills K] [--bin DIR] [--seed S] [--keep]
+#   scripts/cluster-chaos.sh [--nodes N] [--events E] [--kills K] [--bin DIR] [--seed S]
+#                            [--ingest NODE] [--keep]
 #
 # Bash and Debian base tools only; loopback only; every wait is bounded in time; the nodes are
 # stopped and the temporary directory removed at the end (--keep keeps it on FAIL).
@@ -17,7 +18,7 @@ set -uo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${WEIR_BIN_DIR:-$here/build/bin}"
-nodes=3 events=8000000 kills_target=24 keep=0
+nodes=3 events=8000000 kills_target=24 keep=0 ingest=n1
 seed=$(( ($(date +%s) + $$) % 32768 ))
 gap_min=300 gap_max=1200    # ms between two kills
 
@@ -29,6 +30,8 @@ usage: $0 [options]
   --kills K    kills (SIGKILL or SIGSTOP) to reach before n1 may finish (default $kills_target)
   --bin DIR    directory with weir and weir-gen (default \$WEIR_BIN_DIR or build/bin)
   --seed S     seed of the random schedule (default: from the clock, printed)
+  --ingest N   the node that runs ingest with its lake (default n1; n2 puts it on its own node,
+               which is killed and stopped like the others)
   --keep       keep the temporary directory when the verdict is FAIL
 EOF
 }
@@ -38,7 +41,7 @@ while [ $# -gt 0 ]; do
   case "$opt" in
     -h|--help) usage; exit 0 ;;
     --keep) keep=1; shift; continue ;;
-    --nodes|--events|--kills|--bin|--seed)
+    --nodes|--events|--kills|--bin|--seed|--ingest)
       [ $# -ge 2 ] || { echo "cluster-chaos: $opt needs a value" >&2; exit 2; } ;;
     *) echo "cluster-chaos: unknown option $opt" >&2; usage >&2; exit 2 ;;
   esac
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --kills) kills_target="$2" ;;
     --bin) bin="$2" ;;
     --seed) seed="$2" ;;
+    --ingest) ingest="$2" ;;
   esac
   shift 2
 done
@@ -148,7 +152,7 @@ windows_ref=$(grep -vc -e '^==' -e '^window_start,' -e '^pipeline,source,' "$wor
 echo "cluster-chaos: reference: $(secs "$ref_ms") s, $windows_ref result rows and dead letters"
 
 # -- the cluster ----------------------------------------------------------------------------------
-"$cluster" up "$nodes" --dir "$dir" --pipeline "$work/pipeline.toml" --bin "$bin" \
+"$cluster" up "$nodes" --dir "$dir" --pipeline "$work/pipeline.toml" --bin "$bin" --ingest "$ingest" \
   > "$work/up.log" 2>&1 || { cat "$work/up.log"; setup_error "scripts/cluster up failed"; }
 names=$(seq -f 'n%g' 1 "$nodes")
 declare -A state=() due=() by=()

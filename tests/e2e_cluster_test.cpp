@@ -92,27 +92,35 @@ struct cluster_fixture {
     write_file(dir.path / "rogue", "fedcba9876543210fedcba9876543210-rogue-secret\n");
     fs::permissions(dir.path / "secret", fs::perms::owner_read | fs::perms::owner_write);
     fs::permissions(dir.path / "rogue", fs::perms::owner_read | fs::perms::owner_write);
-    std::string nodes_toml;
-    for (const auto& n : names)
+    std::string nodes_toml, own_ingest_toml; // ingest on a, or on b (its own node)
+    for (const auto& n : names) {
+      auto head = "[[node]]\nname = \"" + n + "\"\naddress = \"127.0.0.1:" +
+                  std::to_string(free_port()) + "\"\nstore = \"" + n + "\"\nroles = ";
       nodes_toml +=
-        "[[node]]\nname = \"" + n + "\"\naddress = \"127.0.0.1:" + std::to_string(free_port()) +
-        "\"\nstore = \"" + n + "\"\nroles = " +
+        head +
         (n == "a" ? "[\"coordinator\", \"ingest\", \"aggregate\"]" : "[\"aggregate\"]") + "\n";
-    auto cluster = [&](const std::string& secret) {
+      own_ingest_toml += head +
+                         (n == "a"   ? "[\"coordinator\", \"aggregate\"]"
+                          : n == "b" ? "[\"ingest\", \"aggregate\"]"
+                                     : "[\"aggregate\"]") +
+                         "\n";
+    }
+    auto cluster = [&](const std::string& secret, const std::string& nodes) {
       return "[cluster]\nname = \"test\"\npipeline = \"pipeline.toml\"\nsecret_file = \"" + secret +
              "\"\nheartbeat = \"200ms\"\nfailure_timeout = \"1s\"\n[cluster.tls]\n"
              "insecure = true\n" +
-             nodes_toml;
+             nodes;
     };
-    write_file(dir.path / "cluster.toml", cluster("secret"));
+    write_file(dir.path / "cluster.toml", cluster("secret", nodes_toml));
+    write_file(dir.path / "ingest.toml", cluster("secret", own_ingest_toml));
     // The same cluster, with a pipeline of another partition count.
     auto other = p;
     other.replace(other.find("partitions = 4"), 14, "partitions = 2");
     write_file(dir.path / "pipeline2.toml", other);
-    auto c2 = cluster("secret");
+    auto c2 = cluster("secret", nodes_toml);
     c2.replace(c2.find("pipeline.toml"), 13, "pipeline2.toml");
     write_file(dir.path / "cluster2.toml", c2);
-    write_file(dir.path / "rogue.toml", cluster("rogue"));
+    write_file(dir.path / "rogue.toml", cluster("rogue", nodes_toml));
     auto single = sh("cd " + dir.str() + " && timeout 120 " + weir_bin +
                      " run pipeline.toml --store single --final --quiet");
     REQUIRE(single.rc == 0);
@@ -146,6 +154,18 @@ struct cluster_fixture {
     auto& a = start_coordinator();
     REQUIRE(wait_for(log(holder), "runs partition", 30));
     REQUIRE(wait_for(log("a"), "epoch 2 committed", 30));
+    return a;
+  }
+
+  /// Starts b (ingest) and c, then a, of the cluster whose ingest runs on b; waits until b runs
+  /// the ingest and, when `under_way`, until a committed two epochs.
+  background& start_own_ingest(bool under_way = true) {
+    start("b", "ingest.toml");
+    start("c", "ingest.toml");
+    auto& a = start_coordinator("ingest.toml");
+    REQUIRE(wait_for(log("b"), "runs the ingest of pipeline merchant_hourly", 30));
+    if (under_way)
+      REQUIRE(wait_for(log("a"), "epoch 2 committed", 30));
     return a;
   }
 
@@ -269,4 +289,66 @@ TEST_CASE("cluster: a node with another pipeline config is refused and the run e
   CHECK(read_text(f.log("b")).find("pipeline config differs") != std::string::npos);
   CHECK(read_text(f.log("a")).find("do all nodes run the same") != std::string::npos);
   CHECK(read_text(f.log("b")).find("runs partition") == std::string::npos);
+}
+
+TEST_CASE("cluster: ingest on its own node, with its lake there, commits what one node commits") {
+  cluster_fixture f{300000};
+  auto& a = f.start_own_ingest(false);
+  REQUIRE(a.wait(120) == 0);
+  // The lake is on b alone: a keeps only its warehouse.
+  CHECK(fs::exists(f.dir.path / "b" / "lake"));
+  CHECK_FALSE(fs::exists(f.dir.path / "b" / "warehouse"));
+  CHECK_FALSE(fs::exists(f.dir.path / "a" / "lake"));
+  f.check_results();
+  CHECK_FALSE(fs::exists(f.dir.path / "a" / "lake")); // reading the store made none either
+  // A second run over the same input adds nothing: b resumes from a's committed offsets.
+  auto before = store_text(f.dir.path / "a");
+  auto& again = f.start_coordinator("ingest.toml");
+  REQUIRE(again.wait(60) == 0);
+  auto summary = read_text(f.log("a"));
+  auto at = summary.rfind("events read");
+  REQUIRE(at != std::string::npos);
+  auto line = summary.substr(at, summary.find('\n', at) - at);
+  CHECK(line.substr(line.find_last_of(' ') + 1) == "0");
+  CHECK(store_text(f.dir.path / "a") == before);
+}
+
+TEST_CASE("cluster: the ingest node killed mid-run and restarted, nothing lost or counted twice") {
+  cluster_fixture f{1500000};
+  auto& a = f.start_own_ingest();
+  f.nodes["b"]->signal(SIGKILL);
+  REQUIRE(f.nodes["b"]->wait(10) != -1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  f.start("b", "ingest.toml"); // its lake is where it was
+  REQUIRE(a.wait(120) == 0);
+  auto out = read_text(f.log("a"));
+  CHECK(out.find("the ingest node b") != std::string::npos); // unreachable for a while
+  f.check_results();
+}
+
+TEST_CASE("cluster: an ingest node whose lake is not the warehouse's is refused") {
+  cluster_fixture f{50000};
+  auto& a = f.start_own_ingest(false);
+  REQUIRE(a.wait(60) == 0);
+  f.nodes["b"]->signal(SIGTERM);
+  REQUIRE(f.nodes["b"]->wait(10) == 0);
+  // b's store is lost and made anew: the committed offsets of a's warehouse count bytes of
+  // sources its new lake does not know.
+  fs::remove_all(f.dir.path / "b");
+  f.start("b", "ingest.toml");
+  auto before = store_text(f.dir.path / "a");
+  auto& again = f.start_coordinator("ingest.toml");
+  CHECK(again.wait(60) == 4); // the store is unusable as it is
+  CHECK(read_text(f.log("a")).find("records no store identity") != std::string::npos);
+  CHECK(store_text(f.dir.path / "a") == before);
+}
+
+TEST_CASE("cluster: an ingest node whose input is missing ends at its start, naming it") {
+  cluster_fixture f{1000};
+  fs::remove(f.dir.path / "tx.csv");
+  auto out = sh("timeout 30 " + weir_bin + " node --cluster " +
+                (f.dir.path / "ingest.toml").string() + " --name b 2>&1");
+  CHECK(out.rc == 3);
+  CHECK(out.out.find("tx.csv") != std::string::npos);
+  CHECK_FALSE(fs::exists(f.dir.path / "b")); // nothing was made before the check
 }
