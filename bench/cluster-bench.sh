@@ -8,7 +8,10 @@
 #   - recovery time: node c is SIGKILLed after the cluster's third commit; the time from the
 #     kill to the first commit after it (from node a's log, millisecond timestamps).
 #
-#   bench/cluster-bench.sh [--events N] [--keys K] [--runs R] [--bin DIR] [--keep]
+# With --own-ingest, node b runs the ingest with its lake (ingest on its own node) and a only
+# coordinates and aggregates, so the raw input crosses the wire too.
+#
+#   bench/cluster-bench.sh [--events N] [--keys K] [--runs R] [--bin DIR] [--own-ingest] [--keep]
 #
 # Needs weir and weir-gen (build/bin). Bounded in time; the directory is removed at the end.
 set -uo pipefail
@@ -17,6 +20,7 @@ events=4000000
 keys=300
 runs=3
 keep=0
+own_ingest=0
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$here/build/bin"
 while [ $# -gt 0 ]; do
@@ -26,7 +30,8 @@ while [ $# -gt 0 ]; do
     --runs) runs="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --own-ingest) own_ingest=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -55,6 +60,10 @@ port() { echo $(( 20000 + (RANDOM % 12000) )); } # below the ephemeral range
   for n in a b c; do
     roles='["aggregate"]'
     [ "$n" = a ] && roles='["coordinator", "ingest", "aggregate"]'
+    if [ "$own_ingest" = 1 ]; then
+      [ "$n" = a ] && roles='["coordinator", "aggregate"]'
+      [ "$n" = b ] && roles='["ingest", "aggregate"]'
+    fi
     printf '[[node]]\nname = "%s"\naddress = "127.0.0.1:%s"\nstore = "%s"\nroles = %s\n' \
       "$n" "$(port)" "$n" "$roles"
   done
@@ -97,7 +106,7 @@ for ((r = 1; r <= runs; r++)); do
   wire+=("$(calc "($(lo_tx) - $tx0) / $events")")
   stop_nodes
 
-  rm -rf a
+  rm -rf a b # b's lake, when it runs ingest, belongs to the warehouse of a's store
   start_node b
   start_node c
   timeout 600 "$weir" node --cluster cluster.toml --name a --final --log-level info > a.log 2>&1 &
@@ -120,7 +129,8 @@ s=$(printf '%s\n' "${single[@]}" | median)
 c=$(printf '%s\n' "${cluster[@]}" | median)
 w=$(printf '%s\n' "${wire[@]}" | median)
 k=$(printf '%s\n' "${recovery[@]}" | median)
-printf 'events                 %d (%d keys, 4 partitions, 3 nodes on loopback)\n' "$events" "$keys"
+printf 'events                 %d (%d keys, 4 partitions, 3 nodes on loopback%s)\n' "$events" \
+  "$keys" "$([ "$own_ingest" = 1 ] && echo ', ingest on node b')"
 printf 'one node   (weir run)  %.2f s   %.0f events/s   runs: %s\n' "$s" \
   "$(calc "$events / $s")" "${single[*]}"
 printf 'cluster    (weir node) %.2f s   %.0f events/s   runs: %s\n' "$c" \

@@ -239,10 +239,12 @@ int cmd_cluster_status(const std::string& cluster_path, const std::string& name)
     std::string parts;
     for (const auto& [pipeline, p] : n.partitions)
       parts += (parts.empty() ? "" : " ") + pipeline + "/" + std::to_string(p);
+    std::string held = parts.empty() ? "no partitions" : "partitions " + parts;
+    for (const auto& pipeline : n.ingests)
+      held += (&pipeline == &n.ingests.front() ? "; ingest " : " ") + pipeline;
     std::printf("  %-12s %-22s %-4s %-34s %s\n", n.name.c_str(), n.address.c_str(),
                 n.up ? "up" : "down", n.roles.c_str(),
-                n.up ? (parts.empty() ? "no partitions" : "partitions " + parts).c_str()
-                     : n.error.c_str());
+                n.up ? held.c_str() : n.error.c_str());
     for (const auto& p : n.pipelines) {
       std::printf("    pipeline %s: last epoch %llu, %llu windows, %u restarts", p.name.c_str(),
                   static_cast<unsigned long long>(p.last_epoch),

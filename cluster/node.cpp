@@ -354,6 +354,10 @@ caf::result<frame> on_status(node_ptr self) {
     parts[k].setPipeline(st.cfg.pipeline.pipelines[at.first].name);
     parts[k++].setPartition(at.second);
   }
+  auto ingests = b.initIngests(static_cast<unsigned>(st.ingests.size()));
+  k = 0;
+  for (const auto& [pipeline, ing] : st.ingests)
+    ingests.set(k++, st.cfg.pipeline.pipelines[pipeline].name);
   if (st.probe)
     progress_of(*st.probe, b.initPipelines(static_cast<unsigned>(st.cfg.pipeline.pipelines.size())),
                 st.cfg.pipeline);
@@ -693,6 +697,8 @@ caf::error decode_status(const frame& f, node_report& r) {
     r.uptime_us = s.getUptimeUs();
     for (auto p : s.getPartitions())
       r.partitions.emplace_back(p.getPipeline().cStr(), p.getPartition());
+    for (auto i : s.getIngests())
+      r.ingests.emplace_back(i.cStr());
     for (auto p : s.getPipelines()) {
       pipeline_progress x;
       x.name = p.getName().cStr();

@@ -97,6 +97,7 @@ struct node_report {
   std::string error;                                        ///< why it is not up
   int64_t uptime_us = 0;                                    ///< since its node actor started
   std::vector<std::pair<std::string, uint32_t>> partitions; ///< (pipeline, partition) held
+  std::vector<std::string> ingests; ///< pipelines whose ingest runs here (not on the coordinator)
   std::vector<pipeline_progress> pipelines;                 ///< the coordinating node only
 };
 

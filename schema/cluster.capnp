@@ -27,6 +27,8 @@ struct NodeStatus {
   uptimeUs @1 :Int64;
   partitions @2 :List(HeldPartition);
   pipelines @3 :List(PipelineProgress); # the coordinating node while it runs; empty elsewhere
+  ingests @4 :List(Text);   # the pipelines whose ingest runs here (the ingest node of a cluster
+                            # whose ingest is not on the coordinating node)
 }
 
 # The coordinating node asks the ingest node to start the ingest of one pipeline for a

@@ -316,6 +316,15 @@ TEST_CASE("cluster: ingest on its own node, with its lake there, commits what on
 TEST_CASE("cluster: the ingest node killed mid-run and restarted, nothing lost or counted twice") {
   cluster_fixture f{1500000};
   auto& a = f.start_own_ingest();
+  // `weir status --cluster` names the node that runs the ingest.
+  auto st =
+    sh("timeout 30 " + weir_bin + " status --cluster " + (f.dir.path / "ingest.toml").string());
+  CHECK(st.rc == 0);
+  auto b_at = st.out.find("  b ");
+  REQUIRE(b_at != std::string::npos);
+  auto b_line = st.out.substr(b_at, st.out.find('\n', b_at) - b_at);
+  CHECK(b_line.find("ingest merchant_hourly") != std::string::npos);
+  CHECK(st.out.find("ingest merchant_hourly") == st.out.rfind("ingest merchant_hourly"));
   f.nodes["b"]->signal(SIGKILL);
   REQUIRE(f.nodes["b"]->wait(10) != -1);
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
