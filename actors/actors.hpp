@@ -57,15 +57,15 @@ inline caf::error inspect(caf::deserializer& f, frame& x) {
   /// The largest frame taken from the network: decode_limits' 1 GiB, refused before allocating.
   constexpr size_t max_frame_words = size_t{1} << 27;
   size_t n = 0;
-  return caf::error::eval(
-    [&] { return f(x.type); }, [&] { return f.begin_sequence(n); },
-    [&]() -> caf::error {
-      if (n > max_frame_words)
-        return caf::make_error(caf::sec::invalid_argument, "a frame of more than 1 GiB");
-      x.words.resize(n);
-      return n > 0 ? f.apply_raw(n * 8, x.words.data()) : caf::none;
-    },
-    [&] { return f.end_sequence(); });
+  return caf::error::eval([&] { return f(x.type); }, [&] { return f.begin_sequence(n); },
+                          [&]() -> caf::error {
+                            if (n > max_frame_words)
+                              return caf::make_error(caf::sec::invalid_argument,
+                                                     "a frame of more than 1 GiB");
+                            x.words.resize(n);
+                            return n > 0 ? f.apply_raw(n * 8, x.words.data()) : caf::none;
+                          },
+                          [&] { return f.end_sequence(); });
 }
 
 /// How an epoch ends.

@@ -243,8 +243,7 @@ int cmd_cluster_status(const std::string& cluster_path, const std::string& name)
     for (const auto& pipeline : n.ingests)
       held += (&pipeline == &n.ingests.front() ? "; ingest " : " ") + pipeline;
     std::printf("  %-12s %-22s %-4s %-34s %s\n", n.name.c_str(), n.address.c_str(),
-                n.up ? "up" : "down", n.roles.c_str(),
-                n.up ? held.c_str() : n.error.c_str());
+                n.up ? "up" : "down", n.roles.c_str(), n.up ? held.c_str() : n.error.c_str());
     for (const auto& p : n.pipelines) {
       std::printf("    pipeline %s: last epoch %llu, %llu windows, %u restarts", p.name.c_str(),
                   static_cast<unsigned long long>(p.last_epoch),

@@ -2,9 +2,9 @@
 
 #include <chrono>
 #include <filesystem>
-#include <optional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -22,11 +22,11 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/aggregator.hpp"
-#include "actors/ingest.hpp"
-#include "actors/recovery.hpp"
 #include "actors/core/definition.hpp"
 #include "actors/core/error.hpp"
 #include "actors/frame.hpp"
+#include "actors/ingest.hpp"
+#include "actors/recovery.hpp"
 #include "cluster/auth.hpp"
 #include "cluster/placement.hpp"
 #include "schema/cluster.capnp.h"
@@ -209,16 +209,16 @@ caf::expected<std::pair<ingest_actor, frame>> start_ingest(node_ptr self, const 
   auto sources = st.lk->sources();
   if (!sources)
     return sources.error();
-  auto ing = self->system().spawn<caf::detached>(ingest, r.pipeline, std::move(inputs),
-                                                 run.runtime, st.lk, next, std::move(coordinator),
+  auto ing = self->system().spawn<caf::detached>(ingest, r.pipeline, std::move(inputs), run.runtime,
+                                                 st.lk, next, std::move(coordinator),
                                                  std::shared_ptr<state_meter>{});
   self->monitor(ing);
   self->monitor(next);
   st.ingests[r.pipeline] = ing;
   st.fed[next.address()] = r.pipeline;
   capnp::MallocMessageBuilder mb;
-  auto list = mb.initRoot<schema::IngestStarted>().initSources(
-    static_cast<unsigned>(sources->size()));
+  auto list =
+    mb.initRoot<schema::IngestStarted>().initSources(static_cast<unsigned>(sources->size()));
   for (unsigned k = 0; k < list.size(); ++k) {
     list[k].setId((*sources)[k].first);
     list[k].setKey((*sources)[k].second);
@@ -249,9 +249,8 @@ void start_waiting(node_ptr self, uint32_t pipeline) {
   w.rp.deliver(std::move(started->first), std::move(started->second));
 }
 
-caf::typed_response_promise<ingest_actor, frame> on_ingest(node_ptr self, frame& request,
-                                                           preprocess_actor next,
-                                                           coordinator_actor coordinator) {
+caf::typed_response_promise<ingest_actor, frame>
+on_ingest(node_ptr self, frame& request, preprocess_actor next, coordinator_actor coordinator) {
   auto& st = self->state;
   auto from = node_state::sender_node(self); // before the promise takes the sender over
   auto rp = self->make_response_promise<ingest_actor, frame>();
@@ -272,7 +271,9 @@ caf::typed_response_promise<ingest_actor, frame> on_ingest(node_ptr self, frame&
       r.shape != pipeline_shape_of(st.cfg.pipeline.pipelines[r.pipeline])) {
     spdlog::warn("node {}: refused the ingest of pipeline {}: {}", st.me.self, r.pipeline,
                  st.lk ? "this node's pipeline config differs" : "this node has no ingest role");
-    rp.deliver(make_error(errc::bad_config, "node " + st.me.self + (st.lk ? " runs another pipeline config" : " has no ingest role")));
+    rp.deliver(make_error(errc::bad_config,
+                          "node " + st.me.self +
+                            (st.lk ? " runs another pipeline config" : " has no ingest role")));
     return rp;
   }
   // One ingest per pipeline writes the lake: the one of an earlier generation goes first, and
@@ -595,8 +596,8 @@ public:
           // of another store or a missing input ends the run as it would on one node.
           if (err.category() == caf::atom("weir") &&
               static_cast<errc>(err.code()) != errc::node_lost)
-            out = make_error(static_cast<errc>(err.code()),
-                             "ingest node " + name + ": " + render(err));
+            out =
+              make_error(static_cast<errc>(err.code()), "ingest node " + name + ": " + render(err));
           else
             out = make_error(errc::node_lost,
                              "the ingest node " + name + " did not start ingest: " + render(err));

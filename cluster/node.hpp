@@ -59,7 +59,7 @@ using node_actor = caf::typed_actor<
   /// pipeline started before is stopped first, so that one ingest at a time writes the lake.
   /// Answered with the actor and an IngestStarted frame; for the coordinating node only.
   caf::replies_to<ingest_atom, frame, preprocess_actor, coordinator_actor>::with<ingest_actor,
-                                                                               frame>,
+                                                                                 frame>,
   /// What the node holds and, on the coordinating node, how far the pipelines are: a
   /// NodeStatus frame (schema/cluster.capnp); for authenticated peers and tools.
   caf::replies_to<status_atom>::with<frame>>;
@@ -98,7 +98,7 @@ struct node_report {
   int64_t uptime_us = 0;                                    ///< since its node actor started
   std::vector<std::pair<std::string, uint32_t>> partitions; ///< (pipeline, partition) held
   std::vector<std::string> ingests; ///< pipelines whose ingest runs here (not on the coordinator)
-  std::vector<pipeline_progress> pipelines;                 ///< the coordinating node only
+  std::vector<pipeline_progress> pipelines; ///< the coordinating node only
 };
 
 /// Asks every node of the cluster for its status, as a tool (status_client). With TLS, the

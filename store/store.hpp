@@ -32,7 +32,8 @@ caf::error bind_identity(lake& lk, warehouse& wh);
 
 /// The warehouse alone, when its lake lives on another node (the ingest node of a cluster):
 /// its identity, recorded now when it has none, and in `holds_data` whether it holds committed
-/// epochs (whose offsets count bytes of the lake's sources). The lake is bound to it on its node with bind_lake.
+/// epochs (whose offsets count bytes of the lake's sources). The lake is bound to it on its node
+/// with bind_lake.
 caf::expected<std::string> warehouse_identity(warehouse& wh, bool& holds_data);
 
 /// Binds a lake to the identity `id` of a warehouse on another node (`where` names it for the

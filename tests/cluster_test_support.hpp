@@ -9,6 +9,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/test_support.hpp"
+
 namespace weir::test {
 
 /// The example pipeline with a fixed partition count, as a cluster needs.
@@ -43,6 +45,30 @@ inline std::string doc_block(const std::string& name) {
   auto end = doc.find("\n```", begin);
   REQUIRE(end != std::string::npos);
   return doc.substr(begin, end - begin + 1);
+}
+
+/// Runs the commands of `script` with sh in directory `dir`, after the assignments `env`.
+inline command_result run_in(const std::filesystem::path& dir, const std::string& script,
+                             const std::string& env = "") {
+  auto file = dir / ".commands.sh";
+  write_file(file, script);
+  return sh("cd '" + dir.string() + "' && " + env + " timeout 120 sh -e '" + file.string() +
+            "' && rm '" + file.string() + "'");
+}
+
+/// The guide's CA and node commands in `dir`/certs, for the nodes given as NAME=ADDRESS.
+inline void make_certificates(const std::filesystem::path& dir,
+                              std::initializer_list<std::pair<const char*, const char*>> nodes) {
+  auto certs = dir / "certs";
+  std::filesystem::create_directories(certs);
+  auto ca = run_in(certs, doc_block("ca"));
+  INFO(ca.out);
+  REQUIRE(ca.rc == 0);
+  for (auto [name, address] : nodes) {
+    auto node = run_in(certs, doc_block("node"), "NODE=" + std::string{name} + " ADDR=" + address);
+    INFO(node.out);
+    REQUIRE(node.rc == 0);
+  }
 }
 
 } // namespace weir::test

@@ -11,34 +11,8 @@
 using namespace weir;
 using weir::cluster::load_cluster_config;
 
-namespace {
-
-/// Runs the commands of `script` with sh in directory `dir`, after the assignments `env`.
-test::command_result run_in(const std::filesystem::path& dir, const std::string& script,
-                            const std::string& env = "") {
-  auto file = dir / ".commands.sh";
-  test::write_file(file, script);
-  return test::sh("cd '" + dir.string() + "' && " + env + " timeout 120 sh -e '" + file.string() +
-                  "' && rm '" + file.string() + "'");
-}
-
-/// The guide's CA and node commands in `dir`/certs, for the nodes given as NAME=ADDRESS.
-void make_certificates(const std::filesystem::path& dir,
-                       std::initializer_list<std::pair<const char*, const char*>> nodes) {
-  auto certs = dir / "certs";
-  std::filesystem::create_directories(certs);
-  auto ca = run_in(certs, test::doc_block("ca"));
-  INFO(ca.out);
-  REQUIRE(ca.rc == 0);
-  for (auto [name, address] : nodes) {
-    auto node =
-      run_in(certs, test::doc_block("node"), "NODE=" + std::string{name} + " ADDR=" + address);
-    INFO(node.out);
-    REQUIRE(node.rc == 0);
-  }
-}
-
-} // namespace
+using test::make_certificates;
+using test::run_in;
 
 TEST_CASE("the certificates and the secret made as docs/cluster.md says pass the checks") {
   // Like the other tests that need a program (docs/testing.md), this one fails without it.

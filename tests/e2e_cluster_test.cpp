@@ -80,6 +80,7 @@ std::string store_text(const fs::path& store) {
 struct cluster_fixture {
   temp_dir dir{"weir_cluster_"};
   std::map<std::string, std::unique_ptr<background>> nodes;
+  std::map<std::string, int> ports; ///< node -> its port on 127.0.0.1
 
   explicit cluster_fixture(size_t events) {
     write_input(dir.path / "tx.csv", events);
@@ -94,11 +95,13 @@ struct cluster_fixture {
     fs::permissions(dir.path / "rogue", fs::perms::owner_read | fs::perms::owner_write);
     std::string nodes_toml, own_ingest_toml; // ingest on a, or on b (its own node)
     for (const auto& n : names) {
-      auto head = "[[node]]\nname = \"" + n + "\"\naddress = \"127.0.0.1:" +
-                  std::to_string(free_port()) + "\"\nstore = \"" + n + "\"\nroles = ";
+      ports[n] = free_port();
+      auto head = "[[node]]\nname = \"" + n +
+                  "\"\naddress = \"127.0.0.1:" + std::to_string(ports[n]) + "\"\nstore = \"" + n +
+                  "\"\nroles = ";
       nodes_toml +=
-        head +
-        (n == "a" ? "[\"coordinator\", \"ingest\", \"aggregate\"]" : "[\"aggregate\"]") + "\n";
+        head + (n == "a" ? "[\"coordinator\", \"ingest\", \"aggregate\"]" : "[\"aggregate\"]") +
+        "\n";
       own_ingest_toml += head +
                          (n == "a"   ? "[\"coordinator\", \"aggregate\"]"
                           : n == "b" ? "[\"ingest\", \"aggregate\"]"
@@ -360,4 +363,49 @@ TEST_CASE("cluster: an ingest node whose input is missing ends at its start, nam
   CHECK(out.rc == 3);
   CHECK(out.out.find("tx.csv") != std::string::npos);
   CHECK_FALSE(fs::exists(f.dir.path / "b")); // nothing was made before the check
+}
+
+TEST_CASE("cluster: three nodes over TLS with the guide's certificates, ingest on its own node") {
+  INFO("the openssl command is needed (Debian's openssl package; scripts/deps.sh --tests)");
+  REQUIRE(sh("command -v openssl").rc == 0);
+  cluster_fixture f{200000};
+  make_certificates(f.dir.path, {{"a", "127.0.0.1"}, {"b", "127.0.0.1"}, {"c", "127.0.0.1"}});
+  std::string text = "[cluster]\nname = \"tls\"\npipeline = \"pipeline.toml\"\n"
+                     "secret_file = \"secret\"\nheartbeat = \"200ms\"\nfailure_timeout = \"1s\"\n"
+                     "[cluster.tls]\nca = \"certs/ca.pem\"\n";
+  for (const auto& n : names)
+    text += "[[node]]\nname = \"" + n + "\"\naddress = \"127.0.0.1:" + std::to_string(f.ports[n]) +
+            "\"\nstore = \"" + n + "\"\ncertificate = \"certs/" + n + ".pem\"\nkey = \"certs/" + n +
+            ".key\"\nroles = " +
+            (n == "a"   ? "[\"coordinator\", \"aggregate\"]"
+             : n == "b" ? "[\"ingest\", \"aggregate\"]"
+                        : "[\"aggregate\"]") +
+            "\n";
+  write_file(f.dir.path / "tls.toml", text);
+  f.start("b", "tls.toml");
+  f.start("c", "tls.toml");
+  CHECK(read_text(f.log("b")).find("(TLS)") != std::string::npos);
+  auto& a = f.start_coordinator("tls.toml");
+  REQUIRE(a.wait(120) == 0);
+  CHECK(read_text(f.log("b")).find("runs the ingest of pipeline merchant_hourly") !=
+        std::string::npos);
+  CHECK(read_text(f.log("c")).find("runs partition") != std::string::npos);
+  f.check_results();
+  // Once a has finished, b and c answer `weir status` over TLS (as node c's tool); over plain
+  // BASP (cluster.toml names the same ports, without TLS) none of them does.
+  auto up_lines = [](const std::string& out) {
+    size_t n = 0;
+    for (size_t at = 0; (at = out.find(" up ", at)) != std::string::npos; ++at)
+      ++n;
+    return n;
+  };
+  auto st = sh("timeout 30 " + weir_bin + " status --cluster " +
+               (f.dir.path / "tls.toml").string() + " --name c 2>&1");
+  INFO(st.out);
+  CHECK(up_lines(st.out) == 2);
+  auto plain = sh("timeout 30 " + weir_bin + " status --cluster " +
+                  (f.dir.path / "cluster.toml").string() + " 2>&1");
+  INFO(plain.out);
+  CHECK(plain.rc == 1);
+  CHECK(up_lines(plain.out) == 0);
 }

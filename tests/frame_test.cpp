@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <caf/binary_deserializer.hpp>
+#include <caf/binary_serializer.hpp>
 #include <capnp/message.h>
 
 #include "actors/core/error.hpp"
@@ -385,4 +387,41 @@ TEST_CASE("frame: the seed corpus of the frames fuzz target holds the real frame
     ++files;
   }
   CHECK(files == seeds.size());
+}
+
+TEST_CASE("frame: between nodes its words go as one block of bytes, and a frame over 1 GiB is "
+          "refused before it is allocated") {
+  weir::frame f;
+  f.type = 0x1234567890abcdefULL;
+  for (uint64_t i = 0; i < 1000; ++i)
+    f.words.push_back(i * 0x0101010101010101ULL);
+  std::vector<char> buf;
+  caf::binary_serializer sink{nullptr, buf};
+  caf::serializer& as_sink = sink; // as CAF serializes a message
+  REQUIRE(!as_sink(f));
+  // The type, the count, then the words' bytes as they lie in memory (a Cap'n Proto message).
+  REQUIRE(buf.size() >= 8 * f.words.size());
+  CHECK(std::memcmp(buf.data() + buf.size() - 8 * f.words.size(), f.words.data(),
+                    8 * f.words.size()) == 0);
+  weir::frame back;
+  caf::binary_deserializer source{nullptr, buf};
+  caf::deserializer& as_source = source;
+  REQUIRE(!as_source(back));
+  CHECK(back.type == f.type);
+  CHECK(back.words == f.words);
+  // A count that claims more than the bytes there are fails; one over 1 GiB fails without
+  // allocating. The count follows the 8 bytes of the type, as a varint.
+  auto truncated = buf;
+  truncated.resize(truncated.size() - 8);
+  weir::frame t;
+  caf::binary_deserializer short_source{nullptr, truncated};
+  CHECK(static_cast<caf::deserializer&>(short_source)(t));
+  std::vector<char> huge(buf.begin(), buf.begin() + 8);
+  for (char c : {'\x80', '\x80', '\x80', '\x80', '\x01'}) // 2^28 words: 2 GiB
+    huge.push_back(c);
+  huge.resize(huge.size() + 64);
+  weir::frame h;
+  caf::binary_deserializer huge_source{nullptr, huge};
+  CHECK(static_cast<caf::deserializer&>(huge_source)(h));
+  CHECK(h.words.capacity() < 1000);
 }
