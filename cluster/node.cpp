@@ -1,6 +1,8 @@
 #include "cluster/node.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -24,6 +26,7 @@
 #include "actors/aggregator.hpp"
 #include "actors/core/definition.hpp"
 #include "actors/core/error.hpp"
+#include "actors/core/fault.hpp"
 #include "actors/frame.hpp"
 #include "actors/ingest.hpp"
 #include "actors/recovery.hpp"
@@ -44,6 +47,9 @@ struct shared_nonces {
   nonce_registry seen;
 };
 
+/// Handshakes a node keeps in progress at most.
+constexpr size_t max_pending_handshakes = 64;
+
 /// A refusal, as the peer gets it (the log has the detail).
 caf::error refused(const std::string& why) {
   return make_error(errc::bad_input, "refused by the cluster: " + why);
@@ -57,7 +63,10 @@ struct node_state {
   std::shared_ptr<run_probe> probe; ///< the run of the coordinating node (null elsewhere)
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   std::map<caf::node_id, std::unique_ptr<handshake>> pending; ///< hello read, response awaited
-  std::map<caf::node_id, std::string> peers;                  ///< authenticated: their names
+  std::deque<caf::node_id> pending_order;                     ///< oldest hello first
+  /// Partitions held per updater they contribute to (one updater per generation).
+  std::map<caf::actor_addr, std::vector<caf::actor_addr>> by_updater;
+  std::map<caf::node_id, std::string> peers; ///< authenticated: their names
   /// Partitions running here: (pipeline, partition).
   std::map<caf::actor_addr, std::pair<uint32_t, uint32_t>> held;
 
@@ -100,7 +109,15 @@ caf::result<std::string, std::string> on_hello(node_ptr self, const std::string&
     return refused(to_string(out.refused));
   }
   std::string mine = hs->hello();
+  // Handshakes in progress are few (a peer completes its own at once): a peer that sends only
+  // hellos, from ever new node ids, pushes out the oldest instead of growing the table.
+  if (st.pending.find(from) == st.pending.end())
+    st.pending_order.push_back(from);
   st.pending[from] = std::move(hs);
+  while (st.pending.size() > max_pending_handshakes && !st.pending_order.empty()) {
+    st.pending.erase(st.pending_order.front());
+    st.pending_order.pop_front();
+  }
   return {std::move(mine), std::move(out.reply)};
 }
 
@@ -115,6 +132,7 @@ caf::result<bool> on_auth(node_ptr self, const std::string& response) {
   }
   std::unique_ptr<handshake> hs = std::move(i->second);
   st.pending.erase(i);
+  st.pending_order.erase(std::find(st.pending_order.begin(), st.pending_order.end(), from));
   std::lock_guard<std::mutex> lock{st.nonces->mu};
   auto out = hs->feed(response);
   if (out.refused != refusal::none || !hs->accepted()) {
@@ -148,9 +166,16 @@ caf::result<aggregator_actor> on_place(node_ptr self, uint32_t pipeline, uint32_
   }
   auto a =
     self->system().spawn(aggregator, pipeline, part, pipelines[pipeline], std::move(snapshot),
-                         preprocess_actor{}, std::move(updater), std::shared_ptr<state_meter>{});
+                         preprocess_actor{}, updater, std::shared_ptr<state_meter>{});
   self->monitor(a);
   st.held.emplace(a.address(), std::make_pair(pipeline, part));
+  // A partition ends with its generation: when the updater it contributes to is gone (the
+  // generation ended, or the coordinating node with it), so is the partition, also when its
+  // preprocess never linked to it.
+  auto& same = st.by_updater[updater.address()];
+  if (same.empty())
+    self->monitor(updater);
+  same.push_back(a.address());
   spdlog::info("node {}: runs partition {} of pipeline {} for {}", st.me.self, part,
                pipelines[pipeline].name, peer);
   return a;
@@ -295,6 +320,12 @@ on_ingest(node_ptr self, frame& request, preprocess_actor next, coordinator_acto
 void on_down(node_ptr self, const caf::down_msg& dm) {
   auto& st = self->state;
   st.held.erase(dm.source);
+  if (auto u = st.by_updater.find(dm.source); u != st.by_updater.end()) {
+    for (const auto& part : u->second)
+      if (st.held.count(part))
+        self->send_exit(part, caf::exit_reason::user_shutdown);
+    st.by_updater.erase(u);
+  }
   if (auto f = st.fed.find(dm.source); f != st.fed.end()) {
     auto i = st.ingests.find(f->second);
     st.fed.erase(f);
@@ -537,6 +568,8 @@ public:
         return give_up(a.error());
       out.push_back(std::move(*a));
     }
+    if (fault::hit("cluster.placed")) // fault injection: placed, not linked by preprocess yet
+      return give_up(fault::injected("cluster.placed"));
     return out;
   }
 

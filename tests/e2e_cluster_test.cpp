@@ -409,3 +409,35 @@ TEST_CASE("cluster: three nodes over TLS with the guide's certificates, ingest o
   CHECK(plain.rc == 1);
   CHECK(up_lines(plain.out) == 0);
 }
+
+TEST_CASE("cluster: partitions whose coordinating node died before linking them are ended") {
+  cluster_fixture f{100000};
+  f.start("b");
+  f.start("c");
+  // a dies (as by kill -9) right after it placed the partitions of its first generation.
+  background a{{weir_bin, "node", "--cluster", (f.dir.path / "cluster.toml").string(), "--name",
+                "a", "--final", "--log-level", "info"},
+               f.log("a"),
+               "/dev/null",
+               "cluster.placed"};
+  CHECK(a.wait(30) != 0);
+  REQUIRE(read_text(f.log("a")).find("injected fault at cluster.placed") != std::string::npos);
+  REQUIRE((wait_for(f.log("b"), "runs partition", 5) || wait_for(f.log("c"), "runs partition", 5)));
+  // b and c see the updater of that generation go with its node and end its partitions.
+  std::string st;
+  for (int i = 0; i < 100; ++i) {
+    st =
+      sh("timeout 30 " + weir_bin + " status --cluster " + (f.dir.path / "cluster.toml").string())
+        .out;
+    if (st.find("merchant_hourly/") == std::string::npos)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  INFO(st);
+  CHECK(st.find("merchant_hourly/") == std::string::npos);
+  CHECK(std::count(st.begin(), st.end(), '\n') >= 3);
+  // The cluster serves the next run of a as if nothing had happened.
+  auto& again = f.start_coordinator();
+  REQUIRE(again.wait(120) == 0);
+  f.check_results();
+}
