@@ -409,11 +409,14 @@ node_actor::behavior_type node(node_ptr self, cluster_config c,
   self->set_down_handler([self](caf::down_msg& dm) { on_down(self, dm); });
   // The node stops: what it runs for others stops with it (a detached ingest that follows its
   // files would otherwise keep the process alive).
+  // They end as a lost node's do (errc::node_lost), so that the coordinating node waits for
+  // this node outside its restart budget, as when the node dies.
   self->set_exit_handler([self](caf::exit_msg& em) {
+    auto gone = make_error(errc::node_lost, "node " + self->state.me.self + " stops");
     for (auto& [pipeline, ing] : self->state.ingests)
-      self->send_exit(ing, em.reason);
+      self->send_exit(ing, gone);
     for (auto& [addr, at] : self->state.held)
-      self->send_exit(addr, em.reason);
+      self->send_exit(addr, gone);
     self->quit(em.reason);
   });
   return {

@@ -441,3 +441,17 @@ TEST_CASE("cluster: partitions whose coordinating node died before linking them 
   REQUIRE(again.wait(120) == 0);
   f.check_results();
 }
+
+TEST_CASE("cluster: a node stopped with SIGTERM mid-run is waited for, as a lost node is") {
+  cluster_fixture f{1500000};
+  // No restart budget: a failure counted against it would end the run.
+  auto p = read_text(f.dir.path / "pipeline.toml");
+  write_file(f.dir.path / "pipeline.toml", "restart_budget = 0\n" + p);
+  auto& a = f.start_own_ingest();
+  f.nodes["b"]->signal(SIGTERM); // the ingest node, holding partitions too
+  REQUIRE(f.nodes["b"]->wait(10) == 0);
+  f.start("b", "ingest.toml");
+  REQUIRE(a.wait(120) == 0);
+  CHECK(read_text(f.log("a")).find("node b stops") != std::string::npos);
+  f.check_results();
+}
