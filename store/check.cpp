@@ -238,9 +238,9 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   } else {
     known.checked = recorded;
     known.what = "which the recorded sources of the lake on another node do not name";
-    w.line(recorded ? "  no lake here: offsets checked against the " +
-                        std::to_string(known.ids.size()) + " sources recorded of its lake"
-                    : "  no lake here and no sources of a lake recorded: offsets not checked "
+    w.line(recorded ? "  no lake to read: offsets checked against the " +
+                        std::to_string(known.ids.size()) + " lake sources the warehouse recorded"
+                    : "  no lake to read and no lake sources recorded: offsets not checked "
                       "against sources");
   }
   walk_table(w, e, where, "pipelines", t["pipelines"],
