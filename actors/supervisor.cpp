@@ -96,6 +96,13 @@ generation spawn_generation(caf::actor_system& sys, run_waiter_actor waiter, con
         return g;
       }
       ing = std::move(*remote);
+      // The store keeps the names of the lake's sources: its dead letters and offsets name
+      // them as a store with its lake does (weir dead-letters, inspect, check).
+      if (auto err = wh->record_lake_sources(cluster->source_keys(idx))) {
+        g.members.push_back(caf::actor_cast<caf::actor>(ing));
+        g.failed = std::move(err);
+        return g;
+      }
     } else {
       ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk, pre,
                                      g.coordinator, meter);

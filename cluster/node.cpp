@@ -547,8 +547,8 @@ public:
     // Every failure_timeout (at least a second), the nodes the running generation could not use
     // are dialed; one that answers is used again from the next commit on.
     const auto every = std::max(timeout(), std::chrono::milliseconds(1000));
-    watcher_ = sys.spawn<caf::detached>(
-      [this, sup, every](caf::event_based_actor* self) -> caf::behavior {
+    watcher_ =
+      sys.spawn<caf::detached>([this, sup, every](caf::event_based_actor* self) -> caf::behavior {
         self->delayed_send(self, every, tick_atom::value);
         return {[this, self, sup, every](tick_atom) {
           if (auto name = returned(self->system()))
@@ -678,6 +678,9 @@ public:
     if (watcher_) {
       self->send_exit(watcher_, caf::exit_reason::user_shutdown);
       self->wait_for(watcher_); // it calls into this object
+      // A detached actor's thread ends only once no handle refers to it: the system waits for
+      // that thread when it shuts down.
+      watcher_ = caf::actor{};
     }
     self->send_exit(local_, caf::exit_reason::user_shutdown);
   }

@@ -236,12 +236,15 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   if (lk) {
     known = {lk->sources, true, "which the lake does not know"};
   } else {
-    known.checked = recorded;
-    known.what = "which the recorded sources of the lake on another node do not name";
-    w.line(recorded ? "  no lake to read: offsets checked against the " +
-                        std::to_string(known.ids.size()) + " lake sources the warehouse recorded"
-                    : "  no lake to read and no lake sources recorded: offsets not checked "
-                      "against sources");
+    // A store whose lake is on another node records that lake's sources; one that records none
+    // lost its lake, and its offsets count bytes of sources nothing knows.
+    known.checked = true;
+    known.what = recorded ? "which the recorded sources of the lake on another node do not name"
+                          : "but there is no lake here and the warehouse records no lake on "
+                            "another node (was the lake lost?)";
+    if (recorded)
+      w.line("  no lake to read: offsets checked against the " + std::to_string(known.ids.size()) +
+             " lake sources the warehouse recorded");
   }
   walk_table(w, e, where, "pipelines", t["pipelines"],
              [&](std::string_view k, std::string_view v) { return check_pipeline(k, v, ids); });
