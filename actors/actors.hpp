@@ -333,6 +333,7 @@ using query_atom = caf::atom_constant<caf::atom("query")>;
 using letters_atom = caf::atom_constant<caf::atom("letters")>;
 using run_atom = caf::atom_constant<caf::atom("run")>;
 using restart_atom = caf::atom_constant<caf::atom("restart")>;
+using rebalance_atom = caf::atom_constant<caf::atom("rebalance")>;
 
 /// The window-aggregator partition: event-time windows over one key partition.
 using aggregator_actor = caf::typed_actor<
@@ -417,7 +418,11 @@ using supervisor_actor = run_waiter_actor::extend<
   /// Timer: look at the stop flag of the run.
   caf::reacts_to<tick_atom>,
   /// Timer: the backoff after failure `n` of the run is over; start the next generation.
-  caf::reacts_to<restart_atom, uint32_t>>;
+  caf::reacts_to<restart_atom, uint32_t>,
+  /// A node of the cluster that the running generation could not use is back (`why` says
+  /// which): after the next commit, the generation ends and the next one is placed on every
+  /// node there is, at once and outside the restart budget.
+  caf::reacts_to<rebalance_atom, std::string>>;
 
 /// Warehouse: answers queries on the committed results and dead letters of its store.
 using warehouse_actor = caf::typed_actor<

@@ -96,6 +96,13 @@ generation spawn_generation(caf::actor_system& sys, run_waiter_actor waiter, con
         return g;
       }
       ing = std::move(*remote);
+      // The store keeps the names of the lake's sources: its dead letters and offsets name
+      // them as a store with its lake does (weir dead-letters, inspect, check).
+      if (auto err = wh->record_lake_sources(cluster->source_keys(idx))) {
+        g.members.push_back(caf::actor_cast<caf::actor>(ing));
+        g.failed = std::move(err);
+        return g;
+      }
     } else {
       ing = sys.spawn<caf::detached>(ingest, idx, std::move(preps[i].inputs), cfg.runtime, lk, pre,
                                      g.coordinator, meter);
@@ -172,6 +179,13 @@ caf::error supervisor_state::judge_failure(int64_t& wait) {
   if (fatal)
     return fatal;
   const std::string where = last_commits(cfg, *deps.wh);
+  if (rebalancing) {
+    // Not a failure: the next generation starts at once (and stops at its first epoch when a
+    // stop came meanwhile).
+    spdlog::info("{}: the next generation is placed on every node there is ({})", failure, where);
+    wait = 0;
+    return caf::none;
+  }
   if (stop_wanted())
     return make_error(errc::internal, failure + "; stopped; " + where);
   bool budgeted = !node_lost;
@@ -261,6 +275,8 @@ void start_generation(supervisor_ptr self, std::vector<prepared> preps) {
   st.span_what.clear();
   st.stop_sent = false;
   st.node_lost = false;
+  st.rebalance_wanted.clear();
+  st.rebalancing = false;
   st.now = supervisor_state::phase::running;
   if (st.gen.failed) {
     st.note_reason(st.gen.failed);
@@ -365,7 +381,20 @@ supervisor_actor::behavior_type supervisor(supervisor_ptr self, supervisor_deps 
       return st.answer;
     },
     [self](committed_atom, uint32_t i, uint64_t e, uint64_t, int64_t latency) {
-      self->state.on_commit(i, e, latency);
+      auto& st = self->state;
+      st.on_commit(i, e, latency);
+      // Right after a commit, ending the generation costs the least replay.
+      if (!st.rebalance_wanted.empty() && st.now == supervisor_state::phase::running &&
+          !st.stop_wanted()) {
+        st.failure = "moving partitions: " + st.rebalance_wanted;
+        st.rebalancing = true;
+        end_generation(self);
+      }
+    },
+    [self](rebalance_atom, std::string& why) {
+      auto& st = self->state;
+      if (st.now == supervisor_state::phase::running && st.rebalance_wanted.empty())
+        st.rebalance_wanted = std::move(why);
     },
     [self](stats_atom, run_stats& s) { self->state.stats.push_back(std::move(s)); },
     [self](done_atom) {

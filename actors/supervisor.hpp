@@ -83,6 +83,9 @@ struct supervisor_state {
   bool stop_sent = false;
   bool stop_asked = false; ///< (stop) came: the run ends as when the stop flag is set
   bool node_lost = false;  ///< the failure is a node of the cluster going away
+  /// A node is back: the generation ends at its next commit (the reason, empty: none) ...
+  std::string rebalance_wanted;
+  bool rebalancing = false; ///< ... and it is ending for that: no failure, no budget, no wait
 
   bool stop_wanted() const { return stop_asked || (deps.stop && deps.stop->load()); }
   /// Epoch e of pipeline i is committed, `latency` us after its start (-1: not known).

@@ -332,42 +332,61 @@ int cmd_query(const std::string& store, const std::string& server, const std::st
   return exit_ok;
 }
 
-int cmd_inspect(const std::string& store) {
-  if (auto err = require_store(store))
-    return fail(err);
-  auto st = weir::open_store(store); // lake and warehouse, checked to be one store
-  if (!st)
-    return fail(st.error());
-  auto* wh = &st->wh;
-  auto* lk = &st->lk;
-  std::cout << "store " << store << "\n";
-  auto wt = wh->table_counts();
-  if (!wt)
-    return fail(wt.error());
-  std::cout << "warehouse\n";
-  for (auto& [name, n] : *wt)
+/// Whether the store holds its lake: the coordinating node of a cluster whose ingest runs on
+/// another node holds the warehouse alone, and reading it must not create a lake.
+bool has_lake(const std::string& store) {
+  std::error_code ec;
+  return std::filesystem::is_directory(store + "/lake", ec);
+}
+
+/// The source keys of the store's lake by id: from the lake when it is here, else those the
+/// warehouse recorded of its lake on another node (none: empty).
+caf::expected<std::vector<std::pair<uint32_t, std::string>>>
+store_sources(const std::string& store) {
+  if (has_lake(store)) {
+    auto lk = weir::lake::open(store);
+    if (!lk)
+      return std::move(lk.error());
+    return lk->sources();
+  }
+  auto wh = weir::warehouse::open(store);
+  if (!wh)
+    return std::move(wh.error());
+  return wh->lake_sources();
+}
+
+/// "source #ID", or the label of the key of source `id`.
+std::string source_name(const std::vector<std::pair<uint32_t, std::string>>& sources, uint32_t id) {
+  for (const auto& [sid, key] : sources)
+    if (sid == id)
+      return source_label(key);
+  return "source #" + std::to_string(id);
+}
+
+int print_tables(const char* title,
+                 const caf::expected<std::vector<std::pair<std::string, uint64_t>>>& counts) {
+  if (!counts)
+    return fail(counts.error());
+  std::cout << title << "\n";
+  for (auto& [name, n] : *counts)
     std::printf("  %-22s %12llu\n", name.c_str(), static_cast<unsigned long long>(n));
-  auto lt = lk->table_counts();
-  if (!lt)
-    return fail(lt.error());
-  std::cout << "lake\n";
-  for (auto& [name, n] : *lt)
-    std::printf("  %-22s %12llu\n", name.c_str(), static_cast<unsigned long long>(n));
-  auto sources = lk->sources();
-  if (!sources)
-    return fail(sources.error());
-  auto ps = wh->pipelines();
+  return exit_ok;
+}
+
+int print_pipelines(weir::warehouse& wh,
+                    const std::vector<std::pair<uint32_t, std::string>>& sources) {
+  auto ps = wh.pipelines();
   if (!ps)
     return fail(ps.error());
   for (auto& p : *ps) {
-    auto last = wh->last_epoch(p.name);
+    auto last = wh.last_epoch(p.name);
     if (!last)
       return fail(last.error());
     std::cout << "pipeline " << p.name << " (" << p.window << "; aggregates:";
     for (auto& a : p.aggregates)
       std::cout << " " << a;
     std::cout << ")\n  last committed epoch " << *last << "\n";
-    auto offs = wh->offsets(p.name);
+    auto offs = wh.offsets(p.name);
     if (!offs)
       return fail(offs.error());
     if (!p.definition.empty()) {
@@ -377,15 +396,49 @@ int cmd_inspect(const std::string& store) {
         std::cout << "    " << l << "\n";
     }
     for (auto& [id, off] : *offs) {
-      std::string name = "source #" + std::to_string(id);
-      for (auto& [sid, key] : *sources)
-        if (sid == id)
-          name = source_label(key);
-      std::printf("  source %s: committed offset %llu\n", name.c_str(),
-                  static_cast<unsigned long long>(off));
+      const auto name = source_name(sources, id); // "source #ID" when not known
+      std::printf("  %s%s: committed offset %llu\n", name.rfind("source #", 0) ? "source " : "",
+                  name.c_str(), static_cast<unsigned long long>(off));
     }
   }
   return exit_ok;
+}
+
+/// `weir inspect` of a store without its lake: the warehouse, and what it recorded of the lake.
+int inspect_warehouse_only(const std::string& store) {
+  auto wh = weir::warehouse::open(store);
+  if (!wh)
+    return fail(wh.error());
+  auto sources = wh->lake_sources();
+  if (!sources)
+    return fail(sources.error());
+  std::cout << "store " << store << "\n";
+  if (int rc = print_tables("warehouse", wh->table_counts()); rc != exit_ok)
+    return rc;
+  std::cout << "lake: none here (on another node; its sources: " << sources->size()
+            << " recorded)\n";
+  for (auto& [id, key] : *sources)
+    std::cout << "  source #" << id << " " << source_label(key) << "\n";
+  return print_pipelines(*wh, *sources);
+}
+
+int cmd_inspect(const std::string& store) {
+  if (auto err = require_store(store))
+    return fail(err);
+  if (!has_lake(store))
+    return inspect_warehouse_only(store);
+  auto st = weir::open_store(store); // lake and warehouse, checked to be one store
+  if (!st)
+    return fail(st.error());
+  std::cout << "store " << store << "\n";
+  if (int rc = print_tables("warehouse", st->wh.table_counts()); rc != exit_ok)
+    return rc;
+  if (int rc = print_tables("lake", st->lk.table_counts()); rc != exit_ok)
+    return rc;
+  auto sources = st->lk.sources();
+  if (!sources)
+    return fail(sources.error());
+  return print_pipelines(st->wh, *sources);
 }
 
 int cmd_check(const std::string& store) {
@@ -402,19 +455,11 @@ int cmd_dead_letters(const std::string& store, const std::string& pipeline,
                      const std::string& format, size_t limit) {
   if (auto err = require_store(store))
     return fail(err);
-  auto lk = weir::lake::open(store);
-  if (!lk)
-    return fail(lk.error());
-  auto sources = lk->sources();
+  auto sources = store_sources(store);
   if (!sources)
     return fail(sources.error());
-  auto source_name = [&](uint32_t id) {
-    for (auto& [sid, key] : *sources)
-      if (sid == id)
-        return source_label(key);
-    return "source #" + std::to_string(id);
-  };
-  dead_letter_writer out{format, stdout_sink(), source_name};
+  dead_letter_writer out{format, stdout_sink(),
+                         [&](uint32_t id) { return source_name(*sources, id); }};
   auto err = weir::store_dead_letter_pages(store, pipeline, limit, [&](const auto& page) {
     out.page(page);
     return true;

@@ -14,6 +14,7 @@
 
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
+#include <caf/event_based_actor.hpp>
 #include <caf/io/middleman.hpp>
 #include <caf/openssl/manager.hpp>
 #include <caf/openssl/publish.hpp>
@@ -409,11 +410,14 @@ node_actor::behavior_type node(node_ptr self, cluster_config c,
   self->set_down_handler([self](caf::down_msg& dm) { on_down(self, dm); });
   // The node stops: what it runs for others stops with it (a detached ingest that follows its
   // files would otherwise keep the process alive).
+  // They end as a lost node's do (errc::node_lost), so that the coordinating node waits for
+  // this node outside its restart budget, as when the node dies.
   self->set_exit_handler([self](caf::exit_msg& em) {
+    auto gone = make_error(errc::node_lost, "node " + self->state.me.self + " stops");
     for (auto& [pipeline, ing] : self->state.ingests)
-      self->send_exit(ing, em.reason);
+      self->send_exit(ing, gone);
     for (auto& [addr, at] : self->state.held)
-      self->send_exit(addr, em.reason);
+      self->send_exit(addr, gone);
     self->quit(em.reason);
   });
   return {
@@ -536,9 +540,23 @@ public:
 
   void configure(caf::actor_system_config& cfg) override { configure_system(cfg, c_, self_); }
 
-  caf::error start(caf::actor_system& sys, supervisor_actor) override {
+  caf::error start(caf::actor_system& sys, supervisor_actor sup) override {
     local_ = sys.spawn(node, c_, nonces_, probe_, std::shared_ptr<lake>{});
-    return publish_node(sys, c_, self_, local_);
+    if (auto err = publish_node(sys, c_, self_, local_))
+      return err;
+    // Every failure_timeout (at least a second), the nodes the running generation could not use
+    // are dialed; one that answers is used again from the next commit on.
+    const auto every = std::max(timeout(), std::chrono::milliseconds(1000));
+    watcher_ =
+      sys.spawn<caf::detached>([this, sup, every](caf::event_based_actor* self) -> caf::behavior {
+        self->delayed_send(self, every, tick_atom::value);
+        return {[this, self, sup, every](tick_atom) {
+          if (auto name = returned(self->system()))
+            self->send(sup, rebalance_atom::value, "node " + *name + " is back");
+          self->delayed_send(self, every, tick_atom::value);
+        }};
+      });
+    return caf::none;
   }
 
   caf::expected<std::vector<aggregator_actor>> spawn_partitions(caf::actor_system& sys,
@@ -548,6 +566,13 @@ public:
     std::vector<bool> alive(c_.nodes.size(), false);
     for (size_t i = 0; i < c_.nodes.size(); ++i)
       alive[i] = i == self_ || (c_.nodes[i].aggregate && connected(sys, i));
+    {
+      std::lock_guard<std::mutex> lock{missing_mu_};
+      missing_.clear();
+      for (size_t i = 0; i < c_.nodes.size(); ++i)
+        if (c_.nodes[i].aggregate && !alive[i])
+          missing_.insert(i);
+    }
     auto where = place(c_, shapes_, alive);
     const auto& slots = where.pipelines.at(pipeline).partitions;
     const auto& p = c_.pipeline.pipelines.at(pipeline);
@@ -650,6 +675,13 @@ public:
     if (!local_)
       return;
     caf::scoped_actor self{sys};
+    if (watcher_) {
+      self->send_exit(watcher_, caf::exit_reason::user_shutdown);
+      self->wait_for(watcher_); // it calls into this object
+      // A detached actor's thread ends only once no handle refers to it: the system waits for
+      // that thread when it shuts down.
+      watcher_ = caf::actor{};
+    }
     self->send_exit(local_, caf::exit_reason::user_shutdown);
   }
 
@@ -686,6 +718,23 @@ private:
     return out;
   }
 
+  /// The name of a node the running generation could not use that answers now, if any.
+  std::optional<std::string> returned(caf::actor_system& sys) {
+    std::vector<size_t> candidates;
+    {
+      std::lock_guard<std::mutex> lock{missing_mu_};
+      candidates.assign(missing_.begin(), missing_.end());
+    }
+    for (auto n : candidates)
+      if (dial({sys, c_, me_, *nonces_, timeout()}, n)) {
+        std::lock_guard<std::mutex> lock{missing_mu_};
+        missing_.erase(n);
+        spdlog::info("node {}: node {} is back", c_.nodes[self_].name, c_.nodes[n].name);
+        return c_.nodes[n].name;
+      }
+    return std::nullopt;
+  }
+
   /// Whether node `n` is connected and authenticated (dialing it when it is not).
   bool connected(caf::actor_system& sys, size_t n) {
     auto i = peers_.find(n);
@@ -712,7 +761,10 @@ private:
   std::map<size_t, node_actor> peers_; ///< authenticated node actors of the other nodes
   std::string store_identity_;         ///< of the warehouse, for the ingest node's lake
   bool holds_data_ = false;            ///< the warehouse holds committed epochs
-  std::mutex keys_mu_;                 ///< source_keys is asked from the supervisor's thread
+  caf::actor watcher_;                 ///< dials the missing nodes (returned)
+  std::mutex missing_mu_;
+  std::set<size_t> missing_; ///< aggregate nodes the running generation could not use
+  std::mutex keys_mu_;       ///< source_keys is asked from the supervisor's thread
   std::map<uint32_t, std::vector<std::pair<uint32_t, std::string>>> keys_;
 };
 

@@ -100,14 +100,26 @@ std::string expect_size(std::string_view v, size_t n, const char* what) {
          std::to_string(n);
 }
 
-entry_check meta_check(std::string_view kind) {
-  return [kind](std::string_view k, std::string_view v) -> std::string {
+/// The meta table of a lake, or with `lake_sources` of a warehouse: its recorded lake sources
+/// (warehouse::record_lake_sources) land there, and `recorded` says whether there were any.
+entry_check meta_check(std::string_view kind,
+                       std::map<uint32_t, std::string>* lake_sources = nullptr,
+                       bool* recorded = nullptr) {
+  return [=](std::string_view k, std::string_view v) -> std::string {
     if (k == "format_version")
       return expect_size(v, 4, "format version");
     if (k == "kind")
       return v == kind ? "" : "kind '" + std::string{v} + "', expected '" + std::string{kind} + "'";
     if (k == "store_id")
       return expect_size(v, 16, "store identity");
+    if (k == "lake_sources" && lake_sources) {
+      std::vector<std::pair<uint32_t, std::string>> list;
+      if (decode_lake_sources(v, list))
+        return "recorded lake sources that do not decode";
+      lake_sources->insert(list.begin(), list.end());
+      *recorded = true;
+      return {};
+    }
     return "an unknown meta key";
   };
 }
@@ -201,6 +213,14 @@ std::string check_dead_letter(std::string_view k, std::string_view v, const pipe
   return {};
 }
 
+/// The source ids the warehouse's offsets may name: those of the lake beside it, else those
+/// recorded of a lake on another node; `what` names them in a problem.
+struct known_sources {
+  std::map<uint32_t, std::string> ids;
+  bool checked = false; ///< false: no lake here and none recorded, offsets are not checked
+  std::string what;
+};
+
 void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   auto& e = wh.environment();
   const std::string where = "warehouse " + wh.dir();
@@ -210,7 +230,22 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
   pipeline_ids ids;
   window_result row;  // reused by every results row
   dead_letter letter; // and every dead letter
-  walk_table(w, e, where, "meta", t["meta"], meta_check("warehouse"));
+  known_sources known;
+  bool recorded = false;
+  walk_table(w, e, where, "meta", t["meta"], meta_check("warehouse", &known.ids, &recorded));
+  if (lk) {
+    known = {lk->sources, true, "which the lake does not know"};
+  } else {
+    // A store whose lake is on another node records that lake's sources; one that records none
+    // lost its lake, and its offsets count bytes of sources nothing knows.
+    known.checked = true;
+    known.what = recorded ? "which the recorded sources of the lake on another node do not name"
+                          : "but there is no lake here and the warehouse records no lake on "
+                            "another node (was the lake lost?)";
+    if (recorded)
+      w.line("  no lake to read: offsets checked against the " + std::to_string(known.ids.size()) +
+             " lake sources the warehouse recorded");
+  }
   walk_table(w, e, where, "pipelines", t["pipelines"],
              [&](std::string_view k, std::string_view v) { return check_pipeline(k, v, ids); });
   // Per pipeline id: its windows counter and key-index counter, result rows and key-index rows.
@@ -232,9 +267,9 @@ void walk_warehouse(walker& w, warehouse& wh, const lake_facts* lk) {
     auto why = check_pid(k, 6, ids);
     if (why.empty())
       why = expect_size(v, 8, "an offset");
-    if (why.empty() && lk && !lk->sources.count(codec::get_be32(k.data() + 2)))
-      why = "an offset of source id " + std::to_string(codec::get_be32(k.data() + 2)) +
-            ", which the lake does not know";
+    if (why.empty() && known.checked && !known.ids.count(codec::get_be32(k.data() + 2)))
+      why = "an offset of source id " + std::to_string(codec::get_be32(k.data() + 2)) + ", " +
+            known.what;
     return why;
   });
   walk_table(w, e, where, "results", t["results"], [&](std::string_view k, std::string_view v) {
@@ -314,6 +349,15 @@ void check_identity(walker& w, lake& lk, warehouse& wh, const lake_facts& facts)
     w.line("store identity " + show_identity(**wid) + " (lake and warehouse agree)");
 }
 
+/// The identity of a warehouse without a lake beside it.
+void warehouse_identity_line(walker& w, warehouse& wh) {
+  auto wid = wh.identity();
+  if (!wid)
+    w.problem("warehouse " + wh.dir() + ": " + render(wid.error()));
+  else if (*wid)
+    w.line("store identity " + show_identity(**wid) + " (the warehouse's)");
+}
+
 } // namespace
 
 caf::expected<check_report> check_store(const std::string& dir,
@@ -330,7 +374,9 @@ caf::expected<check_report> check_store(const std::string& dir,
   std::optional<lake> lk;
   lake_facts facts;
   if (!has_lake) {
-    w.problem("the lake " + dir + "/lake is missing");
+    // Not a problem: the coordinating node of a cluster whose ingest runs on another node holds
+    // the warehouse alone (its lake is in that node's store).
+    line("lake: none here (on another node, or none)");
   } else if (auto l = lake::open(dir); !l) {
     w.problem("the lake " + dir + "/lake cannot be opened: " + render(l.error()));
   } else {
@@ -352,6 +398,8 @@ caf::expected<check_report> check_store(const std::string& dir,
   }
   if (lk && wh)
     check_identity(w, *lk, *wh, facts);
+  else if (wh)
+    warehouse_identity_line(w, *wh);
   if (report.problems.size() > max_shown)
     line("  ... and " + std::to_string(report.problems.size() - max_shown) + " more problems");
   return report;

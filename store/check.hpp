@@ -10,6 +10,11 @@
 /// warehouse's offsets known in the lake's `source_keys`, `source_ids` and `source_keys` one
 /// mapping.
 ///
+/// A store without its lake (the coordinating node of a cluster whose ingest runs on another
+/// node) has its warehouse checked alone: the missing lake is no problem, and the offsets' source
+/// ids must be among the lake sources the warehouse recorded (warehouse::record_lake_sources);
+/// with none recorded, the lake was lost and every committed offset is a problem.
+///
 /// A page damaged so that LMDB itself fails (an assertion, a read outside the map) ends the
 /// process with exit code 4 (lmdb.hpp); the lines reported until then have been printed.
 

@@ -198,8 +198,8 @@ struct keyed_row {
 
 /// The stored keys of `results` in one buffer `keys`, as rows sorted by key. Stable: of two
 /// rows for one window in a commit, the later one wins, as it would unsorted.
-std::vector<keyed_row> sorted_result_keys(uint16_t pid, const result_pack& results,
-                                          size_t max_key, std::string& keys) {
+std::vector<keyed_row> sorted_result_keys(uint16_t pid, const result_pack& results, size_t max_key,
+                                          std::string& keys) {
   keys.reserve(results.size() * (result_prefix + 16));
   std::vector<keyed_row> keyed;
   keyed.reserve(results.size());
@@ -355,6 +355,24 @@ caf::error decode_change(std::string_view v, size_t max_key, window_result& row)
   return decode_result(v.substr(2, klen), v.substr(2 + klen), max_key, row);
 }
 
+caf::error decode_lake_sources(std::string_view v,
+                               std::vector<std::pair<uint32_t, std::string>>& out) {
+  codec::reader r{v};
+  const uint32_t n = r.u32();
+  out.clear();
+  for (uint32_t i = 0; i < n && r.ok(); ++i) {
+    const uint32_t id = r.u32();
+    const std::string_view key = r.str();
+    if (id == 0 || key.empty() || (!out.empty() && id <= out.back().first))
+      r.fail();
+    else
+      out.emplace_back(id, std::string{key});
+  }
+  if (!r.done())
+    return corrupt("the lake sources in meta");
+  return caf::none;
+}
+
 caf::error decode_dead_letter(std::string_view v, dead_letter& d) {
   dead_letter_view x;
   if (!read_dead_letter(v, x) || !v.empty())
@@ -400,10 +418,12 @@ caf::expected<warehouse> warehouse::open(const std::string& dir, bool durable, s
       return ferr;
     w.meta_ = *meta;
     std::pair<const char*, lmdb::dbi*> tables[] = {
-      {"pipelines", &w.pipelines_}, {"counters", &w.counters_},         {"offsets", &w.offsets_},
-      {"epochs", &w.epochs_},       {"results", &w.results_},           {"state", &w.state_},
-      {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_}, {"windows", &w.windows_},
-      {"by_key", &w.by_key_},       {"changes", &w.changes_}};
+      {"pipelines", &w.pipelines_}, {"counters", &w.counters_},
+      {"offsets", &w.offsets_},     {"epochs", &w.epochs_},
+      {"results", &w.results_},     {"state", &w.state_},
+      {"dedupe", &w.dedupe_},       {"dead_letters", &w.dead_letters_},
+      {"windows", &w.windows_},     {"by_key", &w.by_key_},
+      {"changes", &w.changes_}};
     for (auto& [name, slot] : tables) {
       auto d = t.open_dbi(name, true);
       if (!d)
@@ -1396,6 +1416,90 @@ caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,
         return caf::none;
     }
   });
+}
+
+namespace {
+
+constexpr std::string_view lake_sources_key = "lake_sources";
+
+using source_map = std::map<uint32_t, std::string>;
+
+/// The recorded lake sources, inside a txn (none recorded: empty).
+caf::error read_lake_sources(lmdb::txn& t, lmdb::dbi meta, source_map& out) {
+  out.clear();
+  auto v = t.get_sealed(meta, lake_sources_key);
+  if (!v)
+    return std::move(v.error());
+  if (!*v)
+    return caf::none;
+  std::vector<std::pair<uint32_t, std::string>> list;
+  if (auto err = decode_lake_sources(**v, list))
+    return err;
+  out.insert(list.begin(), list.end());
+  return caf::none;
+}
+
+/// Adds the ids of `add` that `known` lacks: true when it added one. A known id with another
+/// key is errc::store_corrupt.
+caf::expected<bool> merge_lake_sources(source_map& known,
+                                       const std::vector<std::pair<uint32_t, std::string>>& add,
+                                       const std::string& dir) {
+  bool added = false;
+  for (const auto& [id, key] : add) {
+    auto [it, fresh] = known.emplace(id, key);
+    added = added || fresh;
+    if (!fresh && it->second != key)
+      return make_error(errc::store_corrupt,
+                        "warehouse " + dir + ": lake source id " + std::to_string(id) +
+                          " is recorded as '" + it->second + "' but the lake now names it '" + key +
+                          "': its offsets and dead letters refer to another lake");
+  }
+  return added;
+}
+
+std::string encode_lake_sources(const source_map& sources) {
+  std::string out;
+  codec::writer w{out};
+  w.u32(static_cast<uint32_t>(sources.size()));
+  for (const auto& [id, key] : sources) {
+    w.u32(id);
+    w.str(key);
+  }
+  return out;
+}
+
+} // namespace
+
+caf::error
+warehouse::record_lake_sources(const std::vector<std::pair<uint32_t, std::string>>& sources) {
+  for (const auto& [id, key] : sources)
+    if (id == 0 || key.empty())
+      return make_error(errc::internal, "warehouse: a lake source needs an id from 1 and a key");
+  // Mostly the sources are known already: a read txn says so without taking the writer's lock.
+  source_map known;
+  if (auto err = env_.with_read([&](lmdb::txn& t) { return read_lake_sources(t, meta_, known); }))
+    return err;
+  auto added = merge_lake_sources(known, sources, dir());
+  if (!added)
+    return std::move(added.error());
+  if (!*added)
+    return caf::none;
+  // Merged again inside the write txn: another writer may have recorded some since.
+  return env_.with_write([&](lmdb::txn& t) -> caf::error {
+    if (auto err = read_lake_sources(t, meta_, known))
+      return err;
+    auto now = merge_lake_sources(known, sources, dir());
+    if (!now)
+      return std::move(now.error());
+    return *now ? t.put_sealed(meta_, lake_sources_key, encode_lake_sources(known)) : caf::none;
+  });
+}
+
+caf::expected<std::vector<std::pair<uint32_t, std::string>>> warehouse::lake_sources() {
+  source_map known;
+  if (auto err = env_.with_read([&](lmdb::txn& t) { return read_lake_sources(t, meta_, known); }))
+    return err;
+  return std::vector<std::pair<uint32_t, std::string>>{known.begin(), known.end()};
 }
 
 caf::expected<std::vector<std::pair<std::string, uint64_t>>> warehouse::table_counts() {

@@ -6,7 +6,10 @@
 ///
 /// Tables (keys big-endian, values little-endian; every value but meta's format_version and kind
 /// ends in a seal of key and value, lmdb.hpp, verified whenever it is read):
-/// - meta:         "format_version" (u32), "kind" = "warehouse", "store_id" (store.hpp)
+/// - meta:         "format_version" (u32), "kind" = "warehouse", "store_id" (store.hpp),
+///                 "lake_sources": the source keys of a lake on another node (the ingest node
+///                 of a cluster), which the offsets and dead letters refer to by id: u32 count,
+///                 then per source by increasing id: id u32, key (u32 length, bytes)
 /// - pipelines:    name -> id u16, window text, aggregate names
 /// - counters:     "next_pipeline_id" -> u64; "dead_letter_seq/<id>" -> next sequence (u64);
 ///                 "windows/<id>" -> result rows committed so far (u64)
@@ -27,8 +30,8 @@
 ///                 length, bytes), version u32, count u32, doubles: a copy of the results of
 ///                 a key, so that a lookup by key reads them in order (results.key_index)
 /// - changes:      (pipeline BE16, epoch BE64, row BE32) -> row 0: commit time i64 (wall clock
-///                 microseconds), for the retention; row i > 0: the i-th result row the epoch wrote, as
-///                 its results key (u16 length, bytes) and value (results.change_feed)
+///                 microseconds), for the retention; row i > 0: the i-th result row the epoch
+///                 wrote, as its results key (u16 length, bytes) and value (results.change_feed)
 /// The counters "key_index/<id>" (windows counter + 1 when the index was last complete) and
 /// "change_keep/<id>" (the feed's retention in microseconds) say which are kept. A commit that
 /// does not keep the index (an older build) leaves the first behind the windows counter: the
@@ -73,9 +76,9 @@ struct epoch_commit {
   /// `epoch` is ignored, last_epoch stays as it is.
   bool without_epoch = false;
   std::vector<std::pair<uint32_t, uint64_t>> offsets; ///< source id -> offset reached
-  dead_letter_pack dead_letters;      ///< in order: they take the next sequence numbers
-  result_pack results; ///< upserts: a row replaces the stored row only if its version is
-                        ///< >= the stored one
+  dead_letter_pack dead_letters; ///< in order: they take the next sequence numbers
+  result_pack results;           ///< upserts: a row replaces the stored row only if its version is
+                                 ///< >= the stored one
   std::vector<std::pair<uint32_t, std::string>> states; ///< partition -> blob (replaces)
   /// Per partition, the window-state rows an epoch changed: deletes first, then puts (packed as
   /// in state_delta: varint-length row keys, and values for puts).
@@ -98,8 +101,8 @@ struct dead_letter_row {
 
 /// Which indexes of a pipeline's results a store keeps (config: [pipeline.results]).
 struct result_indexes {
-  bool by_key = false;         ///< the by_key table: lookups by key read only that key's rows
-  int64_t change_keep_us = 0;  ///< > 0: the change feed, kept this long (wall clock)
+  bool by_key = false;        ///< the by_key table: lookups by key read only that key's rows
+  int64_t change_keep_us = 0; ///< > 0: the change feed, kept this long (wall clock)
 };
 
 /// Where the change feed of a pipeline stands.
@@ -191,16 +194,24 @@ public:
   /// in (epoch, row) order, after `after` (epoch, row) when given; fn returns false to stop.
   /// Rows are only passed when since_epoch + 1 >= the oldest kept epoch (else the caller says
   /// the feed has moved on); the state is read in the same txn.
-  caf::expected<change_feed_state>
-  changes(const std::string& pipeline, uint64_t since_epoch,
-          std::optional<std::pair<uint64_t, uint32_t>> after,
-          const std::function<bool(const change_row&)>& fn);
+  caf::expected<change_feed_state> changes(const std::string& pipeline, uint64_t since_epoch,
+                                           std::optional<std::pair<uint64_t, uint32_t>> after,
+                                           const std::function<bool(const change_row&)>& fn);
 
   /// Dead letters of one pipeline (or all, by pipeline id), in sequence order; of one
   /// pipeline, only those with a sequence number above `after_seq`.
   caf::error dead_letters(const std::optional<std::string>& pipeline,
                           const std::function<bool(const dead_letter_row&)>& fn,
                           uint64_t after_seq = 0);
+
+  /// Remembers the source keys (id -> key, e.g. "p/in:/abs/in.csv") of a lake that lives on
+  /// another node, so that this store alone can name the sources its offsets and dead letters
+  /// refer to. Merges: new ids are added, known ones must come with the key they have (another
+  /// key is errc::store_corrupt: that lake is not the one these offsets count). Writes only
+  /// when something is new: the ingest node reports its sources at every start.
+  caf::error record_lake_sources(const std::vector<std::pair<uint32_t, std::string>>& sources);
+  /// The source keys recorded by record_lake_sources, by id (empty: none recorded).
+  caf::expected<std::vector<std::pair<uint32_t, std::string>>> lake_sources();
 
   /// Table name -> entry count, plus "map_size", "map_used" (bytes) and "format_version",
   /// for `weir inspect`.

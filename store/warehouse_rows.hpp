@@ -5,7 +5,10 @@
 /// the warehouse does. A row that does not decode is errc::store_corrupt.
 
 #include <cstddef>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "actors/core/error.hpp"
 #include "actors/core/types.hpp"
@@ -26,6 +29,11 @@ bool decode_by_key(std::string_view k, std::string_view v, window_result& row);
 
 /// A row of `changes` (not an epoch's header row 0) into `row`.
 caf::error decode_change(std::string_view v, size_t max_key, window_result& row);
+
+/// The "lake_sources" value of `meta` (record_lake_sources): ids from 1, increasing, keys not
+/// empty.
+caf::error decode_lake_sources(std::string_view v,
+                               std::vector<std::pair<uint32_t, std::string>>& out);
 
 /// A `dead_letters` value.
 caf::error decode_dead_letter(std::string_view v, dead_letter& d);

@@ -441,3 +441,32 @@ TEST_CASE("cluster: partitions whose coordinating node died before linking them 
   REQUIRE(again.wait(120) == 0);
   f.check_results();
 }
+
+TEST_CASE("cluster: a node stopped with SIGTERM mid-run is waited for, as a lost node is") {
+  cluster_fixture f{1500000};
+  // No restart budget: a failure counted against it would end the run.
+  auto p = read_text(f.dir.path / "pipeline.toml");
+  write_file(f.dir.path / "pipeline.toml", "restart_budget = 0\n" + p);
+  auto& a = f.start_own_ingest();
+  f.nodes["b"]->signal(SIGTERM); // the ingest node, holding partitions too
+  REQUIRE(f.nodes["b"]->wait(10) == 0);
+  f.start("b", "ingest.toml");
+  REQUIRE(a.wait(120) == 0);
+  CHECK(read_text(f.log("a")).find("node b stops") != std::string::npos);
+  f.check_results();
+}
+
+TEST_CASE("cluster: a node that comes back gets its partitions back after the next commit") {
+  cluster_fixture f{1500000};
+  f.start("b"); // c is down when the run starts: its partitions go to a and b
+  auto& a = f.start_coordinator();
+  REQUIRE(wait_for(f.log("a"), "epoch 2 committed", 30));
+  f.start("c");
+  REQUIRE(a.wait(120) == 0);
+  auto out = read_text(f.log("a"));
+  CHECK(out.find("node c is back") != std::string::npos);
+  CHECK(out.find("moving partitions: node c is back") != std::string::npos);
+  CHECK(read_text(f.log("c")).find("runs partition") != std::string::npos);
+  CHECK(out.find("gave up") == std::string::npos);
+  f.check_results();
+}

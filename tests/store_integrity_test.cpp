@@ -279,6 +279,73 @@ TEST_CASE("weir check walks a clean store and names each damage") {
   }
 }
 
+TEST_CASE("weir check of a warehouse whose lake is on another node") {
+  // The coordinating node of a cluster whose ingest runs elsewhere: DIR/warehouse alone, its
+  // offsets keyed by source ids of the other node's lake.
+  temp_dir dir;
+  const std::vector<std::pair<uint32_t, std::string>> sources{{1, "p/a:/x/a.csv"},
+                                                              {2, "p/b:/x/b.csv"}};
+  auto record = [&](const std::vector<std::pair<uint32_t, std::string>>& which) {
+    auto wh = warehouse::open(dir.str());
+    REQUIRE(wh);
+    REQUIRE(!wh->record_lake_sources(which));
+  };
+  {
+    auto wh = warehouse::open(dir.str());
+    REQUIRE(wh);
+    bool holds = false;
+    REQUIRE(warehouse_identity(*wh, holds));
+    REQUIRE(wh->register_pipeline("p", {"count"}, "tumbling 60s"));
+    epoch_commit c;
+    c.pipeline = "p";
+    c.epoch = 1;
+    c.offsets = {{1, 10}, {2, 20}};
+    REQUIRE(wh->commit(c));
+  }
+  auto check = [&] {
+    auto r = check_quietly(dir.str());
+    REQUIRE(r);
+    CHECK_FALSE(fs::exists(dir.path / "lake"));
+    return *r;
+  };
+  SECTION("no sources recorded: the lake is lost, and every offset says so") {
+    auto r = check();
+    INFO(messages(r));
+    REQUIRE(r.problems.size() == 2);
+    for (const auto& p : r.problems)
+      CHECK_THAT(p, Catch::Contains("was the lake lost?"));
+  }
+  SECTION("every offset's source recorded") {
+    record(sources);
+    auto r = check();
+    INFO(messages(r));
+    CHECK(r.clean());
+  }
+  SECTION("an offset of a source the recorded ones do not name") {
+    record({sources[0]});
+    auto r = check();
+    REQUIRE(r.problems.size() == 1);
+    CHECK_THAT(r.problems[0], Catch::Contains("table offsets"));
+    CHECK_THAT(r.problems[0], Catch::Contains("source id 2"));
+  }
+  SECTION("recorded sources that do not decode, sealed as the store would") {
+    std::string v;
+    codec::writer w{v};
+    w.u32(2); // two announced, one there
+    w.u32(1);
+    w.str("p/a:/x/a.csv");
+    raw_put(dir.str() + "/warehouse", "meta", "lake_sources", sealed("meta", "lake_sources", v));
+    auto r = check();
+    INFO(messages(r));
+    REQUIRE(r.problems.size() == 3); // the meta entry, then both offsets it cannot name
+    CHECK_THAT(r.problems[0], Catch::Contains("table meta"));
+    CHECK_THAT(r.problems[0], Catch::Contains("lake sources"));
+    auto wh = warehouse::open(dir.str());
+    REQUIRE(wh);
+    CHECK(has_code(wh->lake_sources().error(), errc::store_corrupt));
+  }
+}
+
 TEST_CASE("a whole-table query that finds no rows where rows were committed is refused") {
   temp_dir dir;
   {
@@ -358,7 +425,6 @@ TEST_CASE("weir check verifies the key index and the change feed") {
     INFO(messages(*r));
     CHECK_THAT(messages(*r), Catch::Contains("another key's hash"));
     CHECK(r->problems.size() == 1); // a row that does not count, so none more than the results
-
   }
   SECTION("a key index that lost its rows") {
     weir::test::raw_clear(wh, "by_key");

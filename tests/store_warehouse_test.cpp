@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -14,10 +15,10 @@
 
 #include <lmdb.h>
 
-#include "tests/raw_lmdb.hpp"
-#include "tests/test_support.hpp"
 #include "actors/core/codec.hpp"
 #include "store/warehouse.hpp"
+#include "tests/raw_lmdb.hpp"
+#include "tests/test_support.hpp"
 
 using namespace weir;
 namespace fs = std::filesystem;
@@ -557,8 +558,8 @@ TEST_CASE("warehouse: unknown format version and damaged rows are refused", "[wa
 namespace {
 
 /// A row of the change feed as the model sees it.
-using change_t = std::tuple<uint64_t, timestamp, timestamp, std::string, uint32_t,
-                            std::vector<double>>;
+using change_t =
+  std::tuple<uint64_t, timestamp, timestamp, std::string, uint32_t, std::vector<double>>;
 
 /// Applies an epoch's results to `m` the way a commit writes them (in stored-key order, the
 /// later of two rows for one window last), recording each row written in `feed`.
@@ -623,7 +624,12 @@ std::vector<row_t> paged_key_query(warehouse& w, const std::string& p, const std
 TEST_CASE("warehouse: the key index and the change feed agree with a model", "[warehouse]") {
   temp_dir dir;
   std::mt19937_64 rng{4242};
-  std::vector<std::string> keys = {"a", "ab", "b", std::string("a\x1f" "b"), "",
+  std::vector<std::string> keys = {"a",
+                                   "ab",
+                                   "b",
+                                   std::string("a\x1f"
+                                               "b"),
+                                   "",
                                    std::string(600, 'k')}; // a key too long for LMDB
   auto w = warehouse::open(dir.str());
   REQUIRE(w);
@@ -704,4 +710,103 @@ TEST_CASE("warehouse: the key index and the change feed agree with a model", "[w
   counts = w->table_counts();
   tc = std::map<std::string, uint64_t>(counts->begin(), counts->end());
   CHECK(tc["changes"] == 0);
+}
+
+namespace {
+
+using source_list = std::vector<std::pair<uint32_t, std::string>>;
+
+/// The id of the last committed txn of the environment in `env_dir`, read with raw LMDB: it
+/// moves with every write that changed anything.
+size_t last_txnid(const std::string& env_dir) {
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == 0);
+  REQUIRE(mdb_env_set_maxdbs(env, 16) == 0);
+  REQUIRE(mdb_env_open(env, env_dir.c_str(), MDB_RDONLY, 0644) == 0);
+  MDB_envinfo info;
+  REQUIRE(mdb_env_info(env, &info) == 0);
+  mdb_env_close(env);
+  return info.me_last_txnid;
+}
+
+std::string source_key(uint32_t id, uint64_t variant = 0) {
+  return "p" + std::to_string(id % 3) + "/s" + std::to_string(id) + ":/data/in" +
+         std::to_string(id) + (variant ? "." + std::to_string(variant) : std::string{}) + ".csv";
+}
+
+} // namespace
+
+TEST_CASE("warehouse: lake sources merge like a map and survive a reopen", "[warehouse]") {
+  temp_dir dir;
+  std::mt19937_64 rng(GENERATE(1, 2, 3));
+  std::map<uint32_t, std::string> model;
+  std::optional<warehouse> w;
+  auto reopen = [&] {
+    w.reset(); // LMDB: never the same env twice in one process
+    auto x = warehouse::open(dir.str());
+    REQUIRE(x);
+    w.emplace(std::move(*x));
+  };
+  reopen();
+  REQUIRE(w->lake_sources());
+  CHECK(w->lake_sources()->empty());
+  for (int round = 0; round < 60; ++round) {
+    source_list add;
+    const size_t n = rng() % 4;
+    bool conflicts = false;
+    for (size_t i = 0; i < n; ++i) {
+      const auto id = static_cast<uint32_t>(1 + rng() % 12);
+      const bool other = rng() % 8 == 0; // a known id reported with another key
+      add.emplace_back(id, source_key(id, other ? 1 + rng() % 3 : 0));
+      auto it = model.find(id);
+      conflicts = conflicts || (it != model.end() && it->second != add.back().second);
+      // Within one call too: a second entry of an id must repeat the first one's key.
+      for (size_t j = 0; j + 1 < add.size(); ++j)
+        conflicts = conflicts || (add[j].first == id && add[j].second != add.back().second);
+    }
+    auto err = w->record_lake_sources(add);
+    if (conflicts) {
+      CHECK(has_code(err, errc::store_corrupt));
+      CHECK_THAT(render(err), Catch::Contains("lake source id"));
+    } else {
+      REQUIRE(!err);
+      for (const auto& [id, key] : add)
+        model.emplace(id, key);
+    }
+    if (round % 20 == 19)
+      reopen();
+    auto got = w->lake_sources();
+    REQUIRE(got);
+    CHECK(*got == source_list(model.begin(), model.end()));
+  }
+  CHECK(has_code(w->record_lake_sources({{0, "p/s:/x"}}), errc::internal));
+  CHECK(has_code(w->record_lake_sources({{5, ""}}), errc::internal));
+  CHECK(*w->lake_sources() == source_list(model.begin(), model.end()));
+}
+
+TEST_CASE("warehouse: recording lake sources it knows writes nothing", "[warehouse]") {
+  temp_dir dir;
+  const source_list first{{1, source_key(1)}, {2, source_key(2)}};
+  {
+    auto w = warehouse::open(dir.str());
+    REQUIRE(w);
+    REQUIRE(!w->record_lake_sources(first));
+  }
+  const auto env_dir = dir.str() + "/warehouse";
+  const auto before = last_txnid(env_dir);
+  {
+    auto w = warehouse::open(dir.str());
+    REQUIRE(w);
+    CHECK(!w->record_lake_sources(first));
+    CHECK(!w->record_lake_sources({first[1]}));
+    CHECK(!w->record_lake_sources({}));
+    CHECK(has_code(w->record_lake_sources({{2, source_key(7)}}), errc::store_corrupt));
+  }
+  CHECK(last_txnid(env_dir) == before);
+  {
+    auto w = warehouse::open(dir.str());
+    REQUIRE(w);
+    CHECK(!w->record_lake_sources({first[0], {3, source_key(3)}}));
+  }
+  CHECK(last_txnid(env_dir) == before + 1);
 }
