@@ -12,6 +12,12 @@
 
 #include <xxhash.h>
 
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <caf/actor_cast.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
@@ -505,9 +511,44 @@ caf::error authenticate(const dialer_context& d, caf::scoped_actor& self, const 
   return err;
 }
 
+/// Whether something accepts TCP connections at host:port within `timeout`. CAF 0.17 connects
+/// blocking: to a host whose packets vanish (a cut link), its connect waits out the kernel's SYN
+/// retries (about two minutes), holding the middleman and the end of the process. This probe,
+/// non-blocking, keeps a dial within the failure timeout.
+bool answers(const std::string& host, uint16_t port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0)
+    return false;
+  bool ok = false;
+  for (auto* ai = found; ai != nullptr && !ok; ai = ai->ai_next) {
+    int fd =
+      ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+      continue;
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      ok = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      ok = ::poll(&p, 1, static_cast<int>(timeout.count())) == 1 &&
+           ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return ok;
+}
+
 /// Dials node `n` and runs the handshake both ways.
 caf::expected<node_actor> dial(const dialer_context& d, size_t n) {
   const auto& to = d.c.nodes[n];
+  if (!answers(to.host, to.port, d.timeout))
+    return make_error(errc::node_lost, "no answer at " + to.address() + " within " +
+                                         std::to_string(d.timeout.count()) + " ms");
   caf::scoped_actor self{d.sys};
   caf::expected<node_actor> peer = caf::error{};
   self->request(dialer(d.sys, d.c), d.timeout, caf::connect_atom::value, to.host, to.port)
