@@ -17,6 +17,8 @@
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/cluster-workload.sh
+. "$here/scripts/cluster-workload.sh"
 bin="${WEIR_BIN_DIR:-$here/build/bin}"
 nodes=3 events=8000000 kills_target=24 keep=0 ingest=n1
 seed=$(( ($(date +%s) + $$) % 32768 ))
@@ -101,33 +103,9 @@ t_start=$(now_ms)
 echo "cluster-chaos: seed $seed, $nodes nodes, $events events, target $kills_target kills, dir $work"
 # Transactions over 60 days, a few out of order; a malformed line after every 40009th record
 # (a dead letter) and every 30011th record once more (a duplicate id: dedupe drops it).
-timeout -s KILL 600 "$gen" --events "$events" --span-days 60 --seed 11 --disorder 0.02 \
-  --max-shift 60 --out - \
-  | awk '{ print } NR > 1 && NR % 40009 == 0 { print "broken" NR ",never,m1,x,EUR" }
-         NR > 1 && NR % 30011 == 0 { print }' > "$work/in.csv" \
-  || setup_error "weir-gen failed"
+workload_input "$gen" "$events" "$work/in.csv" || setup_error "weir-gen failed"
 
-# One pipeline over in.csv, deduplicating by tx_id: name, partitions, key field, window size,
-# then the aggregates as fn or fn:field.
-pipeline_toml() {
-  local a
-  printf '\n[[pipeline]]\nname = "%s"\npartitions = %d\n' "$1" "$2"
-  printf '[[pipeline.source]]\nname = "tx"\npath = "in.csv"\n'
-  printf '[pipeline.fields]\nevent_id = "tx_id"\ntime = "ts"\nkey = ["%s"]\n' "$3"
-  printf 'measures = ["amount"]\n[pipeline.preprocess]\ndedupe = true\ndedupe_horizon = "1h"\n'
-  printf '[pipeline.window]\nkind = "tumbling"\nsize = "%s"\nout_of_orderness = "2m"\n' "$4"
-  shift 4
-  for a in "$@"; do
-    printf '[[pipeline.aggregate]]\nfn = "%s"\n' "${a%%:*}"
-    [ "${a#*:}" != "$a" ] && printf 'field = "%s"\n' "${a#*:}"
-  done
-}
-{ echo '# Written by scripts/cluster-chaos.sh; a cluster needs every pipeline to set partitions.'
-  echo 'commit_interval = "100ms"'
-  pipeline_toml merchant_hourly 4 merchant 1h count sum:amount max:amount
-  pipeline_toml currency_daily 3 currency 1d count avg:amount
-} > "$work/pipeline.toml"
-pipelines="merchant_hourly currency_daily"
+workload_config scripts/cluster-chaos.sh > "$work/pipeline.toml"
 
 t0=$(now_ms)
 timeout -s KILL 1800 "$weir" run "$work/pipeline.toml" --store "$work/ref" --final \
