@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -53,6 +54,9 @@ struct shared_nonces {
   std::mutex mu;
   nonce_registry seen;
 };
+
+/// How long a node that is told to stop may take to end what it runs.
+constexpr std::chrono::seconds stop_limit{5};
 
 /// Handshakes a node keeps in progress at most.
 constexpr size_t max_pending_handshakes = 64;
@@ -888,6 +892,16 @@ caf::error serve_node(const cluster_config& c, const run_options& opts) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   spdlog::info("node {} stops", c.nodes[*c.self].name);
   caf::anon_send_exit(n, caf::exit_reason::user_shutdown);
+  // What it ran for the cluster ends with that; the actor system then shuts down. A stop must end
+  // the process in bounded time even if something in it does not end: after stop_limit it exits
+  // as by kill -9, which loses nothing (every store write is a committed transaction).
+  const std::string name = c.nodes[*c.self].name;
+  std::thread([name] {
+    std::this_thread::sleep_for(stop_limit);
+    spdlog::warn("node {}: not stopped after {} s; exiting now", name, stop_limit.count());
+    spdlog::default_logger()->flush();
+    std::_Exit(0);
+  }).detach();
   return caf::none;
 }
 
