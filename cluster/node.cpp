@@ -66,6 +66,16 @@ caf::error refused(const std::string& why) {
   return make_error(errc::bad_input, "refused by the cluster: " + why);
 }
 
+/// What an IngestRequest frame asks for.
+struct ingest_request {
+  uint32_t pipeline = 0;
+  uint64_t shape = 0;
+  std::string identity;
+  bool holds_data = false;
+  offset_list committed;
+  bool final_flush = false;
+};
+
 struct node_state {
   static inline const char* name = "node";
   cluster_config cfg;
@@ -88,7 +98,7 @@ struct node_state {
   /// A start that waits for the previous ingest of its pipeline to be gone.
   struct waiting_start {
     caf::typed_response_promise<ingest_actor, frame> rp;
-    frame request;
+    ingest_request request;
     preprocess_actor next;
     coordinator_actor coordinator;
   };
@@ -192,16 +202,6 @@ caf::result<aggregator_actor> on_place(node_ptr self, uint32_t pipeline, uint32_
   return a;
 }
 
-/// What an IngestRequest frame asks for.
-struct ingest_request {
-  uint32_t pipeline = 0;
-  uint64_t shape = 0;
-  std::string identity;
-  bool holds_data = false;
-  offset_list committed;
-  bool final_flush = false;
-};
-
 /// Decodes an IngestRequest frame for a config of `pipelines` pipelines.
 caf::error decode_ingest_request(const frame& f, size_t pipelines, ingest_request& out) {
   caf::error bad;
@@ -272,10 +272,7 @@ void start_waiting(node_ptr self, uint32_t pipeline) {
     return;
   auto w = std::move(i->second);
   st.waiting.erase(i);
-  ingest_request r;
-  auto err = decode_ingest_request(w.request, st.cfg.pipeline.pipelines.size(), r);
-  auto started = err ? caf::expected<std::pair<ingest_actor, frame>>{err}
-                     : start_ingest(self, r, std::move(w.next), std::move(w.coordinator));
+  auto started = start_ingest(self, w.request, std::move(w.next), std::move(w.coordinator));
   if (!started) {
     spdlog::error("node {}: cannot start the ingest of pipeline {}: {}", st.me.self,
                   st.cfg.pipeline.pipelines[pipeline].name, render(started.error()));
@@ -285,8 +282,9 @@ void start_waiting(node_ptr self, uint32_t pipeline) {
   w.rp.deliver(std::move(started->first), std::move(started->second));
 }
 
-caf::typed_response_promise<ingest_actor, frame>
-on_ingest(node_ptr self, frame& request, preprocess_actor next, coordinator_actor coordinator) {
+caf::typed_response_promise<ingest_actor, frame> on_ingest(node_ptr self, const frame& request,
+                                                           preprocess_actor next,
+                                                           coordinator_actor coordinator) {
   auto& st = self->state;
   auto from = node_state::sender_node(self); // before the promise takes the sender over
   auto rp = self->make_response_promise<ingest_actor, frame>();
@@ -317,7 +315,7 @@ on_ingest(node_ptr self, frame& request, preprocess_actor next, coordinator_acto
   auto& w = st.waiting[r.pipeline];
   if (w.rp.pending())
     w.rp.deliver(make_error(errc::node_lost, "superseded by a newer start"));
-  w = node_state::waiting_start{rp, std::move(request), std::move(next), std::move(coordinator)};
+  w = node_state::waiting_start{rp, r, std::move(next), std::move(coordinator)};
   auto old = st.ingests.find(r.pipeline);
   if (old == st.ingests.end())
     start_waiting(self, r.pipeline);

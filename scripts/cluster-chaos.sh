@@ -114,18 +114,7 @@ ref_ms=$(( $(now_ms) - t0 ))
 run_limit=$(( ref_ms * 30 / 1000 + 120 ))  # seconds a round of the chaotic run may take
 
 # A store in comparable text: every pipeline's results and the dead letters, sorted.
-store_text() { # store out
-  local p
-  for p in $pipelines; do
-    echo "== $p"
-    timeout -s KILL 300 "$weir" query --store "$1" --pipeline "$p" --format csv | sort \
-      || fail "weir query of $1 failed"
-  done > "$2"
-  { echo "== dead letters"
-    timeout -s KILL 300 "$weir" dead-letters --store "$1" --format csv | sort \
-      || fail "weir dead-letters of $1 failed"; } >> "$2"
-}
-store_text "$work/ref" "$work/ref.txt"
+workload_text "$work/ref" "$work/ref.txt"
 windows_ref=$(grep -vc -e '^==' -e '^window_start,' -e '^pipeline,source,' "$work/ref.txt")
 echo "cluster-chaos: reference: $(secs "$ref_ms") s, $windows_ref result rows and dead letters"
 
@@ -213,7 +202,7 @@ end_round() {
   rc=$?
   cpid=""
   [ "$rc" = 0 ] || fail "n1 exited with $rc: $(tail -3 "$dir/n1.log")"
-  store_text "$dir/n1" "$work/round$rounds.txt"
+  workload_text "$dir/n1" "$work/round$rounds.txt"
   compared=$(( compared + windows_ref ))
   if ! cmp -s "$work/ref.txt" "$work/round$rounds.txt"; then
     differing=$(( differing + $(diff "$work/ref.txt" "$work/round$rounds.txt" | grep -c '^[<>]') ))

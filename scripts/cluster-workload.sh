@@ -37,3 +37,17 @@ workload_config() {
   workload_pipeline currency_daily 3 currency 1d count avg:amount
 }
 pipelines="merchant_hourly currency_daily"
+
+# workload_text STORE OUT: the store as comparable text, every pipeline's results and the dead
+# letters, sorted (with the caller's $weir; `fail` when a command fails).
+workload_text() {
+  local p
+  for p in $pipelines; do
+    echo "== $p"
+    timeout -s KILL 300 "$weir" query --store "$1" --pipeline "$p" --format csv | sort \
+      || fail "weir query of $1 failed"
+  done > "$2"
+  { echo "== dead letters"
+    timeout -s KILL 300 "$weir" dead-letters --store "$1" --format csv | sort \
+      || fail "weir dead-letters of $1 failed"; } >> "$2"
+}
