@@ -569,8 +569,8 @@ int main(int argc, char** argv) {
 
   auto* node = app.add_subcommand("node", "Run one node of a cluster (docs/cluster.md): the "
                                           "coordinating node runs the pipelines and prints a "
-                                          "summary, the others hold partitions until "
-                                          "SIGINT/SIGTERM");
+                                          "summary, the others hold partitions (and the "
+                                          "ingest node its ingest) until SIGINT/SIGTERM");
   std::string cluster_path;
   std::string node_name;
   node->add_option("--cluster", cluster_path, "cluster config (CLUSTER.toml)")->required();
