@@ -553,15 +553,30 @@ caf::expected<node_actor> dial(const dialer_context& d, size_t n) {
                                          std::to_string(d.timeout.count()) + " ms");
   caf::scoped_actor self{d.sys};
   caf::expected<node_actor> peer = caf::error{};
-  self->request(dialer(d.sys, d.c), d.timeout, caf::connect_atom::value, to.host, to.port)
-    .receive(
-      [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
-        if (ptr)
-          peer = caf::actor_cast<node_actor>(std::move(ptr));
-        else
-          peer = make_error(errc::node_lost, "nothing published at " + to.address());
-      },
-      [&](caf::error& err) { peer = make_error(errc::node_lost, d.sys.render(err)); });
+  // CAF 0.17.6 starts a dialed connection with its last-seen time at the clock's epoch, so a
+  // BASP heartbeat tick that comes before the peer's server handshake drops the connection as
+  // timed out (`connection_timeout`). The slower the handshake (TLS on a loaded machine), the
+  // likelier; the dial tries again while its time lasts.
+  const auto deadline = std::chrono::steady_clock::now() + d.timeout;
+  for (bool again = true; again;) {
+    again = false;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
+    self->request(dialer(d.sys, d.c), std::max(left, std::chrono::milliseconds(1)),
+                  caf::connect_atom::value, to.host, to.port)
+      .receive(
+        [&](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+          if (ptr)
+            peer = caf::actor_cast<node_actor>(std::move(ptr));
+          else
+            peer = make_error(errc::node_lost, "nothing published at " + to.address());
+        },
+        [&](caf::error& err) {
+          again = err == caf::sec::connection_timeout &&
+                  std::chrono::steady_clock::now() + std::chrono::milliseconds(10) < deadline;
+          peer = make_error(errc::node_lost, d.sys.render(err));
+        });
+  }
   if (!peer)
     return peer;
   if (auto err = authenticate(d, self, *peer, to.name))
