@@ -4,11 +4,13 @@
 #include <cmath>
 #include <filesystem>
 #include <set>
+#include <sstream>
 
 #include <toml++/toml.h>
 
 #include "actors/core/error.hpp"
 #include "actors/core/expr.hpp"
+#include "actors/core/extension.hpp"
 #include "actors/core/stream_entry.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/core/toml_reader.hpp"
@@ -219,6 +221,64 @@ source_config read_source(const toml::table& t, const std::string& key, size_t i
 }
 
 /// The names a pipeline can refer to, and what kind they are.
+/// The `options = { ... }` table of an extension (key `k` of `r`): scalar values as text.
+extension_options read_options(const table_reader& r, std::string_view k = "options") {
+  const auto* t = r.get_table(k, false);
+  std::vector<std::pair<std::string, std::string>> values;
+  if (t == nullptr)
+    return extension_options{};
+  for (const auto& [name, node] : *t) {
+    auto key = r.key(k) + "." + std::string{name.str()};
+    std::string text;
+    if (auto s = node.as_string())
+      text = s->get();
+    else if (auto i = node.as_integer())
+      text = std::to_string(i->get());
+    else if (auto f = node.as_floating_point()) {
+      std::ostringstream os;
+      os.precision(17);
+      os << f->get();
+      text = os.str();
+    } else if (auto b = node.as_boolean())
+      text = b->get() ? "true" : "false";
+    else
+      fail(node, key, "an option is a string, a number or a boolean");
+    values.emplace_back(std::string{name.str()}, std::move(text));
+  }
+  return extension_options{std::move(values)};
+}
+
+/// Runs an extension factory: its extension_error fails the config at `n`, under key `key`
+/// (the option it names, when it names one).
+template <class F>
+auto make_extension(const toml::node& n, const std::string& key, F&& f) {
+  try {
+    return f();
+  } catch (const extension_error& e) {
+    std::string what = e.what();
+    if (what.rfind("options.", 0) == 0) {
+      auto colon = what.find(": ");
+      if (colon != std::string::npos)
+        fail(n, key + "." + what.substr(0, colon), what.substr(colon + 2));
+    }
+    fail(n, key, what);
+  } catch (const std::exception& e) {
+    fail(n, key, std::string{"the extension refused its settings: "} + e.what());
+  }
+}
+
+/// "NAME is not a registered WHAT (registered: ...)" for an unknown extension name.
+std::string unknown_extension(const char* what, const std::string& name) {
+  auto names = extension_registry::global().names(what);
+  std::string list;
+  for (const auto& n : names)
+    list += (list.empty() ? "" : ", ") + n;
+  return in_quotes(name) + " is not a registered " + what +
+         (list.empty() ? std::string{" (none is registered: a plugin in `plugins` or a program "
+                                     "on the weir library registers them)"}
+                       : " (registered: " + list + ")");
+}
+
 struct field_names {
   std::set<std::string> inputs;   ///< key, time, event_id, measures, attributes
   std::set<std::string> measures; ///< numeric: measures
@@ -529,10 +589,18 @@ weir_config read_root(const toml::table& root, const std::string& file) {
                  {"store", "commit_interval", "commit_events", "max_epoch_bytes", "batch_bytes",
                   "max_inflight_batches", "lake_retention", "durable", "restart_budget",
                   "restart_backoff", "restart_backoff_max", "record_retries", "max_poison_records",
-                  "task_retention", "slow_epoch", "log_level", "log_format", "pipeline"}};
+                  "task_retention", "slow_epoch", "log_level", "log_format", "plugins",
+                  "pipeline"}};
   auto dir = std::filesystem::path{file}.parent_path().string();
   weir_config c;
   c.file = file;
+  // Plugins first: the pipelines name what they register.
+  c.plugins = r.get_strings("plugins");
+  for (size_t i = 0; i < c.plugins.size(); ++i) {
+    c.plugins[i] = resolve(dir, c.plugins[i]);
+    if (auto err = load_plugin(c.plugins[i]))
+      fail(*r.get("plugins"), "plugins[" + std::to_string(i) + "]", render(err));
+  }
   auto& rt = c.runtime;
   rt.store = resolve(dir, r.get_string("store", "store"));
   if (rt.store.empty() || rt.store == "-")

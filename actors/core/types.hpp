@@ -191,6 +191,8 @@ struct runtime_config {
 
 struct weir_config {
   std::string file; ///< the config file it was read from
+  /// Plugins loaded before the pipelines were read (paths resolved), in config order.
+  std::vector<std::string> plugins;
   runtime_config runtime;
   std::vector<pipeline_config> pipelines;
 };
