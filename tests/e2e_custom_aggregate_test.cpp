@@ -270,8 +270,7 @@ TEST_CASE("custom aggregate config errors name the line and key", "[e2e][extensi
     auto r = run_config(config_text(plugin, "{ alpha = 0.3, beta = 1 }"));
     INFO(r.out);
     CHECK(r.rc == 2);
-    CHECK(r.out.find("pipeline[0].aggregate[1].options.beta: unknown option") !=
-          std::string::npos);
+    CHECK(r.out.find("pipeline[0].aggregate[1].options.beta: unknown option") != std::string::npos);
   }
   SECTION("an unknown function") {
     auto text = good;
@@ -281,7 +280,7 @@ TEST_CASE("custom aggregate config errors name the line and key", "[e2e][extensi
     CHECK(r.rc == 2);
     CHECK(r.out.find("p.toml:" + std::to_string(second_agg) +
                      ": pipeline[0].aggregate[1].fn: \"ewmb\" is not a registered aggregate "
-                     "(registered: ewma, sum_sq)") != std::string::npos);
+                     "(registered: ewma, plain_sum, sum_sq)") != std::string::npos);
   }
   SECTION("without the plugin, the function is unknown") {
     auto text = config_text("", "{ alpha = 0.3 }");
