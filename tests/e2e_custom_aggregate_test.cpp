@@ -5,15 +5,18 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/background.hpp"
 #include "tests/test_support.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -196,6 +199,17 @@ size_t line_of(const std::string& text, const std::string& prefix, size_t after 
   return 0;
 }
 
+/// Waits until the file at `path` holds `needle`.
+bool wait_for(const fs::path& path, const std::string& needle, double secs) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(secs);
+  while (std::chrono::steady_clock::now() < until) {
+    if (weir::test::read_text(path).find(needle) != std::string::npos)
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 } // namespace
 
 TEST_CASE("custom aggregates from a plugin equal a brute-force computation", "[e2e][extension]") {
@@ -308,4 +322,54 @@ TEST_CASE("custom aggregate config errors name the line and key", "[e2e][extensi
     CHECK(r.out.find("pipeline[0].aggregate[2].options: only for a registered") !=
           std::string::npos);
   }
+}
+
+TEST_CASE("custom aggregates on a three-node cluster equal a brute-force computation",
+          "[e2e][extension][cluster]") {
+  temp_dir dir{"weir_cluster_"};
+  auto evs = make_events(20000);
+  write_file(dir.path / "in.csv", csv_of(evs));
+  // Eight partitions per pipeline, so that placement gives each node some.
+  auto text = config_text(plugin, "{ alpha = 0.3 }");
+  for (auto at = text.find("partitions = 3"); at != std::string::npos;
+       at = text.find("partitions = 3"))
+    text.replace(at, 14, "partitions = 8");
+  write_file(dir.path / "pipeline.toml", text);
+  write_file(dir.path / "secret", "0123456789abcdef0123456789abcdef-test-secret\n");
+  fs::permissions(dir.path / "secret", fs::perms::owner_read | fs::perms::owner_write);
+  std::string cluster = "[cluster]\nname = \"test\"\npipeline = \"pipeline.toml\"\n"
+                        "secret_file = \"secret\"\nheartbeat = \"200ms\"\n"
+                        "failure_timeout = \"1s\"\n[cluster.tls]\ninsecure = true\n";
+  for (const std::string n : {"a", "b", "c"})
+    cluster += "[[node]]\nname = \"" + n +
+               "\"\naddress = \"127.0.0.1:" + std::to_string(weir::test::free_port()) +
+               "\"\nstore = \"" + n + "\"\nroles = " +
+               (n == "a" ? "[\"coordinator\", \"ingest\", \"aggregate\"]" : "[\"aggregate\"]") +
+               "\n";
+  write_file(dir.path / "cluster.toml", cluster);
+  auto node = [&](const std::string& name, std::vector<std::string> extra) {
+    std::vector<std::string> args{
+      weir_bin, "node", "--cluster",   (dir.path / "cluster.toml").string(),
+      "--name", name,   "--log-level", "info"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return std::make_unique<weir::test::background>(args, dir.path / (name + ".log"));
+  };
+  auto b = node("b", {});
+  auto c = node("c", {});
+  REQUIRE(wait_for(dir.path / "b.log", "listens on", 10));
+  REQUIRE(wait_for(dir.path / "c.log", "listens on", 10));
+  auto a = node("a", {"--final"});
+  const int rc = a->wait(120);
+  INFO(weir::test::read_text(dir.path / "a.log"));
+  INFO(weir::test::read_text(dir.path / "b.log"));
+  REQUIRE(rc == 0);
+  // The other nodes aggregated partitions with the plugin's functions, loaded from the config.
+  CHECK(weir::test::read_text(dir.path / "b.log").find("runs partition") != std::string::npos);
+  CHECK(weir::test::read_text(dir.path / "c.log").find("runs partition") != std::string::npos);
+  CHECK(compare(dir.path / "a", "slide", reference_sliding(evs, 600, 120)) == "");
+  CHECK(compare(dir.path / "a", "sess", reference_sessions(evs, 30)) == "");
+  b->signal(SIGTERM);
+  c->signal(SIGTERM);
+  CHECK(b->wait(10) == 0);
+  CHECK(c->wait(10) == 0);
 }
