@@ -235,21 +235,25 @@ TEST_CASE("custom aggregates from a plugin equal a brute-force computation", "[e
 }
 
 TEST_CASE("custom aggregates are exact after a crash mid-run and a rerun", "[e2e][extension]") {
-  temp_dir dir;
   auto evs = make_events(6000);
-  write_file(dir.path / "in.csv", csv_of(evs));
-  write_file(dir.path / "p.toml", config_text(plugin, "{ alpha = 0.3 }"));
-  const auto cfg = "'" + (dir.path / "p.toml").string() + "'";
-  // Dies (SIGKILL) inside the 6th epoch commit: earlier epochs stored windows' accumulators.
-  auto crashed = run("env WEIR_FAULT=epoch.during_commit@6 " + weir_bin + " run --final " + cfg);
-  INFO(crashed.out);
-  REQUIRE(crashed.out.find("injected fault") != std::string::npos);
-  REQUIRE(crashed.rc != 0);
-  auto r = run(weir_bin + " run --final " + cfg);
-  INFO(r.out);
-  REQUIRE(r.rc == 0);
-  CHECK(compare(dir.path / "store", "slide", reference_sliding(evs, 600, 120)) == "");
-  CHECK(compare(dir.path / "store", "sess", reference_sessions(evs, 30)) == "");
+  // Each dies (SIGKILL) at a point of a later epoch, when earlier epochs have stored windows'
+  // accumulators: inside a commit, right after one, and half-way into a partition's batch.
+  for (const std::string fault :
+       {"epoch.during_commit@6", "epoch.after_commit@4", "aggregator.mid_batch@30"}) {
+    temp_dir dir;
+    write_file(dir.path / "in.csv", csv_of(evs));
+    write_file(dir.path / "p.toml", config_text(plugin, "{ alpha = 0.3 }"));
+    const auto cfg = "'" + (dir.path / "p.toml").string() + "'";
+    auto crashed = run("env WEIR_FAULT=" + fault + " " + weir_bin + " run --final " + cfg);
+    INFO(fault << ": " << crashed.out);
+    REQUIRE(crashed.out.find("injected fault") != std::string::npos);
+    REQUIRE(crashed.rc != 0);
+    auto r = run(weir_bin + " run --final " + cfg);
+    INFO(r.out);
+    REQUIRE(r.rc == 0);
+    CHECK(compare(dir.path / "store", "slide", reference_sliding(evs, 600, 120)) == "");
+    CHECK(compare(dir.path / "store", "sess", reference_sessions(evs, 30)) == "");
+  }
 }
 
 TEST_CASE("custom aggregate config errors name the line and key", "[e2e][extension]") {
