@@ -139,6 +139,14 @@ int main(int argc, char** argv) {
     row_names += (row_names.empty() ? "" : ", ") + name;
   app.add_option("--row", rows, "matrix rows to run (repeatable or comma list): " + row_names)
     ->delimiter(',');
+  std::string plugin;
+  app.add_option("--plugin", plugin,
+                 "a plugin the config loads (`plugins = [...]`), for a registered aggregate");
+  std::string sum_fn = "sum";
+  app
+    .add_option("--sum-fn", sum_fn,
+                "the fn of the pipeline's sum of amount (e.g. one the plugin registers)")
+    ->capture_default_str();
   bool perf = false;
   app.add_flag("--perf", perf,
                "matrix: one more run per row under `perf record -g`; its top 15 symbols (self "
@@ -173,7 +181,9 @@ int main(int argc, char** argv) {
   {
     std::ofstream c(config);
     c << "store = \"store\"\n"
-         "durable = true\n\n"
+         "durable = true\n"
+      << (plugin.empty() ? "" : "plugins = [\"" + fs::absolute(plugin).string() + "\"]\n")
+      << "\n"
          "[[pipeline]]\nname = \"bench\"\n\n"
          "  [[pipeline.source]]\n  name = \"events\"\n  path = \"events.csv\"\n"
       << (rate > 0 ? "  follow = true\n" : "")
@@ -183,7 +193,9 @@ int main(int argc, char** argv) {
          "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n"
          "  out_of_orderness = \"2m\"\n\n"
          "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
-         "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n"
+         "  [[pipeline.aggregate]]\n  fn = \""
+      << sum_fn
+      << "\"\n  field = \"amount\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"min\"\n  field = \"amount\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"max\"\n  field = \"amount\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"avg\"\n  field = \"amount\"\n";

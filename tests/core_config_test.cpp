@@ -333,7 +333,8 @@ TEST_CASE("bad values") {
   CHECK_ERROR(base("", "size = \"0s\"\n"), "f.toml:10: pipeline[0].window.size: ",
               "greater than zero");
   CHECK_ERROR(base("", "kind = \"tumbling\"\nsize = \"1h\"\n", "fn = \"median\"\n"),
-              "f.toml:13: pipeline[0].aggregate[0].fn: ", "unknown value \"median\"");
+              "f.toml:13: pipeline[0].aggregate[0].fn: ",
+              "\"median\" is not a registered aggregate");
   CHECK_ERROR(base("", "kind = \"tumbling\"\nsize = \"1h\"\n",
                    "fn = \"quantile\"\nfield = \"amount\"\nq = 1.5\n"),
               "f.toml:15: pipeline[0].aggregate[0].q: ", "between 0 and 1");

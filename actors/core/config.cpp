@@ -33,8 +33,14 @@ const char* to_string(agg_fn x) {
       return "distinct";
     case agg_fn::quantile:
       return "quantile";
+    case agg_fn::custom:
+      return "custom";
   }
   return "?";
+}
+
+std::string to_string(const aggregate_config& a) {
+  return a.fn == agg_fn::custom ? a.custom_name : std::string{to_string(a.fn)};
 }
 
 const char* to_string(window_kind x) {
@@ -492,6 +498,41 @@ void read_window(const table_reader& r, pipeline_config& p) {
     wc.late == late_policy::update ? w.get_duration("update_horizon", 86400 * us_per_s) : 0;
 }
 
+/// fn of aggregate `a`: a built-in one, else a registered aggregate_function made from its
+/// options (its factory's refusal fails the config at the aggregate's key).
+void read_fn(const table_reader& a, const toml::table& t, const std::string& key,
+             aggregate_config& ac) {
+  static const std::vector<std::string> builtin{"count", "sum",      "avg",     "min",
+                                                "max",   "distinct", "quantile"};
+  a.require("fn");
+  auto name = a.get_string("fn", {});
+  auto it = std::find(builtin.begin(), builtin.end(), name);
+  if (it != builtin.end()) {
+    ac.fn = static_cast<agg_fn>(it - builtin.begin());
+    if (a.has("options"))
+      fail(*a.get("options"), a.key("options"), "only for a registered (custom) aggregate");
+    return;
+  }
+  const auto* factory = extension_registry::global().aggregate(name);
+  if (factory == nullptr)
+    fail(*a.get("fn"), a.key("fn"),
+         unknown_extension("aggregate", name) + "; built in: count, sum, avg, min, max, " +
+           "distinct, quantile");
+  ac.fn = agg_fn::custom;
+  ac.custom_name = name;
+  auto options = read_options(a);
+  ac.options = options.values();
+  const toml::node& at = a.has("options") ? *a.get("options") : static_cast<const toml::node&>(t);
+  ac.custom = make_extension(at, key, [&] { return (*factory)(options); });
+  if (!ac.custom)
+    fail(at, a.key("fn"), in_quotes(name) + ": its factory made no aggregate");
+  const size_t size = ac.custom->state_size();
+  if (size == 0 || size > max_aggregate_state)
+    fail(*a.get("fn"), a.key("fn"),
+         in_quotes(name) + ": its state_size() is " + std::to_string(size) +
+           " bytes; it must be 1 to " + std::to_string(max_aggregate_state));
+}
+
 void read_aggregates(const table_reader& r, pipeline_config& p, const field_names& names) {
   auto aggs = r.get_tables("aggregate");
   if (aggs.empty())
@@ -499,23 +540,21 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
   std::set<std::string> seen;
   for (size_t i = 0; i < aggs.size(); ++i) {
     auto key = index_key(r.path(), "aggregate", i);
-    table_reader a{*aggs[i], key, {"fn", "field", "name", "q"}};
+    table_reader a{*aggs[i], key, {"fn", "field", "name", "q", "options"}};
     aggregate_config ac;
-    a.require("fn");
-    ac.fn = static_cast<agg_fn>(
-      a.get_choice("fn", {"count", "sum", "avg", "min", "max", "distinct", "quantile"}, 0));
+    read_fn(a, *aggs[i], key, ac);
     ac.field = a.get_string("field", {});
     if (a.has("field") && ac.field.empty())
       fail(*a.get("field"), a.key("field"), "must not be empty");
     if (ac.field.empty() && ac.fn != agg_fn::count)
-      fail(a.line(), a.key("field"), std::string{"missing required key for "} + to_string(ac.fn));
+      fail(a.line(), a.key("field"), "missing required key for " + to_string(ac));
     if (!ac.field.empty()) {
       check_known(names, *a.get("field"), a.key("field"), ac.field);
       bool numeric_fn = ac.fn != agg_fn::count && ac.fn != agg_fn::distinct;
       if (numeric_fn && !names.numeric(ac.field))
         fail(*a.get("field"), a.key("field"),
-             std::string{to_string(ac.fn)} + " needs a numeric field (a measure or a derived " +
-               "field); " + in_quotes(ac.field) + " is neither");
+             to_string(ac) + " needs a numeric field (a measure or a derived field); " +
+               in_quotes(ac.field) + " is neither");
     }
     if (ac.fn == agg_fn::quantile) {
       ac.q = a.get_number("q").value_or(0.5);
@@ -524,9 +563,8 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
     } else if (a.has("q")) {
       fail(*a.get("q"), a.key("q"), "only for quantile");
     }
-    ac.name =
-      a.get_string("name", ac.field.empty() ? std::string{"count"}
-                                            : std::string{to_string(ac.fn)} + "_" + ac.field);
+    ac.name = a.get_string("name", ac.field.empty() ? std::string{"count"}
+                                                    : to_string(ac) + "_" + ac.field);
     if (!valid_name(ac.name))
       fail(a.has("name") ? *a.get("name") : *aggs[i], a.key("name"), "must match [A-Za-z0-9_.-]+");
     if (!seen.insert(ac.name).second)

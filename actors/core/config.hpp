@@ -25,6 +25,8 @@ caf::expected<weir_config> parse_config(std::string_view text, const std::string
 
 /// The names used in the config file for the enums, e.g. "quantile", "sliding", "epoch_ms".
 const char* to_string(agg_fn x);
+/// The function's name as the config writes it: the registered name of a custom aggregate.
+std::string to_string(const aggregate_config& a);
 const char* to_string(window_kind x);
 const char* to_string(time_format x);
 const char* to_string(value_type x);

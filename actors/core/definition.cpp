@@ -1,6 +1,7 @@
 #include "actors/core/definition.hpp"
 
 #include "actors/core/config.hpp"
+#include "actors/core/extension.hpp"
 #include "actors/core/timeparse.hpp"
 
 #include <map>
@@ -24,13 +25,16 @@ std::string join(const std::vector<std::string>& xs) {
 }
 
 std::string describe(const aggregate_config& a) {
-  auto out = a.name + " = " + to_string(a.fn) + "(" + a.field + ")";
+  auto out = a.name + " = " + to_string(a) + "(" + a.field + ")";
   if (a.fn == agg_fn::quantile) {
     auto q = std::to_string(a.q);
     while (q.size() > 1 && q.back() == '0')
       q.pop_back();
     out += " q " + q;
   }
+  // A custom aggregate's options are part of what its state means (its decay, its scale).
+  if (a.fn == agg_fn::custom)
+    out += " options {" + extension_options{a.options}.canonical() + "}";
   return out;
 }
 

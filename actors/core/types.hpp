@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -33,7 +34,10 @@ enum class time_format : uint8_t { iso8601, epoch_s, epoch_ms, epoch_us };
 enum class value_type : uint8_t { string, int64, float64, time };
 enum class window_kind : uint8_t { tumbling, sliding, session };
 enum class late_policy : uint8_t { dead_letter, update };
-enum class agg_fn : uint8_t { count, sum, avg, min, max, distinct, quantile };
+/// custom: a registered aggregate_function (actors/core/extension.hpp), named in the config.
+enum class agg_fn : uint8_t { count, sum, avg, min, max, distinct, quantile, custom };
+
+class aggregate_function;
 
 struct source_config {
   std::string name; ///< unique within its pipeline
@@ -123,10 +127,22 @@ struct window_config {
 };
 
 struct aggregate_config {
+  aggregate_config() = default;
+  aggregate_config(agg_fn f, std::string fld, std::string n, double quantile = 0.5)
+    : fn(f)
+    , field(std::move(fld))
+    , name(std::move(n))
+    , q(quantile) {}
+
   agg_fn fn = agg_fn::count;
   std::string field; ///< empty for count of records
   std::string name;  ///< output column name
   double q = 0.5;    ///< quantile: which one, in [0, 1]
+  /// custom: the registered name, the `options` table (key -> value text, as in
+  /// extension_options) and the instance its factory made, shared by every partition.
+  std::string custom_name;
+  std::vector<std::pair<std::string, std::string>> options;
+  std::shared_ptr<const aggregate_function> custom;
 };
 
 struct pipeline_config {

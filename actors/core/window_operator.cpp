@@ -84,6 +84,10 @@ window_operator::window_operator(const pipeline_config& cfg)
   for (const auto& a : cfg.aggregates) {
     w.u8(static_cast<uint8_t>(a.fn));
     w.u8(a.fn == agg_fn::count && a.field.empty() ? 1 : 0);
+    if (a.fn == agg_fn::custom) {
+      w.bytes(a.custom_name);
+      w.bytes(extension_options{a.options}.canonical());
+    }
   }
   build_layout(cfg.aggregates);
   table_.resize(initial_table);
@@ -148,12 +152,29 @@ void window_operator::build_layout(const std::vector<aggregate_config>& aggs) {
       case agg_fn::quantile:
         s.sketch = static_cast<uint32_t>(quantile_width_++);
         break;
+      case agg_fn::custom:
+        if (!aggs[i].custom || aggs[i].custom->state_size() == 0 ||
+            aggs[i].custom->state_size() > max_aggregate_state)
+          throw std::invalid_argument("window_operator: custom aggregate " + aggs[i].name +
+                                      " without a function or with a state size out of range");
+        s.sketch = static_cast<uint32_t>(customs_.size());
+        customs_.push_back({aggs[i].custom.get(), custom_width_, s.value_col});
+        custom_width_ += (aggs[i].custom->state_size() + sizeof(custom_block) - 1) /
+                         sizeof(custom_block) * sizeof(custom_block);
+        break;
     }
     aggs_.push_back(s);
   }
   combined_.resize(acc_width_);
   tmp_distinct_.resize(distinct_width_);
   tmp_quantiles_.resize(quantile_width_);
+  tmp_custom_.resize(custom_width_ / sizeof(custom_block));
+  swap_custom_.resize(max_aggregate_state / sizeof(custom_block) + 1);
+}
+
+void window_operator::init_custom(unsigned char* row) const {
+  for (const auto& c : customs_)
+    c.fn->init(row + c.offset);
 }
 
 // -- keys -----------------------------------------------------------------------------
@@ -338,11 +359,13 @@ uint32_t window_operator::new_window(uint32_t k, timestamp start) {
     acc_.resize(acc_.size() + acc_width_);
     distinct_.resize(distinct_.size() + distinct_width_);
     quantiles_.resize(quantiles_.size() + quantile_width_);
+    custom_.resize(custom_.size() + custom_width_ / sizeof(custom_block));
     if (!fixed_)
       ends_.push_back(0);
   }
   windows_[id] = window{start, k, npos, 0};
   std::copy(acc_init_.begin(), acc_init_.end(), acc_.begin() + id * acc_width_);
+  init_custom(custom_row(id));
   ++live_windows_;
   touch(id);
   return id;
@@ -409,6 +432,12 @@ void window_operator::add_record(uint32_t id, const event_view& b, size_t r) {
     if (c.max >= 0 && x > a[c.max])
       a[c.max] = x;
   }
+  if (!customs_.empty()) {
+    unsigned char* row = custom_row(id);
+    for (const auto& c : customs_)
+      if (!std::isnan(v[c.value_col]))
+        c.fn->add(row + c.offset, v[c.value_col], b.time[r]);
+  }
   if (distinct_width_ + quantile_width_ == 0)
     return;
   for (const auto& s : aggs_) {
@@ -419,8 +448,26 @@ void window_operator::add_record(uint32_t id, const event_view& b, size_t r) {
   }
 }
 
+void window_operator::merge_session_custom(uint32_t into, uint32_t from) {
+  unsigned char* a = custom_row(into);
+  const unsigned char* b = custom_row(from);
+  const bool earlier = windows_[from].start < windows_[into].start;
+  auto* tmp = reinterpret_cast<unsigned char*>(swap_custom_.data());
+  for (const auto& c : customs_) {
+    if (!earlier) {
+      c.fn->merge(a + c.offset, b + c.offset);
+      continue;
+    }
+    // `from` holds the earlier records: it is the one merged into, then takes into's place.
+    const size_t n = c.fn->state_size();
+    std::memcpy(tmp, b + c.offset, n);
+    c.fn->merge(tmp, a + c.offset);
+    std::memcpy(a + c.offset, tmp, n);
+  }
+}
+
 void window_operator::merge_into(double* into, distinct_counter* d, quantile_sketch* q,
-                                 uint32_t from) {
+                                 unsigned char* c, uint32_t from) {
   const double* f = acc_.data() + from * acc_width_;
   if (records_ >= 0)
     into[records_] += f[records_];
@@ -437,10 +484,19 @@ void window_operator::merge_into(double* into, distinct_counter* d, quantile_ske
     d[i].merge(distinct_[from * distinct_width_ + i]);
   for (size_t i = 0; i < quantile_width_; ++i)
     q[i].merge(quantiles_[from * quantile_width_ + i]);
+  if (c != nullptr)
+    for (const auto& x : customs_)
+      x.fn->merge(c + x.offset, custom_row(from) + x.offset);
+}
+
+void window_operator::fill_window(uint32_t id) {
+  fill_values(acc_.data() + id * acc_width_, distinct_.data() + id * distinct_width_,
+              quantiles_.data() + id * quantile_width_, custom_row(id), combined_values_);
 }
 
 void window_operator::fill_values(const double* a, const distinct_counter* d,
-                                  const quantile_sketch* q, std::vector<double>& values) const {
+                                  const quantile_sketch* q, const unsigned char* c,
+                                  std::vector<double>& values) const {
   constexpr double nan = std::numeric_limits<double>::quiet_NaN();
   values.resize(aggs_.size());
   for (size_t i = 0; i < aggs_.size(); ++i) {
@@ -462,6 +518,9 @@ void window_operator::fill_values(const double* a, const distinct_counter* d,
         break;
       case agg_fn::quantile:
         values[i] = q[s.sketch].quantile(s.q);
+        break;
+      case agg_fn::custom:
+        values[i] = customs_[s.sketch].fn->result(c + customs_[s.sketch].offset);
         break;
     }
   }
@@ -660,7 +719,8 @@ void window_operator::process_session(const event_view& b) {
         continue;
       }
       merge_into(acc_.data() + target * acc_width_, distinct_.data() + target * distinct_width_,
-                 quantiles_.data() + target * quantile_width_, id);
+                 quantiles_.data() + target * quantile_width_, nullptr, id);
+      merge_session_custom(target, id);
       windows_[target].start = std::min(windows_[target].start, s.start);
       ends_[target] = std::max(ends_[target], ends_[id]);
       windows_[prev].next = next; // prev is never npos here: target came before
@@ -822,8 +882,7 @@ void window_operator::fire_session_key(uint32_t k, timestamp w) {
   for (uint32_t id = keys_[k].head; id != npos;) {
     const uint32_t next = windows_[id].next;
     if (sat_add(ends_[id], lateness) <= w) {
-      fill_values(acc_.data() + id * acc_width_, distinct_.data() + id * distinct_width_,
-                  quantiles_.data() + id * quantile_width_, combined_values_);
+      fill_window(id);
       emit_values(k, windows_[id].start, ends_[id], 1);
       if (prev == npos)
         keys_[k].head = next;
@@ -844,9 +903,7 @@ void window_operator::fire_session_key(uint32_t k, timestamp w) {
 
 void window_operator::combine_slices(size_t a, size_t b) {
   if (b - a == 1) {
-    const uint32_t id = ids_[a];
-    fill_values(acc_.data() + id * acc_width_, distinct_.data() + id * distinct_width_,
-                quantiles_.data() + id * quantile_width_, combined_values_);
+    fill_window(ids_[a]);
     return;
   }
   std::copy(acc_init_.begin(), acc_init_.end(), combined_.begin());
@@ -854,15 +911,17 @@ void window_operator::combine_slices(size_t a, size_t b) {
     d.clear();
   for (auto& q : tmp_quantiles_)
     q.clear();
+  auto* c = reinterpret_cast<unsigned char*>(tmp_custom_.data());
+  init_custom(c);
+  // Oldest slice first: ids_ is in start order.
   for (size_t i = a; i < b; ++i)
-    merge_into(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), ids_[i]);
-  fill_values(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), combined_values_);
+    merge_into(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), c, ids_[i]);
+  fill_values(combined_.data(), tmp_distinct_.data(), tmp_quantiles_.data(), c, combined_values_);
 }
 
 uint32_t window_operator::emit_values(uint32_t k, timestamp start, timestamp end,
                                       uint32_t version) {
-  pending_.add(key_bytes(k), start, end, version, combined_values_.data(),
-               combined_values_.size());
+  pending_.add(key_bytes(k), start, end, version, combined_values_.data(), combined_values_.size());
   return static_cast<uint32_t>(pending_.size() - 1);
 }
 
@@ -1028,6 +1087,11 @@ void window_operator::encode_window(std::string& out, uint32_t id) const {
     distinct_[id * distinct_width_ + i].serialize(row_);
   for (size_t i = 0; i < quantile_width_; ++i)
     quantiles_[id * quantile_width_ + i].serialize(row_);
+  for (const auto& c : customs_) {
+    custom_bytes_.clear();
+    c.fn->serialize(custom_row(id) + c.offset, custom_bytes_);
+    w.bytes(custom_bytes_);
+  }
   binary::writer{out}.bytes(row_);
 }
 
@@ -1312,6 +1376,11 @@ caf::error window_operator::restore_row(std::string_view row_key, std::string_vi
     for (size_t i = 0; i < quantile_width_; ++i)
       if (!quantiles_[id * quantile_width_ + i].read_from(in))
         return corrupt("bad quantile sketch");
+    for (const auto& c : customs_) {
+      auto bytes = in.bytes();
+      if (!in.ok() || !c.fn->deserialize(bytes, custom_row(id) + c.offset))
+        return corrupt("bad custom aggregate state");
+    }
     windows_[id].flags = w_stored;
   }
   if (!in.ok() || in.remaining() != 0)
@@ -1379,8 +1448,9 @@ size_t window_operator::memory_bytes() const {
   auto bytes = [](const auto& v) { return v.capacity() * sizeof(v[0]); };
   size_t n = bytes(keys_) + bytes(free_keys_) + bytes(table_) + arena_.capacity() + bytes(heap_) +
              bytes(windows_) + bytes(ends_) + bytes(free_windows_) + bytes(acc_) +
-             bytes(distinct_) + bytes(quantiles_) + bytes(fired_) + bytes(free_fired_) +
-             bytes(changed_) + bytes(changed_keys_) + deleted_.capacity() + bytes(dirty_keys_);
+             bytes(distinct_) + bytes(quantiles_) + bytes(custom_) + bytes(fired_) +
+             bytes(free_fired_) + bytes(changed_) + bytes(changed_keys_) + deleted_.capacity() +
+             bytes(dirty_keys_);
   for (const auto& d : distinct_)
     n += d.heap_bytes();
   for (const auto& q : quantiles_)

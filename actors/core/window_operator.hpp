@@ -45,6 +45,15 @@
 ///   standard error 0.81 %), see distinct_counter.
 /// - quantile(q): DDSketch, within 1 % relative error of the value at rank floor(q * (n - 1))
 ///   of the sorted non-NaN values, see quantile_sketch.
+/// - custom (a registered aggregate_function, actors/core/extension.hpp): an accumulator of
+///   state_size() bytes per slice or session, made by init() when the slice or session opens;
+///   add(value, event time) per non-NaN value of its field; result() when the window fires (and
+///   again for each late = update re-emission). A window of several slices is a fresh init()
+///   into which the slices are merged oldest first; sessions that merge are merged so that
+///   `into` is the one that starts earlier. Either way, every record behind `into` has an
+///   earlier event time than every record behind `other`, so an aggregate whose merge needs
+///   times (a decayed mean) can rely on that. Records added to a slice or session come in
+///   arrival order, not time order.
 ///
 /// Results of one advance() or flush() are ordered by (start, end, key bytes), the order of the
 /// warehouse's results table, so that it merges the partitions' results without sorting them.
@@ -59,7 +68,9 @@
 /// Memory and cost
 /// ---------------
 /// Aggregates over one field share their accumulator (sum and avg of `amount` keep one sum and
-/// one count). Keys are interned once (open addressing on the key hash, key bytes in one arena);
+/// one count). Custom accumulators of a row sit in one pooled byte array, each at a 16-byte
+/// aligned offset (they are moved by copying bytes, so they must not point into themselves).
+/// Keys are interned once (open addressing on the key hash, key bytes in one arena);
 /// a key's slices (or sessions) form a list sorted by start; a min-heap holds each key's next
 /// due time, so firing costs what fires, not what is held. Nothing is allocated per record unless
 /// it opens a new (key, slice) or grows a distinct/quantile structure.
@@ -68,8 +79,13 @@
 /// -----
 /// The state is a set of rows, one per slice or session (and, with late = update, one per key
 /// that holds fired windows), plus a small meta value (watermark, configuration fingerprint,
-/// row count). checkpoint() returns what changed since the previous checkpoint: rows to put and
-/// rows to delete (what fired, expired or merged away); snapshot() returns all of it.
+/// row count). A row holds the key hash, a session's end, the numeric accumulators, then each
+/// distinct and quantile sketch, then each custom aggregate's serialize() bytes (length
+/// prefixed); bytes its deserialize() refuses make the row corrupt. The fingerprint in the meta
+/// value holds each custom aggregate's name and canonical options, so that a store written by
+/// another definition is refused. checkpoint() returns what changed since the previous checkpoint:
+/// rows to put and rows to delete (what fired, expired or merged away); snapshot() returns all of
+/// it.
 
 #include <cstddef>
 #include <cstdint>
@@ -79,6 +95,7 @@
 
 #include <caf/error.hpp>
 
+#include "actors/core/extension.hpp"
 #include "actors/core/result_pack.hpp"
 #include "actors/core/sketches.hpp"
 #include "actors/core/state_rows.hpp"
@@ -199,7 +216,7 @@ private:
     int32_t val = -1; ///< sum, min or max
     int value_col = -1;
     int hash_col = -1;
-    uint32_t sketch = 0; ///< index among the distinct or quantile sketches of a row
+    uint32_t sketch = 0; ///< index among the distinct, quantile or custom accumulators of a row
     double q = 0.5;
   };
 
@@ -210,6 +227,18 @@ private:
     int32_t sum = -1;
     int32_t min = -1;
     int32_t max = -1;
+  };
+
+  /// A custom aggregate: its function and where its accumulator is within a row of custom_.
+  struct custom_acc {
+    const aggregate_function* fn = nullptr;
+    size_t offset = 0;
+    int value_col = -1;
+  };
+
+  /// The unit of the custom accumulator pool: keeps every accumulator aligned for any type.
+  struct alignas(16) custom_block {
+    unsigned char bytes[16];
   };
 
   struct table_entry {
@@ -246,9 +275,24 @@ private:
   void touch(uint32_t id);
   uint32_t find_or_open(uint32_t k, timestamp start);
   void add_record(uint32_t id, const event_view& b, size_t r);
-  void merge_into(double* into, distinct_counter* d, quantile_sketch* q, uint32_t from);
+  /// Merges the accumulators of window `from` into the given ones (the custom ones too unless
+  /// `c` is nullptr).
+  void merge_into(double* into, distinct_counter* d, quantile_sketch* q, unsigned char* c,
+                  uint32_t from);
+  /// Merges the custom accumulators of session `from` into session `into`, the earlier one
+  /// first (see the header comment).
+  void merge_session_custom(uint32_t into, uint32_t from);
   void fill_values(const double* acc, const distinct_counter* d, const quantile_sketch* q,
-                   std::vector<double>& values) const;
+                   const unsigned char* c, std::vector<double>& values) const;
+  /// Window id's accumulators into combined_values_.
+  void fill_window(uint32_t id);
+  unsigned char* custom_row(uint32_t id) {
+    return reinterpret_cast<unsigned char*>(custom_.data()) + id * custom_width_;
+  }
+  const unsigned char* custom_row(uint32_t id) const {
+    return reinterpret_cast<const unsigned char*>(custom_.data()) + id * custom_width_;
+  }
+  void init_custom(unsigned char* row) const;
   void collect_slices(uint32_t k);
 
   // grid (tumbling, sliding)
@@ -307,6 +351,8 @@ private:
   size_t acc_width_ = 0;
   size_t distinct_width_ = 0;
   size_t quantile_width_ = 0;
+  std::vector<custom_acc> customs_;
+  size_t custom_width_ = 0; ///< bytes of custom accumulators per row, a multiple of 16
   std::vector<double> acc_init_;
   std::string fingerprint_; ///< window kind and aggregate functions, for restore()
   bool fixed_ = true;
@@ -340,6 +386,7 @@ private:
   std::vector<double> acc_;
   std::vector<distinct_counter> distinct_;
   std::vector<quantile_sketch> quantiles_;
+  std::vector<custom_block> custom_;      ///< custom accumulators, custom_width_ bytes per row
   std::vector<std::vector<fired>> fired_; ///< late = update: fired windows per key
   std::vector<uint32_t> free_fired_;
 
@@ -366,7 +413,10 @@ private:
   std::vector<double> combined_values_;
   std::vector<distinct_counter> tmp_distinct_;
   std::vector<quantile_sketch> tmp_quantiles_;
+  std::vector<custom_block> tmp_custom_;  ///< one row: a window combined from slices
+  std::vector<custom_block> swap_custom_; ///< one accumulator: sessions merged earlier first
   mutable std::string row_;
+  mutable std::string custom_bytes_;
 };
 
 } // namespace weir
