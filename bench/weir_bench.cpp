@@ -139,6 +139,13 @@ int main(int argc, char** argv) {
     row_names += (row_names.empty() ? "" : ", ") + name;
   app.add_option("--row", rows, "matrix rows to run (repeatable or comma list): " + row_names)
     ->delimiter(',');
+  std::string plugin;
+  app.add_option("--plugin", plugin, "a plugin the config loads (plugins = [PATH])");
+  std::vector<std::string> stages;
+  app.add_option("--stage", stages,
+                 "a [[pipeline.stage]] of the pipeline, as KIND or KIND:OPTIONS with OPTIONS the "
+                 "inside of its options table, e.g. 'scale:field = \"amount\", factor = 2' "
+                 "(repeatable, in order)");
   bool perf = false;
   app.add_flag("--perf", perf,
                "matrix: one more run per row under `perf record -g`; its top 15 symbols (self "
@@ -172,6 +179,8 @@ int main(int argc, char** argv) {
   const std::string config = dir + "/bench.toml";
   {
     std::ofstream c(config);
+    if (!plugin.empty())
+      c << "plugins = [\"" << fs::absolute(plugin).string() << "\"]\n";
     c << "store = \"store\"\n"
          "durable = true\n\n"
          "[[pipeline]]\nname = \"bench\"\n\n"
@@ -181,8 +190,15 @@ int main(int argc, char** argv) {
          "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"merchant\"]\n"
          "  measures = [\"amount\"]\n\n"
          "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n"
-         "  out_of_orderness = \"2m\"\n\n"
-         "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
+         "  out_of_orderness = \"2m\"\n\n";
+    for (const auto& st : stages) {
+      auto colon = st.find(':');
+      c << "  [[pipeline.stage]]\n  kind = \"" << st.substr(0, colon) << "\"\n";
+      if (colon != std::string::npos)
+        c << "  options = { " << st.substr(colon + 1) << " }\n";
+      c << "\n";
+    }
+    c << "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"min\"\n  field = \"amount\"\n"
          "  [[pipeline.aggregate]]\n  fn = \"max\"\n  field = \"amount\"\n"
