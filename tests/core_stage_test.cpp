@@ -209,7 +209,8 @@ bool same(double a, double b) {
 }
 
 /// The reference: per partition, the records after the stages, in input order.
-std::map<size_t, std::vector<row>> reference(const std::vector<line>& lines, uint64_t& dropped) {
+std::map<size_t, std::vector<row>> reference(const std::vector<line>& lines, uint64_t& dropped,
+                                             double max_out = INFINITY) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   std::map<size_t, std::vector<row>> out;
   dropped = 0;
@@ -223,6 +224,10 @@ std::map<size_t, std::vector<row>> reference(const std::vector<line>& lines, uin
       continue;
     }
     double o = v * w;
+    if (max_out != INFINITY && !(o <= max_out)) { // a filter on the output: NaN fails it
+      ++dropped;
+      continue;
+    }
     row r{l.k,
           l.ts * us_per_s,
           {v, d, o, std::isnan(o) ? nan : 1.0, w},
@@ -307,6 +312,26 @@ TEST_CASE("stages: values rewritten, records dropped and outputs filled before t
     CHECK(k.accepted == lines.size() - dropped);
     CHECK(k.late_updates == 0);
   }
+}
+
+TEST_CASE("stages: a filter on a stage's output applies after the stages", "[stage]") {
+  auto cfg = make_config();
+  add_stages(cfg);
+  filter_config f;
+  f.field = "out";
+  f.max = 20;
+  cfg.preprocess.filters.push_back(f);
+  auto lines = make_lines(1500);
+  uint64_t dropped = 0;
+  auto want = reference(lines, dropped, 20);
+  uint64_t by_stage = 0;
+  reference(lines, by_stage);
+  REQUIRE(dropped > by_stage + 100);
+  preprocessor pre{cfg, nparts};
+  feed(pre, csv_of(lines), 900);
+  check_rows(emitted(pre), want);
+  CHECK(pre.counters().filtered == dropped);
+  CHECK(pre.counters().accepted == lines.size() - dropped);
 }
 
 TEST_CASE("stages: batches since clear_outputs are processed once", "[stage]") {
@@ -521,6 +546,16 @@ TEST_CASE("stage config: errors name the line and the key", "[stage][config]") {
              Catch::Contains("pipeline[0].stage[1].outputs[0]: field \"out\" already exists"));
   // Without the stage, out is no field.
   CHECK_THAT(error_of(config_text("")), Catch::Contains("unknown field \"out\""));
+  // A filter on a stage's output: min and max only.
+  auto filtered = [](const std::string& filter) {
+    auto text = config_text(copy_stage);
+    text.insert(text.find("[pipeline.window]"),
+                "[pipeline.preprocess]\nfilters = [" + filter + "]\n");
+    return text;
+  };
+  CHECK(parse_config(filtered("{ field = \"out\", min = 1 }"), "/x/p.toml"));
+  CHECK_THAT(error_of(filtered("{ field = \"out\", eq = \"1\" }")),
+             Catch::Contains("pipeline[0].preprocess.filters[0]: a stage's output is a number"));
 }
 
 TEST_CASE("stage config: the stages are part of the definition; a change is accepted",

@@ -284,6 +284,8 @@ struct field_names {
   std::set<std::string> measures; ///< numeric: measures
   std::set<std::string> derived;  ///< numeric: derived fields
   std::set<std::string> outputs;  ///< numeric: fields stages fill ([[pipeline.stage]] outputs)
+  /// The outputs the stages name, known before they are read: filters may use them.
+  std::set<std::string> stage_outputs;
 
   bool known(const std::string& n) const {
     return inputs.count(n) || derived.count(n) || outputs.count(n);
@@ -415,7 +417,10 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
     table_reader f{*filters[i], key, {"field", "min", "max", "eq", "ne", "in"}};
     filter_config fc;
     fc.field = f.req_string("field");
-    check_known(names, *f.get("field"), f.key("field"), fc.field);
+    // A filter on a stage's output applies after the stages (min and max only).
+    const bool output = !names.known(fc.field) && names.stage_outputs.count(fc.field) != 0;
+    if (!output)
+      check_known(names, *f.get("field"), f.key("field"), fc.field);
     fc.min = f.get_number("min");
     fc.max = f.get_number("max");
     if (f.has("eq"))
@@ -431,6 +436,8 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
       fail(*f.get("max"), f.key("max"), "is below min: no record could pass");
     if (names.derived.count(fc.field) && (fc.eq || fc.ne || !fc.in.empty()))
       fail(f.line(), key, "a derived field is a number: filter it with min and max only");
+    if (output && (fc.eq || fc.ne || !fc.in.empty()))
+      fail(f.line(), key, "a stage's output is a number: filter it with min and max only");
     pp.filters.push_back(std::move(fc));
   }
   pp.dedupe = x.get_bool("dedupe", false);
@@ -618,6 +625,12 @@ pipeline_config read_pipeline(const toml::table& t, const std::string& key,
   }
   field_names names;
   read_fields(r, p, names);
+  // What the stages will fill, for the filters (read_stages checks the names).
+  for (const auto* st : r.get_tables("stage"))
+    if (const auto* outs = st->get_as<toml::array>("outputs"))
+      for (const auto& o : *outs)
+        if (o.is_string())
+          names.stage_outputs.insert(o.as_string()->get());
   read_preprocess(r, p, names);
   read_stages(r, p, names);
   read_window(r, p);

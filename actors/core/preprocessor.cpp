@@ -331,8 +331,15 @@ struct preprocessor::impl {
       if (ref.kind == field_ref::slot)
         type_slots.emplace_back(ref.index, type);
     }
-    for (const auto& flt : pp.filters)
-      filters.push_back({resolve(flt.field), &flt});
+    const auto numeric_fields = stage_fields(cfg);
+    for (const auto& flt : pp.filters) {
+      auto ref = resolve(flt.field);
+      bool output =
+        ref.kind == field_ref::none &&
+        std::find(numeric_fields.begin(), numeric_fields.end(), flt.field) != numeric_fields.end();
+      if (!output)
+        filters.push_back({ref, &flt});
+    }
     auto fills = read_aggregate_inputs();
     if (!cfg.stages.empty()) {
       for (const auto& name : stage_fields(cfg))
@@ -343,6 +350,7 @@ struct preprocessor::impl {
       stages =
         std::make_unique<stage_runner>(cfg, nparts, std::move(fills), vw, agg_inputs.size() - vw);
       staged.assign(nparts, 0);
+      add_output_filters();
     }
     size_t n = slot_names.size();
     val.resize(n);
@@ -354,6 +362,24 @@ struct preprocessor::impl {
     for (const auto& d : derives)
       max_inputs = std::max(max_inputs, d.inputs.size());
     dinputs.resize(max_inputs);
+  }
+
+  /// Filters on stages' outputs go to the stages, which apply them after they ran.
+  void add_output_filters() {
+    const auto names = stage_fields(cfg);
+    for (const auto& flt : cfg.preprocess.filters) {
+      if (resolve(flt.field).kind != field_ref::none)
+        continue;
+      stage_runner::output_filter f;
+      for (size_t i = 0; i < names.size(); ++i)
+        if (names[i] == flt.field)
+          f.field = static_cast<int>(i);
+      if (f.field < 0)
+        continue;
+      f.min = flt.min.value_or(f.min);
+      f.max = flt.max.value_or(f.max);
+      stages->add_filter(f);
+    }
   }
 
   /// agg_inputs, and with stages where the aggregates over a numeric field take it after them.

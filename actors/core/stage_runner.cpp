@@ -128,6 +128,12 @@ void stage_runner::run_stages(size_t p, event_columns& cols, size_t begin) {
       throw std::runtime_error("stage " + kinds_[i] + ": threw something not a std::exception");
     }
   }
+  for (const auto& flt : filters_)
+    for (size_t r = 0; r < n; ++r) {
+      const double x = fields[r * width_ + static_cast<size_t>(flt.field)];
+      if (std::isnan(x) || x < flt.min || x > flt.max)
+        drop_[r] = 1;
+    }
 }
 
 void stage_runner::finish(size_t p, event_columns& cols, size_t begin) {

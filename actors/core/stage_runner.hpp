@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,6 +42,15 @@ public:
   ~stage_runner();
   stage_runner(const stage_runner&) = delete;
   stage_runner& operator=(const stage_runner&) = delete;
+
+  /// A filter on a stage's output ([pipeline.preprocess] filters), applied after the stages:
+  /// a record whose field is NaN or outside [min, max] is dropped.
+  struct output_filter {
+    int field = -1;
+    double min = -std::numeric_limits<double>::infinity();
+    double max = std::numeric_limits<double>::infinity();
+  };
+  void add_filter(output_filter f) { filters_.push_back(f); }
 
   bool empty() const { return kinds_.empty(); }
   /// The number of numeric fields per record.
@@ -83,6 +93,7 @@ private:
   std::vector<std::vector<std::unique_ptr<stage>>> instances_; ///< [partition][stage]
   std::vector<std::vector<double>> fields_;                    ///< [partition]: width_ per record
   std::vector<aggregate_fill> fills_;
+  std::vector<output_filter> filters_;
   std::vector<uint8_t> drop_; ///< scratch: dropped flags of the batch
   size_t width_ = 0;
   size_t value_width_ = 0;
