@@ -229,7 +229,17 @@ preprocess(preprocess_actor::stateful_pointer<preprocess_state> self, uint32_t p
   st.cfg = cfg;
   st.meter = std::move(meter);
   size_t n = restore.partition_snapshots.size();
-  st.pre = std::make_unique<preprocessor>(cfg, n);
+  try {
+    st.pre = std::make_unique<preprocessor>(cfg, n);
+  } catch (const std::exception& e) {
+    // A stage's factory that took its options when the config was read refused now.
+    auto err = make_error(errc::bad_config, "pipeline " + cfg.name + ": " + e.what());
+    spdlog::error("{}", render(err));
+    self->quit(err);
+    auto bare = cfg;
+    bare.stages.clear();
+    st.pre = std::make_unique<preprocessor>(bare, n);
+  }
   st.quarantined = std::move(restore.quarantined);
   if (!restore.snapshot.empty()) {
     std::string_view inner;

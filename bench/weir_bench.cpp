@@ -141,12 +141,18 @@ int main(int argc, char** argv) {
     ->delimiter(',');
   std::string plugin;
   app.add_option("--plugin", plugin,
-                 "a plugin the config loads (`plugins = [...]`), for a registered aggregate");
+                 "a plugin the config loads (`plugins = [...]`), for a registered aggregate or "
+                 "stage");
   std::string sum_fn = "sum";
   app
     .add_option("--sum-fn", sum_fn,
                 "the fn of the pipeline's sum of amount (e.g. one the plugin registers)")
     ->capture_default_str();
+  std::vector<std::string> stages;
+  app.add_option("--stage", stages,
+                 "a [[pipeline.stage]] of the pipeline, as KIND or KIND:OPTIONS with OPTIONS the "
+                 "inside of its options table, e.g. 'scale:field = \"amount\", factor = 2' "
+                 "(repeatable, in order)");
   bool perf = false;
   app.add_flag("--perf", perf,
                "matrix: one more run per row under `perf record -g`; its top 15 symbols (self "
@@ -191,8 +197,15 @@ int main(int argc, char** argv) {
          "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"merchant\"]\n"
          "  measures = [\"amount\"]\n\n"
          "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1h\"\n"
-         "  out_of_orderness = \"2m\"\n\n"
-         "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
+         "  out_of_orderness = \"2m\"\n\n";
+    for (const auto& st : stages) {
+      auto colon = st.find(':');
+      c << "  [[pipeline.stage]]\n  kind = \"" << st.substr(0, colon) << "\"\n";
+      if (colon != std::string::npos)
+        c << "  options = { " << st.substr(colon + 1) << " }\n";
+      c << "\n";
+    }
+    c << "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
          "  [[pipeline.aggregate]]\n  fn = \""
       << sum_fn
       << "\"\n  field = \"amount\"\n"

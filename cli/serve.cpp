@@ -743,7 +743,8 @@ private:
            [](const committed_status& s) { return s.counters.read; });
       each("weir_events_accepted_total", "counter", "Records accepted into windows, as committed.",
            [](const committed_status& s) { return s.counters.accepted; });
-      each("weir_events_filtered_total", "counter", "Records dropped by the pipeline's filters.",
+      each("weir_events_filtered_total", "counter",
+           "Records dropped by the pipeline's filters or stages.",
            [](const committed_status& s) { return s.counters.filtered; });
       each("weir_events_duplicate_total", "counter", "Records dropped as duplicates.",
            [](const committed_status& s) { return s.counters.duplicates; });

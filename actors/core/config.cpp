@@ -289,9 +289,16 @@ struct field_names {
   std::set<std::string> inputs;   ///< key, time, event_id, measures, attributes
   std::set<std::string> measures; ///< numeric: measures
   std::set<std::string> derived;  ///< numeric: derived fields
+  std::set<std::string> outputs;  ///< numeric: fields stages fill ([[pipeline.stage]] outputs)
+  /// The outputs the stages name, known before they are read: filters may use them.
+  std::set<std::string> stage_outputs;
 
-  bool known(const std::string& n) const { return inputs.count(n) || derived.count(n); }
-  bool numeric(const std::string& n) const { return measures.count(n) || derived.count(n); }
+  bool known(const std::string& n) const {
+    return inputs.count(n) || derived.count(n) || outputs.count(n);
+  }
+  bool numeric(const std::string& n) const {
+    return measures.count(n) || derived.count(n) || outputs.count(n);
+  }
 };
 
 void check_known(const field_names& f, const toml::node& n, const std::string& key,
@@ -416,7 +423,10 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
     table_reader f{*filters[i], key, {"field", "min", "max", "eq", "ne", "in"}};
     filter_config fc;
     fc.field = f.req_string("field");
-    check_known(names, *f.get("field"), f.key("field"), fc.field);
+    // A filter on a stage's output applies after the stages (min and max only).
+    const bool output = !names.known(fc.field) && names.stage_outputs.count(fc.field) != 0;
+    if (!output)
+      check_known(names, *f.get("field"), f.key("field"), fc.field);
     fc.min = f.get_number("min");
     fc.max = f.get_number("max");
     if (f.has("eq"))
@@ -432,6 +442,8 @@ void read_preprocess(const table_reader& r, pipeline_config& p, field_names& nam
       fail(*f.get("max"), f.key("max"), "is below min: no record could pass");
     if (names.derived.count(fc.field) && (fc.eq || fc.ne || !fc.in.empty()))
       fail(f.line(), key, "a derived field is a number: filter it with min and max only");
+    if (output && (fc.eq || fc.ne || !fc.in.empty()))
+      fail(f.line(), key, "a stage's output is a number: filter it with min and max only");
     pp.filters.push_back(std::move(fc));
   }
   pp.dedupe = x.get_bool("dedupe", false);
@@ -574,6 +586,42 @@ void read_aggregates(const table_reader& r, pipeline_config& p, const field_name
   }
 }
 
+/// [[pipeline.stage]]: kind, options, outputs. Each stage's factory is called here once with its
+/// options and the fields it will see, so that options it refuses fail the config; `make` keeps
+/// the factory and options to make the instances of a run.
+void read_stages(const table_reader& r, pipeline_config& p, field_names& names) {
+  auto stages = r.get_tables("stage");
+  for (size_t i = 0; i < stages.size(); ++i) {
+    auto key = index_key(r.path(), "stage", i);
+    table_reader x{*stages[i], key, {"kind", "options", "outputs"}};
+    stage_config sc;
+    sc.kind = x.req_string("kind");
+    const auto* factory = extension_registry::global().stage_kind(sc.kind);
+    if (factory == nullptr)
+      fail(*x.get("kind"), x.key("kind"), unknown_extension("stage", sc.kind));
+    auto options = read_options(x);
+    sc.outputs = x.get_strings("outputs");
+    for (size_t k = 0; k < sc.outputs.size(); ++k) {
+      const auto& o = sc.outputs[k];
+      auto okey = x.key("outputs") + "[" + std::to_string(k) + "]";
+      if (!valid_name(o))
+        fail(*x.get("outputs"), okey, "must match [A-Za-z0-9_.-]+");
+      if (names.known(o))
+        fail(*x.get("outputs"), okey,
+             "field " + in_quotes(o) + " already exists (a stage's outputs are new fields)");
+      names.outputs.insert(o);
+    }
+    sc.options = options.values();
+    p.stages.push_back(sc);
+    stage_context ctx{p.name, stage_fields(p, i)};
+    make_extension(x.has("options") ? *x.get("options") : *stages[i], key,
+                   [&] { return (*factory)(options, ctx); });
+    p.stages.back().make = [f = *factory, options](const stage_context& c) {
+      return f(options, c);
+    };
+  }
+}
+
 /// [pipeline.results]: key_index, change_feed, change_retention.
 void read_results(const table_reader& r, pipeline_config& p) {
   const auto* t = r.get_table("results", false);
@@ -592,9 +640,10 @@ void read_results(const table_reader& r, pipeline_config& p) {
 
 pipeline_config read_pipeline(const toml::table& t, const std::string& key,
                               const std::string& dir) {
-  table_reader r{
-    t, key,
-    {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate", "results"}};
+  table_reader r{t,
+                 key,
+                 {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate",
+                  "results", "stage"}};
   pipeline_config p;
   p.name = r.req_string("name");
   if (!valid_name(p.name))
@@ -614,7 +663,14 @@ pipeline_config read_pipeline(const toml::table& t, const std::string& key,
   }
   field_names names;
   read_fields(r, p, names);
+  // What the stages will fill, for the filters (read_stages checks the names).
+  for (const auto* st : r.get_tables("stage"))
+    if (const auto* outs = st->get_as<toml::array>("outputs"))
+      for (const auto& o : *outs)
+        if (o.is_string())
+          names.stage_outputs.insert(o.as_string()->get());
   read_preprocess(r, p, names);
+  read_stages(r, p, names);
   read_window(r, p);
   read_aggregates(r, p, names);
   read_results(r, p);

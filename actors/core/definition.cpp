@@ -38,6 +38,18 @@ std::string describe(const aggregate_config& a) {
   return out;
 }
 
+/// "kind {options} -> outputs; ..." of the stages, in order.
+std::string describe_stages(const std::vector<stage_config>& stages) {
+  std::string out;
+  for (const auto& s : stages) {
+    out +=
+      (out.empty() ? "" : "; ") + s.kind + " {" + extension_options{s.options}.canonical() + "}";
+    if (!s.outputs.empty())
+      out += " -> " + join(s.outputs);
+  }
+  return out;
+}
+
 std::vector<setting> settings_of(const pipeline_config& p) {
   static const char* kinds[] = {"tumbling", "sliding", "session"};
   static const char* times[] = {"iso8601", "epoch_s", "epoch_ms", "epoch_us"};
@@ -66,12 +78,17 @@ std::vector<setting> settings_of(const pipeline_config& p) {
   out.push_back({"window.update_horizon", format_duration(w.update_horizon), false});
   out.push_back({"preprocess.dedupe", p.preprocess.dedupe ? "true" : "false", false});
   out.push_back({"preprocess.dedupe_horizon", format_duration(p.preprocess.dedupe_horizon), false});
+  // Stages change records from now on, like filters: recorded, and a change is accepted.
+  if (!p.stages.empty())
+    out.push_back({"stages", describe_stages(p.stages), false});
   return out;
 }
 
 /// Whether a stored setting that the config no longer has could go without harm: only those
 /// that are never fixed (a window's size is gone when its kind changed, which is not).
 bool compatible_name(const std::string& name) {
+  if (name == "stages")
+    return true;
   for (const auto& s : settings_of(pipeline_config{}))
     if (s.name == name)
       return !s.fixed;

@@ -15,6 +15,7 @@
 #include "actors/core/error.hpp"
 #include "actors/core/expr.hpp"
 #include "actors/core/fault.hpp"
+#include "actors/core/stage_runner.hpp"
 #include "actors/core/timeparse.hpp"
 
 namespace weir {
@@ -218,6 +219,7 @@ struct preprocessor::impl {
     field_ref f;
     bool presence;               ///< count of a field: 1 when present
     bool distinct;
+    bool staged = false; ///< filled after the stages (stage_runner::aggregate_fill)
   };
 
   pipeline_config cfg;
@@ -237,6 +239,11 @@ struct preprocessor::impl {
   std::vector<derive_step> derives;
   std::vector<filter_step> filters;
   std::vector<agg_input> agg_inputs;     ///< one per aggregate with a value or hash column
+  /// The stages and the numeric fields they see, by where each comes from (none: an output);
+  /// null without stages.
+  std::unique_ptr<stage_runner> stages;
+  std::vector<field_ref> stage_src;
+  std::vector<size_t> staged; ///< per partition: records already through the stages
 
   // Per-record scratch, reused.
   std::vector<std::string_view> val;
@@ -324,12 +331,26 @@ struct preprocessor::impl {
       if (ref.kind == field_ref::slot)
         type_slots.emplace_back(ref.index, type);
     }
-    for (const auto& flt : pp.filters)
-      filters.push_back({resolve(flt.field), &flt});
-    for (const auto& a : cfg.aggregates) {
-      if (a.fn == agg_fn::count && a.field.empty())
-        continue;
-      agg_inputs.push_back({resolve(a.field), a.fn == agg_fn::count, a.fn == agg_fn::distinct});
+    const auto numeric_fields = stage_fields(cfg);
+    for (const auto& flt : pp.filters) {
+      auto ref = resolve(flt.field);
+      bool output =
+        ref.kind == field_ref::none &&
+        std::find(numeric_fields.begin(), numeric_fields.end(), flt.field) != numeric_fields.end();
+      if (!output)
+        filters.push_back({ref, &flt});
+    }
+    auto fills = read_aggregate_inputs();
+    if (!cfg.stages.empty()) {
+      for (const auto& name : stage_fields(cfg))
+        stage_src.push_back(resolve(name));
+      size_t vw = 0;
+      for (const auto& a : agg_inputs)
+        vw += a.distinct ? 0 : 1;
+      stages =
+        std::make_unique<stage_runner>(cfg, nparts, std::move(fills), vw, agg_inputs.size() - vw);
+      staged.assign(nparts, 0);
+      add_output_filters();
     }
     size_t n = slot_names.size();
     val.resize(n);
@@ -341,6 +362,46 @@ struct preprocessor::impl {
     for (const auto& d : derives)
       max_inputs = std::max(max_inputs, d.inputs.size());
     dinputs.resize(max_inputs);
+  }
+
+  /// Filters on stages' outputs go to the stages, which apply them after they ran.
+  void add_output_filters() {
+    const auto names = stage_fields(cfg);
+    for (const auto& flt : cfg.preprocess.filters) {
+      if (resolve(flt.field).kind != field_ref::none)
+        continue;
+      stage_runner::output_filter f;
+      for (size_t i = 0; i < names.size(); ++i)
+        if (names[i] == flt.field)
+          f.field = static_cast<int>(i);
+      if (f.field < 0)
+        continue;
+      f.min = flt.min.value_or(f.min);
+      f.max = flt.max.value_or(f.max);
+      stages->add_filter(f);
+    }
+  }
+
+  /// agg_inputs, and with stages where the aggregates over a numeric field take it after them.
+  std::vector<stage_runner::aggregate_fill> read_aggregate_inputs() {
+    std::vector<stage_runner::aggregate_fill> fills;
+    const auto fields = stage_fields(cfg);
+    size_t vcol = 0;
+    size_t hcol = 0;
+    for (const auto& a : cfg.aggregates) {
+      if (a.fn == agg_fn::count && a.field.empty())
+        continue;
+      agg_input in{resolve(a.field), a.fn == agg_fn::count, a.fn == agg_fn::distinct};
+      auto col = std::find(fields.begin(), fields.end(), a.field);
+      if (!cfg.stages.empty() && col != fields.end()) {
+        in.staged = true;
+        fills.push_back({static_cast<int>(col - fields.begin()), in.distinct, in.presence,
+                         in.distinct ? hcol : vcol});
+      }
+      ++(in.distinct ? hcol : vcol);
+      agg_inputs.push_back(in);
+    }
+    return fills;
   }
 
   int add_slot(const std::string& name) {
@@ -557,6 +618,46 @@ struct preprocessor::impl {
         line.remove_suffix(1);
       handle_line(s, off, line, chunk_utf8);
     }
+    if (stages)
+      run_stages();
+  }
+
+  /// The stages over each partition's records since the last run; a record a stage drops
+  /// counts as filtered instead of accepted.
+  void run_stages() {
+    for (size_t p = 0; p < nparts; ++p) {
+      auto& cols = parts[p];
+      if (cols.size() == staged[p])
+        continue;
+      stages->run(p, cols, staged[p], [this](timestamp t, timestamp w) {
+        --counters.accepted;
+        ++counters.filtered;
+        if (w != min_timestamp && w >= window_closes(t))
+          --counters.late_updates;
+      });
+      staged[p] = cols.size();
+    }
+  }
+
+  /// When the window of a record at `t` closes (its end + allowed_lateness), with its start and
+  /// end (the last window of a sliding one; a session's from `t` alone).
+  timestamp window_closes(timestamp t, timestamp* start_out = nullptr,
+                          timestamp* end_out = nullptr) const {
+    const auto& wc = cfg.window;
+    timestamp start = t;
+    timestamp end = sat_add(t, wc.gap);
+    if (wc.kind != window_kind::session) {
+      int64_t slide = wc.kind == window_kind::tumbling || wc.slide <= 0 ? wc.size : wc.slide;
+      if (slide > 0) {
+        start = wc.offset + floor_div(t - wc.offset, slide) * slide;
+        end = start + wc.size;
+      }
+    }
+    if (start_out != nullptr) {
+      *start_out = start;
+      *end_out = end;
+    }
+    return sat_add(end, wc.allowed_lateness);
   }
 
   void handle_line(source_state& s, uint64_t off, std::string_view line, bool utf8_ok) {
@@ -843,16 +944,9 @@ struct preprocessor::impl {
     bool update = false;
     if (w != min_timestamp) {
       const auto& wc = cfg.window;
-      timestamp start = t;
-      timestamp end = sat_add(t, wc.gap);
-      if (wc.kind != window_kind::session) {
-        int64_t slide = wc.kind == window_kind::tumbling || wc.slide <= 0 ? wc.size : wc.slide;
-        if (slide > 0) {
-          start = wc.offset + floor_div(t - wc.offset, slide) * slide;
-          end = start + wc.size;
-        }
-      }
-      const timestamp closes = sat_add(end, wc.allowed_lateness);
+      timestamp start = 0;
+      timestamp end = 0;
+      const timestamp closes = window_closes(t, &start, &end);
       if (w >= closes) {
         const bool can_update = wc.late == late_policy::update
                                 && wc.kind != window_kind::session
@@ -962,7 +1056,12 @@ struct preprocessor::impl {
     cols->key_hash.push_back(kh);
     cols->key_end.push_back(static_cast<uint32_t>(cols->key_bytes.size()));
     for (const auto& a : agg_inputs) {
-      if (a.distinct) {
+      if (a.staged) { // stage_runner fills it after the stages
+        if (a.distinct)
+          cols->hashes.push_back(0);
+        else
+          cols->values.push_back(nan);
+      } else if (a.distinct) {
         std::string_view text;
         if (a.f.kind == field_ref::slot)
           text = val[static_cast<size_t>(a.f.index)];
@@ -979,6 +1078,17 @@ struct preprocessor::impl {
           x = nan;
         cols->values.push_back(x);
       }
+    }
+    if (stages)
+      append_stage_fields(p);
+  }
+
+  void append_stage_fields(size_t p) {
+    double* f = stages->append(p);
+    for (size_t i = 0; i < stage_src.size(); ++i) {
+      const auto& src = stage_src[i];
+      auto k = static_cast<size_t>(src.index);
+      f[i] = src.kind == field_ref::derived ? dval[k] : src.kind == field_ref::slot ? num[k] : nan;
     }
   }
 };
@@ -1066,6 +1176,10 @@ void preprocessor::clear_outputs() {
   for (auto& p : d_->parts)
     p.clear();
   d_->dead.clear();
+  if (d_->stages) {
+    d_->stages->clear();
+    d_->staged.assign(d_->nparts, 0);
+  }
 }
 
 timestamp preprocessor::watermark() const { return d_->wm; }

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -16,6 +17,9 @@
 #include <vector>
 
 namespace weir {
+
+class stage;
+struct stage_context;
 
 /// Event time and durations are microseconds since the Unix epoch (UTC).
 using timestamp = int64_t;
@@ -145,6 +149,17 @@ struct aggregate_config {
   std::shared_ptr<const aggregate_function> custom;
 };
 
+/// A [[pipeline.stage]]: user code (actors/core/extension.hpp) that sees each partition's batch
+/// of accepted events before the window aggregators.
+struct stage_config {
+  std::string kind;                                         ///< its registered name
+  std::vector<std::pair<std::string, std::string>> options; ///< as extension_options holds them
+  std::vector<std::string> outputs; ///< numeric fields it fills (NaN until it sets them)
+  /// Makes one instance (one per partition); the factory and options are bound in. Throws
+  /// what the factory throws.
+  std::function<std::unique_ptr<stage>(const stage_context&)> make;
+};
+
 struct pipeline_config {
   std::string name;
   std::vector<source_config> sources;
@@ -152,6 +167,7 @@ struct pipeline_config {
   preprocess_config preprocess;
   window_config window;
   std::vector<aggregate_config> aggregates;
+  std::vector<stage_config> stages; ///< in config order
   size_t partitions = 0; ///< window-aggregator partitions; 0 = number of cores
   /// [pipeline.results]: indexes the store keeps of the results.
   struct results_config {
@@ -212,6 +228,26 @@ struct weir_config {
   runtime_config runtime;
   std::vector<pipeline_config> pipelines;
 };
+
+/// The numeric fields a batch carries for the stages, in column order (stage_context::fields):
+/// the measures, the derived fields, then the outputs of stages 0 .. `upto` (all by default).
+inline std::vector<std::string> stage_fields(const pipeline_config& p, size_t upto = SIZE_MAX) {
+  std::vector<std::string> out;
+  auto add = [&out](const std::string& n) {
+    for (const auto& x : out)
+      if (x == n)
+        return;
+    out.push_back(n);
+  };
+  for (const auto& m : p.fields.measures)
+    add(m);
+  for (const auto& d : p.preprocess.derive)
+    add(d.name);
+  for (size_t i = 0; i < p.stages.size() && i <= upto; ++i)
+    for (const auto& o : p.stages[i].outputs)
+      add(o);
+  return out;
+}
 
 // -- aggregate inputs ------------------------------------------------------------
 
