@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include "actors/core/config.hpp"
@@ -155,4 +156,11 @@ name = "p"
   INFO(text);
   CHECK(text.rfind("/tmp/x/pipeline.toml:2: plugins[0]: cannot load plugin /tmp/x/libmissing.so",
                    0) == 0);
+  // A config named relative to the working directory: the plugin is looked for next to it, not
+  // in the library path.
+  auto here = parse_config("plugins = [\"libmissing.so\"]\n" + pipeline, "pipeline.toml");
+  REQUIRE_FALSE(here);
+  CHECK(render(here.error()).find("cannot load plugin " +
+                                  (std::filesystem::current_path() / "libmissing.so").string()) !=
+        std::string::npos);
 }

@@ -691,7 +691,10 @@ weir_config read_root(const toml::table& root, const std::string& file) {
   // Plugins first: the pipelines name what they register.
   c.plugins = r.get_strings("plugins");
   for (size_t i = 0; i < c.plugins.size(); ++i) {
-    c.plugins[i] = resolve(dir, c.plugins[i]);
+    // Absolute: dlopen looks a name without a slash up in the library path, not here.
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(resolve(dir, c.plugins[i]), ec);
+    c.plugins[i] = ec ? resolve(dir, c.plugins[i]) : abs.lexically_normal().string();
     if (auto err = load_plugin(c.plugins[i]))
       fail(*r.get("plugins"), "plugins[" + std::to_string(i) + "]", render(err));
   }

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   const int devices = argc > 2 ? std::stoi(argv[2]) : 16;
   const int64_t hours = argc > 3 ? std::stoll(argv[3]) : 48;
   std::mt19937_64 rng(argc > 4 ? std::stoull(argv[4]) : 3);
-  const int64_t start = 1795996800000; // 2026-12-01T00:00:00Z, in ms
+  const int64_t start = 1795996800000; // 2026-11-30T00:00:00Z, in ms
   const int64_t end = start + hours * 3600000;
   // Event times are whole seconds; arrival order is finer.
   std::uniform_int_distribution<int64_t> step(10, 90), idle(600, 3600), spell(300, 7200),
