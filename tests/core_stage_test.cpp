@@ -409,7 +409,7 @@ TEST_CASE("stages: a factory that throws fails the preprocessor, naming the stag
   }
 }
 
-TEST_CASE("stages: a batch with every record dropped leaves empty columns; late updates that "
+TEST_CASE("stages: a batch with every record dropped leaves empty columns, late updates that "
           "are dropped stop counting as updates",
           "[stage]") {
   auto cfg = make_config();
@@ -558,7 +558,7 @@ TEST_CASE("stage config: errors name the line and the key", "[stage][config]") {
              Catch::Contains("pipeline[0].preprocess.filters[0]: a stage's output is a number"));
 }
 
-TEST_CASE("stage config: the stages are part of the definition; a change is accepted",
+TEST_CASE("stage config: the stages are part of the definition, a change is accepted",
           "[stage][config]") {
   register_test_stage();
   auto with = parse_config(config_text(copy_stage), "/x/p.toml");

@@ -93,6 +93,7 @@ stage_runner::stage_runner(const pipeline_config& cfg, size_t partitions,
   , hash_width_(hash_width) {
   instances_.resize(partitions);
   fields_.resize(partitions);
+  used_.assign(partitions, 0);
   for (size_t i = 0; i < cfg.stages.size(); ++i) {
     const auto& sc = cfg.stages[i];
     kinds_.push_back(sc.kind);
@@ -180,12 +181,11 @@ void stage_runner::finish(size_t p, event_columns& cols, size_t begin) {
   cols.key_bytes.resize(w == 0 ? 0 : cols.key_end[w - 1]);
   cols.values.resize(w * value_width_);
   cols.hashes.resize(w * hash_width_);
-  fields_[p].resize(w * width_);
+  used_[p] = w * width_;
 }
 
 void stage_runner::clear() {
-  for (auto& f : fields_)
-    f.clear();
+  std::fill(used_.begin(), used_.end(), 0);
 }
 
 } // namespace weir

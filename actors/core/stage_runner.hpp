@@ -11,6 +11,7 @@
 /// compacts away the dropped records. Every buffer keeps its capacity: the steady state
 /// allocates nothing per record.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -59,8 +60,11 @@ public:
   /// Room for the fields of one more record of partition p (width() values, to be filled).
   double* append(size_t p) {
     auto& f = fields_[p];
-    f.resize(f.size() + width_);
-    return f.data() + f.size() - width_;
+    auto& n = used_[p];
+    if (n + width_ > f.size()) // grows by doubling; clear() keeps the room
+      f.resize(std::max(2 * f.size(), n + 64 * width_));
+    n += width_;
+    return f.data() + n - width_;
   }
 
   /// Runs every stage, in order, over the records of partition p from `begin` on, then fills
@@ -91,7 +95,8 @@ private:
   std::vector<std::string> kinds_;
   std::vector<size_t> widths_; ///< fields each stage sees (its context's)
   std::vector<std::vector<std::unique_ptr<stage>>> instances_; ///< [partition][stage]
-  std::vector<std::vector<double>> fields_;                    ///< [partition]: width_ per record
+  std::vector<std::vector<double>> fields_; ///< [partition]: width_ per record, then room
+  std::vector<size_t> used_;                ///< [partition]: the values of fields_ in use
   std::vector<aggregate_fill> fills_;
   std::vector<output_filter> filters_;
   std::vector<uint8_t> drop_; ///< scratch: dropped flags of the batch
