@@ -424,6 +424,17 @@ using supervisor_actor = run_waiter_actor::extend<
   /// node there is, at once and outside the restart budget.
   caf::reacts_to<rebalance_atom, std::string>>;
 
+/// Sink driver: delivers the committed epochs of one pipeline to one sink, in epoch order
+/// (actors/sink_driver.hpp).
+using sink_driver_actor = caf::typed_actor<
+  /// Epoch e of the pipeline is committed: deliver every epoch up to it.
+  caf::reacts_to<committed_atom, uint64_t>,
+  /// Deliver the next epoch (sent to itself, at once or after a failure's backoff).
+  caf::reacts_to<tick_atom>,
+  /// The run is over: the answer (the last epoch delivered) comes once every epoch the store
+  /// holds as committed is delivered.
+  caf::replies_to<done_atom>::with<uint64_t>>;
+
 /// Warehouse: answers queries on the committed results and dead letters of its store.
 using warehouse_actor = caf::typed_actor<
   /// One page of results as a QueryResult frame; errc::bad_input for an unknown pipeline.

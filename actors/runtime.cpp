@@ -27,6 +27,7 @@
 #include "actors/preprocess.hpp"
 #include "actors/recovery.hpp"
 #include "actors/redis_stream.hpp"
+#include "actors/sink_driver.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/updater.hpp"
 #include "actors/warehouse.hpp"
@@ -217,6 +218,52 @@ caf::error check_definitions(const weir_config& cfg, warehouse& wh) {
   return caf::none;
 }
 
+/// The sinks of every pipeline for an exactly-once run: each made anew from its config, with
+/// its cursor registered in the warehouse (a dry run delivers to no sink). Every pipeline's
+/// sinks are registered, so that cursors of sinks no longer configured go.
+caf::expected<std::vector<std::pair<uint32_t, sink_driver_config>>>
+make_sinks(const weir_config& cfg, const std::shared_ptr<warehouse>& wh) {
+  std::vector<std::pair<uint32_t, sink_driver_config>> out;
+  if (cfg.runtime.mode != commit_mode::exactly_once) {
+    for (const auto& p : cfg.pipelines)
+      if (!p.sinks.empty())
+        spdlog::info("pipeline {}: a dry run delivers to no sink", p.name);
+    return out;
+  }
+  for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
+    const auto& p = cfg.pipelines[i];
+    std::vector<std::string> names;
+    for (const auto& s : p.sinks)
+      names.push_back(s.name);
+    auto cursors = wh->register_sinks(p.name, names);
+    if (!cursors)
+      return cursors.error();
+    for (size_t k = 0; k < p.sinks.size(); ++k) {
+      sink_driver_config d;
+      try {
+        d.out = p.sinks[k].make(p.name);
+      } catch (const std::exception& e) {
+        return make_error(errc::bad_config, cfg.file + ": pipeline " + p.name + ", sink " +
+                                              p.sinks[k].name + ": " + e.what());
+      }
+      if (!d.out)
+        return make_error(errc::bad_config, cfg.file + ": pipeline " + p.name + ", sink " +
+                                              p.sinks[k].name + ": its kind made no sink");
+      d.pipeline = p.name;
+      d.name = p.sinks[k].name;
+      d.wh = wh;
+      d.window = describe_window(p.window);
+      d.aggregates = aggregate_names(p);
+      d.delivered = (*cursors)[k];
+      d.backoff = cfg.runtime.restart_backoff;
+      d.backoff_max = cfg.runtime.restart_backoff_max;
+      d.lag_warning = p.results.change_retention;
+      out.emplace_back(static_cast<uint32_t>(i), std::move(d));
+    }
+  }
+  return out;
+}
+
 } // namespace
 
 caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
@@ -258,6 +305,12 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
         return make_error(errc::bad_config,
                           cfg.file + ": pipeline " + p.name + ", source " + src.name +
                             ": an http source takes records through weir serve, not weir run");
+      if (!p.sinks.empty() && opts.mode == commit_mode::results_only)
+        return make_error(errc::bad_config,
+                          cfg.file + ": pipeline " + p.name + ", sink " + p.sinks[0].name +
+                            ": a sink is delivered from the change feed of committed epochs, "
+                            "which only an exactly-once run keeps (or --dry-run, which "
+                            "delivers to no sink)");
       if (src.is_redis() && opts.mode != commit_mode::exactly_once)
         return make_error(errc::bad_config,
                           cfg.file + ": pipeline " + p.name + ", source " + src.name +
@@ -314,6 +367,9 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   auto tallies = start_tallies(cfg, *preps, *wh_ptr);
   if (!tallies)
     return tallies.error();
+  auto sinks = make_sinks(cfg, wh_ptr);
+  if (!sinks)
+    return sinks.error();
   auto meters = std::make_shared<state_meters>(cfg.pipelines.size());
   for (size_t i = 0; i < tallies->size(); ++i) {
     auto& m = (*meters)[i];
@@ -334,6 +390,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   deps.stop = opts.stop;
   deps.first = std::move(*preps);
   deps.tallies = std::move(*tallies);
+  deps.sinks = std::move(*sinks);
   deps.spawn = [cfg, lake_ptr, wh_ptr, meters, cluster = opts.cluster](
                  caf::actor_system& sys, run_waiter_actor waiter, std::vector<prepared> ps) {
     return spawn_generation(sys, std::move(waiter), cfg, std::move(ps), lake_ptr, wh_ptr, meters,
