@@ -48,13 +48,13 @@ struct source_config {
   /// Records come from a Redis stream, read with a consumer group (actors/redis_stream.hpp);
   /// empty host: not a Redis source. Always followed.
   struct redis_stream_config {
-    std::string host; ///< address of the Redis server
+    std::string host;        ///< address of the Redis server
     uint16_t port = 6379;
-    std::string stream;       ///< the stream's key
-    std::string group;        ///< consumer group (created when missing)
-    std::string consumer;     ///< this reader's name in the group
-    std::string field;        ///< the entry field holding the record's line
-    std::string start;        ///< where a new group starts: "0" (the whole stream), "$" or an id
+    std::string stream;      ///< the stream's key
+    std::string group;       ///< consumer group (created when missing)
+    std::string consumer;    ///< this reader's name in the group
+    std::string field;       ///< the entry field holding the record's line
+    std::string start;       ///< where a new group starts: "0" (the whole stream), "$" or an id
     std::string password_env; ///< environment variable holding the password (AUTH), if any
   } redis;
   bool is_redis() const { return !redis.host.empty(); }
@@ -188,11 +188,10 @@ struct runtime_config {
   size_t batch_bytes = 1 << 20;    ///< raw bytes per ingest batch
   size_t max_inflight_batches = 4; ///< flow control: batches in flight per pipeline
   int64_t lake_retention = 0;      ///< keep committed raw chunks this long (0: prune at once)
-  int64_t task_retention =
-    3600 * int64_t{1000000};                 ///< keep the record of committed epochs this long
+  int64_t task_retention = 3600 * int64_t{1000000}; ///< keep the record of committed epochs this long
   int64_t slow_epoch = 5 * int64_t{1000000}; ///< an epoch slower than this is warned about
-  bool durable = true;         ///< fsync every commit (false: risk of losing last commits)
-  uint32_t restart_budget = 3; ///< restarts of a failed run before it gives up
+  bool durable = true;             ///< fsync every commit (false: risk of losing last commits)
+  uint32_t restart_budget = 3;     ///< restarts of a failed run before it gives up
   int64_t restart_backoff = 100 * us_per_ms;   ///< wait before the first restart; doubles
   int64_t restart_backoff_max = 10 * us_per_s; ///< longest wait between restarts
   /// A chunk, then a line, whose processing throws is retried this many times; a line that
