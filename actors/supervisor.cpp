@@ -421,6 +421,26 @@ supervisor_actor::behavior_type supervisor(supervisor_ptr self, supervisor_deps 
         end_generation(self);
       }
     },
+    [self](register_atom, uint32_t i, sink_driver_actor driver) {
+      auto& st = self->state;
+      if (st.now == supervisor_state::phase::finished)
+        return;
+      st.sinks.emplace_back(i, driver);
+      if (st.now == supervisor_state::phase::delivering) {
+        // The run is ending: this one is asked too.
+        ++st.sinks_pending;
+        self->request(driver, caf::infinite, done_atom::value)
+          .then(
+            [self](uint64_t) {
+              if (--self->state.sinks_pending == 0)
+                finish(self, self->state.summary());
+            },
+            [self](caf::error&) {
+              if (--self->state.sinks_pending == 0)
+                finish(self, self->state.summary());
+            });
+      }
+    },
     [self](rebalance_atom, std::string& why) {
       auto& st = self->state;
       if (st.now == supervisor_state::phase::running && st.rebalance_wanted.empty())
