@@ -26,6 +26,8 @@
 #include <caf/type_id.hpp>
 #include <caf/typed_actor.hpp>
 
+#include "actors/core/extension.hpp"
+
 namespace weir {
 
 /// An owning buffer holding one serialized Cap'n Proto message (see schema/). Readers and
@@ -109,6 +111,18 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, query_request& x) {
   return f(caf::meta::type_name("weir.query_request"), x.pipeline, x.key, x.from, x.to, x.has_after,
            x.after_start, x.after_end, x.after_key, x.limit);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, window_result& x) {
+  return f(caf::meta::type_name("weir.window_result"), x.key, x.start, x.end, x.version, x.values);
+}
+
+/// What a subscribed actor receives per committed epoch (actors/embed.hpp).
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, committed_epoch& x) {
+  return f(caf::meta::type_name("weir.committed_epoch"), x.pipeline, x.epoch, x.window,
+           x.aggregates, x.rows);
 }
 
 /// What one run of a pipeline did, for the summary `weir run` prints.
@@ -395,6 +409,17 @@ using coordinator_actor = caf::typed_actor<
   /// its next epoch now rather than at the next tick.
   caf::reacts_to<epoch_atom, uint32_t>>;
 
+/// Sink driver: delivers the committed epochs of one pipeline to one sink, in epoch order
+/// (actors/sink_driver.hpp).
+using sink_driver_actor = caf::typed_actor<
+  /// Epoch e of the pipeline is committed: deliver every epoch up to it.
+  caf::reacts_to<committed_atom, uint64_t>,
+  /// Deliver the next epoch (sent to itself, at once or after a failure's backoff).
+  caf::reacts_to<tick_atom>,
+  /// The run is over: the answer (the last epoch delivered) comes once every epoch the store
+  /// holds as committed is delivered.
+  caf::replies_to<done_atom>::with<uint64_t>>;
+
 /// What the coordinator reports to the actor that runs it (the supervisor).
 using run_waiter_actor = caf::typed_actor<
   /// Epoch e of pipeline `index` is committed with n result rows, `latency` microseconds after
@@ -422,7 +447,10 @@ using supervisor_actor = run_waiter_actor::extend<
   /// A node of the cluster that the running generation could not use is back (`why` says
   /// which): after the next commit, the generation ends and the next one is placed on every
   /// node there is, at once and outside the restart budget.
-  caf::reacts_to<rebalance_atom, std::string>>;
+  caf::reacts_to<rebalance_atom, std::string>,
+  /// A sink driver of pipeline `index` (a subscriber of the embedding API): tell it of every
+  /// commit of the pipeline; the run waits for it at its end like for a configured sink.
+  caf::reacts_to<register_atom, uint32_t, sink_driver_actor>>;
 
 /// Warehouse: answers queries on the committed results and dead letters of its store.
 using warehouse_actor = caf::typed_actor<
@@ -446,4 +474,6 @@ CAF_ADD_TYPE_ID(weir, (weir::aggregator_actor))
 CAF_ADD_TYPE_ID(weir, (weir::preprocess_actor))
 CAF_ADD_TYPE_ID(weir, (weir::updater_actor))
 CAF_ADD_TYPE_ID(weir, (weir::coordinator_actor))
+CAF_ADD_TYPE_ID(weir, (weir::sink_driver_actor))
+CAF_ADD_TYPE_ID(weir, (weir::committed_epoch))
 CAF_END_TYPE_ID_BLOCK(weir)

@@ -22,11 +22,14 @@
 #include "actors/core/preprocessor.hpp"
 #include "actors/core/timeparse.hpp"
 #include "actors/core/window_operator.hpp"
+#include "actors/embed.hpp"
 #include "actors/frame.hpp"
 #include "actors/ingest.hpp"
 #include "actors/preprocess.hpp"
 #include "actors/recovery.hpp"
 #include "actors/redis_stream.hpp"
+#include "actors/run_setup.hpp"
+#include "actors/sink_driver.hpp"
 #include "actors/supervisor.hpp"
 #include "actors/updater.hpp"
 #include "actors/warehouse.hpp"
@@ -56,7 +59,7 @@ std::string fmt_duration(int64_t us) {
 
 struct system_config : caf::actor_system_config {
   explicit system_config(size_t threads) {
-    add_message_types<caf::id_block::weir>();
+    configure(*this);
     set("scheduler.max-threads", threads);
     set("logger.verbosity", caf::atom("quiet"));
   }
@@ -217,10 +220,63 @@ caf::error check_definitions(const weir_config& cfg, warehouse& wh) {
   return caf::none;
 }
 
+/// The sinks of every pipeline for an exactly-once run: each made anew from its config, with
+/// its cursor registered in the warehouse (a dry run delivers to no sink). Every pipeline's
+/// sinks are registered, so that cursors of sinks no longer configured go.
+caf::expected<std::vector<std::pair<uint32_t, sink_driver_config>>>
+make_sinks(const weir_config& cfg, const std::shared_ptr<warehouse>& wh) {
+  std::vector<std::pair<uint32_t, sink_driver_config>> out;
+  if (cfg.runtime.mode != commit_mode::exactly_once) {
+    for (const auto& p : cfg.pipelines)
+      if (!p.sinks.empty())
+        spdlog::info("pipeline {}: a dry run delivers to no sink", p.name);
+    return out;
+  }
+  for (size_t i = 0; i < cfg.pipelines.size(); ++i) {
+    const auto& p = cfg.pipelines[i];
+    std::vector<std::string> names;
+    for (const auto& s : p.sinks)
+      names.push_back(s.name);
+    auto cursors = wh->register_sinks(p.name, names);
+    if (!cursors)
+      return cursors.error();
+    for (size_t k = 0; k < p.sinks.size(); ++k) {
+      sink_driver_config d;
+      try {
+        d.out = p.sinks[k].make(p.name);
+      } catch (const std::exception& e) {
+        return make_error(errc::bad_config, cfg.file + ": pipeline " + p.name + ", sink " +
+                                              p.sinks[k].name + ": " + e.what());
+      }
+      if (!d.out)
+        return make_error(errc::bad_config, cfg.file + ": pipeline " + p.name + ", sink " +
+                                              p.sinks[k].name + ": its kind made no sink");
+      d.pipeline = p.name;
+      d.name = p.sinks[k].name;
+      d.wh = wh;
+      d.window = describe_window(p.window);
+      d.aggregates = aggregate_names(p);
+      d.delivered = (*cursors)[k];
+      d.backoff = cfg.runtime.restart_backoff;
+      d.backoff_max = cfg.runtime.restart_backoff_max;
+      d.lag_warning = p.results.change_retention;
+      out.emplace_back(static_cast<uint32_t>(i), std::move(d));
+    }
+  }
+  return out;
+}
+
 } // namespace
 
-caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
-                                                    const run_options& opts) {
+scratch_dir::~scratch_dir() {
+  std::error_code ec;
+  if (!path.empty())
+    std::filesystem::remove_all(path, ec);
+}
+
+caf::expected<std::unique_ptr<run_setup>> prepare_run(const weir_config& cfg_in,
+                                                      const run_options& opts) {
+  auto setup = std::make_unique<run_setup>();
   weir_config cfg = cfg_in;
   cfg.runtime.mode = opts.mode;
   cfg.runtime.final_flush = opts.final_flush || opts.mode != commit_mode::exactly_once;
@@ -228,22 +284,13 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
     cfg.runtime.durable = false; // no fsync: nothing written is meant to survive a crash
   std::string dir = opts.store.empty() ? cfg.runtime.store : opts.store;
   // A dry run works in a throwaway store that goes when the run ends, however it ends.
-  std::string scratch;
-  struct remove_dir {
-    std::string* path;
-    ~remove_dir() {
-      std::error_code ec;
-      if (!path->empty())
-        std::filesystem::remove_all(*path, ec);
-    }
-  } remove_scratch{&scratch};
   if (opts.mode == commit_mode::none) {
     std::error_code ec;
     auto tmpl = (std::filesystem::temp_directory_path(ec) / "weir-dry-run-XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr)
       return make_error(errc::store_io, "cannot create a scratch directory for the dry run");
-    scratch = tmpl;
-    dir = scratch;
+    setup->scratch.path = tmpl;
+    dir = tmpl;
   }
   if (dir.empty())
     return make_error(errc::bad_config, "no store directory: give --store or set store");
@@ -258,6 +305,12 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
         return make_error(errc::bad_config,
                           cfg.file + ": pipeline " + p.name + ", source " + src.name +
                             ": an http source takes records through weir serve, not weir run");
+      if (!p.sinks.empty() && opts.mode == commit_mode::results_only)
+        return make_error(errc::bad_config,
+                          cfg.file + ": pipeline " + p.name + ", sink " + p.sinks[0].name +
+                            ": a sink is delivered from the change feed of committed epochs, "
+                            "which only an exactly-once run keeps (or --dry-run, which "
+                            "delivers to no sink)");
       if (src.is_redis() && opts.mode != commit_mode::exactly_once)
         return make_error(errc::bad_config,
                           cfg.file + ": pipeline " + p.name + ", source " + src.name +
@@ -277,6 +330,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   auto lock = store_lock::acquire(dir);
   if (!lock)
     return lock.error();
+  setup->lock.emplace(std::move(*lock));
   std::shared_ptr<lake> lake_ptr; // null when ingest runs on another node, with the lake
   std::shared_ptr<warehouse> wh_ptr;
   if (remote_ingest) {
@@ -314,6 +368,9 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   auto tallies = start_tallies(cfg, *preps, *wh_ptr);
   if (!tallies)
     return tallies.error();
+  auto sinks = make_sinks(cfg, wh_ptr);
+  if (!sinks)
+    return sinks.error();
   auto meters = std::make_shared<state_meters>(cfg.pipelines.size());
   for (size_t i = 0; i < tallies->size(); ++i) {
     auto& m = (*meters)[i];
@@ -325,7 +382,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   }
   if (opts.probe)
     opts.probe->attach(wh_ptr, lake_ptr, meters);
-  supervisor_deps deps;
+  auto& deps = setup->deps;
   deps.cfg = cfg;
   deps.lk = lake_ptr;
   deps.wh = wh_ptr;
@@ -334,6 +391,7 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   deps.stop = opts.stop;
   deps.first = std::move(*preps);
   deps.tallies = std::move(*tallies);
+  deps.sinks = std::move(*sinks);
   deps.spawn = [cfg, lake_ptr, wh_ptr, meters, cluster = opts.cluster](
                  caf::actor_system& sys, run_waiter_actor waiter, std::vector<prepared> ps) {
     return spawn_generation(sys, std::move(waiter), cfg, std::move(ps), lake_ptr, wh_ptr, meters,
@@ -344,24 +402,29 @@ caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg_in,
   };
   if (remote_ingest)
     deps.source_keys = [cluster = opts.cluster](uint32_t i) { return cluster->source_keys(i); };
-  system_config sys_cfg{opts.threads ? opts.threads : cores};
+  setup->cluster = opts.cluster;
+  setup->threads = opts.threads ? opts.threads : cores;
+  return setup;
+}
+
+void configure(caf::actor_system_config& cfg) {
+  cfg.add_message_types<caf::id_block::weir>();
+}
+
+caf::expected<std::vector<run_stats>> run_pipelines(const weir_config& cfg,
+                                                    const run_options& opts) {
+  // One code path with the embedding API: a system of the run's own, started and waited for.
+  auto setup = prepare_run(cfg, opts);
+  if (!setup)
+    return setup.error();
+  system_config sys_cfg{(*setup)->threads};
   if (opts.cluster)
     opts.cluster->configure(sys_cfg);
   caf::actor_system sys{sys_cfg};
-  auto sup = sys.spawn(supervisor, std::move(deps));
-  caf::expected<std::vector<run_stats>> out{std::vector<run_stats>{}};
-  caf::scoped_actor self{sys};
-  if (opts.cluster)
-    if (auto err = opts.cluster->start(sys, sup)) {
-      self->send_exit(sup, caf::exit_reason::user_shutdown);
-      return err;
-    }
-  self->request(sup, caf::infinite, run_atom::value)
-    .receive([&](std::vector<run_stats>& s) { out = std::move(s); },
-             [&](caf::error& err) { out = std::move(err); });
-  if (opts.cluster)
-    opts.cluster->stop(sys);
-  return out;
+  auto run = start_prepared(sys, std::move(*setup));
+  if (!run)
+    return run.error();
+  return (*run)->wait();
 }
 
 namespace {

@@ -251,8 +251,32 @@ template <class T>
 void finish(supervisor_ptr self, T&& result) {
   auto& st = self->state;
   st.now = supervisor_state::phase::finished;
+  for (auto& [i, driver] : st.sinks)
+    self->send_exit(driver, caf::exit_reason::user_shutdown);
   st.answer.deliver(std::forward<T>(result));
   self->quit();
+}
+
+/// The run ended well: it ends once every sink has every committed epoch.
+void finish_after_sinks(supervisor_ptr self) {
+  auto& st = self->state;
+  if (st.sinks.empty()) {
+    finish(self, st.summary());
+    return;
+  }
+  st.now = supervisor_state::phase::delivering;
+  st.sinks_pending = st.sinks.size();
+  auto one_done = [self] {
+    if (--self->state.sinks_pending == 0)
+      finish(self, self->state.summary());
+  };
+  for (auto& [i, driver] : st.sinks)
+    self->request(driver, caf::infinite, done_atom::value)
+      .then([one_done](uint64_t) { one_done(); },
+            [one_done](caf::error& err) {
+              spdlog::error("a sink driver ended before it delivered every epoch: {}", render(err));
+              one_done();
+            });
 }
 
 void end_generation(supervisor_ptr self);
@@ -306,7 +330,7 @@ void after_failure(supervisor_ptr self) {
 void generation_gone(supervisor_ptr self) {
   auto& st = self->state;
   if (st.failure.empty())
-    finish(self, st.summary());
+    finish_after_sinks(self);
   else
     after_failure(self);
 }
@@ -375,6 +399,9 @@ supervisor_actor::behavior_type supervisor(supervisor_ptr self, supervisor_deps 
       auto& st = self->state;
       st.answer = self->make_response_promise<std::vector<run_stats>>();
       if (st.now == supervisor_state::phase::idle) {
+        for (auto& [i, cfg] : st.deps.sinks)
+          st.sinks.emplace_back(i,
+                                self->system().spawn<caf::detached>(sink_driver, std::move(cfg)));
         start_generation(self, std::move(st.deps.first));
         self->send(self, tick_atom::value);
       }
@@ -383,12 +410,35 @@ supervisor_actor::behavior_type supervisor(supervisor_ptr self, supervisor_deps 
     [self](committed_atom, uint32_t i, uint64_t e, uint64_t, int64_t latency) {
       auto& st = self->state;
       st.on_commit(i, e, latency);
+      for (auto& [p, driver] : st.sinks)
+        if (p == i)
+          self->send(driver, committed_atom::value, e);
       // Right after a commit, ending the generation costs the least replay.
       if (!st.rebalance_wanted.empty() && st.now == supervisor_state::phase::running &&
           !st.stop_wanted()) {
         st.failure = "moving partitions: " + st.rebalance_wanted;
         st.rebalancing = true;
         end_generation(self);
+      }
+    },
+    [self](register_atom, uint32_t i, sink_driver_actor driver) {
+      auto& st = self->state;
+      if (st.now == supervisor_state::phase::finished)
+        return;
+      st.sinks.emplace_back(i, driver);
+      if (st.now == supervisor_state::phase::delivering) {
+        // The run is ending: this one is asked too.
+        ++st.sinks_pending;
+        self->request(driver, caf::infinite, done_atom::value)
+          .then(
+            [self](uint64_t) {
+              if (--self->state.sinks_pending == 0)
+                finish(self, self->state.summary());
+            },
+            [self](caf::error&) {
+              if (--self->state.sinks_pending == 0)
+                finish(self, self->state.summary());
+            });
       }
     },
     [self](rebalance_atom, std::string& why) {

@@ -22,6 +22,7 @@
 #include "actors/core/poison.hpp"
 #include "actors/recovery.hpp"
 #include "actors/runtime.hpp"
+#include "actors/sink_driver.hpp"
 
 namespace weir {
 
@@ -56,11 +57,15 @@ struct supervisor_deps {
   generation_preparer prepare;
   /// The lake sources of pipeline i (id -> key) when the lake is on another node (null: `lk`'s).
   std::function<std::vector<std::pair<uint32_t, std::string>>(uint32_t)> source_keys;
+  /// The sinks of the run, by pipeline index: a driver each, spawned when the run starts and
+  /// told of every commit of its pipeline. The run ends once each has every committed epoch.
+  std::vector<std::pair<uint32_t, sink_driver_config>> sinks;
 };
 
 struct supervisor_state {
   static inline const char* name = "supervisor";
-  enum class phase { idle, running, draining, waiting, finished };
+  /// delivering: the last generation is gone and the sinks get the last committed epochs.
+  enum class phase { idle, running, draining, waiting, delivering, finished };
 
   supervisor_deps deps;
   phase now = phase::idle;
@@ -74,7 +79,10 @@ struct supervisor_state {
   generation gen;
   std::set<caf::actor_addr> alive; ///< members not seen down yet
   std::vector<run_stats> stats;    ///< what the coordinator reported at the end
-  std::string failure;             ///< empty while it goes well
+  /// The sink drivers (pipeline index, driver), and how many have not answered (done) yet.
+  std::vector<std::pair<uint32_t, sink_driver_actor>> sinks;
+  size_t sinks_pending = 0;
+  std::string failure; ///< empty while it goes well
   /// The first failure that a restart would only meet again (a damaged store, bad input, too
   /// many rejects), also when it comes while the generation is taken down: it ends the run.
   caf::error fatal;

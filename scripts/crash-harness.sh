@@ -7,6 +7,10 @@
 #
 #   scripts/crash-harness.sh [--events N] [--kills K] [--bin DIR] [--seed S] [--keep]
 #
+# With the sink plugin of the tests (build/bin/weir_test_sinks.so, or --sink-plugin), the first
+# pipeline also has a [[pipeline.sink]] of kind "file" (tests/plugins/sinks.cpp), and the file it
+# keeps must hold each window of the store's results exactly once (key and count compared).
+#
 # Bash and Debian base tools only (coreutils, grep, mawk/awk, diff); no network. Every run is
 # bounded in time; the temporary directory is removed at the end (--keep keeps it on FAIL).
 set -uo pipefail
@@ -17,6 +21,7 @@ span_days=60
 named_every=3       # every Nth iteration crashes at a named fault point instead of a random kill
 seed=$(( $(date +%s) % 32768 ))
 keep=0
+sink_plugin=""
 here="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${WEIR_BIN_DIR:-$here/build/bin}"
 
@@ -30,6 +35,8 @@ usage: $0 [options]
   --bin DIR        directory with weir and weir-gen (default \$WEIR_BIN_DIR or build/bin)
   --seed S         seed of the random kill schedule (default: from the clock, printed)
   --keep           keep the temporary directory when the verdict is FAIL
+  --sink-plugin P  the sink plugin of the tests (default DIR/weir_test_sinks.so when it is
+                   there; none: no sink)
 EOF
 }
 
@@ -42,6 +49,7 @@ while [ $# -gt 0 ]; do
     --bin) bin="$2"; shift 2 ;;
     --seed) seed="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --sink-plugin) sink_plugin="$2"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "crash-harness: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -55,6 +63,12 @@ for b in "$weir" "$gen"; do
   [ -x "$b" ] || { echo "crash-harness: $b not found (build first, or give --bin)" >&2; exit 2; }
 done
 RANDOM=$seed
+[ -z "$sink_plugin" ] && [ -f "$bin/weir_test_sinks.so" ] && sink_plugin="$bin/weir_test_sinks.so"
+[ "$sink_plugin" = none ] && sink_plugin=""
+if [ -n "$sink_plugin" ]; then
+  [ -f "$sink_plugin" ] || { echo "crash-harness: no sink plugin at $sink_plugin" >&2; exit 2; }
+  sink_plugin="$(cd "$(dirname "$sink_plugin")" && pwd)/$(basename "$sink_plugin")"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/weir-crash.XXXXXX")" || exit 2
 verdict_ok=0
@@ -172,9 +186,40 @@ partitions = 2
   field = "amount"
 EOF
 pipelines="merchant_hourly currency_daily"
+sink_out="$work/sink.out"
+if [ -n "$sink_plugin" ]; then
+  # The plugin first; the sink goes into merchant_hourly, before the second [[pipeline]].
+  awk -v plugin="$sink_plugin" -v out="$sink_out" '
+    NR == 1 { print "plugins = [\"" plugin "\"]" }
+    /^\[\[pipeline\]\]/ && ++n == 2 {
+      print "  [[pipeline.sink]]\n  name = \"file\"\n  kind = \"file\""
+      print "  options = { path = \"" out "\" }\n"
+    }
+    { print }' "$work/pipeline.toml" > "$work/pipeline.sink.toml" || die "awk failed"
+  mv "$work/pipeline.sink.toml" "$work/pipeline.toml"
+fi
+sink_rows=0 sink_differing=0
+# The sink's file against a snapshot of the store it was delivered from: the same windows
+# (key, count), each once; then the file goes, for the next store.
+sink_check() { # snapshot-dir label
+  [ -n "$sink_plugin" ] || return 0
+  local d
+  [ -f "$sink_out" ] || die "$2: the sink wrote no file"
+  d=$(diff <(awk -F, 'NR > 1 { print $3, $4 }' "$1/q.merchant_hourly.csv" | sort) \
+    <(awk 'NR > 1 { print $4, $5 }' "$sink_out" | sort) | grep -c '^[<>]')
+  sink_rows=$(( sink_rows + $(wc -l < "$sink_out") - 1 ))
+  sink_differing=$(( sink_differing + d ))
+  if [ "$d" -gt 0 ]; then
+    echo "  $2 sink: $d windows differ from the store's (key, count); first differences:"
+    diff <(awk -F, 'NR > 1 { print $3, $4 }' "$1/q.merchant_hourly.csv" | sort) \
+      <(awk 'NR > 1 { print $4, $5 }' "$sink_out" | sort) | head -10 | sed 's/^/    /'
+  fi
+  rm -f "$sink_out"
+}
 fault_points="lake.before_commit lake.during_commit lake.after_commit epoch.before_commit
   epoch.during_commit epoch.after_commit aggregator.mid_batch send.chunk send.batch
   send.contribution"
+[ -n "$sink_plugin" ] && fault_points+=" sink.delivered"
 read -r -a points <<< "$(echo $fault_points)"
 
 # -- the failure-free reference ------------------------------------------------------------------
@@ -210,6 +255,7 @@ snapshot() { # store outdir
   grep -E '^pipeline |committed offset' "$o/inspect.txt" > "$o/offsets.txt"
 }
 snapshot "$work/ref" "$work/ref.out"
+sink_check "$work/ref.out" reference
 windows_ref=0
 for p in $pipelines; do
   windows_ref=$(( windows_ref + $(wc -l < "$work/ref.out/q.$p.csv") - 1 ))
@@ -372,6 +418,7 @@ while [ "$kills" -lt "$kills_target" ]; do
   echo "crash-harness: round $rounds: the run with $what finished by itself after $kills kills"
   complete "$store" "round $rounds"
   compare "$store" "round$rounds"
+  sink_check "$work/cmp.round$rounds" "round $rounds"
   rm -rf "$store"
   rounds=$(( rounds + 1 ))
   store="$work/store.$rounds"
@@ -380,6 +427,7 @@ while [ "$kills" -lt "$kills_target" ]; do
 done
 complete "$store" "round $rounds"
 compare "$store" "round$rounds"
+sink_check "$work/cmp.round$rounds" "round $rounds"
 elapsed_ms=$(( $(now_ms) - t_start ))
 
 # -- figures and verdict --------------------------------------------------------------------------
@@ -400,12 +448,13 @@ echo "  events counted twice   $dup_events"
 echo "  events lost            $lost_events"
 echo "  dead letters differing $dead_differing (duplicates $dead_dups)"
 echo "  offsets differing      $offsets_differing"
+[ -n "$sink_plugin" ] && echo "  sink rows compared     $sink_rows (differing $sink_differing)"
 echo "  elapsed                $(( elapsed_ms / 1000 )).$(printf '%03d' $(( elapsed_ms % 1000 ))) s"
-bad=$(( rows_differing + windows_lost + windows_extra + dup_events + lost_events + dead_differing + dead_dups + offsets_differing ))
+bad=$(( rows_differing + windows_lost + windows_extra + dup_events + lost_events + dead_differing + dead_dups + offsets_differing + sink_differing ))
 if [ "$bad" -eq 0 ] && [ "$kills" -ge "$kills_target" ]; then
   verdict_ok=1
   echo "PASS: $kills kills ($named at named points), $windows_compared windows identical to the failure-free run, 0 duplicates, 0 losses"
   exit 0
 fi
-echo "FAIL: $rows_differing rows differ, $windows_lost windows lost, $windows_extra extra, $dup_events events counted twice, $lost_events lost, $dead_differing dead letters and $offsets_differing offsets differ after $kills kills (seed $seed)"
+echo "FAIL: $rows_differing rows differ, $windows_lost windows lost, $windows_extra extra, $dup_events events counted twice, $lost_events lost, $dead_differing dead letters, $offsets_differing offsets and $sink_differing sink windows differ after $kills kills (seed $seed)"
 exit 1

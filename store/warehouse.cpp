@@ -110,6 +110,34 @@ std::string change_keep_key(uint16_t pid) {
   return "change_keep/" + std::to_string(pid);
 }
 
+/// The prefix of the sink cursors of a pipeline: "sink/<id>/", then the sink's name.
+std::string sink_prefix(uint16_t pid) {
+  return "sink/" + std::to_string(pid) + "/";
+}
+
+/// The lowest sink cursor of pipeline `pid` (none: no sink).
+caf::expected<std::optional<uint64_t>> lowest_sink_cursor(lmdb::txn& t, lmdb::dbi counters,
+                                                          uint16_t pid) {
+  std::optional<uint64_t> low;
+  const auto prefix = sink_prefix(pid);
+  auto cur = lmdb::cursor::open(t, counters);
+  if (!cur)
+    return std::move(cur.error());
+  for (auto more = cur->seek(prefix);; more = cur->next()) {
+    if (!more)
+      return std::move(more.error());
+    if (!*more || cur->key().substr(0, prefix.size()) != prefix)
+      return low;
+    auto v = cur->sealed_value();
+    if (!v)
+      return std::move(v.error());
+    if (v->size() != 8)
+      return t.corrupt(counters, cur->key(), "a sink cursor");
+    const uint64_t at = codec::get_le64(v->data());
+    low = low ? std::min(*low, at) : at;
+  }
+}
+
 /// A by_key entry: (pipeline, hash of the key, start, end).
 constexpr size_t by_key_size = 26;
 void by_key_entry(char* out, uint16_t pid, std::string_view key, timestamp start, timestamp end) {
@@ -767,6 +795,9 @@ caf::error warehouse::write_results(lmdb::txn& t, uint16_t pid, const epoch_comm
 
 caf::error warehouse::prune_changes(lmdb::txn& t, uint16_t pid, uint64_t epoch, int64_t keep_us) {
   const int64_t before = wall_clock_us() - keep_us;
+  auto hold = lowest_sink_cursor(t, counters_, pid);
+  if (!hold)
+    return std::move(hold.error());
   auto cur = lmdb::cursor::open(t, changes_);
   if (!cur)
     return std::move(cur.error());
@@ -780,7 +811,7 @@ caf::error warehouse::prune_changes(lmdb::txn& t, uint16_t pid, uint64_t epoch, 
     if (k.size() != change_key_size || codec::get_be16(k.data()) != pid)
       break;
     const uint64_t e = codec::get_be64(k.data() + 2);
-    if (e >= epoch)
+    if (e >= epoch || (*hold && e > **hold))
       break;
     if (codec::get_be32(k.data() + 10) == 0) {
       auto head = cur->sealed_value();
@@ -1347,6 +1378,82 @@ warehouse::changes(const std::string& pipeline, uint64_t since_epoch,
   if (err)
     return err;
   return st;
+}
+
+caf::expected<std::vector<uint64_t>>
+warehouse::register_sinks(const std::string& pipeline, const std::vector<std::string>& names) {
+  std::vector<uint64_t> out;
+  auto err = env_.with_write([&](lmdb::txn& t) -> caf::error {
+    out.clear();
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return make_error(errc::bad_input, "no pipeline '" + pipeline + "' in the warehouse");
+    const uint16_t pid = (*found)->id;
+    const auto prefix = sink_prefix(pid);
+    // Cursors of sinks the config no longer names go first.
+    std::vector<std::string> stale;
+    auto cur = lmdb::cursor::open(t, counters_);
+    if (!cur)
+      return std::move(cur.error());
+    for (auto more = cur->seek(prefix);; more = cur->next()) {
+      if (!more)
+        return std::move(more.error());
+      if (!*more || cur->key().substr(0, prefix.size()) != prefix)
+        break;
+      auto name = cur->key().substr(prefix.size());
+      if (std::find(names.begin(), names.end(), name) == names.end())
+        stale.emplace_back(cur->key());
+    }
+    for (const auto& k : stale)
+      if (auto d = t.del(counters_, k); !d)
+        return std::move(d.error());
+    // A new sink starts at the oldest epoch the feed holds (after the last one without it).
+    char ek[2];
+    codec::put_be16(ek, pid);
+    auto last = read_u64(t, epochs_, std::string_view{ek, 2}, "an epoch");
+    if (!last)
+      return std::move(last.error());
+    uint64_t start = *last;
+    char from[change_key_size];
+    change_key(from, pid, 0, 0);
+    auto c = lmdb::cursor::open(t, changes_);
+    if (!c)
+      return std::move(c.error());
+    auto first = c->seek(std::string_view{from, change_key_size});
+    if (!first)
+      return std::move(first.error());
+    if (*first && c->key().size() == change_key_size && codec::get_be16(c->key().data()) == pid)
+      start = std::min(start, codec::get_be64(c->key().data() + 2) - 1);
+    for (const auto& n : names) {
+      auto at = t.get_sealed(counters_, prefix + n);
+      if (!at)
+        return std::move(at.error());
+      if (*at && (*at)->size() != 8)
+        return t.corrupt(counters_, prefix + n, "a sink cursor");
+      out.push_back(*at ? codec::get_le64((*at)->data()) : start);
+      if (!*at)
+        if (auto werr = write_u64(t, counters_, prefix + n, start))
+          return werr;
+    }
+    return caf::none;
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::error warehouse::set_sink_cursor(const std::string& pipeline, const std::string& name,
+                                      uint64_t epoch) {
+  return env_.with_write([&](lmdb::txn& t) -> caf::error {
+    auto found = find_pipeline(t, pipelines_, pipeline);
+    if (!found)
+      return std::move(found.error());
+    if (!*found)
+      return make_error(errc::bad_input, "no pipeline '" + pipeline + "' in the warehouse");
+    return write_u64(t, counters_, sink_prefix((*found)->id) + name, epoch);
+  });
 }
 
 caf::error warehouse::dead_letters(const std::optional<std::string>& pipeline,

@@ -33,9 +33,11 @@
 ///                 microseconds), for the retention; row i > 0: the i-th result row the epoch
 ///                 wrote, as its results key (u16 length, bytes) and value (results.change_feed)
 /// The counters "key_index/<id>" (windows counter + 1 when the index was last complete) and
-/// "change_keep/<id>" (the feed's retention in microseconds) say which are kept. A commit that
-/// does not keep the index (an older build) leaves the first behind the windows counter: the
-/// index is not used until it is built again.
+/// "change_keep/<id>" (the feed's retention in microseconds) say which are kept. The counters
+/// "sink/<id>/<name>" hold the last epoch each configured sink of the pipeline was delivered
+/// (actors/sink_driver.hpp); the feed keeps every epoch after the lowest of them, however old. A
+/// commit that does not keep the index (an older build) leaves the first behind the windows
+/// counter: the index is not used until it is built again.
 ///
 /// Result keys longer than an LMDB key allows (over 492 bytes) are stored under their first
 /// 485 bytes plus a 64-bit hash of the whole key; such keys sort by that prefix, then in an
@@ -198,6 +200,18 @@ public:
                                            std::optional<std::pair<uint64_t, uint32_t>> after,
                                            const std::function<bool(const change_row&)>& fn);
 
+  /// Registers the sinks of `pipeline` by name (one write txn) and returns the last epoch each
+  /// was delivered, in the order given: what a sink recorded with set_sink_cursor, or for a
+  /// sink new to the store the epoch before the oldest one the change feed holds (0 for a
+  /// pipeline with no epoch yet). The cursors of sinks not named are dropped, so that a sink
+  /// removed from the config no longer holds the feed back. errc::bad_input for an unknown
+  /// pipeline.
+  caf::expected<std::vector<uint64_t>> register_sinks(const std::string& pipeline,
+                                                      const std::vector<std::string>& names);
+  /// Records that sink `name` of `pipeline` was delivered every epoch up to `epoch` (one
+  /// write txn, durable like the commits).
+  caf::error set_sink_cursor(const std::string& pipeline, const std::string& name, uint64_t epoch);
+
   /// Dead letters of one pipeline (or all, by pipeline id), in sequence order; of one
   /// pipeline, only those with a sequence number above `after_seq`.
   caf::error dead_letters(const std::optional<std::string>& pipeline,
@@ -244,7 +258,8 @@ private:
   caf::error write_dead_letters(lmdb::txn& t, uint16_t pid, const dead_letter_pack& letters);
   /// Writes the results, and their key index entries and change rows when kept.
   caf::error write_results(lmdb::txn& t, uint16_t pid, const epoch_commit& c);
-  /// Drops the changes of epochs committed longer ago than the feed keeps them.
+  /// Drops the changes of epochs committed longer ago than the feed keeps them, but none after
+  /// the lowest sink cursor of the pipeline (a sink that lags holds the feed back).
   caf::error prune_changes(lmdb::txn& t, uint16_t pid, uint64_t epoch, int64_t keep_us);
   /// A query of one key through the key index.
   caf::error query_by_key(lmdb::txn& t, uint16_t pid, const result_query& q,

@@ -810,3 +810,50 @@ TEST_CASE("warehouse: recording lake sources it knows writes nothing", "[warehou
   }
   CHECK(last_txnid(env_dir) == before + 1);
 }
+
+TEST_CASE("warehouse: sink cursors hold the change feed back and go with their sink",
+          "[warehouse]") {
+  temp_dir dir;
+  std::mt19937_64 rng{77};
+  const std::vector<std::string> keys = {"a", "b", "c"};
+  auto w = warehouse::open(dir.str());
+  REQUIRE(w);
+  REQUIRE(w->register_pipeline("p", {"count", "sum"}, "tumbling"));
+  REQUIRE(!w->set_indexes("p", {false, 1})); // a retention of 1 us: only sinks keep epochs
+  // A new sink of a pipeline without epochs starts at 0.
+  auto cur = w->register_sinks("p", {"s1", "s2"});
+  REQUIRE(cur);
+  CHECK(*cur == std::vector<uint64_t>{0, 0});
+  auto commit = [&](uint64_t e) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    REQUIRE(w->commit(random_commit(rng, "p", e, keys, 2)));
+  };
+  auto oldest = [&] {
+    auto st = w->changes("p", 0, std::nullopt, [](const change_row&) { return true; });
+    REQUIRE(st);
+    return st->oldest;
+  };
+  for (uint64_t e = 1; e <= 4; ++e)
+    commit(e);
+  CHECK(oldest() == 1); // nothing delivered: every epoch kept, however old
+  REQUIRE(!w->set_sink_cursor("p", "s1", 3));
+  REQUIRE(!w->set_sink_cursor("p", "s2", 2));
+  commit(5);
+  CHECK(oldest() == 3); // the lowest cursor (2) holds epochs after it
+  // A cursor survives registration; s2 is no longer configured: its cursor goes, s3 is new
+  // and starts at the oldest epoch kept.
+  cur = w->register_sinks("p", {"s1", "s3"});
+  REQUIRE(cur);
+  CHECK(*cur == std::vector<uint64_t>{3, 2});
+  REQUIRE(!w->set_sink_cursor("p", "s3", 5));
+  commit(6);
+  CHECK(oldest() == 4); // s1 at 3 holds the rest
+  REQUIRE(!w->set_sink_cursor("p", "s1", 6));
+  commit(7);
+  CHECK(oldest() == 6); // s3 at 5
+  // Without sinks, the retention alone decides.
+  REQUIRE(w->register_sinks("p", {}));
+  commit(8);
+  CHECK(oldest() == 8);
+  CHECK_FALSE(w->register_sinks("nope", {"s"}));
+}

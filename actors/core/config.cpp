@@ -622,20 +622,52 @@ void read_stages(const table_reader& r, pipeline_config& p, field_names& names) 
   }
 }
 
-/// [pipeline.results]: key_index, change_feed, change_retention.
+/// [pipeline.results]: key_index, change_feed, change_retention. A pipeline with a sink keeps
+/// the change feed whatever change_feed says: its sinks are delivered from it.
 void read_results(const table_reader& r, pipeline_config& p) {
   const auto* t = r.get_table("results", false);
+  p.results.change_feed = !p.sinks.empty();
   if (t == nullptr)
     return;
   table_reader x{*t, r.key("results"), {"key_index", "change_feed", "change_retention"}};
   auto& c = p.results;
   c.key_index = x.get_bool("key_index", false);
-  c.change_feed = x.get_bool("change_feed", false);
+  c.change_feed = x.get_bool("change_feed", false) || !p.sinks.empty();
   c.change_retention = x.get_duration("change_retention", c.change_retention);
   if (x.has("change_retention") && !c.change_feed)
-    fail(*x.get("change_retention"), x.key("change_retention"), "only with change_feed = true");
+    fail(*x.get("change_retention"), x.key("change_retention"),
+         "only with change_feed = true (or a [[pipeline.sink]])");
   if (c.change_retention <= 0)
     fail(*x.get("change_retention"), x.key("change_retention"), "must be greater than zero");
+}
+
+/// [[pipeline.sink]]: name, kind, options. Each sink is made once here so that options its
+/// factory refuses fail the load at their line; the run makes its own (sink_config::make).
+void read_sinks(const table_reader& r, pipeline_config& p) {
+  auto sinks = r.get_tables("sink");
+  std::set<std::string> seen;
+  for (size_t i = 0; i < sinks.size(); ++i) {
+    auto key = index_key(r.path(), "sink", i);
+    table_reader x{*sinks[i], key, {"name", "kind", "options"}};
+    sink_config s;
+    s.name = x.req_string("name");
+    if (!valid_name(s.name))
+      fail(*x.get("name"), x.key("name"), "must match [A-Za-z0-9_.-]+");
+    if (!seen.insert(s.name).second)
+      fail(*x.get("name"), x.key("name"), "duplicate sink name " + in_quotes(s.name));
+    s.kind = x.req_string("kind");
+    const auto* found = extension_registry::global().sink_kind(s.kind);
+    if (found == nullptr)
+      fail(*x.get("kind"), x.key("kind"), unknown_extension("sink", s.kind));
+    auto factory = *found;
+    auto options = read_options(x);
+    const toml::node& at = x.has("options") ? *x.get("options") : *sinks[i];
+    auto made = make_extension(at, key, [&] { return factory(options, p.name); });
+    if (!made)
+      fail(at, key, "sink kind " + in_quotes(s.kind) + " made no sink");
+    s.make = [factory, options](const std::string& pipeline) { return factory(options, pipeline); };
+    p.sinks.push_back(std::move(s));
+  }
 }
 
 pipeline_config read_pipeline(const toml::table& t, const std::string& key,
@@ -643,7 +675,7 @@ pipeline_config read_pipeline(const toml::table& t, const std::string& key,
   table_reader r{t,
                  key,
                  {"name", "partitions", "source", "fields", "preprocess", "window", "aggregate",
-                  "results", "stage"}};
+                  "results", "stage", "sink"}};
   pipeline_config p;
   p.name = r.req_string("name");
   if (!valid_name(p.name))
@@ -673,6 +705,7 @@ pipeline_config read_pipeline(const toml::table& t, const std::string& key,
   read_stages(r, p, names);
   read_window(r, p);
   read_aggregates(r, p, names);
+  read_sinks(r, p);
   read_results(r, p);
   return p;
 }

@@ -60,7 +60,7 @@ const std::vector<std::string_view>& points() {
     "lake.before_commit",  "lake.during_commit", "lake.after_commit",    "epoch.before_commit",
     "epoch.during_commit", "epoch.after_commit", "aggregator.mid_batch", "send.chunk",
     "send.batch",          "send.contribution",  "preprocess.record",    "aggregator.record",
-    "redis.before_ack",    "cluster.placed",
+    "redis.before_ack",    "cluster.placed",     "sink.delivered",
   };
   return all;
 }

@@ -160,6 +160,18 @@ struct stage_config {
   std::function<std::unique_ptr<stage>(const stage_context&)> make;
 };
 
+class sink;
+
+/// [[pipeline.sink]]: a registered sink kind (actors/core/extension.hpp) that receives the
+/// pipeline's committed epochs.
+struct sink_config {
+  std::string name; ///< unique within the pipeline: its delivery cursor in the store
+  std::string kind; ///< the registered sink kind
+  /// Makes a fresh sink for `pipeline` from the options of the config (the registered factory
+  /// with them bound): one per run. The config made one at load to check the options.
+  std::function<std::unique_ptr<sink>(const std::string& pipeline)> make;
+};
+
 struct pipeline_config {
   std::string name;
   std::vector<source_config> sources;
@@ -175,6 +187,8 @@ struct pipeline_config {
     bool change_feed = false; ///< what each epoch committed, for `since_epoch`
     int64_t change_retention = int64_t{3600} * 1000000; ///< how long the feed keeps an epoch
   } results;
+  /// [[pipeline.sink]], in config order; a pipeline with one keeps the change feed.
+  std::vector<sink_config> sinks;
 };
 
 /// What an epoch writes (docs/architecture.md, "Commit modes").
