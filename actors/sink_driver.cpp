@@ -30,10 +30,12 @@ caf::expected<committed_epoch> sink_driver_state::read_epoch(uint64_t e) {
   });
   if (!st)
     return st.error();
-  if (!st->enabled || e < st->oldest)
+  if (!st->enabled || e < st->oldest) {
+    oldest_kept = st->enabled ? st->oldest : 0;
     return make_error(errc::internal, "epoch " + std::to_string(e) +
                                         " is no longer in the change feed (the oldest kept is " +
                                         std::to_string(st->oldest) + ")");
+  }
   return out;
 }
 
@@ -111,7 +113,17 @@ void deliver_next(driver_ptr self) {
     return;
   }
   const uint64_t e = st.delivered + 1;
+  st.oldest_kept = 0;
   if (auto err = st.deliver(e)) {
+    if (!st.cfg.record_cursor && st.oldest_kept > e) {
+      // A subscriber without a cursor fell behind the feed's retention: what is gone is gone.
+      spdlog::error("sink {} of pipeline {}: epochs {} to {} are no longer in the change feed "
+                    "(change_retention) and are not delivered",
+                    st.cfg.name, st.cfg.pipeline, e, st.oldest_kept - 1);
+      st.delivered = st.oldest_kept - 1;
+      schedule(self);
+      return;
+    }
     spdlog::warn("sink {} of pipeline {}: epoch {}: {}; retrying in {} ms", st.cfg.name,
                  st.cfg.pipeline, e, render(err), st.wait / us_per_ms);
     st.check_lag();

@@ -55,6 +55,8 @@ struct sink_driver_state {
   int64_t wait = 0;       ///< the next backoff, microseconds
   bool scheduled = false; ///< a (tick) is on its way, now or after a backoff
   bool lag_warned = false;
+  /// Set when the epoch asked for is no longer in the change feed: the oldest one kept.
+  uint64_t oldest_kept = 0;
   /// Epochs not delivered yet with when the driver learnt of their commit, oldest first.
   std::deque<std::pair<uint64_t, clock::time_point>> pending;
   /// (done) requests, answered once every committed epoch is delivered.

@@ -215,7 +215,7 @@ TEST_CASE("sink settings the config cannot take fail it naming line and key") {
   // The sinks start at line 32 of the config.
   check("  [[pipeline.sink]]\n  name = \"a\"\n  kind = \"kafka\"\n",
         "w.toml:34: pipeline[0].sink[0].kind",
-        "\"kafka\" is not a registered sink (registered: file)");
+        "\"kafka\" is not a registered sink (registered: discard, file)");
   check(file_sink("a", "x") + file_sink("a", "y"), "w.toml:37: pipeline[0].sink[1].name",
         "duplicate sink name \"a\"");
   check(file_sink("a", "x", ", fail_epoch = \"soon\""),

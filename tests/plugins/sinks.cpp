@@ -11,6 +11,9 @@
 /// Lines: "epoch N", then "pipeline start end key v1 v2 ..." per row (times in microseconds,
 /// values with 17 digits).
 ///
+/// Sink kind "discard" takes every epoch and keeps nothing (the cost of delivery alone, for
+/// measurements).
+///
 /// Only inline code of extension.hpp is used: the plugin needs no symbol of the weir binary.
 
 #include <cstdio>
@@ -107,9 +110,20 @@ private:
   uint64_t fail_left_;
 };
 
+class discard_sink final : public weir::sink {
+public:
+  void deliver(const weir::committed_epoch& e) override { rows_ += e.rows.size(); }
+
+private:
+  uint64_t rows_ = 0;
+};
+
 } // namespace
 
 WEIR_PLUGIN(r) {
+  r.add_sink("discard", [](const weir::extension_options&, const std::string&) {
+    return std::unique_ptr<weir::sink>(std::make_unique<discard_sink>());
+  });
   r.add_sink("file", [](const weir::extension_options& o, const std::string&) {
     for (const auto& [k, v] : o.values())
       if (k != "path" && k != "fail_epoch" && k != "fail_times")
