@@ -95,7 +95,8 @@ caf::expected<std::vector<pipeline_status>> pipeline_run::status() const {
   return out;
 }
 
-caf::error pipeline_run::subscribe(const std::string& pipeline, std::shared_ptr<sink> s) {
+caf::error pipeline_run::subscribe(const std::string& pipeline, std::shared_ptr<sink> s,
+                                   std::optional<uint64_t> after) {
   size_t i = 0;
   while (i < cfg_.pipelines.size() && cfg_.pipelines[i].name != pipeline)
     ++i;
@@ -117,7 +118,7 @@ caf::error pipeline_run::subscribe(const std::string& pipeline, std::shared_ptr<
   d.wh = wh_;
   d.window = describe_window(p.window);
   d.aggregates = aggregate_names(p);
-  d.delivered = *last; // from now on
+  d.delivered = after ? *after : *last; // from now on, unless told where
   d.record_cursor = false;
   d.backoff = cfg_.runtime.restart_backoff;
   d.backoff_max = cfg_.runtime.restart_backoff_max;
@@ -127,8 +128,9 @@ caf::error pipeline_run::subscribe(const std::string& pipeline, std::shared_ptr<
   return caf::none;
 }
 
-caf::error pipeline_run::subscribe(const std::string& pipeline, caf::actor a) {
-  return subscribe(pipeline, std::make_shared<actor_sink>(std::move(a)));
+caf::error pipeline_run::subscribe(const std::string& pipeline, caf::actor a,
+                                   std::optional<uint64_t> after) {
+  return subscribe(pipeline, std::make_shared<actor_sink>(std::move(a)), after);
 }
 
 caf::expected<std::unique_ptr<pipeline_run>> start_prepared(caf::actor_system& sys,

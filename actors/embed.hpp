@@ -70,14 +70,18 @@ public:
   caf::expected<std::vector<run_stats>> wait();
   /// Per pipeline, in config order: its last committed epoch and counters, and live meters.
   caf::expected<std::vector<pipeline_status>> status() const;
-  /// Delivers the committed epochs of `pipeline` from now on to `s`, as a configured sink is
-  /// delivered (in order, retried when deliver throws), but without a cursor in the store.
-  /// errc::bad_input for an unknown pipeline, or one that keeps no change feed
-  /// ([pipeline.results] change_feed = true, or a [[pipeline.sink]]) or a run without
-  /// exactly-once.
-  caf::error subscribe(const std::string& pipeline, std::shared_ptr<sink> s);
+  /// Delivers the committed epochs of `pipeline` from now on (after the last committed one) to
+  /// `s`, as a configured sink is delivered (in order, retried when deliver throws), but
+  /// without a cursor in the store. With `after`, delivery starts after that epoch instead (0:
+  /// every epoch the change feed still holds, which for a new store is every epoch of the run,
+  /// however soon it commits). errc::bad_input for an unknown pipeline, or one that keeps no
+  /// change feed ([pipeline.results] change_feed = true, or a [[pipeline.sink]]) or a run
+  /// without exactly-once.
+  caf::error subscribe(const std::string& pipeline, std::shared_ptr<sink> s,
+                       std::optional<uint64_t> after = std::nullopt);
   /// The same, each epoch sent to `a` as a weir::committed_epoch message.
-  caf::error subscribe(const std::string& pipeline, caf::actor a);
+  caf::error subscribe(const std::string& pipeline, caf::actor a,
+                       std::optional<uint64_t> after = std::nullopt);
 
 private:
   friend caf::expected<std::unique_ptr<pipeline_run>>

@@ -177,3 +177,78 @@ TEST_CASE("pipelines in the test's own actor system deliver to its actor and sto
   }
   caf::anon_send_exit(user, caf::exit_reason::user_shutdown);
 }
+
+TEST_CASE("a subscriber that asks for every epoch gets those committed before it subscribed") {
+  temp_dir dir;
+  const auto input = dir.path / "in.csv";
+  weir::test::write_file(input, "ts,k,amount\n");
+  const auto text = "store = \"" + (dir.path / "store").string() +
+                    "\"\ncommit_interval = \"30ms\"\n\n"
+                    "[[pipeline]]\nname = \"p\"\npartitions = 2\n"
+                    "  [[pipeline.source]]\n  name = \"in\"\n  path = \"" +
+                    input.string() +
+                    "\"\n  follow = true\n"
+                    "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"k\"]\n"
+                    "  measures = [\"amount\"]\n"
+                    "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1m\"\n"
+                    "  [pipeline.results]\n  change_feed = true\n"
+                    "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n";
+  auto cfg = weir::parse_config(text, (dir.path / "w.toml").string());
+  REQUIRE(cfg);
+  weir::actor_system_config sys_cfg;
+  caf::actor_system sys{sys_cfg};
+  auto run = weir::start_pipelines(sys, *cfg);
+  REQUIRE(run);
+  // Half the input, committed before anyone subscribes; the reference: sum per (minute, key) of
+  // the windows the last time closes.
+  const int n = 2000;
+  const int64_t base = 1717200000;
+  std::map<std::tuple<int64_t, int64_t, std::string>, double> sums;
+  auto append = [&](int from, int to) {
+    std::ofstream f{input, std::ios::app};
+    for (int i = from; i < to; ++i) {
+      const int64_t t = base + i;
+      const std::string k = "k" + std::to_string(i % 3);
+      f << weir::test::iso(t) << ',' << k << ',' << i % 7 << '\n';
+      const int64_t start = (t - t % 60) * 1000000;
+      sums[{start, start + 60000000, k}] += i % 7;
+    }
+  };
+  auto committed = [&](uint64_t read) {
+    for (int i = 0; i < 400; ++i) {
+      auto st = (*run)->status();
+      REQUIRE(st);
+      if ((*st)[0].committed.counters.read >= read && (*st)[0].committed.epoch > 0)
+        return (*st)[0].committed.epoch;
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    FAIL("the run did not commit " << read << " records");
+    return uint64_t{0};
+  };
+  append(0, n / 2);
+  const uint64_t before = committed(n / 2);
+  auto all = std::make_shared<received>(), later = std::make_shared<received>();
+  REQUIRE(!(*run)->subscribe("p", std::make_shared<vector_sink>(all), 0));
+  REQUIRE(!(*run)->subscribe("p", std::make_shared<vector_sink>(later)));
+  append(n / 2, n);
+  committed(n);
+  (*run)->stop();
+  REQUIRE((*run)->wait());
+  run->reset();
+  const int64_t watermark = (base + n - 1) * int64_t{1000000};
+  std::vector<row> reference;
+  for (const auto& [w, s] : sums)
+    if (std::get<1>(w) <= watermark)
+      reference.emplace_back(std::get<0>(w), std::get<1>(w), std::get<2>(w),
+                             std::vector<double>{s});
+  std::lock_guard<std::mutex> lock{all->mu};
+  REQUIRE(!all->epochs.empty());
+  CHECK(all->epochs.front().epoch == 1);
+  for (size_t i = 0; i < all->epochs.size(); ++i)
+    CHECK(all->epochs[i].epoch == i + 1);
+  CHECK(rows_of(all->epochs) == reference);
+  std::lock_guard<std::mutex> lock2{later->mu};
+  REQUIRE(!later->epochs.empty());
+  CHECK(later->epochs.front().epoch > before); // from the moment it subscribed
+  CHECK(later->epochs.back().epoch == all->epochs.back().epoch);
+}
