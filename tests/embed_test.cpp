@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -59,13 +60,13 @@ std::vector<row> rows_of(const std::vector<weir::committed_epoch>& es) {
   return out;
 }
 
-} // namespace
-
-TEST_CASE("pipelines in the test's own actor system deliver to its actor and stop cleanly") {
-  temp_dir dir;
-  const auto input = dir.path / "in.csv";
-  weir::test::write_file(input, "ts,k,amount\n");
-  const auto text = "store = \"" + (dir.path / "store").string() +
+/// A pipeline "p" that follows `input` (csv ts,k,amount) with minute windows and the change
+/// feed, committing every 30 ms into `dir`/store, with `aggregates` ([[pipeline.aggregate]]
+/// tables).
+weir::weir_config follow_config(const std::filesystem::path& dir,
+                                const std::filesystem::path& input,
+                                const std::string& aggregates) {
+  const auto text = "store = \"" + (dir / "store").string() +
                     "\"\ncommit_interval = \"30ms\"\n\n"
                     "[[pipeline]]\nname = \"p\"\npartitions = 2\n"
                     "  [[pipeline.source]]\n  name = \"in\"\n  path = \"" +
@@ -74,11 +75,22 @@ TEST_CASE("pipelines in the test's own actor system deliver to its actor and sto
                     "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"k\"]\n"
                     "  measures = [\"amount\"]\n"
                     "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1m\"\n"
-                    "  [pipeline.results]\n  change_feed = true\n"
-                    "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
-                    "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n";
-  auto cfg = weir::parse_config(text, (dir.path / "w.toml").string());
+                    "  [pipeline.results]\n  change_feed = true\n" +
+                    aggregates;
+  auto cfg = weir::parse_config(text, (dir / "w.toml").string());
   REQUIRE(cfg);
+  return *cfg;
+}
+
+} // namespace
+
+TEST_CASE("pipelines in the test's own actor system deliver to its actor and stop cleanly") {
+  temp_dir dir;
+  const auto input = dir.path / "in.csv";
+  weir::test::write_file(input, "ts,k,amount\n");
+  auto cfg = follow_config(dir.path, input,
+                           "  [[pipeline.aggregate]]\n  fn = \"count\"\n"
+                           "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n");
 
   weir::actor_system_config sys_cfg;
   caf::actor_system sys{sys_cfg};
@@ -88,7 +100,7 @@ TEST_CASE("pipelines in the test's own actor system deliver to its actor and sto
   });
   auto by_sink = std::make_shared<received>();
 
-  auto run = weir::start_pipelines(sys, *cfg);
+  auto run = weir::start_pipelines(sys, cfg);
   REQUIRE(run);
   REQUIRE(!(*run)->subscribe("p", user));
   REQUIRE(!(*run)->subscribe("p", std::make_shared<vector_sink>(by_sink)));
@@ -182,22 +194,11 @@ TEST_CASE("a subscriber that asks for every epoch gets those committed before it
   temp_dir dir;
   const auto input = dir.path / "in.csv";
   weir::test::write_file(input, "ts,k,amount\n");
-  const auto text = "store = \"" + (dir.path / "store").string() +
-                    "\"\ncommit_interval = \"30ms\"\n\n"
-                    "[[pipeline]]\nname = \"p\"\npartitions = 2\n"
-                    "  [[pipeline.source]]\n  name = \"in\"\n  path = \"" +
-                    input.string() +
-                    "\"\n  follow = true\n"
-                    "  [pipeline.fields]\n  time = \"ts\"\n  key = [\"k\"]\n"
-                    "  measures = [\"amount\"]\n"
-                    "  [pipeline.window]\n  kind = \"tumbling\"\n  size = \"1m\"\n"
-                    "  [pipeline.results]\n  change_feed = true\n"
-                    "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n";
-  auto cfg = weir::parse_config(text, (dir.path / "w.toml").string());
-  REQUIRE(cfg);
+  auto cfg = follow_config(dir.path, input,
+                           "  [[pipeline.aggregate]]\n  fn = \"sum\"\n  field = \"amount\"\n");
   weir::actor_system_config sys_cfg;
   caf::actor_system sys{sys_cfg};
-  auto run = weir::start_pipelines(sys, *cfg);
+  auto run = weir::start_pipelines(sys, cfg);
   REQUIRE(run);
   // Half the input, committed before anyone subscribes; the reference: sum per (minute, key) of
   // the windows the last time closes.

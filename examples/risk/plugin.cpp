@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 
+#include "../common/epoch_rows.hpp"
 #include "../common/exact_file.hpp"
 #include "../common/timefmt.hpp"
 
@@ -76,10 +77,7 @@ public:
   void deliver(const weir::committed_epoch& e) override {
     if (e.epoch <= out_.last_epoch())
       return; // delivered again after a restart: applied already
-    auto col = std::find(e.aggregates.begin(), e.aggregates.end(), aggregate_);
-    if (col == e.aggregates.end())
-      throw weir::extension_error("pipeline " + e.pipeline + " has no aggregate " + aggregate_);
-    auto i = static_cast<size_t>(col - e.aggregates.begin());
+    const size_t i = weir_examples::aggregate_column(e, aggregate_);
     auto next = baselines_; // applied only once the epoch is recorded
     std::string lines;
     for (const auto& r : e.rows) {

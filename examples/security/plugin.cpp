@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/epoch_rows.hpp"
 #include "../common/exact_file.hpp"
 #include "../common/timefmt.hpp"
 
@@ -74,10 +75,7 @@ public:
   void deliver(const weir::committed_epoch& e) override {
     if (e.epoch <= out_.last_epoch())
       return; // delivered again after a restart: applied already
-    auto col = std::find(e.aggregates.begin(), e.aggregates.end(), aggregate_);
-    if (col == e.aggregates.end())
-      throw weir::extension_error("pipeline " + e.pipeline + " has no aggregate " + aggregate_);
-    auto i = static_cast<size_t>(col - e.aggregates.begin());
+    const size_t i = weir_examples::aggregate_column(e, aggregate_);
     std::string lines;
     char value[64];
     for (const auto& r : e.rows)
