@@ -142,7 +142,7 @@ std::string pipeline_text(const std::string& name, const std::string& window,
 }
 
 std::string config_text(const std::string& plugin_path, const std::string& ewma_options) {
-  return "store = \"store\"\ncommit_interval = \"20ms\"\nbatch_bytes = 8192\n" +
+  return "store = \"store\"\ncommit_interval = \"20ms\"\ncommit_events = 500\nbatch_bytes = 8192\n" +
          (plugin_path.empty() ? std::string{} : "plugins = [\"" + plugin_path + "\"]\n") + "\n" +
          pipeline_text("slide", "  kind = \"sliding\"\n  size = \"10m\"\n  slide = \"2m\"\n",
                        ewma_options) +
