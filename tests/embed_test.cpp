@@ -17,6 +17,7 @@
 
 #include <caf/actor_system.hpp>
 #include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
 
 #include "actors/core/config.hpp"
 #include "actors/embed.hpp"
@@ -96,7 +97,8 @@ TEST_CASE("pipelines in the test's own actor system deliver to its actor and sto
   caf::actor_system sys{sys_cfg};
   auto by_actor = std::make_shared<received>();
   auto user = sys.spawn([by_actor](caf::event_based_actor*) -> caf::behavior {
-    return {[by_actor](const weir::committed_epoch& e) { by_actor->add(e); }};
+    return {[by_actor](const weir::committed_epoch& e) { by_actor->add(e); },
+            [](caf::get_atom) { return true; }};
   });
   auto by_sink = std::make_shared<received>();
 
@@ -156,6 +158,13 @@ TEST_CASE("pipelines in the test's own actor system deliver to its actor and sto
   REQUIRE(st);
   const uint64_t last = (*st)[0].committed.epoch;
   run->reset(); // the store is free again
+  // Every epoch was sent to the actor before the run ended; a request sent now is handled after
+  // them.
+  {
+    caf::scoped_actor self{sys};
+    self->request(user, caf::infinite, caf::get_atom::value)
+      .receive([](bool) {}, [](caf::error& err) { FAIL(weir::render(err)); });
+  }
 
   // Both subscribers got every epoch from the first one on, in order, each as the change feed
   // holds it, and together the reference.
