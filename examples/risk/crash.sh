@@ -12,7 +12,7 @@ RANDOM=$seed
 rm -rf store alerts.csv alerts.csv.epoch
 "$gen" transactions.csv 42 40 60 "$seed" || exit 2
 killed=0
-for point in sink.delivered@3 epoch.during_commit@6; do
+for point in sink.delivered@3 epoch.during_commit@3; do
   (WEIR_FAULT=$point exec timeout 300 "$weir" run pipeline.toml --final --quiet) > /dev/null 2>&1
   rc=$?
   [ "$rc" = 0 ] && { echo "FAIL: the fault $point did not stop the run"; exit 1; }
