@@ -511,7 +511,8 @@ TEST_CASE("stage config: kind, options and outputs are read, the factory checks 
   CHECK(seen[0].pipeline == "p");
   CHECK(seen[0].fields == std::vector<std::string>{"v", "out"});
   REQUIRE(p.stages[0].make);
-  CHECK(p.stages[0].make(seen[0]) != nullptr);
+  const stage_context ctx = seen[0]; // a copy: the factory appends to `seen`
+  CHECK(p.stages[0].make(ctx) != nullptr);
 }
 
 TEST_CASE("stage config: errors name the line and the key", "[stage][config]") {
