@@ -127,21 +127,6 @@ results committed(const fs::path& store) {
   return out;
 }
 
-std::string diff(const results& got, const results& want) {
-  std::string out;
-  int shown = 0;
-  for (auto& [k, v] : want) {
-    auto i = got.find(k);
-    if ((i == got.end() || i->second != v) && shown++ < 5)
-      out += k.first + " " + k.second + ": want " + v + " got " +
-             (i == got.end() ? "nothing" : i->second) + "\n";
-  }
-  for (auto& [k, v] : got)
-    if (!want.count(k) && shown++ < 10)
-      out += k.first + " " + k.second + ": unexpected " + v + "\n";
-  return out;
-}
-
 /// The number after "  NAME" in `weir run`'s summary.
 uint64_t summary_count(const std::string& out, const std::string& name) {
   std::smatch m;
@@ -179,7 +164,7 @@ TEST_CASE("stage: weir run with plugin stages equals the brute-force results", "
   uint64_t dropped = 0;
   auto want = reference(text, dropped);
   REQUIRE(dropped > 500);
-  CHECK(diff(committed(dir.path / "store"), want) == "");
+  CHECK(table_diff(committed(dir.path / "store"), want) == "");
   CHECK(summary_count(r.out, "events read") == 3000);
   CHECK(summary_count(r.out, "filtered") == dropped);
   CHECK(summary_count(r.out, "accepted") == 3000 - dropped);
@@ -226,7 +211,7 @@ TEST_CASE("stage: a pass-through stage changes nothing", "[e2e][stage]") {
       want[k] = std::to_string(std::get<0>(a)) + "," + num(std::get<1>(a)) + "," +
                 num(std::get<2>(a)) + "," + num(std::get<3>(a));
   }
-  CHECK(diff(committed(dir.path / "store"), want) == "");
+  CHECK(table_diff(committed(dir.path / "store"), want) == "");
   CHECK(summary_count(r.out, "filtered") == 0);
 }
 
@@ -289,7 +274,7 @@ TEST_CASE("stage: killed with SIGKILL mid-run, the rerun's results and counts ar
   REQUIRE(r.rc == 0);
   uint64_t dropped = 0;
   auto want = reference(text, dropped);
-  CHECK(diff(committed(dir.path / "store"), want) == "");
+  CHECK(table_diff(committed(dir.path / "store"), want) == "");
   // The counters are committed with each epoch: over both runs, each record once.
   auto k = store_counters(dir.path / "store");
   CHECK(k.read == 30000);
@@ -314,7 +299,7 @@ TEST_CASE("stage: a stage that throws on a record makes it a poison record", "[e
   REQUIRE(r.rc == 0);
   uint64_t dropped = 0;
   auto want = reference(text, dropped, 37);
-  CHECK(diff(committed(dir.path / "store"), want) == "");
+  CHECK(table_diff(committed(dir.path / "store"), want) == "");
   auto dl = dead_letter_rows(dir.path / "store");
   REQUIRE(dl.size() == 8);
   for (const auto& d : dl) {

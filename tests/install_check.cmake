@@ -1,17 +1,7 @@
 # Installs the built Weir into a temporary prefix, builds examples/app against it with
 # find_package(weir), and runs it on the bundled example. Invoked by ctest with -DBUILD_DIR,
 # -DSOURCE_DIR and -DWORK_DIR.
-file(REMOVE_RECURSE "${WORK_DIR}")
-file(MAKE_DIRECTORY "${WORK_DIR}")
-function(run_step)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err
-                  TIMEOUT 600)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "step failed (${rc}): ${ARGN}\n${out}\n${err}")
-  endif()
-  set(step_output "${out}" PARENT_SCOPE)
-endfunction()
-run_step(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix")
+include(${CMAKE_CURRENT_LIST_DIR}/install_steps.cmake)
 set(launcher "")
 find_program(CCACHE_PROGRAM ccache)
 if(CCACHE_PROGRAM)
